@@ -1,0 +1,160 @@
+//! The contract between the XDP program (`capture-ebpf`) and the daemon (`capture-daemon`).
+//!
+//! Everything here is `#[repr(C)]`, free of padding holes and size-asserted, because the kernel side
+//! and the user side are compiled separately and only meet through BPF maps and the bytes the XDP
+//! program writes in front of each frame.
+//!
+//! Matching model: every configured target owns one bit (its *slot*, 0..[`MAX_TARGETS`]). The XDP
+//! program computes, per frame,
+//!
+//! ```text
+//! matched = (MACS[src] | MACS[dst] | cfg.any_mac) & (VLANS[outer vid] | cfg.any_vlan) & cfg.active
+//! ```
+//!
+//! where `any_mac` holds the targets without a MAC and `any_vlan` the targets without a VLAN. That
+//! is three map look-ups per frame whatever the number of targets, and target changes are plain map
+//! writes (no program reload).
+#![no_std]
+
+/// Number of target slots: one bit each in a `u64` mask.
+pub const MAX_TARGETS: usize = 64;
+/// Entries in the XSKMAP: the highest RX queue index the daemon can capture from, plus one.
+pub const MAX_QUEUES: u32 = 256;
+/// Entries in the MAC map (distinct MAC addresses across all targets).
+pub const MAX_MACS: u32 = 1024;
+/// VLAN IDs are 12 bits: the VLAN map is an array indexed by VID.
+pub const VLAN_IDS: u32 = 4096;
+
+/// BPF map names, shared so both sides agree.
+pub mod maps {
+    pub const CONFIG: &str = "CONFIG";
+    pub const MACS: &str = "MACS";
+    pub const VLANS: &str = "VLANS";
+    pub const XSKS: &str = "XSKS";
+    pub const COUNTERS: &str = "COUNTERS";
+    pub const TARGET_HITS: &str = "TARGET_HITS";
+}
+
+/// Name of the XDP program in the object file.
+pub const PROGRAM_NAME: &str = "capture";
+
+/// What happens to frames no target matches.
+pub const UNMATCHED_PASS: u32 = 0;
+pub const UNMATCHED_DROP: u32 = 1;
+
+/// Filter settings, the single entry of the `CONFIG` array map.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FilterConfig {
+    /// Bytes kept of each matched frame; 0 keeps the whole frame.
+    pub snaplen: u32,
+    /// [`UNMATCHED_PASS`] or [`UNMATCHED_DROP`].
+    pub unmatched: u32,
+    /// Slots in use. A frame can only match these.
+    pub active: u64,
+    /// Slots of targets without a MAC (they accept any MAC).
+    pub any_mac: u64,
+    /// Slots of targets without a VLAN (they accept any VLAN, and untagged frames).
+    pub any_vlan: u64,
+}
+const _: () = assert!(size_of::<FilterConfig>() == 32);
+
+/// Key of the `MACS` hash map: a MAC address padded to 8 bytes so the key has no padding hole.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+pub struct MacKey {
+    pub addr: [u8; 6],
+    pub pad: [u8; 2],
+}
+const _: () = assert!(size_of::<MacKey>() == 8);
+
+impl MacKey {
+    #[must_use]
+    pub const fn new(addr: [u8; 6]) -> Self {
+        Self { addr, pad: [0; 2] }
+    }
+}
+
+/// Written by the XDP program directly in front of each redirected frame (XDP metadata area), so
+/// user space finds it at `frame_address - size_of::<FrameMeta>()` in the UMEM.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct FrameMeta {
+    /// `bpf_ktime_get_ns()` when the program saw the frame (CLOCK_MONOTONIC).
+    pub tstamp_ns: u64,
+    /// Bit mask of the target slots the frame matched.
+    pub matched: u64,
+    /// Length of the frame on the wire, before slicing.
+    pub orig_len: u32,
+    /// [`META_MAGIC`]: lets user space tell real metadata from whatever was in the headroom.
+    pub magic: u32,
+}
+const _: () = assert!(size_of::<FrameMeta>() == 24);
+// The kernel accepts at most 32 bytes of metadata, in multiples of 4.
+const _: () = assert!(size_of::<FrameMeta>() <= 32 && size_of::<FrameMeta>() % 4 == 0);
+
+pub const META_MAGIC: u32 = 0xCA97_0001;
+
+/// Per-CPU counters kept by the XDP program (single entry of the `COUNTERS` per-CPU array).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    /// Every frame the program ran on.
+    pub seen: u64,
+    /// Frames matching at least one target.
+    pub matched: u64,
+    /// Matched frames handed to `bpf_redirect_map` successfully.
+    pub redirected: u64,
+    /// Matched frames whose RX queue had no AF_XDP socket: passed to the kernel untouched.
+    pub no_socket: u64,
+    /// `bpf_redirect_map` refused the frame (socket vanished between look-up and redirect).
+    pub redirect_failed: u64,
+    /// Matched frames shortened to the snap length.
+    pub sliced: u64,
+    /// `bpf_xdp_adjust_tail` / `bpf_xdp_adjust_meta` failed: frame passed to the kernel.
+    pub adjust_failed: u64,
+    /// Unmatched frames passed to the kernel.
+    pub unmatched_passed: u64,
+    /// Unmatched frames dropped (`unmatched = "drop"`).
+    pub unmatched_dropped: u64,
+    /// Frames shorter than an Ethernet header (14 bytes).
+    pub runts: u64,
+    /// Frames whose VLAN tag is cut short: they match as untagged.
+    pub truncated_tags: u64,
+    /// Frames with more VLAN tags than the two the parser reads.
+    pub deep_tags: u64,
+}
+const _: () = assert!(size_of::<Counters>() == 12 * 8);
+
+/// Per-CPU frame counts per target slot (single entry of the `TARGET_HITS` per-CPU array).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct TargetHits {
+    pub frames: [u64; MAX_TARGETS],
+}
+const _: () = assert!(size_of::<TargetHits>() == MAX_TARGETS * 8);
+
+impl Default for TargetHits {
+    fn default() -> Self {
+        Self { frames: [0; MAX_TARGETS] }
+    }
+}
+
+/// Ethertypes the parser treats as VLAN tags: 802.1Q, 802.1ad (QinQ) and the pre-standard 0x9100.
+pub const ETH_P_8021Q: u16 = 0x8100;
+pub const ETH_P_8021AD: u16 = 0x88a8;
+pub const ETH_P_QINQ_9100: u16 = 0x9100;
+
+#[must_use]
+pub const fn is_vlan_ethertype(ethertype: u16) -> bool {
+    matches!(ethertype, ETH_P_8021Q | ETH_P_8021AD | ETH_P_QINQ_9100)
+}
+
+#[cfg(feature = "user")]
+mod pod {
+    // SAFETY: all of these are #[repr(C)], made only of integers, with no padding (size asserts above).
+    unsafe impl aya::Pod for super::FilterConfig {}
+    unsafe impl aya::Pod for super::MacKey {}
+    unsafe impl aya::Pod for super::Counters {}
+    unsafe impl aya::Pod for super::TargetHits {}
+}

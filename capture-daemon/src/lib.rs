@@ -1,0 +1,12 @@
+//! capture-daemon: capture chosen VMs' frames on a hypervisor NIC into rotating pcapng files.
+//!
+//! The data path, in the order a frame travels it:
+//!
+//! 1. `capture-ebpf` (XDP, in the kernel) matches the frame against the targets, slices it and
+//!    redirects it to the AF_XDP socket of its RX queue. [`bpf`] loads, attaches and feeds it.
+//! 2. [`xsk`]: one worker thread per RX queue drains its AF_XDP ring in batches and copies each
+//!    frame into a [`handoff`] queue (lock-free, single producer / single consumer, no allocation).
+//! 3. [`writer`]: one writer thread takes frames from every queue and writes pcapng records into
+//!    large buffers, rotating and pruning files as [`config`] says.
+//!
+//! [`daemon`] wires these together; `main.rs` is only the command line.

@@ -6,7 +6,7 @@ set -euo pipefail
 
 RUST_VERSION=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
 BPF_LINKER_VERSION=0.13.0
-APT_PACKAGES=(llvm-22-dev iproute2 tshark wireshark-common tcpdump tcpreplay netsniff-ng procps)
+APT_PACKAGES=(llvm-22-dev iproute2 ethtool tshark wireshark-common tcpdump procps)
 
 say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*" >&2; }
 

@@ -10,3 +10,13 @@
 //!    large buffers, rotating and pruning files as [`config`] says.
 //!
 //! [`daemon`] wires these together; `main.rs` is only the command line.
+
+pub mod bpf;
+pub mod check;
+pub mod config;
+pub mod daemon;
+pub mod handoff;
+pub mod netdev;
+pub mod sys;
+pub mod writer;
+pub mod xsk;

@@ -1,1 +1,110 @@
-fn main() {}
+//! The `capture-daemon` command line. All the work is in the library; this file parses
+//! arguments, wires signals, and prints errors once.
+
+use std::io::Write as _;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use anyhow::Context as _;
+use capture_daemon::config::{self, Config};
+use capture_daemon::{check, daemon};
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(version, about = "Capture chosen VMs' frames on a hypervisor NIC into rotating pcapng files")]
+struct Cli {
+    /// Log level: error, warn, info, debug or trace (RUST_LOG, if set, wins).
+    #[arg(long, global = true, default_value = "info")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Capture until SIGINT or SIGTERM.
+    Run {
+        /// Configuration file.
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Check the configuration and the host (interfaces, privileges, kernel support) without
+    /// capturing; exits non-zero when something would stop `run`.
+    Check {
+        /// Configuration file.
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(level: &str) {
+    let mut builder = env_logger::Builder::new();
+    builder.parse_filters(level);
+    if let Ok(filters) = std::env::var("RUST_LOG") {
+        builder.parse_filters(&filters);
+    }
+    // Under systemd (journald on stderr) the journal adds timestamps; give it the priority
+    // as a "<N>" prefix instead so `journalctl -p warning` works.
+    if std::env::var_os("JOURNAL_STREAM").is_some() {
+        builder.format(|f, record| {
+            let prio = match record.level() {
+                log::Level::Error => 3,
+                log::Level::Warn => 4,
+                log::Level::Info => 6,
+                log::Level::Debug | log::Level::Trace => 7,
+            };
+            writeln!(f, "<{prio}>{}", record.args())
+        });
+    }
+    builder.init();
+}
+
+fn run(cli: Cli) -> anyhow::Result<ExitCode> {
+    match cli.command {
+        Command::Run { config } => {
+            let cfg = Config::load(&config)?;
+            let control = daemon::Control::default();
+            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+                // A second signal while stopping ends the process at once.
+                signal_hook::flag::register_conditional_shutdown(sig, 1, control.shutdown.clone())
+                    .context("installing signal handlers")?;
+                signal_hook::flag::register(sig, control.shutdown.clone())
+                    .context("installing signal handlers")?;
+            }
+            signal_hook::flag::register(signal_hook::consts::SIGHUP, control.reload.clone())
+                .context("installing signal handlers")?;
+            let summary = daemon::run(&cfg, &control)?;
+            log::info!(
+                "stopped: {} frame(s) written, {} file(s) closed",
+                summary.frames_written,
+                summary.files_closed
+            );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Check { config } => {
+            let cfg = Config::load(&config)?;
+            let report = check::check(&cfg, &config);
+            print!("{}", report.render());
+            println!("\n{}", check::MIRROR_WARNING);
+            if report.problems == 0 {
+                println!("\nall checks passed");
+                Ok(ExitCode::SUCCESS)
+            } else {
+                println!("\n{} problem(s) found", report.problems);
+                Ok(ExitCode::from(1))
+            }
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(&cli.log_level);
+    match run(cli) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("capture-daemon: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

@@ -1,1 +1,408 @@
+//! Harness for the root-only integration tests: each test builds its own network namespace with a
+//! veth pair, runs the real `capture-daemon` binary on one end, sends frames from the other, and
+//! reads the pcapng files back with pcap-file and with tshark/capinfos.
+//!
+//! Run through `cargo xtask test`, which builds the release daemon and passes its path in
+//! `CAPTURE_DAEMON_BIN`.
 
+use std::io::{BufRead as _, BufReader};
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use capture_lab::{NetNs, Pace, RawSender, VethPair};
+use pcap_file::pcapng::{Block, PcapNgReader};
+
+pub use capture_lab::{Frame, mac};
+
+/// Ethertype of the test frames (IEEE "local experimental"): payload starts with a u32 id.
+pub const TEST_ETHERTYPE: u16 = 0x88b5;
+pub const CAPTURE_IF: &str = "cap0";
+pub const PEER_IF: &str = "gen0";
+
+/// Skips the test unless it may run as root; under `cargo xtask test` (CAPTURE_REQUIRE_ROOT=1)
+/// not being root is a failure, never a skip.
+pub fn root_or_skip() -> bool {
+    // SAFETY: trivial libc call.
+    let root = unsafe { libc::geteuid() } == 0;
+    if !root {
+        assert!(
+            std::env::var_os("CAPTURE_REQUIRE_ROOT").is_none(),
+            "integration tests must run as root (CAPTURE_REQUIRE_ROOT is set)"
+        );
+        eprintln!("skipped: not root (run `cargo xtask test` as root)");
+    }
+    root
+}
+
+pub fn daemon_bin() -> PathBuf {
+    let bin = std::env::var_os("CAPTURE_DAEMON_BIN").map_or_else(
+        || Path::new(env!("CARGO_MANIFEST_DIR")).join("../target/release/capture-daemon"),
+        PathBuf::from,
+    );
+    assert!(
+        bin.exists(),
+        "{} not found: run the tests with `cargo xtask test` (it builds the daemon first)",
+        bin.display()
+    );
+    bin
+}
+
+/// A test frame: `tags` are (TPID, TCI) outermost first; the payload carries `id` and is padded
+/// so the frame is `len` bytes long.
+pub fn test_frame(dst: [u8; 6], src: [u8; 6], tags: &[(u16, u16)], id: u32, len: usize) -> Vec<u8> {
+    let mut f = Frame::ethernet(dst, src);
+    for &(tpid, tci) in tags {
+        f = f.vlan_tci(tpid, tci);
+    }
+    let header = 14 + 4 * tags.len();
+    let mut payload = id.to_be_bytes().to_vec();
+    payload.resize(len.saturating_sub(header).max(4), 0xab);
+    f.raw(TEST_ETHERTYPE, &payload)
+}
+
+/// The id of a test frame, whatever VLAN tags it carries (or had stripped by the kernel).
+pub fn frame_id(data: &[u8]) -> Option<u32> {
+    let mut off = 12;
+    loop {
+        let et = u16::from_be_bytes(data.get(off..off + 2)?.try_into().ok()?);
+        if matches!(et, 0x8100 | 0x88a8 | 0x9100) {
+            off += 4;
+            continue;
+        }
+        if et != TEST_ETHERTYPE {
+            return None;
+        }
+        return Some(u32::from_be_bytes(data.get(off + 2..off + 6)?.try_into().ok()?));
+    }
+}
+
+/// A namespace with a veth pair and a scratch directory; everything is removed on drop.
+pub struct Lab {
+    pub veth: VethPair,
+    pub ns: NetNs,
+    pub dir: tempfile::TempDir,
+}
+
+impl Lab {
+    pub fn new(queues: u32) -> Lab {
+        let ns = NetNs::create("captest").expect("creating a network namespace");
+        let veth = VethPair::create(&ns, CAPTURE_IF, PEER_IF, queues).expect("creating a veth pair");
+        let dir = tempfile::tempdir().expect("temp dir");
+        Lab { veth, ns, dir }
+    }
+
+    pub fn out_dir(&self) -> PathBuf {
+        self.dir.path().join("out")
+    }
+
+    /// Writes a config: `capture` and `output` lines are added to the defaults below, `targets`
+    /// is appended verbatim.
+    pub fn config(&self, capture: &str, output: &str, targets: &str) -> PathBuf {
+        let text = format!(
+            "[capture]\n{capture}\n\n[output]\ndirectory = \"{}\"\nprefix = \"t\"\n{output}\n\n\
+             [[interface]]\nname = \"{CAPTURE_IF}\"\n\n{targets}\n",
+            self.out_dir().display()
+        );
+        let path = self.dir.path().join("capture.toml");
+        std::fs::write(&path, text).expect("writing config");
+        path
+    }
+
+    pub fn start(&self, config: &Path) -> Daemon {
+        Daemon::start(&self.ns, config)
+    }
+
+    /// Sends frames from the peer, paced so veth's 256-frame XDP ring never overflows.
+    pub fn send(&self, frames: &[Vec<u8>]) {
+        let peer = self.veth.peer.clone();
+        let sent = self
+            .ns
+            .run(|| RawSender::open(&peer)?.send_all(frames, Pace::default()))
+            .expect("sending frames");
+        assert_eq!(sent, frames.len() as u64);
+        // Let NAPI finish the last frames before anyone detaches the program.
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Opens a receiver on the capture interface: it sees what XDP passed to the kernel.
+    pub fn receiver(&self) -> Receiver {
+        self.ns.run(|| Receiver::open(CAPTURE_IF)).expect("opening a packet receiver")
+    }
+
+    /// True when an XDP program is attached to the capture interface.
+    pub fn xdp_attached(&self) -> bool {
+        let out = self
+            .ns
+            .command("ip")
+            .args(["-d", "link", "show", CAPTURE_IF])
+            .output()
+            .expect("ip link show");
+        let text = String::from_utf8_lossy(&out.stdout);
+        text.contains("prog/xdp") || text.contains("xdpgeneric") || text.contains(" xdp ")
+    }
+
+    /// Finished files (sorted by name, i.e. by sequence) and leftover `.part` files.
+    pub fn files(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
+        let mut done = Vec::new();
+        let mut part = Vec::new();
+        if let Ok(entries) = std::fs::read_dir(self.out_dir()) {
+            for e in entries.filter_map(Result::ok) {
+                let p = e.path();
+                let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+                if name.ends_with(".pcapng.part") {
+                    part.push(p);
+                } else if name.ends_with(".pcapng") {
+                    done.push(p);
+                }
+            }
+        }
+        done.sort();
+        part.sort();
+        (done, part)
+    }
+}
+
+/// The daemon process, its stderr collected line by line.
+pub struct Daemon {
+    child: Option<Child>,
+    pub log: Arc<Mutex<Vec<String>>>,
+}
+
+impl Daemon {
+    pub fn start(ns: &NetNs, config: &Path) -> Daemon {
+        let d = Self::spawn(ns, config);
+        d.wait_for_log("capturing on", Duration::from_secs(20));
+        d
+    }
+
+    /// Starts without waiting (for start-up failure tests).
+    pub fn spawn(ns: &NetNs, config: &Path) -> Daemon {
+        let mut child = ns
+            .command(daemon_bin().to_str().expect("utf-8 path"))
+            .args(["run", "--config"])
+            .arg(config)
+            .stderr(Stdio::piped())
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("starting capture-daemon");
+        let log = Arc::new(Mutex::new(Vec::new()));
+        let stderr = child.stderr.take().expect("stderr");
+        let sink = Arc::clone(&log);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+                eprintln!("daemon | {line}");
+                sink.lock().expect("log lock").push(line);
+            }
+        });
+        Daemon { child: Some(child), log }
+    }
+
+    pub fn log_text(&self) -> String {
+        self.log.lock().expect("log lock").join("\n")
+    }
+
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        let start = Instant::now();
+        while start.elapsed() < timeout {
+            if self.log.lock().expect("log lock").iter().any(|l| l.contains(needle)) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        panic!("daemon never logged {needle:?} within {timeout:?}; log:\n{}", self.log_text());
+    }
+
+    fn signal(&self, sig: i32) {
+        let pid = self.child.as_ref().expect("running").id();
+        // `ip netns exec` execs the daemon, so this pid is the daemon itself.
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(pid as i32, sig) };
+    }
+
+    /// SIGTERM, then waits; returns the exit status and how long the stop took.
+    pub fn stop(mut self) -> (ExitStatus, Duration) {
+        self.signal(libc::SIGTERM);
+        let start = Instant::now();
+        let status = self.wait(Duration::from_secs(10));
+        (status, start.elapsed())
+    }
+
+    pub fn kill9(mut self) {
+        self.signal(libc::SIGKILL);
+        self.wait(Duration::from_secs(10));
+    }
+
+    /// Waits for exit (the daemon exiting by itself, e.g. on a start-up error).
+    pub fn wait(&mut self, timeout: Duration) -> ExitStatus {
+        let child = self.child.as_mut().expect("running");
+        let start = Instant::now();
+        loop {
+            if let Some(status) = child.try_wait().expect("waiting for the daemon") {
+                self.child = None;
+                // Give the log reader a moment to collect the last lines.
+                std::thread::sleep(Duration::from_millis(50));
+                return status;
+            }
+            assert!(start.elapsed() < timeout, "daemon did not exit within {timeout:?}");
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// An AF_PACKET receiver on the capture interface: it sees frames XDP passed to the kernel.
+pub struct Receiver {
+    fd: OwnedFd,
+}
+
+impl Receiver {
+    fn open(ifname: &str) -> anyhow::Result<Receiver> {
+        let proto = (libc::ETH_P_ALL as u16).to_be();
+        // SAFETY: plain socket call; owned right away.
+        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
+        anyhow::ensure!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
+        // SAFETY: fresh fd.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let name = std::ffi::CString::new(ifname)?;
+        // SAFETY: valid C string.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        anyhow::ensure!(ifindex != 0, "no interface {ifname}");
+        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
+        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
+        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_protocol = proto;
+        sll.sll_ifindex = ifindex as i32;
+        // SAFETY: bind with a properly sized sockaddr_ll.
+        let rc = unsafe {
+            libc::bind(
+                fd.as_raw_fd(),
+                (&raw const sll).cast(),
+                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+            )
+        };
+        anyhow::ensure!(rc == 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
+        Ok(Receiver { fd })
+    }
+
+    /// Every frame received so far (does not wait).
+    pub fn drain(&self) -> Vec<Vec<u8>> {
+        let mut frames = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            // SAFETY: buffer valid for its length.
+            let n = unsafe {
+                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+            };
+            if n <= 0 {
+                return frames;
+            }
+            frames.push(buf[..n as usize].to_vec());
+        }
+    }
+
+    /// Ids of the test frames received so far.
+    pub fn ids(&self) -> Vec<u32> {
+        let mut ids: Vec<u32> = self.drain().iter().filter_map(|f| frame_id(f)).collect();
+        ids.sort_unstable();
+        ids
+    }
+}
+
+/// One Enhanced Packet Block as read back by pcap-file.
+#[derive(Debug, Clone)]
+pub struct Packet {
+    pub interface_id: u32,
+    pub ts_ns: u128,
+    pub orig_len: u32,
+    pub data: Vec<u8>,
+}
+
+/// What a pcapng file holds, read by pcap-file (an independent reader).
+#[derive(Debug, Default)]
+pub struct PcapngFile {
+    pub interfaces: Vec<(String, u32)>,
+    pub packets: Vec<Packet>,
+    pub statistics: usize,
+}
+
+pub fn read_pcapng(path: &Path) -> PcapngFile {
+    let file = std::fs::File::open(path).unwrap_or_else(|e| panic!("open {}: {e}", path.display()));
+    let mut reader = PcapNgReader::new(file).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    let mut out = PcapngFile::default();
+    while let Some(block) = reader.next_block() {
+        let (block, _) = block.unwrap_or_else(|e| panic!("{}: bad block: {e}", path.display()));
+        match block {
+            Block::InterfaceDescription(idb) => {
+                let name = idb
+                    .options
+                    .iter()
+                    .find_map(|o| match o {
+                        pcap_file::pcapng::blocks::interface_description::InterfaceDescriptionOption::IfName(n) => {
+                            Some(n.to_string())
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or_default();
+                out.interfaces.push((name, idb.snaplen));
+            }
+            Block::EnhancedPacket(epb) => out.packets.push(Packet {
+                interface_id: epb.interface_id,
+                ts_ns: epb.timestamp.as_nanos(),
+                orig_len: epb.original_len,
+                data: epb.data.to_vec(),
+            }),
+            Block::InterfaceStatistics(_) => out.statistics += 1,
+            _ => {}
+        }
+    }
+    out
+}
+
+/// Packets of several files in order.
+pub fn read_all(paths: &[PathBuf]) -> Vec<Packet> {
+    paths.iter().flat_map(|p| read_pcapng(p).packets).collect()
+}
+
+/// Sorted ids of the test frames in the packets.
+pub fn ids(packets: &[Packet]) -> Vec<u32> {
+    let mut ids: Vec<u32> = packets.iter().filter_map(|p| frame_id(&p.data)).collect();
+    ids.sort_unstable();
+    ids
+}
+
+/// `capinfos -c` packet count (capinfos fails on a damaged file, which fails the test).
+pub fn capinfos_count(path: &Path) -> u64 {
+    let out = Command::new("capinfos").args(["-M", "-c"]).arg(path).output().expect("running capinfos");
+    assert!(out.status.success(), "capinfos {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let text = String::from_utf8_lossy(&out.stdout);
+    text.lines()
+        .find_map(|l| l.strip_prefix("Number of packets:"))
+        .and_then(|n| n.trim().parse().ok())
+        .unwrap_or_else(|| panic!("no packet count in capinfos output: {text}"))
+}
+
+/// `tshark -T fields` rows for the given fields.
+pub fn tshark_fields(path: &Path, fields: &[&str]) -> Vec<Vec<String>> {
+    let mut cmd = Command::new("tshark");
+    cmd.arg("-r").arg(path).args(["-T", "fields", "-E", "separator=|"]);
+    for f in fields {
+        cmd.args(["-e", f]);
+    }
+    let out = cmd.output().expect("running tshark");
+    assert!(out.status.success(), "tshark {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}

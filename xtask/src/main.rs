@@ -1,1 +1,90 @@
-fn main() {}
+//! Project tasks: `cargo xtask setup | demo | test`.
+//!
+//! `./x.sh demo` and `./x.sh test` (the README's quick start) bootstrap the toolchain and packages
+//! first, then land here.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, ExitCode};
+
+use anyhow::{Context as _, bail};
+use clap::{Parser, Subcommand};
+
+mod demo;
+
+#[derive(Parser)]
+#[command(about = "capture-daemon project tasks")]
+struct Cli {
+    #[command(subcommand)]
+    task: Task,
+}
+
+#[derive(Subcommand)]
+enum Task {
+    /// Install the pinned toolchain, bpf-linker and the packages the lab and tests use.
+    Setup,
+    /// Run the daemon on a built-in lab: a network namespace, a veth pair and fake VMs' traffic.
+    Demo(demo::Args),
+    /// Run every test: unit tests, then the root-only integration tests in network namespaces.
+    Test {
+        /// Only run integration tests whose name contains this.
+        filter: Option<String>,
+    },
+}
+
+pub fn workspace_root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().expect("xtask lives in the workspace").to_owned()
+}
+
+/// Runs a command in the workspace root, failing with its command line if it fails.
+pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
+    let status = cmd
+        .current_dir(workspace_root())
+        .status()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
+fn cargo() -> Command {
+    Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
+}
+
+/// Builds the release daemon and returns the path of the binary.
+pub fn build_daemon() -> anyhow::Result<PathBuf> {
+    run(cargo().args(["build", "--release", "--package", "capture-daemon"]))?;
+    Ok(workspace_root().join("target/release/capture-daemon"))
+}
+
+fn test(filter: Option<&str>) -> anyhow::Result<()> {
+    capture_lab::require_root()
+        .context("the integration tests create network namespaces and attach XDP programs")?;
+    eprintln!("== unit tests (workspace default members)");
+    run(cargo().args(["test", "--workspace"]))?;
+    let bin = build_daemon()?;
+    eprintln!("== integration tests (root: network namespaces, veth, XDP, AF_XDP)");
+    let mut cmd = cargo();
+    cmd.args(["test", "--package", "capture-tests", "--"]);
+    if let Some(f) = filter {
+        cmd.arg(f);
+    }
+    cmd.env("CAPTURE_DAEMON_BIN", &bin).env("CAPTURE_REQUIRE_ROOT", "1");
+    run(&mut cmd)
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.task {
+        Task::Setup => run(Command::new("bash").arg("scripts/bootstrap.sh")),
+        Task::Demo(args) => demo::demo(&args),
+        Task::Test { filter } => test(filter.as_deref()),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("xtask: error: {e:#}");
+            ExitCode::from(2)
+        }
+    }
+}

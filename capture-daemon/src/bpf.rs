@@ -1,0 +1,327 @@
+//! The kernel side, seen from user space: load the XDP program, fill its maps, attach it with a
+//! bpf_link, register AF_XDP sockets, read its counters.
+//!
+//! One [`Filter`] per capture interface: each gets its own program instance and maps, so an
+//! XSKMAP index is always "RX queue of this interface".
+
+use std::os::fd::RawFd;
+use std::sync::Arc;
+
+use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
+use aya::programs::links::{FdLink, Link as _};
+use aya::programs::{Xdp, XdpMode as AyaXdpMode};
+use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
+use capture_common::{
+    Counters, FilterConfig, MAX_TARGETS, MacKey, PROGRAM_NAME, TargetHits, UNMATCHED_DROP,
+    UNMATCHED_PASS, maps,
+};
+
+use crate::config::{CaptureConfig, TargetConfig, Unmatched, XdpMode};
+
+/// The XDP object built by build.rs from `capture-ebpf`.
+static XDP_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture-ebpf"));
+
+#[derive(Debug, thiserror::Error)]
+pub enum BpfError {
+    #[error("loading the XDP program into the kernel")]
+    Load(#[source] aya::EbpfError),
+    #[error("the kernel verifier rejected the XDP program")]
+    Verify(#[source] aya::programs::ProgramError),
+    #[error("BPF map {name}")]
+    Map {
+        name: &'static str,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("BPF map {0} missing from the XDP object")]
+    MissingMap(&'static str),
+    #[error("attaching XDP to {iface} in {mode} mode")]
+    Attach {
+        iface: String,
+        mode: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
+    #[error(
+        "the kernel attached XDP to {0} with legacy netlink, which would outlive this process; \
+         refusing (bpf_link for XDP needs Linux >= 5.9)"
+    )]
+    LegacyAttach(String),
+    #[error("too many targets: {0} (at most {MAX_TARGETS})")]
+    TooManyTargets(usize),
+}
+
+/// Kernel-side counters of one interface, shared with the writer (for the pcapng statistics
+/// block) and the status log. Reading them is a syscall: done per file and per log line, never
+/// per packet.
+pub struct KernelCounters {
+    counters: PerCpuArray<MapData, Counters>,
+    hits: PerCpuArray<MapData, TargetHits>,
+}
+
+impl KernelCounters {
+    /// The per-CPU counters summed over CPUs.
+    pub fn totals(&self) -> Counters {
+        let mut sum = Counters::default();
+        if let Ok(per_cpu) = self.counters.get(&0, 0) {
+            for c in per_cpu.iter() {
+                sum.seen += c.seen;
+                sum.matched += c.matched;
+                sum.redirected += c.redirected;
+                sum.no_socket += c.no_socket;
+                sum.redirect_failed += c.redirect_failed;
+                sum.sliced += c.sliced;
+                sum.adjust_failed += c.adjust_failed;
+                sum.unmatched_passed += c.unmatched_passed;
+                sum.unmatched_dropped += c.unmatched_dropped;
+                sum.runts += c.runts;
+                sum.truncated_tags += c.truncated_tags;
+                sum.deep_tags += c.deep_tags;
+            }
+        }
+        sum
+    }
+
+    /// Frames matched per target slot, summed over CPUs.
+    pub fn target_frames(&self) -> [u64; MAX_TARGETS] {
+        let mut sum = [0u64; MAX_TARGETS];
+        if let Ok(per_cpu) = self.hits.get(&0, 0) {
+            for h in per_cpu.iter() {
+                for (s, f) in sum.iter_mut().zip(h.frames.iter()) {
+                    *s += f;
+                }
+            }
+        }
+        sum
+    }
+}
+
+/// The XDP program loaded for one interface, maps filled, not yet attached.
+pub struct Filter {
+    ebpf: Ebpf,
+    xsks: XskMap<MapData>,
+    counters: Arc<KernelCounters>,
+    iface: String,
+    link: Option<FdLink>,
+    mode: Option<&'static str>,
+}
+
+/// The map contents for a set of targets: slot `i` is `targets[i]`.
+#[derive(Debug, Default, PartialEq, Eq)]
+pub struct TargetTables {
+    pub config: FilterConfig,
+    pub macs: Vec<(MacKey, u64)>,
+    pub vlans: Vec<(u16, u64)>,
+}
+
+impl TargetTables {
+    pub fn build(capture: &CaptureConfig, targets: &[TargetConfig]) -> Result<Self, BpfError> {
+        if targets.len() > MAX_TARGETS {
+            return Err(BpfError::TooManyTargets(targets.len()));
+        }
+        let mut t = TargetTables {
+            config: FilterConfig {
+                snaplen: capture.snaplen,
+                unmatched: match capture.unmatched {
+                    Unmatched::Pass => UNMATCHED_PASS,
+                    Unmatched::Drop => UNMATCHED_DROP,
+                },
+                ..FilterConfig::default()
+            },
+            ..TargetTables::default()
+        };
+        for (slot, target) in targets.iter().enumerate() {
+            let bit = 1u64 << slot;
+            t.config.active |= bit;
+            match target.mac {
+                Some(mac) => match t.macs.iter_mut().find(|(k, _)| k.addr == mac) {
+                    Some((_, mask)) => *mask |= bit,
+                    None => t.macs.push((MacKey::new(mac), bit)),
+                },
+                None => t.config.any_mac |= bit,
+            }
+            match target.vlan {
+                Some(vid) => match t.vlans.iter_mut().find(|(v, _)| *v == vid) {
+                    Some((_, mask)) => *mask |= bit,
+                    None => t.vlans.push((vid, bit)),
+                },
+                None => t.config.any_vlan |= bit,
+            }
+        }
+        Ok(t)
+    }
+}
+
+fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> BpfError {
+    move |source| BpfError::Map { name, source }
+}
+
+impl Filter {
+    /// Loads the program (the verifier runs here) and fills its maps. Nothing is attached yet.
+    pub fn load(iface: &str, tables: &TargetTables) -> Result<Self, BpfError> {
+        let mut ebpf = EbpfLoader::new().load(XDP_OBJECT).map_err(BpfError::Load)?;
+        let program: &mut Xdp = ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(BpfError::MissingMap(PROGRAM_NAME))?
+            .try_into()
+            .map_err(BpfError::Verify)?;
+        program.load().map_err(BpfError::Verify)?;
+
+        let mut take = |name: &'static str| ebpf.take_map(name).ok_or(BpfError::MissingMap(name));
+        let mut config: Array<MapData, FilterConfig> =
+            Array::try_from(take(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
+        let mut macs: HashMap<MapData, MacKey, u64> =
+            HashMap::try_from(take(maps::MACS)?).map_err(map_err(maps::MACS))?;
+        let mut vlans: Array<MapData, u64> =
+            Array::try_from(take(maps::VLANS)?).map_err(map_err(maps::VLANS))?;
+        let xsks = XskMap::try_from(take(maps::XSKS)?).map_err(map_err(maps::XSKS))?;
+        let counters = PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let hits =
+            PerCpuArray::try_from(take(maps::TARGET_HITS)?).map_err(map_err(maps::TARGET_HITS))?;
+
+        for (mac, mask) in &tables.macs {
+            macs.insert(mac, mask, 0).map_err(map_err(maps::MACS))?;
+        }
+        for (vid, mask) in &tables.vlans {
+            vlans.set(u32::from(*vid), mask, 0).map_err(map_err(maps::VLANS))?;
+        }
+        // Written last: until CONFIG is set the program passes every frame.
+        config.set(0, &tables.config, 0).map_err(map_err(maps::CONFIG))?;
+        // The maps stay alive in the kernel as long as the program references them; keeping
+        // these handles is only needed for the ones we write or read later.
+        drop((config, macs, vlans));
+
+        Ok(Filter {
+            ebpf,
+            xsks,
+            counters: Arc::new(KernelCounters { counters, hits }),
+            iface: iface.to_owned(),
+            link: None,
+            mode: None,
+        })
+    }
+
+    pub fn counters(&self) -> Arc<KernelCounters> {
+        Arc::clone(&self.counters)
+    }
+
+    /// Points RX queue `queue` at an AF_XDP socket.
+    pub fn register_socket(&mut self, queue: u32, fd: RawFd) -> Result<(), BpfError> {
+        self.xsks.set(queue, fd, 0).map_err(map_err(maps::XSKS))
+    }
+
+    /// Attaches with a bpf_link: the kernel detaches it when this process dies, however it dies,
+    /// so a crash never leaves the NIC redirecting frames to nobody.
+    pub fn attach(&mut self, mode: XdpMode) -> Result<&'static str, BpfError> {
+        let tries: &[(AyaXdpMode, &'static str)] = match mode {
+            XdpMode::Native => &[(AyaXdpMode::Driver, "native")],
+            XdpMode::Generic => &[(AyaXdpMode::Skb, "generic")],
+            XdpMode::Auto => &[(AyaXdpMode::Driver, "native"), (AyaXdpMode::Skb, "generic")],
+        };
+        let iface = std::ffi::CString::new(self.iface.clone())
+            .map_err(|_| BpfError::LegacyAttach(self.iface.clone()))?;
+        let program: &mut Xdp = self
+            .ebpf
+            .program_mut(PROGRAM_NAME)
+            .ok_or(BpfError::MissingMap(PROGRAM_NAME))?
+            .try_into()
+            .map_err(BpfError::Verify)?;
+        let mut last_err = None;
+        for (i, (aya_mode, name)) in tries.iter().enumerate() {
+            match program.attach(iface.as_c_str(), *aya_mode) {
+                Ok(id) => {
+                    let link = program.take_link(id).map_err(BpfError::Verify)?;
+                    // A netlink attach is detached again by try_from before it returns the error.
+                    let link = FdLink::try_from(link)
+                        .map_err(|_| BpfError::LegacyAttach(self.iface.clone()))?;
+                    if i > 0 {
+                        log::warn!(
+                            "{}: native XDP attach failed ({}); using generic XDP (slower, but complete)",
+                            self.iface,
+                            last_err.as_ref().map_or_else(String::new, |e: &BpfError| error_chain(e))
+                        );
+                    }
+                    self.link = Some(link);
+                    self.mode = Some(name);
+                    return Ok(name);
+                }
+                Err(source) => {
+                    last_err = Some(BpfError::Attach { iface: self.iface.clone(), mode: name, source });
+                }
+            }
+        }
+        Err(last_err.unwrap_or(BpfError::LegacyAttach(self.iface.clone())))
+    }
+
+    /// Detaches the program (frames flow through the kernel as before); maps and counters stay
+    /// readable until the `Filter` is dropped.
+    pub fn detach(&mut self) {
+        if let Some(link) = self.link.take() {
+            if let Err(e) = link.detach() {
+                log::warn!("{}: detaching XDP: {e}", self.iface);
+            }
+        }
+    }
+
+    pub fn mode(&self) -> Option<&'static str> {
+        self.mode
+    }
+}
+
+impl Drop for Filter {
+    fn drop(&mut self) {
+        self.detach();
+    }
+}
+
+/// "outer: inner: innermost" — for log lines, where `{:#}` of anyhow is not at hand.
+pub fn error_chain(e: &dyn std::error::Error) -> String {
+    let mut s = e.to_string();
+    let mut source = e.source();
+    while let Some(inner) = source {
+        s.push_str(": ");
+        s.push_str(&inner.to_string());
+        source = inner.source();
+    }
+    s
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn capture() -> CaptureConfig {
+        CaptureConfig { unmatched: Unmatched::Pass, snaplen: 128, ring_size: 4096, buffer_bytes: 1 << 26 }
+    }
+
+    fn target(name: &str, mac: Option<[u8; 6]>, vlan: Option<u16>) -> TargetConfig {
+        TargetConfig { name: name.into(), mac, vlan }
+    }
+
+    #[test]
+    fn tables_give_each_target_one_slot() {
+        let m = [0x52, 0x54, 0, 0, 0, 1];
+        let t = TargetTables::build(
+            &capture(),
+            &[
+                target("a", Some(m), None),
+                target("b", None, Some(100)),
+                target("c", Some(m), Some(100)),
+                target("all", None, None),
+            ],
+        )
+        .unwrap();
+        assert_eq!(t.config.active, 0b1111);
+        assert_eq!(t.config.any_mac, 0b1010);
+        assert_eq!(t.config.any_vlan, 0b1001);
+        assert_eq!(t.config.snaplen, 128);
+        assert_eq!(t.macs, vec![(MacKey::new(m), 0b0101)]);
+        assert_eq!(t.vlans, vec![(100, 0b0110)]);
+    }
+
+    #[test]
+    fn too_many_targets_is_an_error() {
+        let targets: Vec<_> = (0..=MAX_TARGETS).map(|i| target(&i.to_string(), None, None)).collect();
+        assert!(matches!(TargetTables::build(&capture(), &targets), Err(BpfError::TooManyTargets(65))));
+    }
+}

@@ -1,0 +1,148 @@
+//! `capture-daemon check`: everything `run` needs, verified without attaching anything.
+
+use std::fmt::Write as _;
+use std::path::Path;
+
+use crate::bpf::{Filter, TargetTables, error_chain};
+use crate::config::Config;
+use crate::daemon::{describe_target, resolve_interfaces};
+use crate::{netdev, sys};
+
+/// The banner `check` and the docs use: in mirror mode the capture NIC loses the frames it captures.
+pub const MIRROR_WARNING: &str = "\
+WARNING: mirror mode. Matched frames are redirected to capture-daemon and taken OUT of the kernel's
+network path on the capture interface. Use a NIC fed by a SPAN/mirror port or a network TAP. Do not
+point it at a live uplink or a VM's bridge port: the captured VMs would lose that traffic.";
+
+#[derive(Default)]
+pub struct Report {
+    pub lines: Vec<String>,
+    pub problems: usize,
+}
+
+impl Report {
+    fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
+        self.lines.push(format!("ok    {what}: {}", detail.as_ref()));
+    }
+    fn fail(&mut self, what: &str, detail: impl AsRef<str>) {
+        self.problems += 1;
+        self.lines.push(format!("FAIL  {what}: {}", detail.as_ref()));
+    }
+    pub fn render(&self) -> String {
+        let mut s = String::new();
+        for l in &self.lines {
+            let _ = writeln!(s, "{l}");
+        }
+        s
+    }
+}
+
+/// Runs every check and reports them all (one failure does not hide the next).
+pub fn check(config: &Config, config_path: &Path) -> Report {
+    let mut r = Report::default();
+    r.ok(
+        "config",
+        format!(
+            "{} ({} interface(s), {} target(s))",
+            config_path.display(),
+            config.interfaces.len(),
+            config.targets.len()
+        ),
+    );
+    for t in &config.targets {
+        r.ok("target", describe_target(t));
+    }
+
+    match sys::kernel_version() {
+        Some((maj, min)) if (maj, min) >= (5, 9) => {
+            r.ok("kernel", format!("{} (bpf_link XDP attach needs >= 5.9)", sys::os_release()));
+        }
+        Some(_) => r.fail(
+            "kernel",
+            format!(
+                "{}: too old; capture-daemon needs Linux >= 5.9 (XDP bpf_link, AF_XDP statistics)",
+                sys::os_release()
+            ),
+        ),
+        None => r.fail("kernel", "cannot read /proc/sys/kernel/osrelease"),
+    }
+
+    let missing = sys::missing_caps();
+    if missing.is_empty() {
+        r.ok("privileges", "all needed capabilities present");
+    } else {
+        for (cap, why) in missing {
+            r.fail("privileges", format!("missing {cap}: needed to {why} (run as root or grant it)"));
+        }
+    }
+
+    match resolve_interfaces(config) {
+        Ok(ifaces) => {
+            for i in &ifaces {
+                r.ok(
+                    &format!("interface {}", i.name),
+                    format!(
+                        "driver {}, {} RX queue(s), capturing queue(s) {:?}",
+                        netdev::driver(&i.name).unwrap_or_else(|| "unknown".into()),
+                        i.rx_queues,
+                        i.queues
+                    ),
+                );
+            }
+        }
+        Err(e) => r.fail("interfaces", format!("{e:#}")),
+    }
+
+    match TargetTables::build(&config.capture, &config.targets) {
+        Ok(tables) => match Filter::load("check", &tables) {
+            Ok(_) => r.ok("XDP program", "loaded and accepted by the kernel verifier (not attached)"),
+            Err(e) => r.fail("XDP program", error_chain(&e)),
+        },
+        Err(e) => r.fail("targets", e.to_string()),
+    }
+
+    // SAFETY: plain socket call; closed right away.
+    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd >= 0 {
+        // SAFETY: we own fd.
+        unsafe { libc::close(fd) };
+        r.ok("AF_XDP", "socket created");
+    } else {
+        r.fail("AF_XDP", format!("cannot create a socket: {}", std::io::Error::last_os_error()));
+    }
+
+    check_output(&mut r, &config.output.directory);
+    r
+}
+
+fn check_output(r: &mut Report, dir: &Path) {
+    // The directory itself, or the nearest existing parent `run` would create it under.
+    let mut existing = dir;
+    while !existing.exists() {
+        match existing.parent() {
+            Some(p) => existing = p,
+            None => break,
+        }
+    }
+    let Ok(c) = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()) else {
+        r.fail("output", format!("{}: bad path", dir.display()));
+        return;
+    };
+    // SAFETY: valid C string.
+    if unsafe { libc::access(c.as_ptr(), libc::W_OK | libc::X_OK) } != 0 {
+        r.fail(
+            "output",
+            format!("{} is not writable: {}", existing.display(), std::io::Error::last_os_error()),
+        );
+        return;
+    }
+    // SAFETY: statvfs with a valid path and out-pointer.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    let free = if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
+        format!(", {:.1} GiB free", (st.f_bavail as f64 * st.f_frsize as f64) / f64::from(1u32 << 30))
+    } else {
+        String::new()
+    };
+    let what = if existing == dir { "writable" } else { "will be created" };
+    r.ok("output", format!("{} {what}{free}", dir.display()));
+}

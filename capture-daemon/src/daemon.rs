@@ -1,0 +1,397 @@
+//! Wires the data path together and runs it until told to stop.
+//!
+//! Start-up order is chosen so that a failure leaves nothing behind: everything that can fail
+//! (config, interfaces, program load, sockets, output directory) happens before the XDP program
+//! is attached, and attaching is the last step. Shutdown runs the other way: detach first (the
+//! NIC is back to normal at once), then drain the rings, then close the file.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail};
+
+use crate::bpf::{Filter, KernelCounters, TargetTables};
+use crate::config::{Config, Queues, TargetConfig, format_mac};
+use crate::handoff::{self, Consumer};
+use crate::writer::{InterfaceInfo, InterfaceStats, Policy, RotatingWriter, SectionInfo, StatsSource};
+use crate::xsk::{self, QueueStats, Worker, WorkerSpec, realtime_ns};
+use crate::{netdev, sys};
+
+/// What stops or reloads a running daemon. `main` wires these to signals; tests set them directly.
+#[derive(Clone, Default)]
+pub struct Control {
+    pub shutdown: Arc<AtomicBool>,
+    pub reload: Arc<AtomicBool>,
+}
+
+/// How often the main loop logs a one-line status (and checks for reloads, every 100 ms).
+const STATUS_EVERY: Duration = Duration::from_secs(60);
+
+/// Per-interface statistics, shared by the writer (pcapng ISB) and the status log.
+struct IfaceStats {
+    kernel: Arc<KernelCounters>,
+    queues: Vec<Arc<QueueStats>>,
+    /// Frames of this interface written to files.
+    delivered: AtomicU64,
+}
+
+struct Stats {
+    start_ns: u64,
+    ifaces: Vec<IfaceStats>,
+}
+
+impl Stats {
+    fn interface(&self, i: usize) -> InterfaceStats {
+        let s = &self.ifaces[i];
+        let k = s.kernel.totals();
+        let user_drops: u64 = s.queues.iter().map(|q| q.handoff_drops.load(Relaxed)).sum();
+        let socket_drops: u64 = s.queues.iter().map(|q| q.kernel_drops()).sum();
+        InterfaceStats {
+            start_ns: self.start_ns,
+            end_ns: realtime_ns(),
+            received: k.seen,
+            kernel_drops: socket_drops + k.redirect_failed + k.adjust_failed,
+            accepted: k.matched,
+            delivered: s.delivered.load(Relaxed),
+            user_drops,
+        }
+    }
+}
+
+struct SharedStats(Arc<Stats>);
+
+impl StatsSource for SharedStats {
+    fn stats(&self, interface_id: u32) -> InterfaceStats {
+        self.0.interface(interface_id as usize)
+    }
+}
+
+/// What a finished run reports.
+#[derive(Debug, Default)]
+pub struct Summary {
+    pub frames_written: u64,
+    pub files_closed: u64,
+    pub last_file: Option<PathBuf>,
+}
+
+/// One capture interface, resolved and checked.
+pub struct ResolvedInterface {
+    pub name: String,
+    pub queues: Vec<u32>,
+    pub rx_queues: u32,
+}
+
+/// Checks that each interface exists and has the queues the config asks for.
+pub fn resolve_interfaces(config: &Config) -> anyhow::Result<Vec<ResolvedInterface>> {
+    config
+        .interfaces
+        .iter()
+        .map(|i| {
+            let rx_queues = netdev::rx_queue_count(&i.name)?;
+            let queues = match &i.queues {
+                Queues::All => (0..rx_queues).collect(),
+                Queues::List(list) => {
+                    if let Some(q) = list.iter().find(|q| **q >= rx_queues) {
+                        bail!(
+                            "interface {}: RX queue {q} does not exist (it has {rx_queues} RX queue{})",
+                            i.name,
+                            if rx_queues == 1 { "" } else { "s" }
+                        );
+                    }
+                    list.clone()
+                }
+            };
+            Ok(ResolvedInterface { name: i.name.clone(), queues, rx_queues })
+        })
+        .collect()
+}
+
+/// "web01 (mac 52:54:00:12:34:56, vlan 100)"
+pub fn describe_target(t: &TargetConfig) -> String {
+    let mut parts = Vec::new();
+    if let Some(mac) = &t.mac {
+        parts.push(format!("mac {}", format_mac(mac)));
+    }
+    if let Some(vlan) = t.vlan {
+        parts.push(format!("vlan {vlan}"));
+    }
+    if parts.is_empty() {
+        parts.push("all frames".into());
+    }
+    format!("{} ({})", t.name, parts.join(", "))
+}
+
+fn section_info() -> SectionInfo {
+    SectionInfo {
+        hardware: sys::cpu_model().unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
+        os: sys::os_release(),
+        application: format!("capture-daemon {}", env!("CARGO_PKG_VERSION")),
+    }
+}
+
+fn policy(config: &Config) -> Policy {
+    let o = &config.output;
+    Policy {
+        directory: o.directory.clone(),
+        prefix: o.prefix.clone(),
+        rotate_bytes: o.rotate_bytes,
+        rotate_seconds: o.rotate_seconds,
+        rotate_packets: o.rotate_packets,
+        keep_files: o.keep_files,
+        keep_bytes: o.keep_bytes,
+    }
+}
+
+struct Running {
+    filters: Vec<Filter>,
+    workers: Vec<Worker>,
+    stop_workers: Arc<AtomicBool>,
+    writer: JoinHandle<anyhow::Result<Summary>>,
+    writer_stop: Arc<AtomicBool>,
+    stats: Arc<Stats>,
+}
+
+/// Runs the capture described by `config` until `control.shutdown` is set.
+pub fn run(config: &Config, control: &Control) -> anyhow::Result<Summary> {
+    let ifaces = resolve_interfaces(config)?;
+    sys::raise_memlock_limit();
+    let tables = TargetTables::build(&config.capture, &config.targets)?;
+    let running = start(config, &ifaces, &tables)?;
+    for (iface, filter) in ifaces.iter().zip(&running.filters) {
+        log::info!(
+            "capturing on {} (XDP {}, RX queues {:?} of {}): {}",
+            iface.name,
+            filter.mode().unwrap_or("?"),
+            iface.queues,
+            iface.rx_queues,
+            config.targets.iter().map(describe_target).collect::<Vec<_>>().join("; ")
+        );
+    }
+    log::warn!(
+        "mirror mode: matched frames are taken out of the kernel's path on {}; use a NIC fed by a \
+         SPAN/TAP port, not a live uplink",
+        ifaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
+    );
+
+    let mut last_status = Instant::now();
+    while !control.shutdown.load(Relaxed) {
+        std::thread::sleep(Duration::from_millis(100));
+        if control.reload.swap(false, Relaxed) {
+            log::warn!(
+                "SIGHUP received: live reload is not implemented yet; restart the service to apply \
+                 a new configuration"
+            );
+        }
+        if last_status.elapsed() >= STATUS_EVERY {
+            log_status(config, &running.stats);
+            last_status = Instant::now();
+        }
+        if running.writer.is_finished() {
+            log::error!("the writer stopped unexpectedly; shutting down");
+            break;
+        }
+    }
+    log::info!("stopping: detaching XDP, draining rings, closing the file");
+    stop(running, config)
+}
+
+fn start(config: &Config, ifaces: &[ResolvedInterface], tables: &TargetTables) -> anyhow::Result<Running> {
+    let stop_workers = Arc::new(AtomicBool::new(false));
+    let mut filters = Vec::new();
+    let mut workers = Vec::new();
+    let mut consumers: Vec<(u32, Consumer)> = Vec::new();
+    let mut iface_stats = Vec::new();
+    // On any error below, dropping `filters` and `workers` undoes what was done: nothing has
+    // been attached yet, and the stop flag ends the workers.
+    let result = (|| -> anyhow::Result<()> {
+        for (if_id, iface) in ifaces.iter().enumerate() {
+            let mut filter = Filter::load(&iface.name, tables)
+                .with_context(|| format!("preparing the XDP program for {}", iface.name))?;
+            let mut queue_stats = Vec::new();
+            for &queue in &iface.queues {
+                let buffer = usize::try_from(config.capture.buffer_bytes).unwrap_or(usize::MAX);
+                let (producer, consumer) = handoff::channel(buffer);
+                let spec = WorkerSpec { iface: iface.name.clone(), queue, ring_size: config.capture.ring_size };
+                let (worker, fd) = xsk::spawn(spec, producer, Arc::clone(&stop_workers))
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| format!("opening the AF_XDP socket for {} RX queue {queue}", iface.name))?;
+                queue_stats.push(Arc::clone(&worker.stats));
+                workers.push(worker);
+                filter
+                    .register_socket(queue, fd)
+                    .with_context(|| format!("registering the AF_XDP socket of {} queue {queue}", iface.name))?;
+                consumers.push((if_id as u32, consumer));
+            }
+            iface_stats.push(IfaceStats { kernel: filter.counters(), queues: queue_stats, delivered: AtomicU64::new(0) });
+            filters.push(filter);
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        stop_workers.store(true, Relaxed);
+        workers.into_iter().for_each(Worker::join);
+        return Err(e);
+    }
+
+    let stats = Arc::new(Stats { start_ns: realtime_ns(), ifaces: iface_stats });
+    let host = sys::hostname();
+    let interfaces = ifaces
+        .iter()
+        .map(|i| InterfaceInfo {
+            name: i.name.clone(),
+            description: format!(
+                "{} on {host}, captured by capture-daemon; targets: {}",
+                i.name,
+                config.targets.iter().map(describe_target).collect::<Vec<_>>().join("; ")
+            ),
+            snaplen: config.capture.snaplen,
+        })
+        .collect();
+    let writer = RotatingWriter::open(
+        policy(config),
+        section_info(),
+        interfaces,
+        Box::new(SharedStats(Arc::clone(&stats))),
+        realtime_ns(),
+    );
+    let writer = match writer {
+        Ok(w) => w,
+        Err(e) => {
+            stop_workers.store(true, Relaxed);
+            workers.into_iter().for_each(Worker::join);
+            return Err(anyhow::Error::new(e).context("opening the output file"));
+        }
+    };
+    let writer_stop = Arc::new(AtomicBool::new(false));
+    let writer = {
+        let stop = Arc::clone(&writer_stop);
+        let stats = Arc::clone(&stats);
+        std::thread::Builder::new()
+            .name("writer".into())
+            .spawn(move || write_loop(writer, consumers, &stop, &stats))
+            .context("spawning the writer thread")?
+    };
+
+    // Last step: attach. Until here a failure changed nothing on the NICs.
+    for (iface, filter) in ifaces.iter().zip(filters.iter_mut()) {
+        let mode = config.interfaces.iter().find(|c| c.name == iface.name).map(|c| c.xdp_mode);
+        if let Err(e) = filter.attach(mode.unwrap_or(crate::config::XdpMode::Auto)) {
+            let running = Running { filters, workers, stop_workers, writer, writer_stop, stats };
+            let _ = stop(running, config);
+            return Err(anyhow::Error::new(e));
+        }
+    }
+    Ok(Running { filters, workers, stop_workers, writer, writer_stop, stats })
+}
+
+fn stop(mut running: Running, config: &Config) -> anyhow::Result<Summary> {
+    for f in &mut running.filters {
+        f.detach();
+    }
+    running.stop_workers.store(true, Relaxed);
+    for w in running.workers.drain(..) {
+        w.join();
+    }
+    running.writer_stop.store(true, Relaxed);
+    let summary = match running.writer.join() {
+        Ok(r) => r,
+        Err(_) => Err(anyhow::anyhow!("the writer thread panicked")),
+    };
+    log_status(config, &running.stats);
+    drop(running.filters);
+    summary
+}
+
+fn log_status(config: &Config, stats: &Stats) {
+    for (i, iface) in config.interfaces.iter().enumerate() {
+        let Some(s) = stats.ifaces.get(i) else { continue };
+        let k = s.kernel.totals();
+        let isb = stats.interface(i);
+        let hits = s.kernel.target_frames();
+        let per_target: Vec<String> =
+            config.targets.iter().zip(hits).map(|(t, n)| format!("{}={n}", t.name)).collect();
+        log::info!(
+            "{}: seen {} matched {} written {} | drops: kernel {} writer-queue {} | no-socket {} \
+             runts {} cut-tags {} | per target: {}",
+            iface.name,
+            k.seen,
+            k.matched,
+            isb.delivered,
+            isb.kernel_drops,
+            isb.user_drops,
+            k.no_socket,
+            k.runts,
+            k.truncated_tags,
+            per_target.join(" ")
+        );
+    }
+}
+
+/// The writer thread: drains every queue's hand-off ring into the rotating pcapng writer.
+fn write_loop(
+    mut writer: RotatingWriter,
+    mut consumers: Vec<(u32, Consumer)>,
+    stop: &AtomicBool,
+    stats: &Stats,
+) -> anyhow::Result<Summary> {
+    const PER_ROUND: usize = 512;
+    let mut idle = Duration::from_micros(50);
+    let mut last_tick = Instant::now();
+    let mut reported_error = false;
+    let mut delivered = vec![0u64; stats.ifaces.len()];
+    loop {
+        let mut any = false;
+        for (if_id, consumer) in &mut consumers {
+            let mut n = 0;
+            while n < PER_ROUND {
+                let Some(r) = consumer.peek() else { break };
+                if let Err(e) = writer.write_packet(*if_id, r.ts_ns, r.data, r.orig_len) {
+                    if !reported_error {
+                        log::error!("writing a frame: {}", crate::bpf::error_chain(&e));
+                        reported_error = true;
+                    }
+                } else {
+                    delivered[*if_id as usize] += 1;
+                }
+                consumer.advance();
+                n += 1;
+            }
+            if n > 0 {
+                consumer.release();
+                any = true;
+            }
+        }
+        if any {
+            for (s, d) in stats.ifaces.iter().zip(delivered.iter_mut()) {
+                if *d > 0 {
+                    s.delivered.fetch_add(std::mem::take(d), Relaxed);
+                }
+            }
+            idle = Duration::from_micros(50);
+        }
+        if last_tick.elapsed() >= Duration::from_millis(100) {
+            if let Err(e) = writer.tick(realtime_ns()) {
+                log::error!("rotating the output file: {}", crate::bpf::error_chain(&e));
+            }
+            last_tick = Instant::now();
+        }
+        if !any {
+            // Workers are joined before `stop` is set, so finished rings stay finished.
+            if stop.load(Relaxed) && consumers.iter_mut().all(|(_, c)| c.is_finished()) {
+                break;
+            }
+            std::thread::sleep(idle);
+            idle = (idle * 2).min(Duration::from_millis(5));
+        }
+    }
+    let counters = writer.counters();
+    let (frames_written, files_closed) = (counters.packets_written, counters.files_closed + 1);
+    let last_file = writer.close(realtime_ns()).context("closing the output file")?;
+    if let Some(path) = &last_file {
+        log::info!("closed {}", path.display());
+    }
+    Ok(Summary { frames_written, files_closed, last_file })
+}

@@ -1,0 +1,289 @@
+//! Hand-off from an RX-queue worker to the writer: a lock-free single-producer/single-consumer
+//! ring of variable-length records in one buffer allocated at start-up.
+//!
+//! A record is a 16-byte header (`caplen`, `orig_len`, `ts_ns`) followed by the frame bytes,
+//! padded to 8 bytes. A record never wraps: when it does not fit before the end of the buffer,
+//! the producer writes a wrap marker and starts again at offset 0. Positions only grow (they are
+//! byte counts, reduced modulo the power-of-two capacity), so "full" and "empty" never mix up.
+//!
+//! The producer publishes its position once per batch and the consumer releases space once per
+//! batch: one cache-line transfer per batch, not per frame.
+
+use std::cell::UnsafeCell;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+
+const HEADER: usize = 16;
+const WRAP: u32 = u32::MAX;
+
+#[repr(align(128))]
+struct Padded<T>(T);
+
+struct Shared {
+    buf: Box<[UnsafeCell<u64>]>,
+    mask: usize,
+    /// Bytes written and published by the producer.
+    head: Padded<AtomicUsize>,
+    /// Bytes consumed and released by the consumer.
+    tail: Padded<AtomicUsize>,
+    closed: AtomicBool,
+}
+
+// SAFETY: the producer only writes bytes in [head, tail + capacity) and the consumer only reads
+// bytes in [tail, head); head/tail are published with Release and read with Acquire.
+unsafe impl Sync for Shared {}
+unsafe impl Send for Shared {}
+
+impl Shared {
+    fn base(&self) -> *mut u8 {
+        UnsafeCell::raw_get(self.buf.as_ptr()).cast::<u8>()
+    }
+    fn capacity(&self) -> usize {
+        self.mask + 1
+    }
+}
+
+/// The largest frame a ring of `capacity` bytes accepts.
+pub const fn max_record(capacity: usize) -> usize {
+    capacity / 4
+}
+
+/// Creates a ring of `capacity` bytes, rounded up to a power of two (at least 64 KiB).
+pub fn channel(capacity: usize) -> (Producer, Consumer) {
+    let capacity = capacity.max(1 << 16).next_power_of_two();
+    let words = capacity / 8;
+    let buf: Box<[UnsafeCell<u64>]> = (0..words).map(|_| UnsafeCell::new(0)).collect();
+    let shared = Arc::new(Shared {
+        buf,
+        mask: capacity - 1,
+        head: Padded(AtomicUsize::new(0)),
+        tail: Padded(AtomicUsize::new(0)),
+        closed: AtomicBool::new(false),
+    });
+    (
+        Producer { shared: Arc::clone(&shared), head: 0, tail_cache: 0 },
+        Consumer { shared, tail: 0, head_cache: 0 },
+    )
+}
+
+pub struct Producer {
+    shared: Arc<Shared>,
+    head: usize,
+    tail_cache: usize,
+}
+
+impl Producer {
+    fn free(&mut self, need: usize) -> bool {
+        let cap = self.shared.capacity();
+        if self.head + need - self.tail_cache <= cap {
+            return true;
+        }
+        self.tail_cache = self.shared.tail.0.load(Ordering::Acquire);
+        self.head + need - self.tail_cache <= cap
+    }
+
+    /// Appends one frame. Returns false (and writes nothing) when the ring is full or the frame
+    /// is larger than [`max_record`]. Not visible to the consumer until [`Producer::publish`].
+    pub fn push(&mut self, ts_ns: u64, orig_len: u32, data: &[u8]) -> bool {
+        let cap = self.shared.capacity();
+        let len = data.len();
+        if len > max_record(cap) {
+            return false;
+        }
+        let size = HEADER + len.next_multiple_of(8);
+        let offset = self.head & self.shared.mask;
+        let to_end = cap - offset;
+        let (need, wrap) = if size > to_end { (to_end + size, true) } else { (size, false) };
+        if !self.free(need) {
+            return false;
+        }
+        let base = self.shared.base();
+        let mut offset = offset;
+        // SAFETY: [head, head + need) is free (checked above) and inside the buffer; offsets are
+        // multiples of 8, so the u32/u64 header writes are aligned.
+        unsafe {
+            if wrap {
+                base.add(offset).cast::<u32>().write(WRAP);
+                offset = 0;
+            }
+            let p = base.add(offset);
+            p.cast::<u32>().write(len as u32);
+            p.add(4).cast::<u32>().write(orig_len);
+            p.add(8).cast::<u64>().write(ts_ns);
+            std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(HEADER), len);
+        }
+        self.head += need;
+        true
+    }
+
+    /// Makes everything pushed so far visible to the consumer.
+    pub fn publish(&mut self) {
+        self.shared.head.0.store(self.head, Ordering::Release);
+    }
+}
+
+impl Drop for Producer {
+    fn drop(&mut self) {
+        self.publish();
+        self.shared.closed.store(true, Ordering::Release);
+    }
+}
+
+/// One frame as the consumer sees it, borrowed from the ring until [`Consumer::advance`].
+#[derive(Debug, Clone, Copy)]
+pub struct Record<'a> {
+    pub ts_ns: u64,
+    pub orig_len: u32,
+    pub data: &'a [u8],
+}
+
+pub struct Consumer {
+    shared: Arc<Shared>,
+    tail: usize,
+    head_cache: usize,
+}
+
+impl Consumer {
+    /// The oldest unconsumed frame, if any.
+    pub fn peek(&mut self) -> Option<Record<'_>> {
+        loop {
+            if self.tail == self.head_cache {
+                self.head_cache = self.shared.head.0.load(Ordering::Acquire);
+                if self.tail == self.head_cache {
+                    return None;
+                }
+            }
+            let offset = self.tail & self.shared.mask;
+            let base = self.shared.base();
+            // SAFETY: [tail, head) was published by the producer with Release, read after Acquire.
+            unsafe {
+                let p = base.add(offset);
+                let len = p.cast::<u32>().read();
+                if len == WRAP {
+                    self.tail += self.shared.capacity() - offset;
+                    continue;
+                }
+                let orig_len = p.add(4).cast::<u32>().read();
+                let ts_ns = p.add(8).cast::<u64>().read();
+                let data = std::slice::from_raw_parts(p.add(HEADER), len as usize);
+                return Some(Record { ts_ns, orig_len, data });
+            }
+        }
+    }
+
+    /// Timestamp of the oldest unconsumed frame (for merging several rings in time order).
+    pub fn peek_ts(&mut self) -> Option<u64> {
+        self.peek().map(|r| r.ts_ns)
+    }
+
+    /// Consumes the frame last returned by [`Consumer::peek`].
+    pub fn advance(&mut self) {
+        let offset = self.tail & self.shared.mask;
+        // SAFETY: only called after peek() returned a record at this offset.
+        let len = unsafe { self.shared.base().add(offset).cast::<u32>().read() } as usize;
+        debug_assert_ne!(len as u32, WRAP);
+        self.tail += HEADER + len.next_multiple_of(8);
+    }
+
+    /// Gives the consumed space back to the producer.
+    pub fn release(&mut self) {
+        self.shared.tail.0.store(self.tail, Ordering::Release);
+    }
+
+    /// True once the producer is gone and every frame it published has been consumed.
+    pub fn is_finished(&mut self) -> bool {
+        self.shared.closed.load(Ordering::Acquire) && self.peek().is_none()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn frame(i: u32, len: usize) -> Vec<u8> {
+        (0..len).map(|b| (i as usize + b) as u8).collect()
+    }
+
+    #[test]
+    fn records_come_out_in_order_with_their_metadata() {
+        let (mut p, mut c) = channel(1 << 16);
+        for i in 0..100u32 {
+            assert!(p.push(u64::from(i) * 10, i + 1000, &frame(i, i as usize % 70)));
+        }
+        assert!(c.peek().is_none(), "nothing is visible before publish");
+        p.publish();
+        for i in 0..100u32 {
+            let r = c.peek().expect("record");
+            assert_eq!((r.ts_ns, r.orig_len), (u64::from(i) * 10, i + 1000));
+            assert_eq!(r.data, &frame(i, i as usize % 70)[..]);
+            c.advance();
+        }
+        assert!(c.peek().is_none());
+    }
+
+    #[test]
+    fn full_ring_refuses_and_recovers_after_release() {
+        let (mut p, mut c) = channel(1 << 16);
+        let big = vec![7u8; 1500];
+        let mut pushed = 0;
+        while p.push(pushed, 1500, &big) {
+            pushed += 1;
+        }
+        assert!(pushed > 30 && pushed < 50, "64 KiB holds about 42 records of 1516 bytes: {pushed}");
+        p.publish();
+        for _ in 0..10 {
+            assert!(c.peek().is_some());
+            c.advance();
+        }
+        assert!(!p.push(0, 1500, &big), "space is not reusable before release");
+        c.release();
+        assert!(p.push(0, 1500, &big));
+    }
+
+    #[test]
+    fn oversized_frames_are_refused() {
+        let (mut p, _c) = channel(1 << 16);
+        assert!(!p.push(0, 0, &vec![0u8; max_record(1 << 16) + 1]));
+    }
+
+    #[test]
+    fn wraps_many_times_across_threads() {
+        let (mut p, mut c) = channel(1 << 16);
+        const N: u32 = 200_000;
+        let producer = std::thread::spawn(move || {
+            let mut i = 0;
+            while i < N {
+                let len = (i as usize * 7) % 1515;
+                if p.push(u64::from(i), i, &frame(i, len)) {
+                    i += 1;
+                    if i % 16 == 0 {
+                        p.publish();
+                    }
+                } else {
+                    p.publish();
+                    std::thread::yield_now();
+                }
+            }
+        });
+        let mut next = 0u32;
+        loop {
+            if let Some(r) = c.peek() {
+                assert_eq!(r.ts_ns, u64::from(next));
+                assert_eq!(r.orig_len, next);
+                assert_eq!(r.data, &frame(next, (next as usize * 7) % 1515)[..]);
+                c.advance();
+                next += 1;
+                if next % 8 == 0 {
+                    c.release();
+                }
+            } else if c.is_finished() {
+                break;
+            } else {
+                c.release();
+                std::thread::yield_now();
+            }
+        }
+        producer.join().unwrap();
+        assert_eq!(next, N);
+    }
+}

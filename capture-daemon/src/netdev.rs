@@ -1,0 +1,125 @@
+//! Facts about network interfaces, asked of the kernel in the calling thread's network
+//! namespace (ioctl on a socket), so they are right inside `ip netns exec` and in tests.
+
+use std::ffi::CString;
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+
+use anyhow::{Context as _, bail};
+
+const ETHTOOL_GDRVINFO: u32 = 0x0000_0003;
+const ETHTOOL_GCHANNELS: u32 = 0x0000_003c;
+
+#[repr(C)]
+struct EthtoolChannels {
+    cmd: u32,
+    max_rx: u32,
+    max_tx: u32,
+    max_other: u32,
+    max_combined: u32,
+    rx_count: u32,
+    tx_count: u32,
+    other_count: u32,
+    combined_count: u32,
+}
+
+#[repr(C)]
+struct EthtoolDrvinfo {
+    cmd: u32,
+    driver: [u8; 32],
+    version: [u8; 32],
+    fw_version: [u8; 32],
+    bus_info: [u8; 32],
+    erom_version: [u8; 32],
+    reserved2: [u8; 12],
+    n_priv_flags: u32,
+    n_stats: u32,
+    testinfo_len: u32,
+    eedump_len: u32,
+    regdump_len: u32,
+}
+
+#[repr(C)]
+struct IfReq {
+    name: [libc::c_char; libc::IFNAMSIZ],
+    data: *mut libc::c_void,
+    _pad: [u8; 16],
+}
+
+/// The interface index, or an error that says the interface is missing.
+pub fn ifindex(name: &str) -> anyhow::Result<u32> {
+    let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
+    // SAFETY: valid NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
+    if index == 0 {
+        bail!("interface {name} not found (see `ip link`; inside a container or netns, run there)");
+    }
+    Ok(index)
+}
+
+fn ethtool(name: &str, data: *mut libc::c_void) -> io::Result<()> {
+    // SAFETY: plain socket call; the fd is owned right away.
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fd is a fresh, valid descriptor.
+    let sock = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mut req = IfReq { name: [0; libc::IFNAMSIZ], data, _pad: [0; 16] };
+    for (d, s) in req.name.iter_mut().zip(name.bytes().take(libc::IFNAMSIZ - 1)) {
+        *d = s as libc::c_char;
+    }
+    // SAFETY: SIOCETHTOOL with an ifreq whose data points at a live ethtool struct.
+    if unsafe { libc::ioctl(sock.as_raw_fd(), libc::SIOCETHTOOL, &mut req) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Number of RX queues: the driver's channel count (combined + rx-only), or 1 for drivers that
+/// do not report channels.
+pub fn rx_queue_count(name: &str) -> anyhow::Result<u32> {
+    ifindex(name)?;
+    let mut ch = EthtoolChannels {
+        cmd: ETHTOOL_GCHANNELS,
+        max_rx: 0,
+        max_tx: 0,
+        max_other: 0,
+        max_combined: 0,
+        rx_count: 0,
+        tx_count: 0,
+        other_count: 0,
+        combined_count: 0,
+    };
+    match ethtool(name, (&raw mut ch).cast()) {
+        Ok(()) => Ok((ch.combined_count + ch.rx_count).max(1)),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(1),
+        Err(e) => Err(e).with_context(|| format!("asking {name} for its RX queues (ethtool -l)")),
+    }
+}
+
+/// The driver name (`ethtool -i`), e.g. "ixgbe", "mlx5_core", "veth".
+pub fn driver(name: &str) -> Option<String> {
+    // SAFETY: all-zero is a valid EthtoolDrvinfo.
+    let mut info: EthtoolDrvinfo = unsafe { std::mem::zeroed() };
+    info.cmd = ETHTOOL_GDRVINFO;
+    ethtool(name, (&raw mut info).cast()).ok()?;
+    let end = info.driver.iter().position(|b| *b == 0).unwrap_or(info.driver.len());
+    Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn missing_interface_is_named() {
+        let e = rx_queue_count("nosuchif0").unwrap_err().to_string();
+        assert!(e.contains("interface nosuchif0 not found"), "{e}");
+    }
+
+    #[test]
+    fn loopback_has_one_queue() {
+        assert_eq!(rx_queue_count("lo").unwrap(), 1);
+    }
+}

@@ -1,0 +1,84 @@
+//! Host facts and process set-up: privileges, memory-lock limit, names for the pcapng header.
+
+/// Capabilities the daemon needs, with the reason `check` prints.
+pub const NEEDED_CAPS: &[(u32, &str, &str)] = &[
+    (12, "CAP_NET_ADMIN", "attach XDP programs to interfaces"),
+    (13, "CAP_NET_RAW", "open AF_XDP sockets"),
+    (39, "CAP_BPF", "load the XDP program and create its maps"),
+    (38, "CAP_PERFMON", "let the verifier accept pointer arithmetic on packet data"),
+    (14, "CAP_IPC_LOCK", "lock UMEM pages (or a high enough RLIMIT_MEMLOCK)"),
+];
+const CAP_SYS_ADMIN: u32 = 21;
+
+/// Effective capability mask of this process (from /proc/self/status).
+pub fn effective_caps() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:"))?.trim();
+    u64::from_str_radix(hex, 16).ok()
+}
+
+/// Needed capabilities this process lacks, as (name, reason). CAP_SYS_ADMIN stands in for
+/// CAP_BPF and CAP_PERFMON, as on kernels before 5.8.
+pub fn missing_caps() -> Vec<(&'static str, &'static str)> {
+    let Some(eff) = effective_caps() else { return Vec::new() };
+    let has = |bit: u32| eff & (1u64 << bit) != 0;
+    NEEDED_CAPS
+        .iter()
+        .filter(|(bit, _, _)| !has(*bit) && !((*bit == 39 || *bit == 38) && has(CAP_SYS_ADMIN)))
+        .filter(|(bit, _, _)| !(*bit == 14 && memlock_unlimited()))
+        .map(|(_, name, why)| (*name, *why))
+        .collect()
+}
+
+fn memlock_unlimited() -> bool {
+    let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: valid out-pointer.
+    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) == 0 && r.rlim_cur == libc::RLIM_INFINITY }
+}
+
+/// UMEM pages count against RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK: lift the limit
+/// when allowed, and say so when not.
+pub fn raise_memlock_limit() {
+    let r = libc::rlimit { rlim_cur: libc::RLIM_INFINITY, rlim_max: libc::RLIM_INFINITY };
+    // SAFETY: valid rlimit struct.
+    if unsafe { libc::setrlimit(libc::RLIMIT_MEMLOCK, &r) } != 0 {
+        log::debug!("could not lift RLIMIT_MEMLOCK: {}", std::io::Error::last_os_error());
+    }
+}
+
+pub fn hostname() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "unknown-host".into())
+}
+
+pub fn cpu_model() -> Option<String> {
+    let info = std::fs::read_to_string("/proc/cpuinfo").ok()?;
+    let model = info.lines().find_map(|l| l.strip_prefix("model name"))?;
+    Some(model.trim_start_matches([' ', '\t', ':']).trim().to_owned())
+}
+
+/// "Linux 6.18.44 x86_64"
+pub fn os_release() -> String {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
+    format!("Linux {} {}", release.trim(), std::env::consts::ARCH)
+}
+
+/// Kernel version as (major, minor), from /proc/sys/kernel/osrelease.
+pub fn kernel_version() -> Option<(u32, u32)> {
+    let release = std::fs::read_to_string("/proc/sys/kernel/osrelease").ok()?;
+    let mut parts = release.trim().split(['.', '-']);
+    let major = parts.next()?.parse().ok()?;
+    let minor = parts.next()?.parse().ok()?;
+    Some((major, minor))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_facts_are_readable() {
+        assert!(super::kernel_version().is_some());
+        assert!(super::os_release().starts_with("Linux "));
+        assert!(super::effective_caps().is_some());
+    }
+}

@@ -1,0 +1,1612 @@
+//! Rotating pcapng files: naming, rotation, retention, crash recovery.
+//!
+//! Files are named like dumpcap's ring buffer: `DIR/{prefix}_{seq:05}_{YYYYmmddHHMMSS}.pcapng`,
+//! where the timestamp is the file's start time in **UTC** and `seq` counts up from 1 across
+//! restarts (it may grow past five digits). A file being written carries an extra `.part`
+//! suffix and is renamed when finished, so anything without `.part` is complete and stable.
+//!
+//! The writer never reads the clock: the caller passes `now_ns` to [`RotatingWriter::open`],
+//! [`RotatingWriter::tick`] and [`RotatingWriter::close`]; rotations triggered by a packet use the
+//! latest of those (at most one tick, ~100 ms, old).
+//!
+//! I/O errors after `open` (a full disk, typically) never stop the writer: they are counted in
+//! [`WriterCounters`], logged at most once per 10 s, and the data that could not be written is
+//! dropped while later data keeps being tried.
+
+use std::ffi::CString;
+use std::fmt;
+use std::fs::{self, File, OpenOptions, TryLockError};
+use std::io;
+use std::os::unix::ffi::OsStrExt as _;
+use std::os::unix::fs::FileExt as _;
+use std::path::{Path, PathBuf};
+
+use log::{info, warn};
+
+use super::pcapng::{
+    InterfaceInfo, InterfaceStats, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb,
+    valid_prefix_len,
+};
+
+/// Capacity of the encode buffer: a flush threshold's worth plus room for the largest packet,
+/// so the hot path never reallocates.
+const BUF_CAPACITY: usize = 4 << 20;
+/// Buffered bytes that trigger a write: large writes, few syscalls.
+const FLUSH_BYTES: usize = 1 << 20;
+/// Buffered data older than this is written on the next tick, so a quiet link still reaches disk.
+const FLUSH_AGE_NS: u64 = 1_000_000_000;
+/// At most one I/O-error warning per this interval (a full disk fails every write).
+const ERROR_LOG_INTERVAL_NS: u64 = 10_000_000_000;
+/// How often to retry creating a file after that failed.
+const REOPEN_INTERVAL_NS: u64 = 1_000_000_000;
+/// Names tried (bumping seq) before giving up on creating a file because every name exists.
+const MAX_NAME_ATTEMPTS: u32 = 1000;
+const NS_PER_SEC: u64 = 1_000_000_000;
+
+const FINAL_SUFFIX: &str = ".pcapng";
+const PART_SUFFIX: &str = ".pcapng.part";
+
+/// When to start a new file and which old files to keep. Every limit: 0 = never / no limit.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Policy {
+    /// Where the files go; created (with parents) if missing.
+    pub directory: PathBuf,
+    /// File name prefix; only files with exactly this prefix are counted, recovered or deleted.
+    pub prefix: String,
+    /// Rotate after a packet brings the file to at least this many bytes.
+    pub rotate_bytes: u64,
+    /// Rotate when a tick finds the file open for this long.
+    pub rotate_seconds: u64,
+    /// Rotate after this many packets in the file.
+    pub rotate_packets: u64,
+    /// Keep at most this many finished files (the file being written is not counted).
+    pub keep_files: u64,
+    /// Keep at most this many bytes of finished files (the file being written is not counted).
+    pub keep_bytes: u64,
+}
+
+/// Supplies the Interface Statistics written when a file is closed.
+pub trait StatsSource: Send {
+    /// Current statistics of `interface_id`; called at each file close, once per interface.
+    fn stats(&self, interface_id: u32) -> InterfaceStats;
+}
+
+/// What the writer has done since `open`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WriterCounters {
+    /// Packets that reached a file (counted when their buffer was written).
+    pub packets_written: u64,
+    /// Bytes written to files, all blocks included.
+    pub bytes_written: u64,
+    /// Files finished (renamed to their final name).
+    pub files_closed: u64,
+    /// Finished files deleted by retention.
+    pub files_deleted: u64,
+    /// Failed I/O operations on capture files (write, fsync, create, rename).
+    pub write_errors: u64,
+    /// Packets dropped because of those errors (their buffer could not be written, or no file
+    /// was open).
+    pub packets_lost_to_errors: u64,
+}
+
+/// Errors that keep the writer from starting, or a caller bug.
+#[derive(Debug, thiserror::Error)]
+pub enum WriterError {
+    /// The prefix would make names outside the directory or unparsable ones.
+    #[error(
+        "invalid capture file prefix {prefix:?}: it must be non-empty and contain no '/' or NUL"
+    )]
+    InvalidPrefix {
+        /// The rejected prefix.
+        prefix: String,
+    },
+    /// The directory is missing and could not be created.
+    #[error("cannot create capture directory {}", path.display())]
+    CreateDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The directory could not be listed (to continue the sequence, recover `.part` files).
+    #[error("cannot list capture directory {}", path.display())]
+    ReadDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// The first capture file could not be created (e.g. permission denied).
+    #[error("cannot create capture file {}", path.display())]
+    CreateFile {
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
+    /// `write_packet` named an interface that `open` was not given.
+    #[error("packet for interface {interface_id}, but only {count} interfaces are described")]
+    UnknownInterface {
+        /// The interface id passed.
+        interface_id: u32,
+        /// How many interfaces there are.
+        count: u32,
+    },
+}
+
+/// The file being written.
+struct OpenFile {
+    file: File,
+    part_path: PathBuf,
+    final_path: PathBuf,
+    opened_ns: u64,
+    /// Every byte encoded for this file, written or still buffered (drives size rotation).
+    encoded_bytes: u64,
+    packets: u64,
+    /// Bytes known to be on disk; the next write goes there.
+    disk_len: u64,
+    /// False until the SHB and IDBs are on disk: before that, packets must not be written alone.
+    header_on_disk: bool,
+}
+
+#[cfg(test)]
+#[derive(Default)]
+struct Faults {
+    /// The next N buffer writes write half the buffer, then fail with ENOSPC.
+    fail_writes: u32,
+    /// The next N file creations fail with ENOSPC.
+    fail_creates: u32,
+}
+
+/// Writes packets into a rotating series of pcapng files (see the module docs).
+pub struct RotatingWriter {
+    policy: Policy,
+    interface_count: u32,
+    /// SHB + IDBs, encoded once, copied to the start of every file.
+    header: Vec<u8>,
+    stats: Box<dyn StatsSource>,
+    buf: Vec<u8>,
+    /// Packets in `buf`, to count them as written or lost.
+    buffered_packets: u64,
+    /// When `buf` got data (latest `now_ns` then); drives the 1 s flush.
+    buffered_since_ns: Option<u64>,
+    file: Option<OpenFile>,
+    next_seq: u64,
+    /// Latest time the caller gave us.
+    now_ns: u64,
+    last_open_attempt_ns: u64,
+    last_error_log_ns: Option<u64>,
+    unlogged_errors: u64,
+    counters: WriterCounters,
+    #[cfg(test)]
+    faults: Faults,
+}
+
+impl fmt::Debug for RotatingWriter {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("RotatingWriter")
+            .field("policy", &self.policy)
+            .field("current_path", &self.current_path())
+            .field("next_seq", &self.next_seq)
+            .field("counters", &self.counters)
+            .finish_non_exhaustive()
+    }
+}
+
+impl RotatingWriter {
+    /// Creates the directory if needed, recovers `.part` files left by a crash, continues the
+    /// sequence after the highest one found and creates the first file (SHB + IDBs on disk
+    /// right away, so admins see the capture started).
+    #[allow(
+        clippy::needless_pass_by_value,
+        reason = "the writer takes what it is given; encoded once here"
+    )]
+    pub fn open(
+        policy: Policy,
+        section: SectionInfo,
+        interfaces: Vec<InterfaceInfo>,
+        stats: Box<dyn StatsSource>,
+        now_ns: u64,
+    ) -> Result<Self, WriterError> {
+        if policy.prefix.is_empty() || policy.prefix.contains(['/', '\0']) {
+            return Err(WriterError::InvalidPrefix { prefix: policy.prefix });
+        }
+        let dir = &policy.directory;
+        fs::create_dir_all(dir)
+            .map_err(|source| WriterError::CreateDir { path: dir.clone(), source })?;
+        let entries = scan(dir, &policy.prefix)
+            .map_err(|source| WriterError::ReadDir { path: dir.clone(), source })?;
+        for entry in entries.iter().filter(|e| e.part) {
+            recover_part(&entry.path);
+        }
+        let next_seq = entries.iter().map(|e| e.seq).max().map_or(1, |max| max.saturating_add(1));
+
+        let mut header = Vec::new();
+        encode_shb(&mut header, &section);
+        for interface in &interfaces {
+            encode_idb(&mut header, interface);
+        }
+
+        let mut writer = Self {
+            policy,
+            interface_count: u32::try_from(interfaces.len()).unwrap_or(u32::MAX),
+            header,
+            stats,
+            buf: Vec::with_capacity(BUF_CAPACITY),
+            buffered_packets: 0,
+            buffered_since_ns: None,
+            file: None,
+            next_seq,
+            now_ns,
+            last_open_attempt_ns: now_ns,
+            last_error_log_ns: None,
+            unlogged_errors: 0,
+            counters: WriterCounters::default(),
+            #[cfg(test)]
+            faults: Faults::default(),
+        };
+        writer
+            .start_file(now_ns)
+            .map_err(|(path, source)| WriterError::CreateFile { path, source })?;
+        Ok(writer)
+    }
+
+    /// Appends one packet. `ts_ns`: ns since the Unix epoch; `data`: the captured bytes;
+    /// `orig_len`: the frame's length on the wire. No allocation, and no syscall unless the
+    /// buffer reached 1 MiB or the file is due for rotation.
+    #[inline]
+    pub fn write_packet(
+        &mut self,
+        interface_id: u32,
+        ts_ns: u64,
+        data: &[u8],
+        orig_len: u32,
+    ) -> Result<(), WriterError> {
+        if interface_id >= self.interface_count {
+            return Err(WriterError::UnknownInterface {
+                interface_id,
+                count: self.interface_count,
+            });
+        }
+        let Some(file) = self.file.as_mut() else {
+            // Creating the file failed; tick() retries.
+            self.counters.packets_lost_to_errors += 1;
+            return Ok(());
+        };
+        let before = self.buf.len();
+        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len);
+        file.encoded_bytes += (self.buf.len() - before) as u64;
+        file.packets += 1;
+        self.buffered_packets += 1;
+        if self.buffered_since_ns.is_none() {
+            self.buffered_since_ns = Some(self.now_ns);
+        }
+        let policy = &self.policy;
+        if (policy.rotate_bytes != 0 && file.encoded_bytes >= policy.rotate_bytes)
+            || (policy.rotate_packets != 0 && file.packets >= policy.rotate_packets)
+        {
+            self.rotate(self.now_ns);
+        } else if self.buf.len() >= FLUSH_BYTES {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    /// Housekeeping; call at least every 100 ms. Rotates when `rotate_seconds` have passed since
+    /// the file opened, writes buffered data that is 1 s old, retries creating a file after an
+    /// error. Errors are handled inside (counted, logged), so this returns `Ok`.
+    pub fn tick(&mut self, now_ns: u64) -> Result<(), WriterError> {
+        self.now_ns = now_ns;
+        let Some(file) = &self.file else {
+            if now_ns.saturating_sub(self.last_open_attempt_ns) >= REOPEN_INTERVAL_NS {
+                self.try_start_file(now_ns);
+            }
+            return Ok(());
+        };
+        let rotate_ns = self.policy.rotate_seconds.saturating_mul(NS_PER_SEC);
+        if rotate_ns != 0 && now_ns.saturating_sub(file.opened_ns) >= rotate_ns {
+            self.rotate(now_ns);
+            return Ok(());
+        }
+        if !self.buf.is_empty() {
+            match self.buffered_since_ns {
+                Some(since) if now_ns.saturating_sub(since) >= FLUSH_AGE_NS => self.flush(),
+                Some(_) => {}
+                None => self.buffered_since_ns = Some(now_ns),
+            }
+        }
+        Ok(())
+    }
+
+    /// Finishes the current file (ISB per interface, write, fsync, rename to the final name),
+    /// then applies retention. Returns the finished file, or `None` if no file was open or it
+    /// could not be finished (already counted and logged). I/O errors do not make this fail.
+    pub fn close(mut self, now_ns: u64) -> Result<Option<PathBuf>, WriterError> {
+        self.now_ns = now_ns;
+        let finished = self.finish_file();
+        self.apply_retention();
+        Ok(finished)
+    }
+
+    /// The `.part` file being written, if any (none only after creating one failed).
+    pub fn current_path(&self) -> Option<&Path> {
+        self.file.as_ref().map(|f| f.part_path.as_path())
+    }
+
+    /// Counters since `open`.
+    pub fn counters(&self) -> &WriterCounters {
+        &self.counters
+    }
+
+    fn rotate(&mut self, now_ns: u64) {
+        self.finish_file();
+        self.apply_retention();
+        self.try_start_file(now_ns);
+    }
+
+    /// Creates the next file; on failure counts, logs and leaves no file open (tick retries).
+    fn try_start_file(&mut self, now_ns: u64) {
+        if let Err((path, err)) = self.start_file(now_ns) {
+            self.report_io_error("cannot create capture file", &path, &err);
+        }
+    }
+
+    /// Creates `{prefix}_{seq}_{time}.pcapng.part` with O_EXCL, bumping seq past any name that
+    /// exists (as `.part` or final), locks it and writes the SHB and IDBs. On error: the name
+    /// that could not be created, and why.
+    fn start_file(&mut self, now_ns: u64) -> Result<(), (PathBuf, io::Error)> {
+        self.last_open_attempt_ns = now_ns;
+        self.buf.clear();
+        let stamp = utc_stamp(now_ns);
+        let mut attempts = 0;
+        let (file, part_path, final_path) = loop {
+            let seq = self.next_seq;
+            let base = format!("{}_{seq:05}_{stamp}", self.policy.prefix);
+            let final_path = self.policy.directory.join(format!("{base}{FINAL_SUFFIX}"));
+            let part_path = self.policy.directory.join(format!("{base}{PART_SUFFIX}"));
+            let result = if final_path.symlink_metadata().is_ok() {
+                Err(io::ErrorKind::AlreadyExists.into())
+            } else {
+                self.create_new(&part_path)
+            };
+            match result {
+                Ok(file) => {
+                    self.next_seq = seq.saturating_add(1);
+                    break (file, part_path, final_path);
+                }
+                Err(e)
+                    if e.kind() == io::ErrorKind::AlreadyExists && attempts < MAX_NAME_ATTEMPTS =>
+                {
+                    // Someone made this name since we scanned: never overwrite, take the next.
+                    attempts += 1;
+                    self.next_seq = seq.saturating_add(1);
+                }
+                Err(err) => return Err((part_path, err)),
+            }
+        };
+        // Tells recover_part() in another writer on this directory that the file is live.
+        // Best effort: some filesystems cannot lock, and the name is ours anyway.
+        if let Err(TryLockError::Error(e)) = file.try_lock() {
+            warn!("cannot lock {}: {e}", part_path.display());
+        }
+        info!("writing {}", part_path.display());
+        self.buf.extend_from_slice(&self.header);
+        self.file = Some(OpenFile {
+            file,
+            part_path,
+            final_path,
+            opened_ns: now_ns,
+            encoded_bytes: self.header.len() as u64,
+            packets: 0,
+            disk_len: 0,
+            header_on_disk: false,
+        });
+        self.buffered_since_ns = Some(now_ns);
+        self.flush();
+        Ok(())
+    }
+
+    fn create_new(&mut self, path: &Path) -> io::Result<File> {
+        #[cfg(test)]
+        if self.faults.fail_creates > 0 {
+            self.faults.fail_creates -= 1;
+            return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+        }
+        OpenOptions::new().write(true).create_new(true).open(path)
+    }
+
+    /// Writes the buffer at the end of the file's good data. On error the buffer's packets are
+    /// lost, but the file stays a valid pcapng: a partial write is cut off again, and if the
+    /// header never made it to disk it stays buffered to go first next time.
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let Some(file) = self.file.as_mut() else {
+            self.counters.packets_lost_to_errors += self.buffered_packets;
+            self.buf.clear();
+            self.buffered_packets = 0;
+            self.buffered_since_ns = None;
+            return;
+        };
+        // Positioned writes: after a failed partial write the next one still lands right after
+        // the last good block. (Tests can make it fail halfway, as a full disk does.)
+        #[cfg(test)]
+        let result = if self.faults.fail_writes > 0 {
+            self.faults.fail_writes -= 1;
+            let _ = file.file.write_all_at(&self.buf[..self.buf.len() / 2], file.disk_len);
+            Err(io::Error::from_raw_os_error(libc::ENOSPC))
+        } else {
+            file.file.write_all_at(&self.buf, file.disk_len)
+        };
+        #[cfg(not(test))]
+        let result = file.file.write_all_at(&self.buf, file.disk_len);
+        match result {
+            Ok(()) => {
+                let written = self.buf.len() as u64;
+                file.disk_len += written;
+                file.header_on_disk = true;
+                self.counters.bytes_written += written;
+                self.counters.packets_written += self.buffered_packets;
+                self.buf.clear();
+            }
+            Err(err) => {
+                // Whatever part of the buffer landed is a broken block: cut it, so readers see
+                // only whole blocks even if no later write succeeds.
+                let _ = file.file.set_len(file.disk_len);
+                self.counters.packets_lost_to_errors += self.buffered_packets;
+                if file.header_on_disk {
+                    self.buf.clear();
+                } else {
+                    self.buf.truncate(self.header.len());
+                }
+                let path = file.part_path.clone();
+                self.report_io_error("cannot write capture file", &path, &err);
+            }
+        }
+        self.buffered_packets = 0;
+        self.buffered_since_ns = if self.buf.is_empty() { None } else { Some(self.now_ns) };
+    }
+
+    /// Writes the ISBs and remaining data, fsyncs and renames the current file to its final
+    /// name. Returns the final path if that worked.
+    fn finish_file(&mut self) -> Option<PathBuf> {
+        self.file.as_ref()?;
+        for interface_id in 0..self.interface_count {
+            let stats = self.stats.stats(interface_id);
+            encode_isb(&mut self.buf, interface_id, &stats);
+        }
+        self.flush();
+        self.buf.clear();
+        self.buffered_since_ns = None;
+        let file = self.file.take()?;
+        if file.disk_len == 0 {
+            // Not even the header was ever written: an empty file is no pcapng, drop it.
+            warn!("removing {}: nothing could be written to it", file.part_path.display());
+            let _ = fs::remove_file(&file.part_path);
+            return None;
+        }
+        if let Err(err) = file.file.sync_all() {
+            self.report_io_error("cannot fsync capture file", &file.part_path, &err);
+        }
+        // Renamed while still open and locked, so no other writer "recovers" it meanwhile.
+        if let Err(err) = rename_noreplace(&file.part_path, &file.final_path) {
+            self.report_io_error("cannot rename capture file", &file.part_path, &err);
+            return None;
+        }
+        sync_dir(&self.policy.directory);
+        self.counters.files_closed += 1;
+        info!(
+            "finished {} ({} packets, {} bytes)",
+            file.final_path.display(),
+            file.packets,
+            file.disk_len
+        );
+        Some(file.final_path)
+    }
+
+    /// Deletes the oldest finished files of this prefix while there are more than `keep_files`
+    /// or they hold more than `keep_bytes`.
+    fn apply_retention(&mut self) {
+        let (keep_files, keep_bytes) = (self.policy.keep_files, self.policy.keep_bytes);
+        if keep_files == 0 && keep_bytes == 0 {
+            return;
+        }
+        let entries = match scan(&self.policy.directory, &self.policy.prefix) {
+            Ok(entries) => entries,
+            Err(err) => {
+                let dir = self.policy.directory.clone();
+                self.report_io_error("cannot list capture directory", &dir, &err);
+                return;
+            }
+        };
+        let mut finished: Vec<(Entry, u64)> = entries
+            .into_iter()
+            .filter(|e| !e.part)
+            .filter_map(|e| {
+                let meta = e.path.symlink_metadata().ok()?;
+                meta.is_file().then_some((e, meta.len()))
+            })
+            .collect();
+        finished.sort_by(|(a, _), (b, _)| (a.seq, &a.path).cmp(&(b.seq, &b.path)));
+        let mut count = finished.len() as u64;
+        let mut total: u64 = finished.iter().map(|(_, size)| size).sum();
+        let current = self.file.as_ref().map(|f| f.final_path.clone());
+        for (entry, size) in finished {
+            if !((keep_files != 0 && count > keep_files) || (keep_bytes != 0 && total > keep_bytes))
+            {
+                break;
+            }
+            if current.as_ref() == Some(&entry.path) {
+                continue;
+            }
+            match fs::remove_file(&entry.path) {
+                Ok(()) => {
+                    info!(
+                        "deleted {} ({size} bytes) to keep within retention limits",
+                        entry.path.display()
+                    );
+                    self.counters.files_deleted += 1;
+                }
+                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+                // Counted as gone anyway: one undeletable file must not make us delete the rest.
+                Err(err) => warn!("cannot delete {}: {err}", entry.path.display()),
+            }
+            count -= 1;
+            total -= size;
+        }
+    }
+
+    /// Counts an I/O error and logs it, at most once per [`ERROR_LOG_INTERVAL_NS`].
+    fn report_io_error(&mut self, what: &str, path: &Path, err: &io::Error) {
+        self.counters.write_errors += 1;
+        let now = self.now_ns;
+        if let Some(last) = self.last_error_log_ns
+            && now.saturating_sub(last) < ERROR_LOG_INTERVAL_NS
+        {
+            self.unlogged_errors += 1;
+            return;
+        }
+        warn!(
+            "{what} {}: {err} ({} more errors since the last warning; {} packets lost so far)",
+            path.display(),
+            self.unlogged_errors,
+            self.counters.packets_lost_to_errors
+        );
+        self.last_error_log_ns = Some(now);
+        self.unlogged_errors = 0;
+    }
+}
+
+impl Drop for RotatingWriter {
+    /// Without `close` (a panic, say) the buffered data still goes to the `.part` file, which the
+    /// next `open` recovers.
+    fn drop(&mut self) {
+        if self.file.is_some() {
+            self.flush();
+        }
+    }
+}
+
+/// A file of our naming scheme found in the directory.
+#[derive(Debug)]
+struct Entry {
+    seq: u64,
+    part: bool,
+    path: PathBuf,
+}
+
+/// Files in `dir` named exactly `{prefix}_<digits>_<14 digits>.pcapng[.part]`.
+fn scan(dir: &Path, prefix: &str) -> io::Result<Vec<Entry>> {
+    let mut entries = Vec::new();
+    for dirent in fs::read_dir(dir)? {
+        let dirent = dirent?;
+        let name = dirent.file_name();
+        let Some((seq, part)) = name.to_str().and_then(|n| parse_name(n, prefix)) else { continue };
+        entries.push(Entry { seq, part, path: dirent.path() });
+    }
+    Ok(entries)
+}
+
+/// `(seq, is_part)` if `name` is one of ours for `prefix`.
+fn parse_name(name: &str, prefix: &str) -> Option<(u64, bool)> {
+    let rest = name.strip_prefix(prefix)?.strip_prefix('_')?;
+    let (body, part) = match rest.strip_suffix(PART_SUFFIX) {
+        Some(body) => (body, true),
+        None => (rest.strip_suffix(FINAL_SUFFIX)?, false),
+    };
+    let (seq, stamp) = body.split_once('_')?;
+    let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
+    if !all_digits(seq) || stamp.len() != 14 || !all_digits(stamp) {
+        return None;
+    }
+    Some((seq.parse().ok()?, part))
+}
+
+/// `YYYYmmddHHMMSS` of `ns` since the epoch, in UTC (names must not depend on the host zone).
+fn utc_stamp(ns: u64) -> String {
+    jiff::Timestamp::from_nanosecond(i128::from(ns))
+        .ok()
+        .and_then(|ts| jiff::fmt::strtime::format("%Y%m%d%H%M%S", ts).ok())
+        .unwrap_or_else(|| "19700101000000".to_owned())
+}
+
+/// Makes a `.part` left by a crash a finished file: cuts it after its last whole block and
+/// renames it; removes it if not even the Section Header is whole. Files another live writer
+/// holds locked are left alone. Problems are logged, never fatal.
+fn recover_part(part: &Path) {
+    let Some(final_path) = part.to_str().and_then(|p| p.strip_suffix(".part")).map(PathBuf::from)
+    else {
+        return;
+    };
+    let file = match OpenOptions::new().read(true).write(true).open(part) {
+        Ok(file) => file,
+        Err(err) => {
+            warn!("cannot open unfinished capture file {} to recover it: {err}", part.display());
+            return;
+        }
+    };
+    match file.try_lock() {
+        Ok(()) => {}
+        Err(TryLockError::WouldBlock) => {
+            info!("{} is being written by another writer; left alone", part.display());
+            return;
+        }
+        Err(TryLockError::Error(err)) => {
+            warn!("cannot lock {}: {err}; recovering anyway", part.display())
+        }
+    }
+    let result = (|| -> io::Result<Option<u64>> {
+        let len = file.metadata()?.len();
+        let valid = valid_prefix_len(&file, len)?;
+        if valid == 0 {
+            return Ok(None);
+        }
+        if valid < len {
+            file.set_len(valid)?;
+            file.sync_all()?;
+        }
+        Ok(Some(len - valid))
+    })();
+    match result {
+        Ok(None) => {
+            warn!(
+                "removing unfinished capture file {}: not even a whole section header in it",
+                part.display()
+            );
+            if let Err(err) = fs::remove_file(part) {
+                warn!("cannot remove {}: {err}", part.display());
+            }
+        }
+        Ok(Some(cut)) => match rename_noreplace(part, &final_path) {
+            Ok(()) => warn!(
+                "recovered unfinished capture file {}: cut {cut} trailing bytes, renamed to {}",
+                part.display(),
+                final_path.display()
+            ),
+            Err(err) => warn!(
+                "recovered unfinished capture file {} (cut {cut} trailing bytes) but cannot rename it to {}: {err}",
+                part.display(),
+                final_path.display()
+            ),
+        },
+        Err(err) => warn!("cannot recover unfinished capture file {}: {err}", part.display()),
+    }
+}
+
+/// Renames `from` to `to`, failing with `AlreadyExists` rather than replacing `to`.
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    let c_from = CString::new(from.as_os_str().as_bytes())?;
+    let c_to = CString::new(to.as_os_str().as_bytes())?;
+    // SAFETY: both are valid NUL-terminated strings that outlive the call.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            c_from.as_ptr(),
+            libc::AT_FDCWD,
+            c_to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        return Ok(());
+    }
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        // Filesystem (or kernel) without RENAME_NOREPLACE: check, then rename. Racy, but the
+        // names are ours and created with O_EXCL.
+        Some(libc::EINVAL | libc::ENOSYS) => {
+            if to.symlink_metadata().is_ok() {
+                return Err(io::ErrorKind::AlreadyExists.into());
+            }
+            fs::rename(from, to)
+        }
+        _ => Err(err),
+    }
+}
+
+/// Makes a rename durable. Best effort: the data itself is already fsynced.
+fn sync_dir(dir: &Path) {
+    if let Err(err) = File::open(dir).and_then(|d| d.sync_all()) {
+        warn!("cannot fsync directory {}: {err}", dir.display());
+    }
+}
+
+#[cfg(test)]
+#[allow(clippy::cast_possible_truncation, reason = "test data is made from small counters")]
+mod tests {
+    use super::*;
+    use crate::writer::pcapng::{BT_EPB, BT_IDB, BT_ISB, BT_SHB};
+    use pcap_file::pcapng::blocks::interface_description::{
+        InterfaceDescriptionBlock, InterfaceDescriptionOption, InterfaceTsResolution,
+    };
+    use pcap_file::pcapng::blocks::interface_statistics::{
+        InterfaceStatisticsBlock, InterfaceStatisticsOption,
+    };
+    use pcap_file::pcapng::blocks::opt_common::CommonOption;
+    use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
+    use pcap_file::pcapng::{Block, PcapNgReader};
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::time::Duration;
+
+    /// 2023-11-14 22:13:20 UTC.
+    const T0: u64 = 1_700_000_000 * NS_PER_SEC;
+    const T0_STAMP: &str = "20231114221320";
+
+    struct FakeStats {
+        calls: Arc<AtomicU64>,
+    }
+
+    impl StatsSource for FakeStats {
+        fn stats(&self, interface_id: u32) -> InterfaceStats {
+            let call = self.calls.fetch_add(1, Ordering::Relaxed);
+            let id = u64::from(interface_id);
+            InterfaceStats {
+                start_ns: T0 + id,
+                end_ns: T0 + 1_000_000 * (call + 1) + id,
+                received: 1000 + id,
+                kernel_drops: 10 + id,
+                accepted: 500 + id,
+                delivered: 400 + id,
+                user_drops: 7 + id,
+            }
+        }
+    }
+
+    fn stats() -> (Box<dyn StatsSource>, Arc<AtomicU64>) {
+        let calls = Arc::new(AtomicU64::new(0));
+        (Box::new(FakeStats { calls: calls.clone() }), calls)
+    }
+
+    fn policy(dir: &Path) -> Policy {
+        Policy {
+            directory: dir.to_path_buf(),
+            prefix: "cap".into(),
+            rotate_bytes: 0,
+            rotate_seconds: 0,
+            rotate_packets: 0,
+            keep_files: 0,
+            keep_bytes: 0,
+        }
+    }
+
+    fn section() -> SectionInfo {
+        SectionInfo {
+            hardware: "test hw".into(),
+            os: "Linux test".into(),
+            application: "capture-daemon test".into(),
+        }
+    }
+
+    fn interfaces() -> Vec<InterfaceInfo> {
+        vec![
+            InterfaceInfo { name: "eth0".into(), description: "uplink q0".into(), snaplen: 0 },
+            InterfaceInfo { name: "eth1".into(), description: "uplink q1".into(), snaplen: 256 },
+        ]
+    }
+
+    fn open(policy: Policy, now_ns: u64) -> RotatingWriter {
+        RotatingWriter::open(policy, section(), interfaces(), stats().0, now_ns).unwrap()
+    }
+
+    /// A deterministic packet: (interface, timestamp, data, orig_len).
+    fn packet(i: u64) -> (u32, u64, Vec<u8>, u32) {
+        let len = (i * 97 % 1400 + 14) as usize;
+        let data = (0..len).map(|b| (b as u64 ^ i.wrapping_mul(31)) as u8).collect();
+        ((i % 2) as u32, T0 + i * 1_234_567 + 1, data, len as u32 + (i % 3) as u32 * 100)
+    }
+
+    fn write(w: &mut RotatingWriter, i: u64) {
+        let (ifid, ts, data, orig) = packet(i);
+        w.write_packet(ifid, ts, &data, orig).unwrap();
+    }
+
+    #[derive(Debug)]
+    struct Readback {
+        shb: SectionHeaderBlock<'static>,
+        idbs: Vec<InterfaceDescriptionBlock<'static>>,
+        packets: Vec<(u32, u64, Vec<u8>, u32)>,
+        isbs: Vec<InterfaceStatisticsBlock<'static>>,
+        /// Block types in file order.
+        types: Vec<u32>,
+    }
+
+    fn read_back(path: &Path) -> Readback {
+        let bytes = fs::read(path).unwrap();
+        let mut types = Vec::new();
+        let mut pos = 0;
+        while pos < bytes.len() {
+            let len = u32::from_le_bytes(bytes[pos + 4..pos + 8].try_into().unwrap()) as usize;
+            types.push(u32::from_le_bytes(bytes[pos..pos + 4].try_into().unwrap()));
+            pos += len;
+        }
+        assert_eq!(pos, bytes.len(), "{} does not end on a block boundary", path.display());
+        let mut reader = PcapNgReader::new(File::open(path).unwrap()).unwrap();
+        let mut packets = Vec::new();
+        let mut isbs = Vec::new();
+        while let Some(block) = reader.next_block() {
+            match block.unwrap().0 {
+                Block::EnhancedPacket(p) => packets.push((
+                    p.interface_id,
+                    u64::try_from(p.timestamp.as_nanos()).unwrap(),
+                    p.data.to_vec(),
+                    p.original_len,
+                )),
+                Block::InterfaceStatistics(s) => isbs.push(s.into_owned()),
+                Block::InterfaceDescription(_) => {}
+                other => panic!("unexpected block {other:?}"),
+            }
+        }
+        Readback {
+            shb: reader.section().clone(),
+            idbs: reader.interfaces().to_vec(),
+            packets,
+            isbs,
+            types,
+        }
+    }
+
+    /// Asserts the file is SHB, one IDB per interface, EPBs, one ISB per interface.
+    fn assert_complete(rb: &Readback) {
+        let n = interfaces().len();
+        assert_eq!(rb.types[0], BT_SHB);
+        assert!(rb.types[1..=n].iter().all(|&t| t == BT_IDB), "{:x?}", rb.types);
+        let epbs = rb.types.len() - 1 - 2 * n;
+        assert!(rb.types[1 + n..1 + n + epbs].iter().all(|&t| t == BT_EPB), "{:x?}", rb.types);
+        assert!(rb.types[1 + n + epbs..].iter().all(|&t| t == BT_ISB), "{:x?}", rb.types);
+        assert_eq!(rb.isbs.len(), n);
+    }
+
+    /// Names in `dir`, sorted.
+    fn names(dir: &Path) -> Vec<String> {
+        let mut names: Vec<String> = fs::read_dir(dir)
+            .unwrap()
+            .map(|e| e.unwrap().file_name().into_string().unwrap())
+            .collect();
+        names.sort();
+        names
+    }
+
+    /// Finished files of prefix "cap", by seq.
+    fn finished(dir: &Path) -> Vec<PathBuf> {
+        let mut entries: Vec<Entry> =
+            scan(dir, "cap").unwrap().into_iter().filter(|e| !e.part).collect();
+        entries.sort_by_key(|e| e.seq);
+        entries.into_iter().map(|e| e.path).collect()
+    }
+
+    fn seqs(dir: &Path) -> Vec<u64> {
+        finished(dir)
+            .iter()
+            .map(|p| parse_name(p.file_name().unwrap().to_str().unwrap(), "cap").unwrap().0)
+            .collect()
+    }
+
+    #[test]
+    fn writes_two_interfaces_and_reads_back_exactly() {
+        let dir = tempfile::tempdir().unwrap();
+        let (stats, calls) = stats();
+        let mut w =
+            RotatingWriter::open(policy(dir.path()), section(), interfaces(), stats, T0).unwrap();
+        let n = 3000; // > 1 MiB, so some size-triggered flushes happen too
+        for i in 0..n {
+            write(&mut w, i);
+        }
+        let path = w.close(T0 + 5 * NS_PER_SEC).unwrap().unwrap();
+        assert_eq!(calls.load(Ordering::Relaxed), 2, "one stats call per interface");
+        assert_eq!(path, dir.path().join(format!("cap_00001_{T0_STAMP}.pcapng")));
+        assert_eq!(names(dir.path()), vec![format!("cap_00001_{T0_STAMP}.pcapng")]);
+
+        let rb = read_back(&path);
+        assert_complete(&rb);
+        assert_eq!(
+            rb.shb.options,
+            vec![
+                SectionHeaderOption::Hardware("test hw".into()),
+                SectionHeaderOption::OS("Linux test".into()),
+                SectionHeaderOption::UserApplication("capture-daemon test".into()),
+            ]
+        );
+        assert_eq!(rb.idbs.len(), 2);
+        for (idb, info) in rb.idbs.iter().zip(interfaces()) {
+            assert_eq!(idb.snaplen, info.snaplen);
+            assert_eq!(idb.ts_resolution(), InterfaceTsResolution::NANO);
+            assert!(idb.options.contains(&InterfaceDescriptionOption::IfName(info.name.into())));
+            assert!(
+                idb.options
+                    .contains(&InterfaceDescriptionOption::IfDescription(info.description.into()))
+            );
+        }
+        assert_eq!(rb.packets.len() as u64, n);
+        for (i, got) in rb.packets.iter().enumerate() {
+            let want = packet(i as u64);
+            assert_eq!(got, &want, "packet {i}");
+            assert!(got.2.len() as u32 <= got.3, "caplen <= orig_len");
+        }
+        for (id, isb) in rb.isbs.iter().enumerate() {
+            let id64 = id as u64;
+            assert_eq!(isb.interface_id, id as u32);
+            let end = Duration::from_nanos(T0 + 1_000_000 * (id64 + 1) + id64);
+            assert_eq!(isb.timestamp, end);
+            assert_eq!(
+                isb.options,
+                vec![
+                    InterfaceStatisticsOption::IsbStartTime(Duration::from_nanos(T0 + id64)),
+                    InterfaceStatisticsOption::IsbEndTime(end),
+                    InterfaceStatisticsOption::IsbIfRecv(1000 + id64),
+                    InterfaceStatisticsOption::IsbFilterAccept(500 + id64),
+                    InterfaceStatisticsOption::IsbOsDrop(10 + id64),
+                    InterfaceStatisticsOption::IsbUsrDeliv(400 + id64),
+                    InterfaceStatisticsOption::Common(CommonOption::Comment(
+                        format!("userspace drops: {}", 7 + id64).into()
+                    )),
+                ]
+            );
+        }
+    }
+
+    #[test]
+    fn counters_match_the_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(policy(dir.path()), T0);
+        for i in 0..100 {
+            write(&mut w, i);
+        }
+        let path = w.current_path().unwrap().to_path_buf();
+        // Keep the writer to read its counters after close: close consumes it.
+        let counters_before = *w.counters();
+        assert_eq!(counters_before.packets_written, 0, "still buffered");
+        // Flush through a tick, then finish.
+        w.tick(T0 + NS_PER_SEC / 2).unwrap();
+        w.tick(T0 + 3 * NS_PER_SEC / 2).unwrap();
+        assert_eq!(w.counters().packets_written, 100);
+        assert_eq!(w.counters().bytes_written, fs::metadata(&path).unwrap().len());
+        assert_eq!(w.counters().write_errors, 0);
+        let final_path = w.close(T0 + 2 * NS_PER_SEC).unwrap().unwrap();
+        assert_eq!(read_back(&final_path).packets.len(), 100);
+    }
+
+    #[test]
+    fn file_exists_with_header_right_after_open() {
+        let dir = tempfile::tempdir().unwrap();
+        let w = open(policy(dir.path()), T0);
+        let part = w.current_path().unwrap().to_path_buf();
+        assert_eq!(part, dir.path().join(format!("cap_00001_{T0_STAMP}.pcapng.part")));
+        assert_eq!(fs::metadata(&part).unwrap().len(), w.header.len() as u64);
+        let rb = read_back(&part);
+        assert_eq!(rb.idbs.len(), 2);
+        assert!(rb.packets.is_empty());
+        // A capture with no packets still closes into a valid file.
+        let path = w.close(T0).unwrap().unwrap();
+        assert_complete(&read_back(&path));
+        assert!(!part.exists());
+    }
+
+    #[test]
+    fn name_uses_utc_and_seq_grows_past_five_digits() {
+        assert_eq!(utc_stamp(T0), T0_STAMP);
+        assert_eq!(utc_stamp(0), "19700101000000");
+        assert_eq!(utc_stamp(u64::MAX), "25540721233433"); // 2554-07-21T23:34:33.709551615Z
+        let dir = tempfile::tempdir().unwrap();
+        fs::write(dir.path().join(format!("cap_123456_{T0_STAMP}.pcapng")), b"old").unwrap();
+        let w = open(policy(dir.path()), T0 + 61 * NS_PER_SEC);
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join("cap_123457_20231114221421.pcapng.part")
+        );
+    }
+
+    #[test]
+    fn parse_name_accepts_only_our_exact_pattern() {
+        assert_eq!(parse_name("cap_00001_20231114221320.pcapng", "cap"), Some((1, false)));
+        assert_eq!(
+            parse_name("cap_1234567_20231114221320.pcapng.part", "cap"),
+            Some((1_234_567, true))
+        );
+        assert_eq!(parse_name("cap_x_00001_20231114221320.pcapng", "cap_x"), Some((1, false)));
+        for bad in [
+            "cap_x_00001_20231114221320.pcapng",
+            "capture_00001_20231114221320.pcapng",
+            "cap_00001_2023111422132.pcapng",
+            "cap_00001_202311142213200.pcapng",
+            "cap__20231114221320.pcapng",
+            "cap_0a001_20231114221320.pcapng",
+            "cap_00001_20231114221320.pcap",
+            "cap_00001_20231114221320.pcapng.bak",
+            "cap_00001_20231114221320.pcapng.part.1",
+            "cap_00001_20231114221320_1.pcapng",
+            "cap_99999999999999999999999_20231114221320.pcapng", // seq overflows u64
+            "xcap_00001_20231114221320.pcapng",
+        ] {
+            assert_eq!(parse_name(bad, "cap"), None, "{bad}");
+        }
+    }
+
+    #[test]
+    fn rotates_by_bytes_into_complete_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_bytes: 20_000, ..policy(dir.path()) }, T0);
+        let n = 120;
+        for i in 0..n {
+            write(&mut w, i);
+        }
+        w.close(T0).unwrap().unwrap();
+        let files = finished(dir.path());
+        assert!(files.len() >= 3, "{files:?}");
+        assert_eq!(seqs(dir.path()), (1..=files.len() as u64).collect::<Vec<_>>());
+        let mut all = Vec::new();
+        for (k, f) in files.iter().enumerate() {
+            let rb = read_back(f);
+            assert_complete(&rb);
+            let size = fs::metadata(f).unwrap().len();
+            let isb_bytes = 2 * isb_len();
+            if k + 1 < files.len() {
+                // Rotated right after the packet that reached the limit.
+                let last_epb = 32 + rb.packets.last().unwrap().2.len().div_ceil(4) as u64 * 4;
+                assert!(size - isb_bytes >= 20_000, "file {k}: {size}");
+                assert!(size - isb_bytes - last_epb < 20_000, "file {k}: {size}");
+            }
+            all.extend(rb.packets);
+        }
+        assert_eq!(all, (0..n).map(packet).collect::<Vec<_>>());
+    }
+
+    /// Size of one of FakeStats' ISBs (its comment has one digit).
+    fn isb_len() -> u64 {
+        let mut buf = Vec::new();
+        encode_isb(&mut buf, 0, &InterfaceStats { user_drops: 7, ..Default::default() });
+        buf.len() as u64
+    }
+
+    #[test]
+    fn rotates_by_packets() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 7, ..policy(dir.path()) }, T0);
+        for i in 0..30 {
+            write(&mut w, i);
+        }
+        assert_eq!(w.counters().files_closed, 4);
+        w.close(T0).unwrap().unwrap();
+        let counts: Vec<usize> =
+            finished(dir.path()).iter().map(|f| read_back(f).packets.len()).collect();
+        assert_eq!(counts, vec![7, 7, 7, 7, 2]);
+        assert_eq!(seqs(dir.path()), vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn rotates_by_time_on_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_seconds: 60, ..policy(dir.path()) }, T0);
+        write(&mut w, 0);
+        w.tick(T0 + 59 * NS_PER_SEC).unwrap();
+        assert_eq!(w.counters().files_closed, 0);
+        write(&mut w, 1);
+        w.tick(T0 + 60 * NS_PER_SEC).unwrap();
+        assert_eq!(w.counters().files_closed, 1);
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join("cap_00002_20231114221420.pcapng.part")
+        );
+        write(&mut w, 2);
+        // The next file's clock starts at its own opening.
+        w.tick(T0 + 119 * NS_PER_SEC).unwrap();
+        assert_eq!(w.counters().files_closed, 1);
+        w.tick(T0 + 120 * NS_PER_SEC + 5).unwrap();
+        assert_eq!(w.counters().files_closed, 2);
+        w.close(T0 + 121 * NS_PER_SEC).unwrap().unwrap();
+        let files = finished(dir.path());
+        let names: Vec<_> =
+            files.iter().map(|f| f.file_name().unwrap().to_str().unwrap().to_owned()).collect();
+        assert_eq!(
+            names,
+            vec![
+                "cap_00001_20231114221320.pcapng",
+                "cap_00002_20231114221420.pcapng",
+                "cap_00003_20231114221520.pcapng"
+            ]
+        );
+        let counts: Vec<usize> = files.iter().map(|f| read_back(f).packets.len()).collect();
+        assert_eq!(counts, vec![2, 1, 0]);
+    }
+
+    #[test]
+    fn size_and_packet_rotation_name_the_file_after_the_latest_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
+        w.tick(T0 + 3 * NS_PER_SEC).unwrap();
+        write(&mut w, 0);
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join("cap_00002_20231114221323.pcapng.part")
+        );
+    }
+
+    #[test]
+    fn buffers_until_one_mib_or_one_second() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(policy(dir.path()), T0);
+        let part = w.current_path().unwrap().to_path_buf();
+        let header = w.header.len() as u64;
+        let ptr = w.buf.as_ptr();
+        write(&mut w, 0);
+        assert_eq!(fs::metadata(&part).unwrap().len(), header, "no write per packet");
+        w.tick(T0 + NS_PER_SEC / 2).unwrap();
+        assert_eq!(fs::metadata(&part).unwrap().len(), header);
+        w.tick(T0 + NS_PER_SEC).unwrap();
+        assert!(fs::metadata(&part).unwrap().len() > header, "flushed after 1 s");
+        assert_eq!(w.counters().packets_written, 1);
+
+        // Size-triggered: no tick needed.
+        let on_disk = fs::metadata(&part).unwrap().len();
+        let data = [0xAB; 1000];
+        let mut i = 0;
+        while fs::metadata(&part).unwrap().len() == on_disk {
+            w.write_packet(0, T0 + i, &data, 1000).unwrap();
+            i += 1;
+            assert!(i < 2000, "never flushed");
+        }
+        assert_eq!(i, (FLUSH_BYTES as u64).div_ceil(1032));
+        assert!(fs::metadata(&part).unwrap().len() - on_disk >= FLUSH_BYTES as u64);
+        assert_eq!(w.buf.as_ptr(), ptr, "the buffer never reallocated");
+        assert_eq!(w.buf.capacity(), BUF_CAPACITY);
+    }
+
+    #[test]
+    fn retention_keeps_newest_files_by_count() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, keep_files: 3, ..policy(dir.path()) }, T0);
+        for i in 0..10 {
+            write(&mut w, i);
+            assert!(w.current_path().unwrap().exists(), "current file never deleted");
+            assert!(finished(dir.path()).len() <= 3);
+        }
+        assert_eq!(w.counters().files_deleted, 7);
+        assert_eq!(seqs(dir.path()), vec![8, 9, 10]);
+        w.close(T0).unwrap().unwrap();
+        assert_eq!(seqs(dir.path()), vec![9, 10, 11]);
+    }
+
+    #[test]
+    fn retention_keeps_newest_files_by_bytes() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
+        let data = [1u8; 1000];
+        w.write_packet(0, T0, &data, 1000).unwrap();
+        let size = fs::metadata(&finished(dir.path())[0]).unwrap().len();
+        drop(w);
+        // Same-size files; the limit lies between two and three of them.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            open(Policy { rotate_packets: 1, keep_bytes: size * 5 / 2, ..policy(dir.path()) }, T0);
+        for i in 0..6 {
+            w.write_packet(0, T0 + i, &data, 1000).unwrap();
+        }
+        assert_eq!(seqs(dir.path()), vec![5, 6]);
+        assert_eq!(w.counters().files_deleted, 4);
+        // Both limits: the stricter one wins.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(
+            Policy {
+                rotate_packets: 1,
+                keep_files: 1,
+                keep_bytes: size * 5 / 2,
+                ..policy(dir.path())
+            },
+            T0,
+        );
+        for i in 0..4 {
+            w.write_packet(0, T0 + i, &data, 1000).unwrap();
+        }
+        assert_eq!(seqs(dir.path()), vec![4]);
+    }
+
+    #[test]
+    fn sequence_continues_across_writers() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 2, ..policy(dir.path()) }, T0);
+        for i in 0..3 {
+            write(&mut w, i);
+        }
+        w.close(T0).unwrap().unwrap();
+        assert_eq!(seqs(dir.path()), vec![1, 2]);
+        let w = open(policy(dir.path()), T0 + NS_PER_SEC);
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join("cap_00003_20231114221321.pcapng.part")
+        );
+        w.close(T0 + NS_PER_SEC).unwrap().unwrap();
+        let w = open(policy(dir.path()), T0 + 2 * NS_PER_SEC);
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join("cap_00004_20231114221322.pcapng.part")
+        );
+    }
+
+    #[test]
+    fn other_prefixes_are_ignored() {
+        let dir = tempfile::tempdir().unwrap();
+        let foreign = [
+            format!("cap_x_00007_{T0_STAMP}.pcapng"),
+            format!("capture_00009_{T0_STAMP}.pcapng"),
+            format!("capture_00010_{T0_STAMP}.pcapng.part"),
+            format!("cap_00011_{T0_STAMP}.pcapng.bak"),
+            "cap_00012_2023.pcapng".to_owned(),
+            format!("other_00050_{T0_STAMP}.pcapng"),
+        ];
+        for name in &foreign {
+            fs::write(dir.path().join(name), b"not ours").unwrap();
+        }
+        let mut w = open(Policy { rotate_packets: 1, keep_files: 1, ..policy(dir.path()) }, T0);
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join(format!("cap_00001_{T0_STAMP}.pcapng.part"))
+        );
+        for i in 0..5 {
+            write(&mut w, i);
+        }
+        w.close(T0).unwrap().unwrap();
+        for name in &foreign {
+            assert_eq!(fs::read(dir.path().join(name)).unwrap(), b"not ours", "{name} touched");
+        }
+        assert_eq!(seqs(dir.path()), vec![6]);
+    }
+
+    #[test]
+    fn recovers_a_part_file_cut_mid_block() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(policy(dir.path()), T0);
+        for i in 0..20 {
+            write(&mut w, i);
+        }
+        w.tick(T0 + NS_PER_SEC / 2).unwrap();
+        w.tick(T0 + 2 * NS_PER_SEC).unwrap(); // everything on disk
+        let part = w.current_path().unwrap().to_path_buf();
+        drop(w); // a crash: no ISBs, no rename
+        let full = fs::metadata(&part).unwrap().len();
+        let last_len = 32 + packet(19).2.len().div_ceil(4) as u64 * 4;
+        let file = OpenOptions::new().write(true).open(&part).unwrap();
+        file.set_len(full - 10).unwrap();
+        drop(file);
+
+        let w = open(policy(dir.path()), T0 + 10 * NS_PER_SEC);
+        assert!(!part.exists());
+        let recovered = dir.path().join(format!("cap_00001_{T0_STAMP}.pcapng"));
+        assert_eq!(fs::metadata(&recovered).unwrap().len(), full - last_len);
+        let rb = read_back(&recovered);
+        assert_eq!(rb.packets, (0..19).map(packet).collect::<Vec<_>>());
+        assert!(rb.isbs.is_empty());
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join("cap_00002_20231114221330.pcapng.part")
+        );
+    }
+
+    #[test]
+    fn recovers_at_a_bad_trailer_and_keeps_whole_files_whole() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut buf = Vec::new();
+        encode_shb(&mut buf, &section());
+        encode_idb(&mut buf, &interfaces()[0]);
+        let good = buf.len();
+        encode_epb(&mut buf, 0, T0, &[1, 2, 3], 3);
+        let mut bad = buf.clone();
+        let n = bad.len();
+        bad[n - 4] ^= 1;
+        fs::write(dir.path().join(format!("cap_00004_{T0_STAMP}.pcapng.part")), &bad).unwrap();
+        fs::write(dir.path().join(format!("cap_00002_{T0_STAMP}.pcapng.part")), &buf).unwrap();
+        let w = open(policy(dir.path()), T0);
+        assert_eq!(
+            fs::read(dir.path().join(format!("cap_00004_{T0_STAMP}.pcapng"))).unwrap(),
+            &buf[..good]
+        );
+        assert_eq!(fs::read(dir.path().join(format!("cap_00002_{T0_STAMP}.pcapng"))).unwrap(), buf);
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join(format!("cap_00005_{T0_STAMP}.pcapng.part"))
+        );
+    }
+
+    #[test]
+    fn removes_a_part_file_without_a_whole_section_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut shb = Vec::new();
+        encode_shb(&mut shb, &section());
+        let short = dir.path().join(format!("cap_00003_{T0_STAMP}.pcapng.part"));
+        fs::write(&short, &shb[..shb.len() - 1]).unwrap();
+        let empty = dir.path().join(format!("cap_00004_{T0_STAMP}.pcapng.part"));
+        fs::write(&empty, b"").unwrap();
+        let w = open(policy(dir.path()), T0);
+        assert!(!short.exists() && !empty.exists());
+        assert!(!dir.path().join(format!("cap_00003_{T0_STAMP}.pcapng")).exists());
+        // Their numbers stay used.
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join(format!("cap_00005_{T0_STAMP}.pcapng.part"))
+        );
+    }
+
+    #[test]
+    fn drop_without_close_leaves_all_data_for_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(policy(dir.path()), T0);
+        for i in 0..10 {
+            write(&mut w, i);
+        }
+        drop(w);
+        drop(open(policy(dir.path()), T0));
+        let rb = read_back(&dir.path().join(format!("cap_00001_{T0_STAMP}.pcapng")));
+        assert_eq!(rb.packets.len(), 10);
+    }
+
+    #[test]
+    fn a_live_writers_part_file_is_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut first = open(policy(dir.path()), T0);
+        write(&mut first, 0);
+        let part = first.current_path().unwrap().to_path_buf();
+        let before = fs::read(&part).unwrap();
+        let second = open(policy(dir.path()), T0);
+        assert_eq!(fs::read(&part).unwrap(), before);
+        assert_eq!(
+            second.current_path().unwrap(),
+            dir.path().join(format!("cap_00002_{T0_STAMP}.pcapng.part"))
+        );
+        assert_eq!(read_back(&first.close(T0).unwrap().unwrap()).packets.len(), 1);
+        second.close(T0).unwrap().unwrap();
+    }
+
+    #[test]
+    fn never_overwrites_an_existing_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
+        // Appearing after open's scan, as from another program.
+        let taken_part = dir.path().join(format!("cap_00002_{T0_STAMP}.pcapng.part"));
+        let taken_final = dir.path().join(format!("cap_00003_{T0_STAMP}.pcapng"));
+        fs::write(&taken_part, b"precious part").unwrap();
+        fs::write(&taken_final, b"precious final").unwrap();
+        write(&mut w, 0);
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join(format!("cap_00004_{T0_STAMP}.pcapng.part"))
+        );
+        assert_eq!(fs::read(&taken_part).unwrap(), b"precious part");
+        assert_eq!(fs::read(&taken_final).unwrap(), b"precious final");
+        w.close(T0).unwrap().unwrap();
+        assert_eq!(fs::read(&taken_part).unwrap(), b"precious part");
+    }
+
+    #[test]
+    fn rename_noreplace_refuses_to_replace() {
+        let dir = tempfile::tempdir().unwrap();
+        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
+        fs::write(&a, b"a").unwrap();
+        fs::write(&b, b"b").unwrap();
+        assert_eq!(rename_noreplace(&a, &b).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
+        assert_eq!(fs::read(&b).unwrap(), b"b");
+        fs::remove_file(&b).unwrap();
+        rename_noreplace(&a, &b).unwrap();
+        assert_eq!(fs::read(&b).unwrap(), b"a");
+        assert!(!a.exists());
+    }
+
+    #[test]
+    fn write_errors_drop_the_buffer_and_keep_the_file_valid() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(policy(dir.path()), T0);
+        let part = w.current_path().unwrap().to_path_buf();
+        let header = w.header.len() as u64;
+        for i in 0..5 {
+            write(&mut w, i);
+        }
+        w.faults.fail_writes = 1;
+        w.tick(T0 + NS_PER_SEC).unwrap();
+        w.tick(T0 + 2 * NS_PER_SEC).unwrap();
+        let c = *w.counters();
+        assert_eq!((c.write_errors, c.packets_lost_to_errors, c.packets_written), (1, 5, 0));
+        assert_eq!(fs::metadata(&part).unwrap().len(), header, "the partial write was cut off");
+        assert_eq!(w.current_path(), Some(part.as_path()), "file stays open");
+        // Space came back.
+        for i in 5..8 {
+            write(&mut w, i);
+        }
+        w.tick(T0 + 3 * NS_PER_SEC).unwrap();
+        w.tick(T0 + 4 * NS_PER_SEC).unwrap();
+        assert_eq!(w.counters().packets_written, 3);
+        let path = w.close(T0 + 5 * NS_PER_SEC).unwrap().unwrap();
+        let rb = read_back(&path);
+        assert_complete(&rb);
+        assert_eq!(rb.packets, (5..8).map(packet).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn error_warnings_are_rate_limited() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(policy(dir.path()), T0);
+        let err = io::Error::from_raw_os_error(libc::ENOSPC);
+        let p = PathBuf::from("x");
+        w.report_io_error("test", &p, &err);
+        assert_eq!(w.last_error_log_ns, Some(T0));
+        w.now_ns = T0 + 9 * NS_PER_SEC;
+        w.report_io_error("test", &p, &err);
+        w.report_io_error("test", &p, &err);
+        assert_eq!((w.last_error_log_ns, w.unlogged_errors), (Some(T0), 2));
+        w.now_ns = T0 + 10 * NS_PER_SEC;
+        w.report_io_error("test", &p, &err);
+        assert_eq!((w.last_error_log_ns, w.unlogged_errors), (Some(T0 + 10 * NS_PER_SEC), 0));
+        assert_eq!(w.counters().write_errors, 4);
+    }
+
+    #[test]
+    fn a_header_that_failed_to_write_goes_first_next_time() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
+        // Packet 0's file: its last buffer (packet + ISBs) fails; then file 2's header fails.
+        w.faults.fail_writes = 2;
+        write(&mut w, 0);
+        let part2 = w.current_path().unwrap().to_path_buf();
+        assert_eq!(fs::metadata(&part2).unwrap().len(), 0);
+        write(&mut w, 1);
+        let c = *w.counters();
+        assert_eq!(
+            (c.write_errors, c.packets_lost_to_errors, c.packets_written, c.files_closed),
+            (2, 1, 1, 2)
+        );
+        let files = finished(dir.path());
+        let first = read_back(&files[0]);
+        assert!(first.packets.is_empty());
+        assert_eq!(first.idbs.len(), 2);
+        let second = read_back(&files[1]);
+        assert_complete(&second);
+        assert_eq!(second.packets, vec![packet(1)]);
+        w.close(T0).unwrap().unwrap();
+    }
+
+    #[test]
+    fn a_file_that_never_got_its_header_is_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
+        w.faults.fail_writes = 100;
+        write(&mut w, 0);
+        let part2 = w.current_path().unwrap().to_path_buf();
+        write(&mut w, 1);
+        assert!(!part2.exists());
+        let part3 = w.current_path().unwrap().to_path_buf();
+        assert_eq!(w.close(T0).unwrap(), None);
+        assert!(!part3.exists());
+        assert_eq!(finished(dir.path()).len(), 1, "only the first file, which had its header");
+    }
+
+    #[test]
+    fn a_failed_create_is_retried_on_tick() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
+        w.faults.fail_creates = 1;
+        write(&mut w, 0);
+        assert_eq!(w.current_path(), None);
+        write(&mut w, 1);
+        assert_eq!(w.counters().packets_lost_to_errors, 1);
+        assert_eq!(w.counters().write_errors, 1);
+        w.tick(T0 + NS_PER_SEC / 2).unwrap();
+        assert_eq!(w.current_path(), None, "retried at most once a second");
+        w.tick(T0 + NS_PER_SEC).unwrap();
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join("cap_00002_20231114221321.pcapng.part")
+        );
+        write(&mut w, 2);
+        assert_eq!(w.counters().packets_written, 2);
+        assert_eq!(w.close(T0).unwrap(), Some(dir.path().join("cap_00003_20231114221321.pcapng")));
+    }
+
+    #[test]
+    fn unknown_interface_is_a_caller_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(policy(dir.path()), T0);
+        let err = w.write_packet(2, T0, &[0; 60], 60).unwrap_err();
+        assert!(
+            matches!(err, WriterError::UnknownInterface { interface_id: 2, count: 2 }),
+            "{err}"
+        );
+        assert_eq!(w.counters().packets_lost_to_errors, 0);
+    }
+
+    #[test]
+    fn creates_missing_directories() {
+        let dir = tempfile::tempdir().unwrap();
+        let nested = dir.path().join("a/b/c");
+        let w = open(policy(&nested), T0);
+        assert!(w.current_path().unwrap().starts_with(&nested));
+    }
+
+    #[test]
+    fn open_errors_name_the_path() {
+        let dir = tempfile::tempdir().unwrap();
+        let blocker = dir.path().join("file");
+        fs::write(&blocker, b"").unwrap();
+        let bad = blocker.join("sub");
+        let err =
+            RotatingWriter::open(policy(&bad), section(), interfaces(), stats().0, T0).unwrap_err();
+        assert!(matches!(err, WriterError::CreateDir { .. }), "{err:?}");
+        assert!(err.to_string().contains(&bad.display().to_string()), "{err}");
+
+        for prefix in ["", "a/b", "nul\0"] {
+            let err = RotatingWriter::open(
+                Policy { prefix: prefix.into(), ..policy(dir.path()) },
+                section(),
+                interfaces(),
+                stats().0,
+                T0,
+            )
+            .unwrap_err();
+            assert!(matches!(err, WriterError::InvalidPrefix { .. }), "{err:?}");
+        }
+
+        // Permission checks do not apply to root; only meaningful as an ordinary user.
+        if unsafe { libc::geteuid() } == 0 {
+            println!("note: running as root, skipping the permission-denied check");
+            return;
+        }
+        let locked = dir.path().join("locked");
+        fs::create_dir(&locked).unwrap();
+        fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
+        let err = RotatingWriter::open(policy(&locked), section(), interfaces(), stats().0, T0)
+            .unwrap_err();
+        assert!(matches!(err, WriterError::CreateFile { .. }), "{err:?}");
+        assert!(err.to_string().contains(&locked.display().to_string()), "{err}");
+    }
+
+    #[test]
+    fn capinfos_reads_our_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(policy(dir.path()), T0);
+        for i in 0..123 {
+            write(&mut w, i);
+        }
+        let path = w.close(T0 + NS_PER_SEC).unwrap().unwrap();
+        let output = match std::process::Command::new("capinfos")
+            .args(["-M", "-c", "-t", "-I"])
+            .arg(&path)
+            .output()
+        {
+            Ok(output) => output,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                println!("note: capinfos not installed, skipping the Wireshark check");
+                return;
+            }
+            Err(e) => panic!("cannot run capinfos: {e}"),
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "capinfos failed: {stdout}{stderr}");
+        assert!(stderr.trim().is_empty(), "capinfos complained: {stderr}");
+        let count =
+            stdout.lines().find_map(|l| l.trim().strip_prefix("Number of packets:")).map(str::trim);
+        assert_eq!(count, Some("123"), "{stdout}");
+        assert!(stdout.contains("pcapng"), "{stdout}");
+        assert!(stdout.contains("Number of interfaces in file: 2"), "{stdout}");
+    }
+}

@@ -1,0 +1,345 @@
+//! One AF_XDP socket, UMEM and worker thread per RX queue.
+//!
+//! The worker owns everything kernel-shared for its queue (the UMEM is created inside the thread,
+//! as xdpilone wants). Its loop: take a batch of descriptors from the RX ring, copy each frame
+//! with its metadata into the hand-off ring, give the UMEM frames back through the fill ring,
+//! publish the batch to the writer. When the RX ring is empty it sleeps in poll(2): an idle queue
+//! costs no CPU, a busy one never makes a syscall per frame.
+
+use std::num::NonZeroU32;
+use std::os::fd::RawFd;
+use std::ptr::NonNull;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use capture_common::{FrameMeta, META_MAGIC};
+use xdpilone::{IfInfo, Socket, SocketConfig, Umem, UmemConfig};
+
+use crate::handoff::Producer;
+
+/// UMEM chunk size: one page per frame, the AF_XDP default (frames up to ~3.8 KB in copy mode).
+pub const FRAME_SIZE: u32 = 4096;
+/// Descriptors taken from the RX ring per batch.
+const BATCH: u32 = 64;
+/// How long an idle worker sleeps in poll(2) before checking for shutdown.
+const IDLE_POLL_MS: i32 = 100;
+
+/// Counters of one RX queue, written by its worker, read by the writer and the status log.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Frames lost because the hand-off ring to the writer was full.
+    pub handoff_drops: AtomicU64,
+    /// Descriptors without our metadata in front (should stay 0; counted, frame still kept).
+    pub bad_meta: AtomicU64,
+    /// From getsockopt(XDP_STATISTICS), refreshed about once a second and at exit.
+    pub kernel_rx_dropped: AtomicU64,
+    pub kernel_rx_ring_full: AtomicU64,
+    pub kernel_fill_ring_empty: AtomicU64,
+    pub kernel_invalid_descs: AtomicU64,
+}
+
+impl QueueStats {
+    /// Frames the kernel could not put into this socket's ring.
+    pub fn kernel_drops(&self) -> u64 {
+        self.kernel_rx_dropped.load(Relaxed)
+            + self.kernel_rx_ring_full.load(Relaxed)
+            + self.kernel_invalid_descs.load(Relaxed)
+    }
+}
+
+pub struct WorkerSpec {
+    pub iface: String,
+    pub queue: u32,
+    pub ring_size: u32,
+}
+
+/// A running worker. Dropping the socket (worker exit) removes it from the XSKMAP in the kernel.
+pub struct Worker {
+    pub queue: u32,
+    pub stats: Arc<QueueStats>,
+    handle: JoinHandle<()>,
+}
+
+impl Worker {
+    pub fn join(self) {
+        if self.handle.join().is_err() {
+            log::error!("worker of RX queue {} panicked", self.queue);
+        }
+    }
+}
+
+/// Page-aligned anonymous memory for a UMEM, unmapped on drop.
+struct Area {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+impl Area {
+    fn new(len: usize) -> std::io::Result<Self> {
+        // SAFETY: anonymous private mapping, checked for MAP_FAILED.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                -1,
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        Ok(Area { ptr: NonNull::new(ptr.cast()).expect("mmap returned NULL"), len })
+    }
+    fn slice(&self) -> NonNull<[u8]> {
+        NonNull::slice_from_raw_parts(self.ptr, self.len)
+    }
+}
+
+impl Drop for Area {
+    fn drop(&mut self) {
+        // SAFETY: unmapping exactly what new() mapped; the Umem using it was dropped before.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+fn errno_msg(e: xdpilone::Errno) -> String {
+    std::io::Error::from_raw_os_error(e.get_raw().abs()).to_string()
+}
+
+/// Nanoseconds to add to CLOCK_MONOTONIC (what `bpf_ktime_get_ns` returns) to get wall-clock
+/// time. Re-read about once a second so NTP steps of the wall clock show up in the files.
+pub fn monotonic_to_realtime_offset() -> i64 {
+    fn now(clock: libc::clockid_t) -> i64 {
+        let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+        // SAFETY: valid clock id and out-pointer.
+        unsafe { libc::clock_gettime(clock, &mut ts) };
+        ts.tv_sec * 1_000_000_000 + ts.tv_nsec
+    }
+    now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
+}
+
+/// Starts the worker of one RX queue. Returns once its socket is bound (or failed to be), with the
+/// socket's fd for the XSKMAP.
+pub fn spawn(
+    spec: WorkerSpec,
+    producer: Producer,
+    stop: Arc<AtomicBool>,
+) -> Result<(Worker, RawFd), String> {
+    let stats = Arc::new(QueueStats::default());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RawFd, String>>(1);
+    let queue = spec.queue;
+    let thread_stats = Arc::clone(&stats);
+    let handle = std::thread::Builder::new()
+        .name(format!("rx-{}-q{}", spec.iface, spec.queue))
+        .spawn(move || {
+            let mut ring = match RxQueue::open(&spec) {
+                Ok(ring) => ring,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(ring.fd));
+            ring.run(producer, &stop, &thread_stats);
+        })
+        .map_err(|e| format!("spawning worker thread: {e}"))?;
+    match rx.recv() {
+        Ok(Ok(fd)) => Ok((Worker { queue, stats, handle }, fd)),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err("worker thread exited during set-up".into())
+        }
+    }
+}
+
+struct RxQueue {
+    // Field order matters for drop: rings and socket before the UMEM, the UMEM before its memory.
+    rx: xdpilone::RingRx,
+    fq: xdpilone::DeviceQueue,
+    user: xdpilone::User,
+    // Never read, but must outlive the rings above and stay registered while they run.
+    _umem: Umem,
+    area: Area,
+    fd: RawFd,
+    /// UMEM frame addresses not currently owned by the kernel.
+    free: Vec<u64>,
+    frame_mask: u64,
+}
+
+impl RxQueue {
+    fn open(spec: &WorkerSpec) -> Result<Self, String> {
+        let ring = spec.ring_size;
+        // Twice as many frames as the RX ring holds: a full RX ring still leaves a full fill ring.
+        let frames = ring * 2;
+        let area = Area::new(frames as usize * FRAME_SIZE as usize)
+            .map_err(|e| format!("allocating {} MiB of UMEM: {e}", frames * FRAME_SIZE >> 20))?;
+        let config = UmemConfig {
+            fill_size: ring,
+            complete_size: ring,
+            frame_size: FRAME_SIZE,
+            headroom: 0,
+            flags: 0,
+        };
+        // SAFETY: the area is page aligned, sized for `frames` chunks, and outlives the Umem
+        // (field order of RxQueue).
+        let umem = unsafe { Umem::new(config, area.slice()) }
+            .map_err(|e| format!("registering UMEM: {} (is RLIMIT_MEMLOCK too low?)", errno_msg(e)))?;
+        let mut info = IfInfo::invalid();
+        let name = std::ffi::CString::new(spec.iface.clone()).map_err(|_| "bad interface name")?;
+        info.from_name(&name)
+            .map_err(|e| format!("interface {}: {}", spec.iface, errno_msg(e)))?;
+        info.set_queue(spec.queue);
+        let sock = Socket::with_shared(&info, &umem)
+            .map_err(|e| format!("creating AF_XDP socket: {}", errno_msg(e)))?;
+        let fq = umem.fq_cq(&sock).map_err(|e| format!("fill/completion rings: {}", errno_msg(e)))?;
+        let user = umem
+            .rx_tx(
+                &sock,
+                &SocketConfig {
+                    rx_size: NonZeroU32::new(ring),
+                    tx_size: None,
+                    bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP,
+                },
+            )
+            .map_err(|e| format!("RX ring: {}", errno_msg(e)))?;
+        let rx = user.map_rx().map_err(|e| format!("mapping RX ring: {}", errno_msg(e)))?;
+        umem.bind(&user).map_err(|e| {
+            format!("binding AF_XDP socket to {} queue {}: {}", spec.iface, spec.queue, errno_msg(e))
+        })?;
+        let fd = user.as_raw_fd();
+        let free = (0..u64::from(frames)).map(|i| i * u64::from(FRAME_SIZE)).collect();
+        let mut q = RxQueue {
+            rx,
+            fq,
+            user,
+            _umem: umem,
+            area,
+            fd,
+            free,
+            frame_mask: !(u64::from(FRAME_SIZE) - 1),
+        };
+        q.refill();
+        Ok(q)
+    }
+
+    /// Hands every free frame the fill ring has room for to the kernel.
+    fn refill(&mut self) {
+        let want = u32::try_from(self.free.len()).unwrap_or(u32::MAX);
+        if want == 0 {
+            return;
+        }
+        let mut writer = self.fq.fill(want);
+        let n = writer.capacity() as usize;
+        let start = self.free.len() - n;
+        writer.insert(self.free[start..].iter().copied());
+        writer.commit();
+        self.free.truncate(start);
+    }
+
+    fn refresh_kernel_stats(&self, stats: &QueueStats) {
+        if let Ok(s) = self.user.statistics_v2() {
+            stats.kernel_rx_dropped.store(s.rx_dropped, Relaxed);
+            stats.kernel_rx_ring_full.store(s.rx_ring_full, Relaxed);
+            stats.kernel_fill_ring_empty.store(s.rx_fill_ring_empty_descs, Relaxed);
+            stats.kernel_invalid_descs.store(s.rx_invalid_descs, Relaxed);
+        }
+    }
+
+    /// Drains one batch. Returns how many frames it took.
+    fn drain(&mut self, producer: &mut Producer, offset: i64, stats: &QueueStats) -> u32 {
+        let base = self.area.ptr;
+        let umem_len = self.area.len as u64;
+        let meta_len = size_of::<FrameMeta>() as u64;
+        let mut reader = self.rx.receive(BATCH);
+        let (mut n, mut bytes, mut dropped, mut bad) = (0u32, 0u64, 0u64, 0u64);
+        while let Some(desc) = reader.read() {
+            n += 1;
+            let len = u64::from(desc.len);
+            if desc.addr < meta_len || desc.addr + len > umem_len {
+                bad += 1;
+                continue;
+            }
+            // SAFETY: the descriptor lies inside the UMEM (checked above) and the kernel hands
+            // it to us until we put it back on the fill ring. The metadata sits right in front of
+            // the frame, inside the same chunk's headroom.
+            let (data, meta) = unsafe {
+                let p = base.as_ptr().add(desc.addr as usize);
+                (
+                    std::slice::from_raw_parts(p, desc.len as usize),
+                    p.sub(meta_len as usize).cast::<FrameMeta>().read_unaligned(),
+                )
+            };
+            let (ts, orig_len) = if meta.magic == META_MAGIC {
+                (meta.tstamp_ns.wrapping_add_signed(offset), meta.orig_len.max(desc.len))
+            } else {
+                bad += 1;
+                (realtime_ns(), desc.len)
+            };
+            bytes += len;
+            if !producer.push(ts, orig_len, data) {
+                dropped += 1;
+            }
+            self.free.push(desc.addr & self.frame_mask);
+        }
+        reader.release();
+        drop(reader);
+        if n > 0 {
+            producer.publish();
+            self.refill();
+            stats.frames.fetch_add(u64::from(n), Relaxed);
+            stats.bytes.fetch_add(bytes, Relaxed);
+            if dropped > 0 {
+                stats.handoff_drops.fetch_add(dropped, Relaxed);
+            }
+            if bad > 0 {
+                stats.bad_meta.fetch_add(bad, Relaxed);
+            }
+        }
+        n
+    }
+
+    fn run(&mut self, mut producer: Producer, stop: &AtomicBool, stats: &QueueStats) {
+        let mut offset = monotonic_to_realtime_offset();
+        let mut last_refresh = Instant::now();
+        loop {
+            let stopping = stop.load(Relaxed);
+            let n = self.drain(&mut producer, offset, stats);
+            if n == 0 {
+                if stopping {
+                    // The program is detached before stop is set: the ring is empty for good.
+                    break;
+                }
+                if self.fq.needs_wakeup() {
+                    self.fq.wake();
+                }
+                let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, IDLE_POLL_MS) };
+            }
+            if last_refresh.elapsed() >= Duration::from_secs(1) {
+                offset = monotonic_to_realtime_offset();
+                self.refresh_kernel_stats(stats);
+                last_refresh = Instant::now();
+            }
+        }
+        self.refresh_kernel_stats(stats);
+    }
+}
+
+/// Wall-clock time in ns since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid clock id and out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_REALTIME, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
+}

@@ -1,0 +1,351 @@
+//! Files (rotation, retention, sequence), start and stop (signals, crashes, bad start-ups), and
+//! several RX queues — all with the real daemon binary.
+
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use capture_tests::*;
+
+const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0a];
+const X: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x99];
+const ALL: &str = "[[target]]\nname = \"all\"\n";
+
+fn frames(range: std::ops::Range<u32>, len: usize) -> Vec<Vec<u8>> {
+    range.map(|i| test_frame(A, X, &[], i, len)).collect()
+}
+
+/// Sequence numbers of finished files, from their names `t_NNNNN_YYYYmmddHHMMSS.pcapng`.
+fn seqs(files: &[std::path::PathBuf]) -> Vec<u64> {
+    files
+        .iter()
+        .map(|f| {
+            let name = f.file_name().unwrap().to_string_lossy().into_owned();
+            let parts: Vec<&str> = name.trim_end_matches(".pcapng").split('_').collect();
+            assert_eq!(parts.len(), 3, "file name {name}");
+            assert_eq!(parts[0], "t");
+            assert_eq!(parts[2].len(), 14, "timestamp part of {name}");
+            assert!(parts[1].len() >= 5, "sequence part of {name}");
+            parts[1].parse().expect("sequence number")
+        })
+        .collect()
+}
+
+fn assert_files_valid(files: &[std::path::PathBuf]) {
+    for f in files {
+        let file = read_pcapng(f);
+        assert_eq!(file.interfaces.len(), 1, "{}: one IDB", f.display());
+        assert!(file.statistics >= 1, "{}: an ISB at close", f.display());
+        assert_eq!(capinfos_count(f), file.packets.len() as u64, "{}", f.display());
+    }
+}
+
+#[test]
+fn rotates_by_size_and_loses_nothing() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("", "rotate_bytes = 16384\nrotate_seconds = 0", ALL);
+    let daemon = lab.start(&config);
+    let sent = frames(0..300, 600);
+    lab.send(&sent);
+    assert!(daemon.stop().0.success());
+    let (files, parts) = lab.files();
+    assert!(parts.is_empty());
+    // 300 x ~630 bytes = ~190 KB in 16 KiB files: about 11 files.
+    assert!(files.len() >= 10, "{} files", files.len());
+    assert_files_valid(&files);
+    for f in &files[..files.len() - 1] {
+        let size = std::fs::metadata(f).unwrap().len();
+        assert!(size >= 16384 && size < 16384 + 2048, "{}: {size} bytes", f.display());
+    }
+    assert_eq!(seqs(&files), (1..=files.len() as u64).collect::<Vec<_>>());
+    assert_eq!(ids(&read_all(&files)), (0..300).collect::<Vec<_>>());
+}
+
+#[test]
+fn rotates_by_time_and_by_packet_count() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("", "rotate_bytes = 0\nrotate_seconds = 1", ALL);
+    let daemon = lab.start(&config);
+    for chunk in 0..4u32 {
+        lab.send(&frames(chunk * 10..chunk * 10 + 10, 100));
+        std::thread::sleep(Duration::from_millis(800));
+    }
+    assert!(daemon.stop().0.success());
+    let (files, _) = lab.files();
+    assert!(files.len() >= 3, "4.4 s at 1 s per file gave {} files", files.len());
+    assert_files_valid(&files);
+    assert_eq!(ids(&read_all(&files)), (0..40).collect::<Vec<_>>());
+    drop(lab);
+
+    let lab = Lab::new(1);
+    let config = lab.config("", "rotate_bytes = 0\nrotate_seconds = 0\nrotate_packets = 25", ALL);
+    let daemon = lab.start(&config);
+    lab.send(&frames(0..100, 100));
+    assert!(daemon.stop().0.success());
+    let (files, _) = lab.files();
+    let counts: Vec<usize> = files.iter().map(|f| read_pcapng(f).packets.len()).collect();
+    assert_eq!(&counts[..4], &[25, 25, 25, 25], "{counts:?}");
+    assert!(counts[4..].iter().all(|c| *c == 0), "{counts:?}");
+}
+
+#[test]
+fn retention_keeps_the_newest_files() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("", "rotate_bytes = 8192\nrotate_seconds = 0\nkeep_files = 3", ALL);
+    let daemon = lab.start(&config);
+    lab.send(&frames(0..200, 500));
+    assert!(daemon.stop().0.success());
+    let (files, _) = lab.files();
+    assert_eq!(files.len(), 3, "{files:?}");
+    let s = seqs(&files);
+    assert!(s[0] > 5, "the oldest files went: {s:?}");
+    assert_eq!(s, vec![s[0], s[0] + 1, s[0] + 2]);
+    // The newest frames are the ones kept.
+    let kept = ids(&read_all(&files));
+    assert_eq!(*kept.last().unwrap(), 199);
+    drop(lab);
+
+    let lab = Lab::new(1);
+    let config = lab.config("", "rotate_bytes = 8192\nrotate_seconds = 0\nkeep_bytes = 30000", ALL);
+    let daemon = lab.start(&config);
+    lab.send(&frames(0..200, 500));
+    assert!(daemon.stop().0.success());
+    let (files, _) = lab.files();
+    let total: u64 = files.iter().map(|f| std::fs::metadata(f).unwrap().len()).sum();
+    assert!(total <= 30000, "{total} bytes kept");
+    assert!(files.len() >= 2, "{files:?}");
+}
+
+#[test]
+fn restart_continues_the_sequence_and_overwrites_nothing() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("", "rotate_bytes = 8192\nrotate_seconds = 0", ALL);
+    let daemon = lab.start(&config);
+    lab.send(&frames(0..50, 500));
+    assert!(daemon.stop().0.success());
+    let (first, _) = lab.files();
+    let first_last = *seqs(&first).last().unwrap();
+    let first_bytes: Vec<Vec<u8>> = first.iter().map(|f| std::fs::read(f).unwrap()).collect();
+
+    let daemon = lab.start(&config);
+    lab.send(&frames(50..100, 500));
+    assert!(daemon.stop().0.success());
+    let (all, _) = lab.files();
+    let s = seqs(&all);
+    assert_eq!(s, (1..=s.len() as u64).collect::<Vec<_>>(), "one unbroken sequence");
+    assert!(s.len() > first.len());
+    for (f, bytes) in first.iter().zip(&first_bytes) {
+        assert_eq!(&std::fs::read(f).unwrap(), bytes, "{} was rewritten", f.display());
+    }
+    let second: Vec<_> = all.iter().filter(|f| seqs(std::slice::from_ref(f))[0] > first_last).cloned().collect();
+    assert_eq!(ids(&read_all(&second)), (50..100).collect::<Vec<_>>());
+}
+
+#[test]
+fn sigterm_leaves_no_part_file_and_no_xdp_program() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("", "", ALL);
+    assert!(!lab.xdp_attached());
+    let daemon = lab.start(&config);
+    assert!(lab.xdp_attached(), "XDP attached while running");
+    let (_, parts) = lab.files();
+    assert_eq!(parts.len(), 1, "the current file is a .part while open");
+    lab.send(&frames(0..10, 100));
+    let (status, took) = daemon.stop();
+    assert!(status.success(), "{status}");
+    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    assert!(!lab.xdp_attached(), "XDP left attached after SIGTERM");
+    let (files, parts) = lab.files();
+    assert!(parts.is_empty(), "{parts:?}");
+    assert_eq!(ids(&read_all(&files)), (0..10).collect::<Vec<_>>());
+    // And frames flow through the kernel again.
+    let rx = lab.receiver();
+    lab.send(&frames(10..12, 100));
+    assert_eq!(rx.ids(), vec![10, 11]);
+}
+
+#[test]
+fn kill_9_leaves_no_xdp_program_and_frames_flow_again() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("", "", ALL);
+    let daemon = lab.start(&config);
+    lab.send(&frames(0..10, 100));
+    daemon.kill9();
+    assert!(!lab.xdp_attached(), "a killed daemon must not leave its XDP program attached");
+    let rx = lab.receiver();
+    lab.send(&frames(10..13, 100));
+    assert_eq!(rx.ids(), vec![10, 11, 12], "the NIC does not black-hole traffic");
+}
+
+#[test]
+fn captures_every_rx_queue() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(2);
+    let config = lab.config("", "", ALL);
+    let daemon = lab.start(&config);
+    assert!(daemon.log_text().contains("RX queues [0, 1] of 2"), "{}", daemon.log_text());
+    // With PACKET_QDISC_BYPASS the TX queue is the sending CPU: one sender per CPU puts frames
+    // on both veth queues.
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from).min(2);
+    std::thread::scope(|s| {
+        for cpu in 0..cpus {
+            let lab = &lab;
+            s.spawn(move || {
+                let sent = frames(cpu as u32 * 1000..cpu as u32 * 1000 + 200, 200);
+                let peer = lab.veth.peer.clone();
+                lab.ns
+                    .run(move || {
+                        capture_lab::pin_current_thread(cpu)?;
+                        capture_lab::RawSender::open(&peer)?.with_qdisc_bypass()?.send_all(&sent, capture_lab::Pace::default())
+                    })
+                    .expect("sending");
+            });
+        }
+    });
+    std::thread::sleep(Duration::from_millis(300));
+    let per_queue = queue_redirects(&lab);
+    assert!(daemon.stop().0.success());
+    let (files, _) = lab.files();
+    let want: Vec<u32> = (0..cpus as u32).flat_map(|c| c * 1000..c * 1000 + 200).collect();
+    assert_eq!(ids(&read_all(&files)), want);
+    if cpus == 2 {
+        assert!(per_queue.iter().all(|n| *n > 0), "both queues carried frames: {per_queue:?}");
+    }
+}
+
+/// XDP redirects per RX queue of the capture veth (`ethtool -S`).
+fn queue_redirects(lab: &Lab) -> Vec<u64> {
+    let out = lab.ns.command("ethtool").args(["-S", CAPTURE_IF]).output().expect("ethtool -S");
+    let text = String::from_utf8_lossy(&out.stdout);
+    let mut v: Vec<u64> = text
+        .lines()
+        .filter(|l| l.contains("rx_queue_") && l.contains("xdp_redirect"))
+        .filter_map(|l| l.rsplit(':').next()?.trim().parse().ok())
+        .collect();
+    if v.is_empty() {
+        v.push(0);
+    }
+    v
+}
+
+fn run_cli(lab: &Lab, args: &[&str]) -> (i32, String) {
+    let out = lab.ns.command(daemon_bin().to_str().unwrap()).args(args).output().expect("running capture-daemon");
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    (out.status.code().unwrap_or(-1), text)
+}
+
+#[test]
+fn start_up_failures_are_clear_and_leave_nothing_attached() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+
+    // Missing interface.
+    let path = lab.dir.path().join("missing.toml");
+    std::fs::write(
+        &path,
+        format!("[output]\ndirectory = \"{}\"\n[[interface]]\nname = \"nosuch0\"\n{ALL}", lab.out_dir().display()),
+    )
+    .unwrap();
+    let (code, text) = run_cli(&lab, &["run", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("interface nosuch0 not found"), "{text}");
+
+    // Bad config: file, line, column and key.
+    let bad = lab.dir.path().join("bad.toml");
+    std::fs::write(&bad, "[[interface]]\nname = \"cap0\"\n\n[[target]]\nname = \"x\"\nvlan = 4095\n").unwrap();
+    let (code, text) = run_cli(&lab, &["run", "--config", bad.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&format!("{}:6:8", bad.display())), "{text}");
+    assert!(text.contains("vlan"), "{text}");
+
+    // A queue the NIC does not have: refused before anything is attached.
+    let q = lab.dir.path().join("queue.toml");
+    std::fs::write(
+        &q,
+        format!(
+            "[output]\ndirectory = \"{}\"\n[[interface]]\nname = \"cap0\"\nqueues = [0, 3]\n{ALL}",
+            lab.out_dir().display()
+        ),
+    )
+    .unwrap();
+    let (code, text) = run_cli(&lab, &["run", "--config", q.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("RX queue 3 does not exist"), "{text}");
+    assert!(!lab.xdp_attached());
+
+    // Output directory that cannot be created: fails after loading, before attaching.
+    let blocker = lab.dir.path().join("file");
+    std::fs::write(&blocker, "not a directory").unwrap();
+    let o = lab.dir.path().join("out.toml");
+    std::fs::write(
+        &o,
+        format!("[output]\ndirectory = \"{}/sub\"\n[[interface]]\nname = \"cap0\"\n{ALL}", blocker.display()),
+    )
+    .unwrap();
+    let (code, text) = run_cli(&lab, &["run", "--config", o.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(&blocker.display().to_string()), "{text}");
+    assert!(!lab.xdp_attached(), "a failed start-up must leave nothing attached");
+}
+
+#[test]
+fn check_reports_the_host_and_warns_about_mirror_mode() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(2);
+    let config = lab.config("", "", ALL);
+    let (code, text) = run_cli(&lab, &["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("interface cap0: driver veth, 2 RX queue(s)"), "{text}");
+    assert!(text.contains("accepted by the kernel verifier"), "{text}");
+    assert!(text.contains("WARNING: mirror mode"), "{text}");
+    assert!(!lab.xdp_attached(), "check attaches nothing");
+
+    let path = lab.dir.path().join("missing.toml");
+    std::fs::write(&path, format!("[[interface]]\nname = \"nosuch0\"\n{ALL}")).unwrap();
+    let (code, text) = run_cli(&lab, &["check", "--config", path.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("FAIL  interfaces: interface nosuch0 not found"), "{text}");
+}
+
+#[test]
+fn the_example_config_passes_check_once_its_interface_exists() {
+    if !root_or_skip() {
+        return;
+    }
+    // config/capture.toml names enp65s0f0: create it (a veth) in a namespace and check.
+    let ns = capture_lab::NetNs::create("capexample").unwrap();
+    let _veth = capture_lab::VethPair::create(&ns, "enp65s0f0", "peer0", 1).unwrap();
+    let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/capture.toml");
+    let out = ns
+        .command(daemon_bin().to_str().unwrap())
+        .args(["check", "--config", example.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
+    let _ = Command::new("true").status();
+}

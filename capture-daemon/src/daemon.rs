@@ -387,11 +387,8 @@ fn write_loop(
             idle = (idle * 2).min(Duration::from_millis(5));
         }
     }
-    let counters = writer.counters();
-    let (frames_written, files_closed) = (counters.packets_written, counters.files_closed + 1);
+    let closed_before = writer.counters().files_closed;
     let last_file = writer.close(realtime_ns()).context("closing the output file")?;
-    if let Some(path) = &last_file {
-        log::info!("closed {}", path.display());
-    }
-    Ok(Summary { frames_written, files_closed, last_file })
+    let frames_written = stats.ifaces.iter().map(|s| s.delivered.load(Relaxed)).sum();
+    Ok(Summary { frames_written, files_closed: closed_before + u64::from(last_file.is_some()), last_file })
 }

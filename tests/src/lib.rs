@@ -144,6 +144,30 @@ impl Lab {
         text.contains("prog/xdp") || text.contains("xdpgeneric") || text.contains(" xdp ")
     }
 
+    /// The capture veth's XDP counters from `ethtool -S`, summed over RX queues, by name without
+    /// the queue prefix (`xdp_packets`, `xdp_redirect`, `xdp_drops`, ...).
+    pub fn xdp_stats(&self) -> std::collections::BTreeMap<String, u64> {
+        let mut sums = std::collections::BTreeMap::new();
+        for (name, value) in self.xdp_stats_per_queue() {
+            *sums.entry(name.split_once('_').map_or(name.clone(), |(_, rest)| rest.to_owned())).or_insert(0) += value;
+        }
+        sums
+    }
+
+    /// `ethtool -S` rows of the capture veth's RX queues as ("N_counter", value).
+    pub fn xdp_stats_per_queue(&self) -> Vec<(String, u64)> {
+        let out = self.ns.command("ethtool").args(["-S", CAPTURE_IF]).output().expect("ethtool -S");
+        assert!(out.status.success(), "ethtool -S: {}", String::from_utf8_lossy(&out.stderr));
+        String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| {
+                let (name, value) = l.trim().split_once(':')?;
+                let rest = name.strip_prefix("rx_queue_")?;
+                Some((rest.to_owned(), value.trim().parse().ok()?))
+            })
+            .collect()
+    }
+
     /// Finished files (sorted by name, i.e. by sequence) and leftover `.part` files.
     pub fn files(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
         let mut done = Vec::new();

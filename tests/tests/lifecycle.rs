@@ -235,17 +235,7 @@ fn captures_every_rx_queue() {
 
 /// XDP redirects per RX queue of the capture veth (`ethtool -S`).
 fn queue_redirects(lab: &Lab) -> Vec<u64> {
-    let out = lab.ns.command("ethtool").args(["-S", CAPTURE_IF]).output().expect("ethtool -S");
-    let text = String::from_utf8_lossy(&out.stdout);
-    let mut v: Vec<u64> = text
-        .lines()
-        .filter(|l| l.contains("rx_queue_") && l.contains("xdp_redirect"))
-        .filter_map(|l| l.rsplit(':').next()?.trim().parse().ok())
-        .collect();
-    if v.is_empty() {
-        v.push(0);
-    }
-    v
+    lab.xdp_stats_per_queue().into_iter().filter(|(n, _)| n.ends_with("_xdp_redirect")).map(|(_, v)| v).collect()
 }
 
 fn run_cli(lab: &Lab, args: &[&str]) -> (i32, String) {

@@ -201,11 +201,15 @@ fn summarize(pcap_dir: &Path, frames: &[Vec<u8>], web: &FakeVm) -> anyhow::Resul
         for line in fields.lines() {
             let cols: Vec<&str> = line.split('|').collect();
             let [src, dst, vlan, len, caplen] = cols[..] else { continue };
+            // tshark may find more Ethernet layers inside payloads (tunnels, or heuristics on
+            // random bytes): the outermost one is the first value.
+            let first = |v: &str| v.split(',').next().unwrap_or_default().to_owned();
+            let (src, dst) = (first(src), first(dst));
             got_total += 1;
             if src == web_mac || dst == web_mac {
                 by_target.entry(web.name.as_str()).or_default().1 += 1;
             }
-            if vlan.split(',').next() == Some("200") {
+            if first(vlan) == "200" {
                 by_target.entry("vlan200").or_default().1 += 1;
             }
             if len != caplen {

@@ -156,6 +156,11 @@ struct Running {
 
 /// Runs the capture described by `config` until `control.shutdown` is set.
 pub fn run(config: &Config, control: &Control) -> anyhow::Result<Summary> {
+    let missing = sys::missing_caps();
+    if !missing.is_empty() {
+        let list: Vec<String> = missing.iter().map(|(cap, why)| format!("{cap} (to {why})")).collect();
+        bail!("missing privileges: {}; run as root or grant these capabilities", list.join(", "));
+    }
     let ifaces = resolve_interfaces(config)?;
     sys::raise_memlock_limit();
     let tables = TargetTables::build(&config.capture, &config.targets)?;

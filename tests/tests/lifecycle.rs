@@ -285,6 +285,23 @@ fn start_up_failures_are_clear_and_leave_nothing_attached() {
     assert!(text.contains("RX queue 3 does not exist"), "{text}");
     assert!(!lab.xdp_attached());
 
+    // Not privileged: says which capabilities are missing, before touching anything.
+    let ok_config = lab.config("", "", ALL);
+    // Let the unprivileged user read the config, so the privilege check is what stops it.
+    std::fs::set_permissions(lab.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let out = lab
+        .ns
+        .command("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
+        .arg(daemon_bin())
+        .args(["run", "--config", ok_config.to_str().unwrap()])
+        .output()
+        .expect("setpriv");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("missing privileges: CAP_NET_ADMIN"), "{text}");
+    assert!(!lab.xdp_attached());
+
     // Output directory that cannot be created: fails after loading, before attaching.
     let blocker = lab.dir.path().join("file");
     std::fs::write(&blocker, "not a directory").unwrap();

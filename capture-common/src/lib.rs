@@ -91,7 +91,7 @@ pub struct FrameMeta {
 }
 const _: () = assert!(size_of::<FrameMeta>() == 24);
 // The kernel accepts at most 32 bytes of metadata, in multiples of 4.
-const _: () = assert!(size_of::<FrameMeta>() <= 32 && size_of::<FrameMeta>() % 4 == 0);
+const _: () = assert!(size_of::<FrameMeta>() <= 32 && size_of::<FrameMeta>().is_multiple_of(4));
 
 pub const META_MAGIC: u32 = 0xCA97_0001;
 

@@ -175,7 +175,8 @@ impl Filter {
         let mut vlans: Array<MapData, u64> =
             Array::try_from(take(maps::VLANS)?).map_err(map_err(maps::VLANS))?;
         let xsks = XskMap::try_from(take(maps::XSKS)?).map_err(map_err(maps::XSKS))?;
-        let counters = PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
+        let counters =
+            PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
         let hits =
             PerCpuArray::try_from(take(maps::TARGET_HITS)?).map_err(map_err(maps::TARGET_HITS))?;
 
@@ -238,7 +239,9 @@ impl Filter {
                         log::warn!(
                             "{}: native XDP attach failed ({}); using generic XDP (slower, but complete)",
                             self.iface,
-                            last_err.as_ref().map_or_else(String::new, |e: &BpfError| error_chain(e))
+                            last_err
+                                .as_ref()
+                                .map_or_else(String::new, |e: &BpfError| error_chain(e))
                         );
                     }
                     self.link = Some(link);
@@ -246,7 +249,8 @@ impl Filter {
                     return Ok(name);
                 }
                 Err(source) => {
-                    last_err = Some(BpfError::Attach { iface: self.iface.clone(), mode: name, source });
+                    last_err =
+                        Some(BpfError::Attach { iface: self.iface.clone(), mode: name, source });
                 }
             }
         }
@@ -256,10 +260,10 @@ impl Filter {
     /// Detaches the program (frames flow through the kernel as before); maps and counters stay
     /// readable until the `Filter` is dropped.
     pub fn detach(&mut self) {
-        if let Some(link) = self.link.take() {
-            if let Err(e) = link.detach() {
-                log::warn!("{}: detaching XDP: {e}", self.iface);
-            }
+        if let Some(link) = self.link.take()
+            && let Err(e) = link.detach()
+        {
+            log::warn!("{}: detaching XDP: {e}", self.iface);
         }
     }
 
@@ -291,7 +295,12 @@ mod tests {
     use super::*;
 
     fn capture() -> CaptureConfig {
-        CaptureConfig { unmatched: Unmatched::Pass, snaplen: 128, ring_size: 4096, buffer_bytes: 1 << 26 }
+        CaptureConfig {
+            unmatched: Unmatched::Pass,
+            snaplen: 128,
+            ring_size: 4096,
+            buffer_bytes: 1 << 26,
+        }
     }
 
     fn target(name: &str, mac: Option<[u8; 6]>, vlan: Option<u16>) -> TargetConfig {
@@ -321,7 +330,11 @@ mod tests {
 
     #[test]
     fn too_many_targets_is_an_error() {
-        let targets: Vec<_> = (0..=MAX_TARGETS).map(|i| target(&i.to_string(), None, None)).collect();
-        assert!(matches!(TargetTables::build(&capture(), &targets), Err(BpfError::TooManyTargets(65))));
+        let targets: Vec<_> =
+            (0..=MAX_TARGETS).map(|i| target(&i.to_string(), None, None)).collect();
+        assert!(matches!(
+            TargetTables::build(&capture(), &targets),
+            Err(BpfError::TooManyTargets(65))
+        ));
     }
 }

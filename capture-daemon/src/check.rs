@@ -72,7 +72,10 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         r.ok("privileges", "all needed capabilities present");
     } else {
         for (cap, why) in missing {
-            r.fail("privileges", format!("missing {cap}: needed to {why} (run as root or grant it)"));
+            r.fail(
+                "privileges",
+                format!("missing {cap}: needed to {why} (run as root or grant it)"),
+            );
         }
     }
 
@@ -95,7 +98,9 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
 
     match TargetTables::build(&config.capture, &config.targets) {
         Ok(tables) => match Filter::load("check", &tables) {
-            Ok(_) => r.ok("XDP program", "loaded and accepted by the kernel verifier (not attached)"),
+            Ok(_) => {
+                r.ok("XDP program", "loaded and accepted by the kernel verifier (not attached)")
+            }
             Err(e) => r.fail("XDP program", error_chain(&e)),
         },
         Err(e) => r.fail("targets", e.to_string()),
@@ -139,7 +144,10 @@ fn check_output(r: &mut Report, dir: &Path) {
     // SAFETY: statvfs with a valid path and out-pointer.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     let free = if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
-        format!(", {:.1} GiB free", (st.f_bavail as f64 * st.f_frsize as f64) / f64::from(1u32 << 30))
+        format!(
+            ", {:.1} GiB free",
+            (st.f_bavail as f64 * st.f_frsize as f64) / f64::from(1u32 << 30)
+        )
     } else {
         String::new()
     };

@@ -77,12 +77,7 @@ pub struct CaptureConfig {
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        Self {
-            unmatched: Unmatched::Pass,
-            snaplen: 0,
-            ring_size: 4096,
-            buffer_bytes: 64 * MIB,
-        }
+        Self { unmatched: Unmatched::Pass, snaplen: 0, ring_size: 4096, buffer_bytes: 64 * MIB }
     }
 }
 
@@ -192,22 +187,10 @@ pub enum ConfigError {
     Read { path: PathBuf, source: io::Error },
     /// The file is not valid TOML. `snippet` is empty or starts with a newline.
     #[error("{}:{line}:{column}: invalid TOML: {message}{snippet}", .path.display())]
-    Syntax {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        message: String,
-        snippet: String,
-    },
+    Syntax { path: PathBuf, line: usize, column: usize, message: String, snippet: String },
     /// Valid TOML, but not a valid configuration.
     #[error("{}:{line}:{column}: {}{message}", .path.display(), key_prefix(.key.as_deref()))]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        column: usize,
-        key: Option<String>,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, column: usize, key: Option<String>, message: String },
 }
 
 fn key_prefix(key: Option<&str>) -> String {
@@ -217,10 +200,8 @@ fn key_prefix(key: Option<&str>) -> String {
 impl Config {
     /// Reads and parses the file at `path`.
     pub fn load(path: &Path) -> Result<Config, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
-            path: path.to_owned(),
-            source,
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|source| ConfigError::Read { path: path.to_owned(), source })?;
         Self::parse(&text, path)
     }
 
@@ -242,15 +223,13 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
     let t = s.trim();
     if t.is_empty() {
         return Err(
-            "empty size; write a number of bytes with an optional unit, e.g. \"64 MiB\"".to_owned(),
+            "empty size; write a number of bytes with an optional unit, e.g. \"64 MiB\"".to_owned()
         );
     }
     if t.starts_with('-') {
         return Err(format!("invalid size \"{s}\": sizes cannot be negative"));
     }
-    let num_end = t
-        .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-        .unwrap_or(t.len());
+    let num_end = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
     let (number, unit) = (&t[..num_end], t[num_end..].trim_start());
     let (int, frac) = number.split_once('.').unwrap_or((number, ""));
     let all_digits = |s: &str| !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit());
@@ -265,24 +244,15 @@ pub fn parse_size(s: &str) -> Result<u64, String> {
              T, TB or TiB"
         )
     })?;
-    let too_large = || {
-        format!(
-            "invalid size \"{s}\": larger than the maximum, {} bytes",
-            u64::MAX
-        )
-    };
+    let too_large = || format!("invalid size \"{s}\": larger than the maximum, {} bytes", u64::MAX);
     // Exact decimal arithmetic, so "1.5 GiB" is exactly 1610612736 bytes.
     let int: u128 = int.parse().map_err(|_| too_large())?;
-    let mut total = int
-        .checked_mul(u128::from(multiplier))
-        .ok_or_else(too_large)?;
+    let mut total = int.checked_mul(u128::from(multiplier)).ok_or_else(too_large)?;
     // Digits past the 18th cannot change the result by a whole byte at any unit up to TiB.
     let frac = &frac[..frac.len().min(18)];
     if !frac.is_empty() {
         if multiplier == 1 && frac.bytes().any(|b| b != b'0') {
-            return Err(format!(
-                "invalid size \"{s}\": a number of bytes must be whole"
-            ));
+            return Err(format!("invalid size \"{s}\": a number of bytes must be whole"));
         }
         let digits = u32::try_from(frac.len()).map_err(|_| too_large())?;
         let frac: u128 = frac.parse().map_err(|_| too_large())?;
@@ -329,9 +299,7 @@ fn check_xdp_mode(s: &str) -> Result<XdpMode, String> {
         "auto" => Ok(XdpMode::Auto),
         "native" => Ok(XdpMode::Native),
         "generic" => Ok(XdpMode::Generic),
-        _ => Err(format!(
-            "unknown XDP mode \"{s}\"; use \"auto\", \"native\" or \"generic\""
-        )),
+        _ => Err(format!("unknown XDP mode \"{s}\"; use \"auto\", \"native\" or \"generic\"")),
     }
 }
 
@@ -366,9 +334,7 @@ fn check_buffer_bytes(v: u64) -> Result<u64, String> {
     if (MIN_BUFFER_BYTES..=MAX_BUFFER_BYTES).contains(&v) {
         Ok(v)
     } else {
-        Err(format!(
-            "buffer size {v} bytes is out of range; use 1 MiB..=4 GiB"
-        ))
+        Err(format!("buffer size {v} bytes is out of range; use 1 MiB..=4 GiB"))
     }
 }
 
@@ -395,11 +361,9 @@ fn check_count(v: i128) -> Result<u64, String> {
 
 fn check_directory(s: &str) -> Result<PathBuf, String> {
     if s.is_empty() {
-        return Err(
-            "empty directory; give the directory for capture files, e.g. \
+        return Err("empty directory; give the directory for capture files, e.g. \
                     \"/var/lib/capture-daemon\""
-                .to_owned(),
-        );
+            .to_owned());
     }
     if s.contains('\0') {
         return Err("directory contains a NUL character".to_owned());
@@ -411,9 +375,8 @@ fn check_prefix(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("empty prefix; it starts every file name, e.g. \"capture\"".to_owned());
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
+    if let Some(c) =
+        s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-')))
     {
         return Err(format!(
             "prefix \"{s}\" contains {c:?}; use only A-Z, a-z, 0-9, '.', '_' and '-' (it becomes \
@@ -421,9 +384,7 @@ fn check_prefix(s: &str) -> Result<String, String> {
         ));
     }
     if s.starts_with('.') {
-        return Err(format!(
-            "prefix \"{s}\" starts with '.', which would hide the capture files"
-        ));
+        return Err(format!("prefix \"{s}\" starts with '.', which would hide the capture files"));
     }
     if s.len() > MAX_PREFIX_LEN {
         return Err(format!(
@@ -448,9 +409,8 @@ fn check_ifname(s: &str) -> Result<String, String> {
     if s == "." || s == ".." {
         return Err(format!("\"{s}\" is not a valid interface name"));
     }
-    if let Some(c) = s
-        .chars()
-        .find(|&c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
+    if let Some(c) =
+        s.chars().find(|&c| c == '/' || c == ':' || c.is_whitespace() || c.is_control())
     {
         return Err(format!(
             "interface name \"{s}\" contains {c:?}; Linux interface names cannot contain '/', ':', \
@@ -464,9 +424,8 @@ fn check_target_name(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("empty target name".to_owned());
     }
-    if let Some(c) = s
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
+    if let Some(c) =
+        s.chars().find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | ':' | '-')))
     {
         return Err(format!(
             "target name \"{s}\" contains {c:?}; use only A-Z, a-z, 0-9, '.', '_', ':' and '-'"
@@ -523,10 +482,7 @@ fn check_vlan(v: i128) -> Result<u16, String> {
 fn check_queue(v: i128) -> Result<u32, String> {
     match u32::try_from(v) {
         Ok(q) if q < MAX_QUEUES => Ok(q),
-        _ => Err(format!(
-            "RX queue {v} is out of range; use 0..={}",
-            MAX_QUEUES - 1
-        )),
+        _ => Err(format!("RX queue {v} is out of range; use 0..={}", MAX_QUEUES - 1)),
     }
 }
 
@@ -601,11 +557,7 @@ macro_rules! value_type {
         struct $name($inner);
         impl<'de> Deserialize<'de> for $name {
             fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-                d.deserialize_any($visitor {
-                    expecting: $expecting,
-                    check: $check,
-                })
-                .map($name)
+                d.deserialize_any($visitor { expecting: $expecting, check: $check }).map($name)
             }
         }
     };
@@ -615,16 +567,12 @@ value_type!(UnmatchedValue(Unmatched) = StringValue("\"pass\" or \"drop\"", chec
 value_type!(Snaplen(u32) = IntegerValue("an integer number of bytes", check_snaplen));
 value_type!(RingSize(u32) = IntegerValue("an integer power of two", check_ring_size));
 value_type!(
-    BufferBytes(u64) = SizeValue(
-        "a size: integer bytes or a string such as \"64 MiB\"",
-        check_buffer_bytes
-    )
+    BufferBytes(u64) =
+        SizeValue("a size: integer bytes or a string such as \"64 MiB\"", check_buffer_bytes)
 );
 value_type!(
-    RotateBytes(u64) = SizeValue(
-        "a size: integer bytes or a string such as \"1 GiB\"",
-        check_rotate_bytes
-    )
+    RotateBytes(u64) =
+        SizeValue("a size: integer bytes or a string such as \"1 GiB\"", check_rotate_bytes)
 );
 value_type!(Size(u64) = SizeValue("a size: integer bytes or a string such as \"100 GiB\"", Ok));
 value_type!(Count(u64) = IntegerValue("an integer", check_count));
@@ -636,10 +584,7 @@ value_type!(
 );
 value_type!(TargetName(String) = StringValue("a target name (a string)", check_target_name));
 value_type!(
-    Mac([u8; 6]) = StringValue(
-        "a MAC address (a string such as \"52:54:00:12:34:56\")",
-        check_mac
-    )
+    Mac([u8; 6]) = StringValue("a MAC address (a string such as \"52:54:00:12:34:56\")", check_mac)
 );
 value_type!(Vlan(u16) = IntegerValue("a VLAN ID (an integer)", check_vlan));
 value_type!(QueueIndex(u32) = IntegerValue("an RX queue index (an integer)", check_queue));
@@ -854,12 +799,7 @@ impl RawConfig {
         };
         let interfaces = validate_interfaces(self.interface, text)?;
         let targets = validate_targets(self.target, text)?;
-        Ok(Config {
-            capture,
-            output,
-            interfaces,
-            targets,
-        })
+        Ok(Config { capture, output, interfaces, targets })
     }
 }
 
@@ -888,11 +828,7 @@ fn validate_interfaces(
         let table_span = table.span();
         let raw = table.into_inner().0;
         let name = raw.name.ok_or_else(|| {
-            Problem::new(
-                table_span,
-                "name",
-                "missing: every [[interface]] needs a name".to_owned(),
-            )
+            Problem::new(table_span, "name", "missing: every [[interface]] needs a name".to_owned())
         })?;
         let name_span = name.span();
         let name = name.into_inner().0;
@@ -929,11 +865,7 @@ fn validate_interfaces(
             },
         };
         let xdp_mode = raw.xdp_mode.map_or(XdpMode::Auto, |m| m.0);
-        interfaces.push(InterfaceConfig {
-            name,
-            queues,
-            xdp_mode,
-        });
+        interfaces.push(InterfaceConfig { name, queues, xdp_mode });
     }
     Ok(interfaces)
 }
@@ -971,11 +903,7 @@ fn validate_targets(
         let table_span = table.span();
         let raw = table.into_inner().0;
         let name = raw.name.ok_or_else(|| {
-            Problem::new(
-                table_span,
-                "name",
-                "missing: every [[target]] needs a name".to_owned(),
-            )
+            Problem::new(table_span, "name", "missing: every [[target]] needs a name".to_owned())
         })?;
         let name_span = name.span();
         let name = name.into_inner().0;
@@ -990,11 +918,7 @@ fn validate_targets(
             ));
         }
         seen.insert(name.clone(), name_span.start);
-        targets.push(TargetConfig {
-            name,
-            mac: raw.mac.map(|m| m.0),
-            vlan: raw.vlan.map(|v| v.0),
-        });
+        targets.push(TargetConfig { name, mac: raw.mac.map(|m| m.0), vlan: raw.vlan.map(|v| v.0) });
     }
     Ok(targets)
 }
@@ -1043,25 +967,18 @@ fn snippet(text: &str, span: Range<usize>) -> String {
     let content = text[line_start..line_end].trim_end_matches('\r');
     let (line, _) = line_column(text, start);
     // Keep tabs so the carets line up under tab-indented text.
-    let pad: String = before[line_start..]
-        .chars()
-        .map(|c| if c == '\t' { '\t' } else { ' ' })
-        .collect();
+    let pad: String =
+        before[line_start..].chars().map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
     let end = span.end.clamp(start, line_end);
     let carets = text.get(start..end).map_or(0, |s| s.chars().count()).max(1);
     let gutter = " ".repeat(line.to_string().len());
-    format!(
-        "\n {gutter} |\n {line} | {content}\n {gutter} | {pad}{}",
-        "^".repeat(carets)
-    )
+    format!("\n {gutter} |\n {line} | {content}\n {gutter} | {pad}{}", "^".repeat(carets))
 }
 
 fn value_error(e: &toml::de::Error, text: &str, path: &Path) -> ConfigError {
     let span = e.span().unwrap_or(FILE_START);
     let (line, column) = line_column(text, span.start);
-    let key = DeTable::parse(text)
-        .ok()
-        .and_then(|doc| key_at(doc.get_ref(), &span));
+    let key = DeTable::parse(text).ok().and_then(|doc| key_at(doc.get_ref(), &span));
     ConfigError::Invalid {
         path: path.to_owned(),
         line,
@@ -1168,14 +1085,7 @@ mod tests {
                 xdp_mode: XdpMode::Auto
             }]
         );
-        assert_eq!(
-            c.targets,
-            vec![TargetConfig {
-                name: "all".into(),
-                mac: None,
-                vlan: None
-            }]
-        );
+        assert_eq!(c.targets, vec![TargetConfig { name: "all".into(), mac: None, vlan: None }]);
     }
 
     #[test]
@@ -1189,13 +1099,7 @@ mod tests {
         assert_eq!(o.directory, Path::new("/var/lib/capture-daemon"));
         assert_eq!(o.prefix, "capture");
         assert_eq!(
-            (
-                o.rotate_bytes,
-                o.rotate_seconds,
-                o.rotate_packets,
-                o.keep_files,
-                o.keep_bytes
-            ),
+            (o.rotate_bytes, o.rotate_seconds, o.rotate_packets, o.keep_files, o.keep_bytes),
             (1 << 30, 300, 0, 0, 0)
         );
     }
@@ -1284,16 +1188,8 @@ mac = "ff:ff:ff:ff:ff:ff"
                     mac: Some([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]),
                     vlan: Some(4094)
                 },
-                TargetConfig {
-                    name: "vlan:7".into(),
-                    mac: None,
-                    vlan: Some(1)
-                },
-                TargetConfig {
-                    name: "bcast".into(),
-                    mac: Some([0xff; 6]),
-                    vlan: None
-                },
+                TargetConfig { name: "vlan:7".into(), mac: None, vlan: Some(1) },
+                TargetConfig { name: "bcast".into(), mac: Some([0xff; 6]), vlan: None },
             ]
         );
     }
@@ -1335,14 +1231,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     #[test]
     fn target_without_mac_or_vlan_is_fine() {
         let c = ok(&target("name = \"everything\""));
-        assert_eq!(
-            c.targets[0],
-            TargetConfig {
-                name: "everything".into(),
-                mac: None,
-                vlan: None
-            }
-        );
+        assert_eq!(c.targets[0], TargetConfig { name: "everything".into(), mac: None, vlan: None });
     }
 
     #[test]
@@ -1357,10 +1246,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     #[test]
     fn crlf_line_endings() {
         let text = "[capture]\r\nsnaplen = 64\r\n\r\n[[interface]]\r\nname = \"eth0\"\r\n[[target]]\r\nname = \"a\"\r\nvlan = 4095\r\n";
-        assert_eq!(
-            err(text),
-            format!("{P}:8:8: key `vlan`: VLAN 4095 is reserved; use 1..=4094")
-        );
+        assert_eq!(err(text), format!("{P}:8:8: key `vlan`: VLAN 4095 is reserved; use 1..=4094"));
     }
 
     // --- the example file and the docs -----------------------------------------------------
@@ -1381,10 +1267,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
             }]
         );
         assert_eq!(c.targets.len(), 2);
-        assert_eq!(
-            c.targets[0].mac.map(|m| format_mac(&m)).as_deref(),
-            Some("52:54:00:12:34:56")
-        );
+        assert_eq!(c.targets[0].mac.map(|m| format_mac(&m)).as_deref(), Some("52:54:00:12:34:56"));
         assert_eq!(c.targets[0].vlan, Some(100));
     }
 
@@ -1419,25 +1302,15 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     /// Each section the parser knows, with the keys it accepts, straight from the raw structs.
     fn parser_sections() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         let sections = BTreeMap::from([
-            (
-                "capture",
-                fields_of::<RawCapture>().iter().copied().collect(),
-            ),
+            ("capture", fields_of::<RawCapture>().iter().copied().collect()),
             ("output", fields_of::<RawOutput>().iter().copied().collect()),
-            (
-                "interface",
-                fields_of::<RawInterface>().iter().copied().collect(),
-            ),
+            ("interface", fields_of::<RawInterface>().iter().copied().collect()),
             ("target", fields_of::<RawTarget>().iter().copied().collect()),
         ]);
         // A section added to RawConfig must be added above (and so to the docs and the example).
         let top: BTreeSet<&str> = fields_of::<RawConfig>().iter().copied().collect();
         assert_eq!(top, sections.keys().copied().collect::<BTreeSet<_>>());
-        assert!(
-            sections
-                .values()
-                .all(|keys: &BTreeSet<&str>| !keys.is_empty())
-        );
+        assert!(sections.values().all(|keys: &BTreeSet<&str>| !keys.is_empty()));
         sections
     }
 
@@ -1461,10 +1334,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
                 let cells: Vec<&str> = line.split('|').map(str::trim).collect();
                 assert!(cells.len() >= 5, "docs/config.md: short table row: {line}");
                 let key = cells[1].trim_matches('`').to_owned();
-                tables
-                    .entry(s.clone())
-                    .or_default()
-                    .push((key, cells[3].to_owned()));
+                tables.entry(s.clone()).or_default().push((key, cells[3].to_owned()));
             }
         }
         tables
@@ -1475,11 +1345,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         let parser = parser_sections();
         let docs = doc_tables();
         let doc_sections: BTreeSet<&str> = docs.keys().map(String::as_str).collect();
-        assert_eq!(
-            doc_sections,
-            parser.keys().copied().collect(),
-            "docs/config.md sections"
-        );
+        assert_eq!(doc_sections, parser.keys().copied().collect(), "docs/config.md sections");
         for (section, keys) in &parser {
             let documented: BTreeSet<&str> =
                 docs[*section].iter().map(|(k, _)| k.as_str()).collect();
@@ -1488,10 +1354,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
                 "docs/config.md: keys of [{section}] (left: docs, right: parser)"
             );
             for key in keys {
-                assert!(
-                    DOCS.contains(&format!("`{key}`")),
-                    "docs/config.md never writes `{key}`"
-                );
+                assert!(DOCS.contains(&format!("`{key}`")), "docs/config.md never writes `{key}`");
             }
         }
     }
@@ -1510,11 +1373,8 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
                 toml::Value::Array(a) => a.iter().filter_map(toml::Value::as_table).collect(),
                 other => panic!("[{section}] is {other:?}"),
             };
-            let present: BTreeSet<&str> = tables
-                .iter()
-                .flat_map(|t| t.keys())
-                .map(String::as_str)
-                .collect();
+            let present: BTreeSet<&str> =
+                tables.iter().flat_map(|t| t.keys()).map(String::as_str).collect();
             assert_eq!(
                 &present, keys,
                 "config/capture.toml: keys of [{section}] (left: example, right: parser)"
@@ -1529,9 +1389,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
             toml::Value::Array(a) => a.iter().find_map(|t| t.get(key)),
             t => t.get(key),
         };
-        value
-            .unwrap_or_else(|| panic!("config/capture.toml has no {section}.{key}"))
-            .to_string()
+        value.unwrap_or_else(|| panic!("config/capture.toml has no {section}.{key}")).to_string()
     }
 
     /// A minimal valid config with `key = value` in `section`.
@@ -1551,11 +1409,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
             for (key, _) in rows {
                 ok(&config_with(&section, &key, &example_value(&section, &key)));
                 let typo = format!("{key}x");
-                let e = err(&config_with(
-                    &section,
-                    &typo,
-                    &example_value(&section, &key),
-                ));
+                let e = err(&config_with(&section, &typo, &example_value(&section, &key)));
                 assert!(
                     e.contains(&format!("key `{typo}`: unknown field `{typo}`, expected")),
                     "{e}"
@@ -1598,10 +1452,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     fn vlan_errors_name_line_column_and_key() {
         let text = target("name = \"web01\"\nvlan = 4095");
         // [[interface]], name, blank, [[target]], name, vlan: line 6, value at column 8.
-        assert_eq!(
-            err(&text),
-            format!("{P}:6:8: key `vlan`: VLAN 4095 is reserved; use 1..=4094")
-        );
+        assert_eq!(err(&text), format!("{P}:6:8: key `vlan`: VLAN 4095 is reserved; use 1..=4094"));
         assert_eq!(
             err(&target("name = \"a\"\nvlan = 0")),
             format!(
@@ -1642,11 +1493,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
             "52:54:00:12:34:5",
             "52:54:00:12:34:566",
         ] {
-            assert_eq!(
-                err(&target(&format!("name = \"a\"\nmac = \"{mac}\""))),
-                bad(mac),
-                "{mac}"
-            );
+            assert_eq!(err(&target(&format!("name = \"a\"\nmac = \"{mac}\""))), bad(mac), "{mac}");
         }
         assert_eq!(
             err(&target("name = \"a\"\nmac = \"00:00:00:00:00:00\"")),
@@ -1675,14 +1522,8 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
 
     #[test]
     fn format_mac_is_lower_case_colon_separated() {
-        assert_eq!(
-            format_mac(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x56]),
-            "52:54:00:12:34:56"
-        );
-        assert_eq!(
-            format_mac(&[0xAB, 0xcd, 0xEF, 0x01, 0x02, 0xff]),
-            "ab:cd:ef:01:02:ff"
-        );
+        assert_eq!(format_mac(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x56]), "52:54:00:12:34:56");
+        assert_eq!(format_mac(&[0xAB, 0xcd, 0xEF, 0x01, 0x02, 0xff]), "ab:cd:ef:01:02:ff");
         let parsed = check_mac(&format_mac(&[1, 2, 3, 4, 5, 6])).expect("round trip");
         assert_eq!(parsed, [1, 2, 3, 4, 5, 6]);
     }
@@ -1852,9 +1693,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
             )
         );
         assert_eq!(
-            ok(&with_base("[output]\nkeep_bytes = \"10 GB\""))
-                .output
-                .keep_bytes,
+            ok(&with_base("[output]\nkeep_bytes = \"10 GB\"")).output.keep_bytes,
             10_000_000_000
         );
     }
@@ -1948,10 +1787,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     #[test]
     fn missing_or_empty_interfaces() {
         let msg = "no [[interface]] configured; add one naming the NIC to capture on, e.g. [[interface]] name = \"enp65s0f0\"";
-        assert_eq!(
-            err("[[target]]\nname = \"a\"\n"),
-            format!("{P}:1:1: key `interface`: {msg}")
-        );
+        assert_eq!(err("[[target]]\nname = \"a\"\n"), format!("{P}:1:1: key `interface`: {msg}"));
         assert_eq!(
             err("[capture]\ninterface = 1\n"),
             format!(
@@ -1991,10 +1827,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
                 "{P}:5:8: key `name`: target name \"web 01\" contains ' '; use only A-Z, a-z, 0-9, '.', '_', ':' and '-'"
             )
         );
-        assert_eq!(
-            err(&target("name = \"\"")),
-            format!("{P}:5:8: key `name`: empty target name")
-        );
+        assert_eq!(err(&target("name = \"\"")), format!("{P}:5:8: key `name`: empty target name"));
         assert_eq!(
             err(&target(&format!("name = \"{}\"", "t".repeat(65)))),
             format!("{P}:5:8: key `name`: target name is 65 characters long; use at most 64")
@@ -2091,9 +1924,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
             )
         );
         match parse("[capture\n") {
-            Err(ConfigError::Syntax {
-                line: 1, column: 9, ..
-            }) => {}
+            Err(ConfigError::Syntax { line: 1, column: 9, .. }) => {}
             other => panic!("{other:?}"),
         }
     }
@@ -2102,10 +1933,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     fn odd_inputs() {
         let none = "no [[interface]] configured; add one naming the NIC to capture on, e.g. [[interface]] name = \"enp65s0f0\"";
         assert_eq!(err(""), format!("{P}:1:1: key `interface`: {none}"));
-        assert_eq!(
-            err("# only a comment\n"),
-            format!("{P}:1:1: key `interface`: {none}")
-        );
+        assert_eq!(err("# only a comment\n"), format!("{P}:1:1: key `interface`: {none}"));
         // A byte-order mark, as some Windows editors write, is fine.
         ok(&format!("\u{feff}{BASE}"));
         assert_eq!(
@@ -2143,13 +1971,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     #[test]
     fn error_variants_carry_positions() {
         match parse(&target("name = \"a\"\nvlan = 0")) {
-            Err(ConfigError::Invalid {
-                path,
-                line: 6,
-                column: 8,
-                key: Some(key),
-                ..
-            }) => {
+            Err(ConfigError::Invalid { path, line: 6, column: 8, key: Some(key), .. }) => {
                 assert_eq!(path, Path::new(P));
                 assert_eq!(key, "vlan");
             }
@@ -2164,27 +1986,20 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("capture.toml");
         std::fs::write(&path, EXAMPLE).expect("write");
-        assert_eq!(
-            Config::load(&path).expect("load").interfaces[0].name,
-            "enp65s0f0"
-        );
+        assert_eq!(Config::load(&path).expect("load").interfaces[0].name, "enp65s0f0");
 
         std::fs::write(&path, target("name = \"a\"\nvlan = 4095")).expect("write");
         let e = Config::load(&path).expect_err("invalid");
         assert_eq!(
             e.to_string(),
-            format!(
-                "{}:6:8: key `vlan`: VLAN 4095 is reserved; use 1..=4094",
-                path.display()
-            )
+            format!("{}:6:8: key `vlan`: VLAN 4095 is reserved; use 1..=4094", path.display())
         );
 
         let missing = dir.path().join("nope.toml");
         let e = Config::load(&missing).expect_err("missing");
         assert!(matches!(e, ConfigError::Read { .. }));
         assert!(
-            e.to_string()
-                .starts_with(&format!("{}: cannot read config file: ", missing.display())),
+            e.to_string().starts_with(&format!("{}: cannot read config file: ", missing.display())),
             "{e}"
         );
 
@@ -2246,51 +2061,24 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
                 "empty size; write a number of bytes with an optional unit, e.g. \"64 MiB\""
                     .to_owned(),
             ),
-            (
-                "-1",
-                "invalid size \"-1\": sizes cannot be negative".to_owned(),
-            ),
-            (
-                "-1 MiB",
-                "invalid size \"-1 MiB\": sizes cannot be negative".to_owned(),
-            ),
+            ("-1", "invalid size \"-1\": sizes cannot be negative".to_owned()),
+            ("-1 MiB", "invalid size \"-1 MiB\": sizes cannot be negative".to_owned()),
             ("MiB", format!("invalid size \"MiB\": {number}")),
             ("+5", format!("invalid size \"+5\": {number}")),
             (".5 KiB", format!("invalid size \".5 KiB\": {number}")),
             ("1. KiB", format!("invalid size \"1. KiB\": {number}")),
             ("1.2.3 KiB", format!("invalid size \"1.2.3 KiB\": {number}")),
-            (
-                "1,5 KiB",
-                format!("invalid size \"1,5 KiB\": unknown unit \",5 KiB\"; {unit_list}"),
-            ),
-            (
-                "5 XB",
-                format!("invalid size \"5 XB\": unknown unit \"XB\"; {unit_list}"),
-            ),
-            (
-                "5 Mi",
-                format!("invalid size \"5 Mi\": unknown unit \"Mi\"; {unit_list}"),
-            ),
+            ("1,5 KiB", format!("invalid size \"1,5 KiB\": unknown unit \",5 KiB\"; {unit_list}")),
+            ("5 XB", format!("invalid size \"5 XB\": unknown unit \"XB\"; {unit_list}")),
+            ("5 Mi", format!("invalid size \"5 Mi\": unknown unit \"Mi\"; {unit_list}")),
             (
                 "5 MiB extra",
                 format!("invalid size \"5 MiB extra\": unknown unit \"MiB extra\"; {unit_list}"),
             ),
-            (
-                "1.5",
-                "invalid size \"1.5\": a number of bytes must be whole".to_owned(),
-            ),
-            (
-                "1.5 B",
-                "invalid size \"1.5 B\": a number of bytes must be whole".to_owned(),
-            ),
-            (
-                "18446744073709551616",
-                format!("invalid size \"18446744073709551616\": {max}"),
-            ),
-            (
-                "16777216 TiB",
-                format!("invalid size \"16777216 TiB\": {max}"),
-            ),
+            ("1.5", "invalid size \"1.5\": a number of bytes must be whole".to_owned()),
+            ("1.5 B", "invalid size \"1.5 B\": a number of bytes must be whole".to_owned()),
+            ("18446744073709551616", format!("invalid size \"18446744073709551616\": {max}")),
+            ("16777216 TiB", format!("invalid size \"16777216 TiB\": {max}")),
             (
                 "99999999999999999999999999999999999999999 B",
                 format!("invalid size \"99999999999999999999999999999999999999999 B\": {max}"),
@@ -2380,10 +2168,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     fn documented_error_examples_are_real() {
         for (text, message) in DOC_ERRORS {
             assert_eq!(&err(text), message);
-            assert!(
-                DOCS.contains(message),
-                "docs/config.md lacks the example:\n{message}"
-            );
+            assert!(DOCS.contains(message), "docs/config.md lacks the example:\n{message}");
         }
     }
 }

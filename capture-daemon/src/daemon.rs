@@ -16,7 +16,9 @@ use anyhow::{Context as _, bail};
 use crate::bpf::{Filter, KernelCounters, TargetTables};
 use crate::config::{Config, Queues, TargetConfig, format_mac};
 use crate::handoff::{self, Consumer};
-use crate::writer::{InterfaceInfo, InterfaceStats, Policy, RotatingWriter, SectionInfo, StatsSource};
+use crate::writer::{
+    InterfaceInfo, InterfaceStats, Policy, RotatingWriter, SectionInfo, StatsSource,
+};
 use crate::xsk::{self, QueueStats, Worker, WorkerSpec, realtime_ns};
 use crate::{netdev, sys};
 
@@ -158,7 +160,8 @@ struct Running {
 pub fn run(config: &Config, control: &Control) -> anyhow::Result<Summary> {
     let missing = sys::missing_caps();
     if !missing.is_empty() {
-        let list: Vec<String> = missing.iter().map(|(cap, why)| format!("{cap} (to {why})")).collect();
+        let list: Vec<String> =
+            missing.iter().map(|(cap, why)| format!("{cap} (to {why})")).collect();
         bail!("missing privileges: {}; run as root or grant these capabilities", list.join(", "));
     }
     let ifaces = resolve_interfaces(config)?;
@@ -203,7 +206,11 @@ pub fn run(config: &Config, control: &Control) -> anyhow::Result<Summary> {
     stop(running, config)
 }
 
-fn start(config: &Config, ifaces: &[ResolvedInterface], tables: &TargetTables) -> anyhow::Result<Running> {
+fn start(
+    config: &Config,
+    ifaces: &[ResolvedInterface],
+    tables: &TargetTables,
+) -> anyhow::Result<Running> {
     let stop_workers = Arc::new(AtomicBool::new(false));
     let mut filters = Vec::new();
     let mut workers = Vec::new();
@@ -212,25 +219,35 @@ fn start(config: &Config, ifaces: &[ResolvedInterface], tables: &TargetTables) -
     // On any error below, dropping `filters` and `workers` undoes what was done: nothing has
     // been attached yet, and the stop flag ends the workers.
     let result = (|| -> anyhow::Result<()> {
-        for (if_id, iface) in ifaces.iter().enumerate() {
+        for (if_id, iface) in (0u32..).zip(ifaces) {
             let mut filter = Filter::load(&iface.name, tables)
                 .with_context(|| format!("preparing the XDP program for {}", iface.name))?;
             let mut queue_stats = Vec::new();
             for &queue in &iface.queues {
                 let buffer = usize::try_from(config.capture.buffer_bytes).unwrap_or(usize::MAX);
                 let (producer, consumer) = handoff::channel(buffer);
-                let spec = WorkerSpec { iface: iface.name.clone(), queue, ring_size: config.capture.ring_size };
+                let spec = WorkerSpec {
+                    iface: iface.name.clone(),
+                    queue,
+                    ring_size: config.capture.ring_size,
+                };
                 let (worker, fd) = xsk::spawn(spec, producer, Arc::clone(&stop_workers))
                     .map_err(anyhow::Error::msg)
-                    .with_context(|| format!("opening the AF_XDP socket for {} RX queue {queue}", iface.name))?;
+                    .with_context(|| {
+                        format!("opening the AF_XDP socket for {} RX queue {queue}", iface.name)
+                    })?;
                 queue_stats.push(Arc::clone(&worker.stats));
                 workers.push(worker);
-                filter
-                    .register_socket(queue, fd)
-                    .with_context(|| format!("registering the AF_XDP socket of {} queue {queue}", iface.name))?;
-                consumers.push((if_id as u32, consumer));
+                filter.register_socket(queue, fd).with_context(|| {
+                    format!("registering the AF_XDP socket of {} queue {queue}", iface.name)
+                })?;
+                consumers.push((if_id, consumer));
             }
-            iface_stats.push(IfaceStats { kernel: filter.counters(), queues: queue_stats, delivered: AtomicU64::new(0) });
+            iface_stats.push(IfaceStats {
+                kernel: filter.counters(),
+                queues: queue_stats,
+                delivered: AtomicU64::new(0),
+            });
             filters.push(filter);
         }
         Ok(())
@@ -395,5 +412,9 @@ fn write_loop(
     let closed_before = writer.counters().files_closed;
     let last_file = writer.close(realtime_ns()).context("closing the output file")?;
     let frames_written = stats.ifaces.iter().map(|s| s.delivered.load(Relaxed)).sum();
-    Ok(Summary { frames_written, files_closed: closed_before + u64::from(last_file.is_some()), last_file })
+    Ok(Summary {
+        frames_written,
+        files_closed: closed_before + u64::from(last_file.is_some()),
+        last_file,
+    })
 }

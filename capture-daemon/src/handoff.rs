@@ -107,6 +107,7 @@ impl Producer {
                 offset = 0;
             }
             let p = base.add(offset);
+            #[expect(clippy::cast_possible_truncation, reason = "len <= max_record(cap) <= 1 GiB")]
             p.cast::<u32>().write(len as u32);
             p.add(4).cast::<u32>().write(orig_len);
             p.add(8).cast::<u64>().write(ts_ns);
@@ -181,7 +182,7 @@ impl Consumer {
         let offset = self.tail & self.shared.mask;
         // SAFETY: only called after peek() returned a record at this offset.
         let len = unsafe { self.shared.base().add(offset).cast::<u32>().read() } as usize;
-        debug_assert_ne!(len as u32, WRAP);
+        debug_assert_ne!(len, WRAP as usize);
         self.tail += HEADER + len.next_multiple_of(8);
     }
 
@@ -201,7 +202,7 @@ mod tests {
     use super::*;
 
     fn frame(i: u32, len: usize) -> Vec<u8> {
-        (0..len).map(|b| (i as usize + b) as u8).collect()
+        (0..len).map(|b| (i as usize + b).to_le_bytes()[0]).collect()
     }
 
     #[test]
@@ -229,7 +230,10 @@ mod tests {
         while p.push(pushed, 1500, &big) {
             pushed += 1;
         }
-        assert!(pushed > 30 && pushed < 50, "64 KiB holds about 42 records of 1516 bytes: {pushed}");
+        assert!(
+            pushed > 30 && pushed < 50,
+            "64 KiB holds about 42 records of 1516 bytes: {pushed}"
+        );
         p.publish();
         for _ in 0..10 {
             assert!(c.peek().is_some());
@@ -273,7 +277,7 @@ mod tests {
                 assert_eq!(r.data, &frame(next, (next as usize * 7) % 1515)[..]);
                 c.advance();
                 next += 1;
-                if next % 8 == 0 {
+                if next.is_multiple_of(8) {
                     c.release();
                 }
             } else if c.is_finished() {

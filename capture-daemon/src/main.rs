@@ -11,7 +11,10 @@ use capture_daemon::{check, daemon};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
-#[command(version, about = "Capture chosen VMs' frames on a hypervisor NIC into rotating pcapng files")]
+#[command(
+    version,
+    about = "Capture chosen VMs' frames on a hypervisor NIC into rotating pcapng files"
+)]
 struct Cli {
     /// Log level: error, warn, info, debug or trace (RUST_LOG, if set, wins).
     #[arg(long, global = true, default_value = "info")]

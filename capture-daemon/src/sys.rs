@@ -33,7 +33,9 @@ pub fn missing_caps() -> Vec<(&'static str, &'static str)> {
 fn memlock_unlimited() -> bool {
     let mut r = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: valid out-pointer.
-    unsafe { libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) == 0 && r.rlim_cur == libc::RLIM_INFINITY }
+    unsafe {
+        libc::getrlimit(libc::RLIMIT_MEMLOCK, &mut r) == 0 && r.rlim_cur == libc::RLIM_INFINITY
+    }
 }
 
 /// UMEM pages count against RLIMIT_MEMLOCK unless the process has CAP_IPC_LOCK: lift the limit

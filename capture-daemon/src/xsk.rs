@@ -108,7 +108,7 @@ impl Drop for Area {
     }
 }
 
-fn errno_msg(e: xdpilone::Errno) -> String {
+fn errno_msg(e: &xdpilone::Errno) -> String {
     std::io::Error::from_raw_os_error(e.get_raw().abs()).to_string()
 }
 
@@ -182,7 +182,7 @@ impl RxQueue {
         // Twice as many frames as the RX ring holds: a full RX ring still leaves a full fill ring.
         let frames = ring * 2;
         let area = Area::new(frames as usize * FRAME_SIZE as usize)
-            .map_err(|e| format!("allocating {} MiB of UMEM: {e}", frames * FRAME_SIZE >> 20))?;
+            .map_err(|e| format!("allocating {} MiB of UMEM: {e}", (frames * FRAME_SIZE) >> 20))?;
         let config = UmemConfig {
             fill_size: ring,
             complete_size: ring,
@@ -192,16 +192,18 @@ impl RxQueue {
         };
         // SAFETY: the area is page aligned, sized for `frames` chunks, and outlives the Umem
         // (field order of RxQueue).
-        let umem = unsafe { Umem::new(config, area.slice()) }
-            .map_err(|e| format!("registering UMEM: {} (is RLIMIT_MEMLOCK too low?)", errno_msg(e)))?;
+        let umem = unsafe { Umem::new(config, area.slice()) }.map_err(|e| {
+            format!("registering UMEM: {} (is RLIMIT_MEMLOCK too low?)", errno_msg(&e))
+        })?;
         let mut info = IfInfo::invalid();
         let name = std::ffi::CString::new(spec.iface.clone()).map_err(|_| "bad interface name")?;
         info.from_name(&name)
-            .map_err(|e| format!("interface {}: {}", spec.iface, errno_msg(e)))?;
+            .map_err(|e| format!("interface {}: {}", spec.iface, errno_msg(&e)))?;
         info.set_queue(spec.queue);
         let sock = Socket::with_shared(&info, &umem)
-            .map_err(|e| format!("creating AF_XDP socket: {}", errno_msg(e)))?;
-        let fq = umem.fq_cq(&sock).map_err(|e| format!("fill/completion rings: {}", errno_msg(e)))?;
+            .map_err(|e| format!("creating AF_XDP socket: {}", errno_msg(&e)))?;
+        let fq =
+            umem.fq_cq(&sock).map_err(|e| format!("fill/completion rings: {}", errno_msg(&e)))?;
         let user = umem
             .rx_tx(
                 &sock,
@@ -211,10 +213,15 @@ impl RxQueue {
                     bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP,
                 },
             )
-            .map_err(|e| format!("RX ring: {}", errno_msg(e)))?;
-        let rx = user.map_rx().map_err(|e| format!("mapping RX ring: {}", errno_msg(e)))?;
+            .map_err(|e| format!("RX ring: {}", errno_msg(&e)))?;
+        let rx = user.map_rx().map_err(|e| format!("mapping RX ring: {}", errno_msg(&e)))?;
         umem.bind(&user).map_err(|e| {
-            format!("binding AF_XDP socket to {} queue {}: {}", spec.iface, spec.queue, errno_msg(e))
+            format!(
+                "binding AF_XDP socket to {} queue {}: {}",
+                spec.iface,
+                spec.queue,
+                errno_msg(&e)
+            )
         })?;
         let fd = user.as_raw_fd();
         let free = (0..u64::from(frames)).map(|i| i * u64::from(FRAME_SIZE)).collect();
@@ -256,6 +263,7 @@ impl RxQueue {
     }
 
     /// Drains one batch. Returns how many frames it took.
+    #[expect(clippy::cast_possible_truncation, reason = "AF_XDP exists only where usize is 64-bit")]
     fn drain(&mut self, producer: &mut Producer, offset: i64, stats: &QueueStats) -> u32 {
         let base = self.area.ptr;
         let umem_len = self.area.len as u64;

@@ -5,7 +5,11 @@ use std::collections::BTreeSet;
 use std::process::Command;
 
 fn help(args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_capture-daemon")).args(args).arg("--help").output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_capture-daemon"))
+        .args(args)
+        .arg("--help")
+        .output()
+        .unwrap();
     assert!(out.status.success());
     String::from_utf8(out.stdout).unwrap()
 }
@@ -32,13 +36,17 @@ fn subcommands(top_help: &str) -> Vec<String> {
 
 #[test]
 fn readme_and_binary_agree_on_the_command_line() {
-    let readme = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../README.md")).unwrap();
     let top = help(&[]);
     let subs = subcommands(&top);
     assert!(subs.contains(&"run".to_owned()) && subs.contains(&"check".to_owned()), "{subs:?}");
     let mut binary_flags = flags(&top);
     for sub in &subs {
-        assert!(readme.contains(&format!("capture-daemon {sub}")), "README does not show `capture-daemon {sub}`");
+        assert!(
+            readme.contains(&format!("capture-daemon {sub}")),
+            "README does not show `capture-daemon {sub}`"
+        );
         binary_flags.extend(flags(&help(&[sub])));
     }
     binary_flags.remove("--help");
@@ -51,7 +59,10 @@ fn readme_and_binary_agree_on_the_command_line() {
         let shown = line.split("capture-daemon ").nth(1).unwrap_or("");
         let shown = shown.split(['|', '#']).next().unwrap_or("");
         for flag in flags(shown) {
-            assert!(binary_flags.contains(&flag), "README shows {flag}, which capture-daemon does not have: {line}");
+            assert!(
+                binary_flags.contains(&flag),
+                "README shows {flag}, which capture-daemon does not have: {line}"
+            );
         }
     }
 }

@@ -85,7 +85,8 @@ fn parse(ctx: &XdpContext, c: &mut Counters) -> Parsed {
         return Parsed { has_macs: true, outer_vid: None };
     }
     // Outer tag: TCI then the next ethertype. A tag cut short counts as untagged.
-    let (Some(tci), Some(inner_type)) = (read_u16_be(ctx, ETH_HLEN), read_u16_be(ctx, ETH_HLEN + 2))
+    let (Some(tci), Some(inner_type)) =
+        (read_u16_be(ctx, ETH_HLEN), read_u16_be(ctx, ETH_HLEN + 2))
     else {
         c.truncated_tags += 1;
         return Parsed { has_macs: true, outer_vid: None };

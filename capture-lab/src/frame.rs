@@ -33,12 +33,7 @@ pub struct Frame {
 impl Frame {
     #[must_use]
     pub fn ethernet(dst: [u8; 6], src: [u8; 6]) -> Frame {
-        Frame {
-            dst,
-            src,
-            tags: Vec::new(),
-            ttl: 64,
-        }
+        Frame { dst, src, tags: Vec::new(), ttl: 64 }
     }
 
     /// Pushes a VLAN tag with priority 0; the first call is the outermost tag,
@@ -212,13 +207,8 @@ pub fn mac(s: &str) -> [u8; 6] {
     let mut out = [0u8; 6];
     let mut parts = s.split(':');
     for byte in &mut out {
-        let part = parts
-            .next()
-            .unwrap_or_else(|| panic!("MAC {s:?} has fewer than 6 octets"));
-        assert!(
-            part.len() == 2,
-            "MAC {s:?}: octet {part:?} is not two hex digits"
-        );
+        let part = parts.next().unwrap_or_else(|| panic!("MAC {s:?} has fewer than 6 octets"));
+        assert!(part.len() == 2, "MAC {s:?}: octet {part:?} is not two hex digits");
         *byte = u8::from_str_radix(part, 16)
             .unwrap_or_else(|_| panic!("MAC {s:?}: octet {part:?} is not hex"));
     }
@@ -253,10 +243,7 @@ mod tests {
             "52:54:00:00:00:zz",
             "52-54-00-00-00-01",
         ] {
-            assert!(
-                std::panic::catch_unwind(|| mac(bad)).is_err(),
-                "{bad:?} should be rejected"
-            );
+            assert!(std::panic::catch_unwind(|| mac(bad)).is_err(), "{bad:?} should be rejected");
         }
     }
 
@@ -289,10 +276,13 @@ mod tests {
 
     #[test]
     fn qinq_tags_in_order() {
-        let f = Frame::ethernet(DST, SRC)
-            .vlan(TPID_8021AD, 10)
-            .vlan(TPID_8021Q, 20)
-            .ipv4_udp([10, 0, 0, 1], [10, 0, 0, 2], 1000, 2000, &[0xaa; 100]);
+        let f = Frame::ethernet(DST, SRC).vlan(TPID_8021AD, 10).vlan(TPID_8021Q, 20).ipv4_udp(
+            [10, 0, 0, 1],
+            [10, 0, 0, 2],
+            1000,
+            2000,
+            &[0xaa; 100],
+        );
         assert_eq!(be16(&f, 12), TPID_8021AD);
         assert_eq!(be16(&f, 14), 10);
         assert_eq!(be16(&f, 16), TPID_8021Q);
@@ -304,9 +294,7 @@ mod tests {
 
     #[test]
     fn vlan_tci_keeps_priority_bits() {
-        let f = Frame::ethernet(DST, SRC)
-            .vlan_tci(TPID_8021Q, (5 << 13) | 100)
-            .raw(0x0800, &[]);
+        let f = Frame::ethernet(DST, SRC).vlan_tci(TPID_8021Q, (5 << 13) | 100).raw(0x0800, &[]);
         assert_eq!(be16(&f, 14), 0xa064);
         assert_eq!(f.len(), ETH_ZLEN);
     }
@@ -335,11 +323,7 @@ mod tests {
         assert_eq!(be16(ip, 6), 0x4000, "DF, offset 0");
         assert_eq!(ip[8], 64);
         assert_eq!(ip[9], 17);
-        assert_eq!(
-            internet_checksum(&ip[..20]),
-            0,
-            "IPv4 header checksum validates"
-        );
+        assert_eq!(internet_checksum(&ip[..20]), 0, "IPv4 header checksum validates");
         assert_eq!(&ip[12..16], &[10, 0, 100, 11]);
         assert_eq!(&ip[16..20], &[10, 0, 0, 1]);
         let udp = &ip[20..total];
@@ -360,9 +344,7 @@ mod tests {
 
     #[test]
     fn ttl_is_settable() {
-        let f = Frame::ethernet(DST, SRC)
-            .ttl(63)
-            .ipv4_udp([1; 4], [2; 4], 1, 2, &[]);
+        let f = Frame::ethernet(DST, SRC).ttl(63).ipv4_udp([1; 4], [2; 4], 1, 2, &[]);
         assert_eq!(f[14 + 8], 63);
         assert_eq!(internet_checksum(&f[14..34]), 0);
     }
@@ -408,9 +390,11 @@ mod tests {
 
     #[test]
     fn arp_request_layout() {
-        let f = Frame::ethernet([0xff; 6], SRC)
-            .vlan(TPID_8021Q, 200)
-            .arp_request(SRC, [10, 0, 200, 21], [10, 0, 0, 1]);
+        let f = Frame::ethernet([0xff; 6], SRC).vlan(TPID_8021Q, 200).arp_request(
+            SRC,
+            [10, 0, 200, 21],
+            [10, 0, 0, 1],
+        );
         assert_eq!(f.len(), ETH_ZLEN);
         assert_eq!(&f[0..6], &[0xff; 6]);
         assert_eq!(be16(&f, 12), TPID_8021Q);

@@ -45,8 +45,7 @@ pub fn require_root() -> Result<()> {
 /// Nothing is executed.
 pub fn tool_available(name: &str) -> bool {
     fn is_executable(path: &Path) -> bool {
-        path.metadata()
-            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        path.metadata().is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
     }
     if name.is_empty() {
         return false;
@@ -90,16 +89,9 @@ pub fn root_tests_enabled(test: &str) -> Result<bool> {
 /// command line and carries its stderr, which is where `ip` says what went wrong.
 pub fn run_cmd(cmd: &mut Command) -> Result<String> {
     let desc = format!("{cmd:?}");
-    let out = cmd
-        .stdin(Stdio::null())
-        .output()
-        .with_context(|| format!("starting {desc}"))?;
+    let out = cmd.stdin(Stdio::null()).output().with_context(|| format!("starting {desc}"))?;
     if !out.status.success() {
-        bail!(
-            "{desc} failed ({}): {}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr).trim()
-        );
+        bail!("{desc} failed ({}): {}", out.status, String::from_utf8_lossy(&out.stderr).trim());
     }
     String::from_utf8(out.stdout).with_context(|| format!("{desc} printed non-UTF-8 output"))
 }

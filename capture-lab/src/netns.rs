@@ -27,9 +27,7 @@ impl NetNs {
     /// frames that would pollute packet counts) and sets `lo` up.
     pub fn create(prefix: &str) -> Result<NetNs> {
         if prefix.is_empty()
-            || !prefix
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             bail!("network namespace prefix {prefix:?} must be non-empty [A-Za-z0-9_-]");
         }
@@ -110,9 +108,7 @@ impl NetNs {
         let path = format!("/sys/class/net/{ifname}/statistics/{stat}");
         let text = run_cmd(self.command("cat").arg(&path))
             .with_context(|| format!("reading {path} in {}", self.name))?;
-        text.trim()
-            .parse()
-            .with_context(|| format!("parsing {path} in {}: {text:?}", self.name))
+        text.trim().parse().with_context(|| format!("parsing {path} in {}: {text:?}", self.name))
     }
 
     /// Number of RX queues of an interface in here (`numrxqueues` of `ip -d link show`).
@@ -139,10 +135,7 @@ impl NetNs {
                     .with_context(|| format!("{key} of {ifname} in {}: {value:?}", self.name));
             }
         }
-        bail!(
-            "`ip -d link show dev {ifname}` in {} printed no {key}",
-            self.name
-        )
+        bail!("`ip -d link show dev {ifname}` in {} printed no {key}", self.name)
     }
 
     fn path(&self) -> std::path::PathBuf {
@@ -155,10 +148,7 @@ impl NetNs {
             return Ok(());
         }
         // "default" covers the veths created later, "all" the lo that exists already.
-        let keys = [
-            "net.ipv6.conf.all.disable_ipv6",
-            "net.ipv6.conf.default.disable_ipv6",
-        ];
+        let keys = ["net.ipv6.conf.all.disable_ipv6", "net.ipv6.conf.default.disable_ipv6"];
         if tool_available("sysctl") {
             let mut cmd = self.command("sysctl");
             cmd.args(["-q", "-w"]);
@@ -194,10 +184,7 @@ impl Drop for NetNs {
         // Deleting the namespace destroys its interfaces once the last user (e.g. an open
         // socket) is gone; a failure here can only be reported, not returned.
         if let Err(err) = run_cmd(Command::new("ip").args(["netns", "delete", &self.name])) {
-            eprintln!(
-                "capture-lab: failed to delete network namespace {}: {err:#}",
-                self.name
-            );
+            eprintln!("capture-lab: failed to delete network namespace {}: {err:#}", self.name);
         }
     }
 }
@@ -241,19 +228,13 @@ impl VethPair {
             &q,
         ])
         .with_context(|| {
-            format!(
-                "creating veth pair {capture}/{peer} with {queues} queues in {}",
-                ns.name()
-            )
+            format!("creating veth pair {capture}/{peer} with {queues} queues in {}", ns.name())
         })?;
         for ifname in [capture, peer] {
             ns.ip(&["link", "set", "dev", ifname, "up"])
                 .with_context(|| format!("setting {ifname} up in {}", ns.name()))?;
         }
-        Ok(VethPair {
-            capture: capture.to_owned(),
-            peer: peer.to_owned(),
-        })
+        Ok(VethPair { capture: capture.to_owned(), peer: peer.to_owned() })
     }
 }
 
@@ -263,9 +244,7 @@ fn check_ifname(name: &str) -> Result<()> {
         && name.len() < libc::IFNAMSIZ
         && name != "."
         && name != ".."
-        && !name
-            .bytes()
-            .any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
+        && !name.bytes().any(|b| b == b'/' || b == b':' || b == 0 || b.is_ascii_whitespace());
     if !ok {
         bail!("{name:?} is not a valid interface name (1-15 bytes, no '/', ':' or whitespace)");
     }

@@ -93,10 +93,7 @@ impl RawSender {
     /// queue (ENOBUFS/EAGAIN: the frame was dropped) is retried with backoff for up to 1 s.
     pub fn send(&self, frame: &[u8]) -> Result<()> {
         if frame.len() < 14 {
-            bail!(
-                "a {}-byte frame is shorter than an Ethernet header",
-                frame.len()
-            );
+            bail!("a {}-byte frame is shorter than an Ethernet header", frame.len());
         }
         let addr = self.sockaddr();
         let deadline = Instant::now() + SEND_RETRY_BUDGET;
@@ -115,11 +112,7 @@ impl RawSender {
             };
             if n >= 0 {
                 if n.unsigned_abs() != frame.len() {
-                    bail!(
-                        "sendto on ifindex {} sent {n} of {} bytes",
-                        self.ifindex,
-                        frame.len()
-                    );
+                    bail!("sendto on ifindex {} sent {n} of {} bytes", self.ifindex, frame.len());
                 }
                 return Ok(());
             }
@@ -132,11 +125,7 @@ impl RawSender {
                 }
                 _ => {
                     return Err(err).with_context(|| {
-                        format!(
-                            "sending a {}-byte frame on ifindex {}",
-                            frame.len(),
-                            self.ifindex
-                        )
+                        format!("sending a {}-byte frame on ifindex {}", frame.len(), self.ifindex)
                     });
                 }
             }
@@ -148,8 +137,7 @@ impl RawSender {
     pub fn send_all(&self, frames: &[Vec<u8>], pace: Pace) -> Result<u64> {
         let mut sent = 0u64;
         for (i, frame) in frames.iter().enumerate() {
-            self.send(frame)
-                .with_context(|| format!("frame {i} of {}", frames.len()))?;
+            self.send(frame).with_context(|| format!("frame {i} of {}", frames.len()))?;
             sent += 1;
             if pace.burst > 0
                 && (i + 1) % pace.burst == 0
@@ -180,20 +168,14 @@ pub struct Pace {
 
 impl Pace {
     /// Back-to-back sending; only safe when nothing downstream has a small ring.
-    pub const UNPACED: Pace = Pace {
-        burst: 0,
-        pause: Duration::ZERO,
-    };
+    pub const UNPACED: Pace = Pace { burst: 0, pause: Duration::ZERO };
 }
 
 impl Default for Pace {
     /// 32 frames per 1 ms: veth's XDP ring holds 256 frames, and unpaced bursts overflow it
     /// before the capture side's NAPI gets to run.
     fn default() -> Pace {
-        Pace {
-            burst: 32,
-            pause: Duration::from_millis(1),
-        }
+        Pace { burst: 32, pause: Duration::from_millis(1) }
     }
 }
 
@@ -223,13 +205,7 @@ mod tests {
 
     #[test]
     fn default_pace() {
-        assert_eq!(
-            Pace::default(),
-            Pace {
-                burst: 32,
-                pause: Duration::from_millis(1)
-            }
-        );
+        assert_eq!(Pace::default(), Pace { burst: 32, pause: Duration::from_millis(1) });
     }
 
     #[test]

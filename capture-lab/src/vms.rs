@@ -14,12 +14,7 @@ pub struct FakeVm {
 
 impl FakeVm {
     pub fn new(name: &str, mac: [u8; 6], ip: [u8; 4], vlan: Option<u16>) -> FakeVm {
-        FakeVm {
-            name: name.to_owned(),
-            mac,
-            ip,
-            vlan,
-        }
+        FakeVm { name: name.to_owned(), mac, ip, vlan }
     }
 
     /// A frame header on this VM's segment: tagged with its VLAN if it has one.
@@ -36,36 +31,11 @@ impl FakeVm {
 /// backup server and a management VM on VLAN 10.
 pub fn default_vms() -> Vec<FakeVm> {
     vec![
-        FakeVm::new(
-            "web01",
-            [0x52, 0x54, 0, 0, 0x01, 0x01],
-            [10, 0, 100, 11],
-            Some(100),
-        ),
-        FakeVm::new(
-            "web02",
-            [0x52, 0x54, 0, 0, 0x01, 0x02],
-            [10, 0, 100, 12],
-            Some(100),
-        ),
-        FakeVm::new(
-            "db01",
-            [0x52, 0x54, 0, 0, 0x02, 0x01],
-            [10, 0, 200, 21],
-            Some(200),
-        ),
-        FakeVm::new(
-            "backup01",
-            [0x52, 0x54, 0, 0, 0x03, 0x01],
-            [10, 0, 0, 31],
-            None,
-        ),
-        FakeVm::new(
-            "mgmt01",
-            [0x52, 0x54, 0, 0, 0x04, 0x01],
-            [10, 0, 10, 41],
-            Some(10),
-        ),
+        FakeVm::new("web01", [0x52, 0x54, 0, 0, 0x01, 0x01], [10, 0, 100, 11], Some(100)),
+        FakeVm::new("web02", [0x52, 0x54, 0, 0, 0x01, 0x02], [10, 0, 100, 12], Some(100)),
+        FakeVm::new("db01", [0x52, 0x54, 0, 0, 0x02, 0x01], [10, 0, 200, 21], Some(200)),
+        FakeVm::new("backup01", [0x52, 0x54, 0, 0, 0x03, 0x01], [10, 0, 0, 31], None),
+        FakeVm::new("mgmt01", [0x52, 0x54, 0, 0, 0x04, 0x01], [10, 0, 10, 41], Some(10)),
     ]
 }
 
@@ -127,11 +97,7 @@ pub fn vm_traffic_seeded(
                 let len = if roll < 55 { 1400 } else { rng.range(18, 1472) };
                 let payload = rng.bytes(len);
                 let sport = ephemeral_port(&mut rng);
-                let dport = if roll < 55 {
-                    5001
-                } else {
-                    4789 + rng.range(0, 3)
-                };
+                let dport = if roll < 55 { 5001 } else { 4789 + rng.range(0, 3) };
                 let dport = u16::try_from(dport).unwrap_or(5001);
                 match pick_peer(vms, vm, &mut rng) {
                     Some(peer) if peer.vlan == vm.vlan => {
@@ -161,11 +127,7 @@ pub fn vm_traffic_seeded(
             }
             // Ping the gateway: mostly the default 56 bytes, sometimes up to a full frame.
             75..=89 => {
-                let len = if rng.below(4) == 0 {
-                    rng.range(0, 1472)
-                } else {
-                    56
-                };
+                let len = if rng.below(4) == 0 { rng.range(0, 1472) } else { 56 };
                 let payload = rng.bytes(len);
                 let id = u16::try_from(rng.below(0x1_0000)).unwrap_or(1);
                 icmp_seq = icmp_seq.wrapping_add(1);
@@ -184,10 +146,7 @@ pub fn vm_traffic_seeded(
                     Some(peer) if peer.vlan == vm.vlan => peer.ip,
                     _ => gateway.ip,
                 };
-                out.push(
-                    vm.on_segment(BROADCAST, vm.mac)
-                        .arp_request(vm.mac, vm.ip, target),
-                );
+                out.push(vm.on_segment(BROADCAST, vm.mac).arp_request(vm.mac, vm.ip, target));
             }
         }
     }
@@ -260,11 +219,7 @@ mod tests {
         let et = u16::from_be_bytes([frame[12], frame[13]]);
         if et == TPID_8021Q {
             let tci = u16::from_be_bytes([frame[14], frame[15]]);
-            (
-                Some(tci & 0x0fff),
-                u16::from_be_bytes([frame[16], frame[17]]),
-                18,
-            )
+            (Some(tci & 0x0fff), u16::from_be_bytes([frame[16], frame[17]]), 18)
         } else {
             (None, et, 14)
         }
@@ -296,17 +251,10 @@ mod tests {
             let (vid, et, l3) = parse(f);
             // Every frame is to or from exactly one VM (the other end is the gateway, a peer on
             // the same VLAN, or broadcast); the tag must be that VM's.
-            let vm = vms
-                .iter()
-                .enumerate()
-                .find(|(_, v)| f[6..12] == v.mac || f[0..6] == v.mac);
+            let vm = vms.iter().enumerate().find(|(_, v)| f[6..12] == v.mac || f[0..6] == v.mac);
             let (i, vm) = vm.expect("every frame has a VM at one end");
             seen[i] += 1;
-            assert_eq!(
-                vid, vm.vlan,
-                "frame of {} has the wrong tag: {f:02x?}",
-                vm.name
-            );
+            assert_eq!(vid, vm.vlan, "frame of {} has the wrong tag: {f:02x?}", vm.name);
             for end in [&f[0..6], &f[6..12]] {
                 if let Some(other) = vms.iter().find(|v| end == v.mac) {
                     assert_eq!(
@@ -353,12 +301,7 @@ mod tests {
 
     #[test]
     fn single_vm_talks_to_gateway_only() {
-        let vms = vec![FakeVm::new(
-            "solo",
-            [0x52, 0x54, 0, 0, 9, 9],
-            [10, 9, 9, 9],
-            Some(42),
-        )];
+        let vms = vec![FakeVm::new("solo", [0x52, 0x54, 0, 0, 9, 9], [10, 9, 9, 9], Some(42))];
         let gw = default_gateway();
         for f in vm_traffic(&vms, &gw, 200) {
             assert_eq!(parse(&f).0, Some(42));

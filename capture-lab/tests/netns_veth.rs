@@ -14,9 +14,7 @@ use capture_lab::{
 fn netns_listed(name: &str) -> Result<bool> {
     // Lines look like "NAME" or "NAME (id: 3)".
     let out = run_cmd(Command::new("ip").args(["netns", "list"]))?;
-    Ok(out
-        .lines()
-        .any(|l| l.split_whitespace().next() == Some(name)))
+    Ok(out.lines().any(|l| l.split_whitespace().next() == Some(name)))
 }
 
 /// Counters are updated on transmit, but poll briefly so a slow machine is not a failure;
@@ -50,22 +48,15 @@ fn veth_pair_delivers_frames_and_namespace_is_removed() -> Result<()> {
         assert_eq!(ns.num_rx_queues(ifname)?, 2, "{ifname} rx queues");
         assert_eq!(ns.num_tx_queues(ifname)?, 2, "{ifname} tx queues");
         // The same, as the daemon will see it in sysfs.
-        let queues = run_cmd(
-            ns.command("ls")
-                .arg(format!("/sys/class/net/{ifname}/queues")),
-        )?;
+        let queues = run_cmd(ns.command("ls").arg(format!("/sys/class/net/{ifname}/queues")))?;
         let mut queues: Vec<&str> = queues.split_whitespace().collect();
         queues.sort_unstable();
         assert_eq!(queues, ["rx-0", "rx-1", "tx-0", "tx-1"], "{ifname}");
-        let state = run_cmd(
-            ns.command("cat")
-                .arg(format!("/sys/class/net/{ifname}/operstate")),
-        )?;
+        let state = run_cmd(ns.command("cat").arg(format!("/sys/class/net/{ifname}/operstate")))?;
         assert_eq!(state.trim(), "up", "{ifname} operstate");
         if Path::new("/proc/sys/net/ipv6").exists() {
             let v6 = run_cmd(
-                ns.command("cat")
-                    .arg(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")),
+                ns.command("cat").arg(format!("/proc/sys/net/ipv6/conf/{ifname}/disable_ipv6")),
             )?;
             assert_eq!(v6.trim(), "1", "IPv6 must be off on {ifname}");
         }
@@ -78,37 +69,22 @@ fn veth_pair_delivers_frames_and_namespace_is_removed() -> Result<()> {
     let tx_before = ns.link_stat(&veth.peer, "tx_packets")?;
     assert!(!ns.contains_current_thread()?);
     let sent = ns.run(|| {
-        ensure!(
-            ns.contains_current_thread()?,
-            "run() did not enter {}",
-            ns.name()
-        );
+        ensure!(ns.contains_current_thread()?, "run() did not enter {}", ns.name());
         let sender = RawSender::open(&veth.peer)?;
         sender.send_all(&frames, Pace::default())
     })?;
-    assert!(
-        !ns.contains_current_thread()?,
-        "run() moved the caller's thread"
-    );
+    assert!(!ns.contains_current_thread()?, "run() moved the caller's thread");
     assert_eq!(sent, 100);
     let rx_after = wait_for_stat(&ns, &veth.capture, "rx_packets", rx_before + 100)?;
     let tx_after = ns.link_stat(&veth.peer, "tx_packets")?;
     // Exact: with IPv6 off and no addresses, nothing but our frames crosses the pair.
-    assert_eq!(
-        rx_after - rx_before,
-        100,
-        "frames received on {}",
-        veth.capture
-    );
+    assert_eq!(rx_after - rx_before, 100, "frames received on {}", veth.capture);
     assert_eq!(tx_after - tx_before, 100, "frames sent on {}", veth.peer);
     assert_eq!(ns.link_stat(&veth.capture, "rx_dropped")?, 0);
 
     drop(ns);
     ensure!(!netns_listed(&name)?, "{name} still listed after drop");
-    ensure!(
-        !Path::new("/run/netns").join(&name).exists(),
-        "/run/netns/{name} still exists"
-    );
+    ensure!(!Path::new("/run/netns").join(&name).exists(), "/run/netns/{name} still exists");
     Ok(())
 }
 
@@ -131,16 +107,16 @@ fn pinned_qdisc_bypass_sender_delivers_max_size_frames() -> Result<()> {
             2,
             &[0; 1472],
         ),
-        Frame::ethernet(b, a)
-            .vlan(TPID_8021AD, 10)
-            .vlan(TPID_8021Q, 20)
-            .ipv4_udp([10, 0, 0, 10], [10, 0, 0, 11], 1, 2, &[0; 1464]),
+        Frame::ethernet(b, a).vlan(TPID_8021AD, 10).vlan(TPID_8021Q, 20).ipv4_udp(
+            [10, 0, 0, 10],
+            [10, 0, 0, 11],
+            1,
+            2,
+            &[0; 1464],
+        ),
         Frame::ethernet(b, a).raw(0x88b5, b"runt"),
     ];
-    assert_eq!(
-        frames.iter().map(Vec::len).collect::<Vec<_>>(),
-        [1514, 1518, 1514, 60]
-    );
+    assert_eq!(frames.iter().map(Vec::len).collect::<Vec<_>>(), [1514, 1518, 1514, 60]);
     frames.extend(vm_traffic(&default_vms(), &default_gateway(), 296));
     let total = u64::try_from(frames.len())?;
 
@@ -174,10 +150,7 @@ fn namespaces_are_unique_and_each_is_removed() -> Result<()> {
     VethPair::create(&second, "cap", "peer", 1)?;
     // But twice in one namespace does, and the error says what was attempted.
     let err = VethPair::create(&first, "cap", "peer", 1).expect_err("duplicate veth");
-    assert!(
-        format!("{err:#}").contains("creating veth pair cap/peer"),
-        "{err:#}"
-    );
+    assert!(format!("{err:#}").contains("creating veth pair cap/peer"), "{err:#}");
 
     let lo = run_cmd(first.command("cat").arg("/sys/class/net/lo/operstate"))?;
     assert_ne!(lo.trim(), "down", "lo must be up");

@@ -89,7 +89,8 @@ pub struct Lab {
 impl Lab {
     pub fn new(queues: u32) -> Lab {
         let ns = NetNs::create("captest").expect("creating a network namespace");
-        let veth = VethPair::create(&ns, CAPTURE_IF, PEER_IF, queues).expect("creating a veth pair");
+        let veth =
+            VethPair::create(&ns, CAPTURE_IF, PEER_IF, queues).expect("creating a veth pair");
         let dir = tempfile::tempdir().expect("temp dir");
         Lab { veth, ns, dir }
     }
@@ -149,7 +150,9 @@ impl Lab {
     pub fn xdp_stats(&self) -> std::collections::BTreeMap<String, u64> {
         let mut sums = std::collections::BTreeMap::new();
         for (name, value) in self.xdp_stats_per_queue() {
-            *sums.entry(name.split_once('_').map_or(name.clone(), |(_, rest)| rest.to_owned())).or_insert(0) += value;
+            *sums
+                .entry(name.split_once('_').map_or(name.clone(), |(_, rest)| rest.to_owned()))
+                .or_insert(0) += value;
         }
         sums
     }
@@ -292,9 +295,11 @@ pub struct Receiver {
 
 impl Receiver {
     fn open(ifname: &str) -> anyhow::Result<Receiver> {
-        let proto = (libc::ETH_P_ALL as u16).to_be();
+        let proto = u16::try_from(libc::ETH_P_ALL).expect("ETH_P_ALL fits u16").to_be();
         // SAFETY: plain socket call; owned right away.
-        let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto)) };
+        let fd = unsafe {
+            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto))
+        };
         anyhow::ensure!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
         // SAFETY: fresh fd.
         let fd = unsafe { OwnedFd::from_raw_fd(fd) };
@@ -304,7 +309,7 @@ impl Receiver {
         anyhow::ensure!(ifindex != 0, "no interface {ifname}");
         // SAFETY: zeroed sockaddr_ll is valid; fields set below.
         let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = libc::AF_PACKET as u16;
+        sll.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET fits u16");
         sll.sll_protocol = proto;
         sll.sll_ifindex = ifindex as i32;
         // SAFETY: bind with a properly sized sockaddr_ll.
@@ -312,7 +317,7 @@ impl Receiver {
             libc::bind(
                 fd.as_raw_fd(),
                 (&raw const sll).cast(),
-                size_of::<libc::sockaddr_ll>() as libc::socklen_t,
+                libc::socklen_t::try_from(size_of::<libc::sockaddr_ll>()).expect("small struct"),
             )
         };
         anyhow::ensure!(rc == 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
@@ -326,7 +331,12 @@ impl Receiver {
         loop {
             // SAFETY: buffer valid for its length.
             let n = unsafe {
-                libc::recv(self.fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len(), libc::MSG_DONTWAIT)
+                libc::recv(
+                    self.fd.as_raw_fd(),
+                    buf.as_mut_ptr().cast(),
+                    buf.len(),
+                    libc::MSG_DONTWAIT,
+                )
             };
             if n <= 0 {
                 return frames;
@@ -407,8 +417,14 @@ pub fn ids(packets: &[Packet]) -> Vec<u32> {
 
 /// `capinfos -c` packet count (capinfos fails on a damaged file, which fails the test).
 pub fn capinfos_count(path: &Path) -> u64 {
-    let out = Command::new("capinfos").args(["-M", "-c"]).arg(path).output().expect("running capinfos");
-    assert!(out.status.success(), "capinfos {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    let out =
+        Command::new("capinfos").args(["-M", "-c"]).arg(path).output().expect("running capinfos");
+    assert!(
+        out.status.success(),
+        "capinfos {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     text.lines()
         .find_map(|l| l.strip_prefix("Number of packets:"))
@@ -424,7 +440,12 @@ pub fn tshark_fields(path: &Path, fields: &[&str]) -> Vec<Vec<String>> {
         cmd.args(["-e", f]);
     }
     let out = cmd.output().expect("running tshark");
-    assert!(out.status.success(), "tshark {}: {}", path.display(), String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "tshark {}: {}",
+        path.display(),
+        String::from_utf8_lossy(&out.stderr)
+    );
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.split('|').map(str::to_owned).collect())

@@ -58,7 +58,7 @@ fn rotates_by_size_and_loses_nothing() {
     assert_files_valid(&files);
     for f in &files[..files.len() - 1] {
         let size = std::fs::metadata(f).unwrap().len();
-        assert!(size >= 16384 && size < 16384 + 2048, "{}: {size} bytes", f.display());
+        assert!((16384..16384 + 2048).contains(&size), "{}: {size} bytes", f.display());
     }
     assert_eq!(seqs(&files), (1..=files.len() as u64).collect::<Vec<_>>());
     assert_eq!(ids(&read_all(&files)), (0..300).collect::<Vec<_>>());
@@ -149,7 +149,8 @@ fn restart_continues_the_sequence_and_overwrites_nothing() {
     for (f, bytes) in first.iter().zip(&first_bytes) {
         assert_eq!(&std::fs::read(f).unwrap(), bytes, "{} was rewritten", f.display());
     }
-    let second: Vec<_> = all.iter().filter(|f| seqs(std::slice::from_ref(f))[0] > first_last).cloned().collect();
+    let second: Vec<_> =
+        all.iter().filter(|f| seqs(std::slice::from_ref(f))[0] > first_last).cloned().collect();
     assert_eq!(ids(&read_all(&second)), (50..100).collect::<Vec<_>>());
 }
 
@@ -211,12 +212,15 @@ fn captures_every_rx_queue() {
         for cpu in 0..cpus {
             let lab = &lab;
             s.spawn(move || {
-                let sent = frames(cpu as u32 * 1000..cpu as u32 * 1000 + 200, 200);
+                let base = u32::try_from(cpu).expect("cpu index") * 1000;
+                let sent = frames(base..base + 200, 200);
                 let peer = lab.veth.peer.clone();
                 lab.ns
                     .run(move || {
                         capture_lab::pin_current_thread(cpu)?;
-                        capture_lab::RawSender::open(&peer)?.with_qdisc_bypass()?.send_all(&sent, capture_lab::Pace::default())
+                        capture_lab::RawSender::open(&peer)?
+                            .with_qdisc_bypass()?
+                            .send_all(&sent, capture_lab::Pace::default())
                     })
                     .expect("sending");
             });
@@ -226,7 +230,9 @@ fn captures_every_rx_queue() {
     let per_queue = queue_redirects(&lab);
     assert!(daemon.stop().0.success());
     let (files, _) = lab.files();
-    let want: Vec<u32> = (0..cpus as u32).flat_map(|c| c * 1000..c * 1000 + 200).collect();
+    let want: Vec<u32> = (0..u32::try_from(cpus).expect("cpu count"))
+        .flat_map(|c| c * 1000..c * 1000 + 200)
+        .collect();
     assert_eq!(ids(&read_all(&files)), want);
     if cpus == 2 {
         assert!(per_queue.iter().all(|n| *n > 0), "both queues carried frames: {per_queue:?}");
@@ -235,12 +241,22 @@ fn captures_every_rx_queue() {
 
 /// XDP redirects per RX queue of the capture veth (`ethtool -S`).
 fn queue_redirects(lab: &Lab) -> Vec<u64> {
-    lab.xdp_stats_per_queue().into_iter().filter(|(n, _)| n.ends_with("_xdp_redirect")).map(|(_, v)| v).collect()
+    lab.xdp_stats_per_queue()
+        .into_iter()
+        .filter(|(n, _)| n.ends_with("_xdp_redirect"))
+        .map(|(_, v)| v)
+        .collect()
 }
 
 fn run_cli(lab: &Lab, args: &[&str]) -> (i32, String) {
-    let out = lab.ns.command(daemon_bin().to_str().unwrap()).args(args).output().expect("running capture-daemon");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let out = lab
+        .ns
+        .command(daemon_bin().to_str().unwrap())
+        .args(args)
+        .output()
+        .expect("running capture-daemon");
+    let text =
+        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
     (out.status.code().unwrap_or(-1), text)
 }
 
@@ -255,7 +271,10 @@ fn start_up_failures_are_clear_and_leave_nothing_attached() {
     let path = lab.dir.path().join("missing.toml");
     std::fs::write(
         &path,
-        format!("[output]\ndirectory = \"{}\"\n[[interface]]\nname = \"nosuch0\"\n{ALL}", lab.out_dir().display()),
+        format!(
+            "[output]\ndirectory = \"{}\"\n[[interface]]\nname = \"nosuch0\"\n{ALL}",
+            lab.out_dir().display()
+        ),
     )
     .unwrap();
     let (code, text) = run_cli(&lab, &["run", "--config", path.to_str().unwrap()]);
@@ -264,7 +283,11 @@ fn start_up_failures_are_clear_and_leave_nothing_attached() {
 
     // Bad config: file, line, column and key.
     let bad = lab.dir.path().join("bad.toml");
-    std::fs::write(&bad, "[[interface]]\nname = \"cap0\"\n\n[[target]]\nname = \"x\"\nvlan = 4095\n").unwrap();
+    std::fs::write(
+        &bad,
+        "[[interface]]\nname = \"cap0\"\n\n[[target]]\nname = \"x\"\nvlan = 4095\n",
+    )
+    .unwrap();
     let (code, text) = run_cli(&lab, &["run", "--config", bad.to_str().unwrap()]);
     assert_eq!(code, 2, "{text}");
     assert!(text.contains(&format!("{}:6:8", bad.display())), "{text}");
@@ -288,7 +311,8 @@ fn start_up_failures_are_clear_and_leave_nothing_attached() {
     // Not privileged: says which capabilities are missing, before touching anything.
     let ok_config = lab.config("", "", ALL);
     // Let the unprivileged user read the config, so the privilege check is what stops it.
-    std::fs::set_permissions(lab.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(lab.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
+        .unwrap();
     let out = lab
         .ns
         .command("setpriv")
@@ -308,7 +332,10 @@ fn start_up_failures_are_clear_and_leave_nothing_attached() {
     let o = lab.dir.path().join("out.toml");
     std::fs::write(
         &o,
-        format!("[output]\ndirectory = \"{}/sub\"\n[[interface]]\nname = \"cap0\"\n{ALL}", blocker.display()),
+        format!(
+            "[output]\ndirectory = \"{}/sub\"\n[[interface]]\nname = \"cap0\"\n{ALL}",
+            blocker.display()
+        ),
     )
     .unwrap();
     let (code, text) = run_cli(&lab, &["run", "--config", o.to_str().unwrap()]);

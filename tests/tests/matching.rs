@@ -37,8 +37,10 @@ fn check_matching(targets: &str, cases: &[Case]) {
     let (files, parts) = lab.files();
     assert!(parts.is_empty(), "left .part files: {parts:?}");
     assert_eq!(files.len(), 1, "{files:?}");
-    let want: Vec<u32> = cases.iter().filter(|c| c.captured).filter_map(|c| frame_id(&c.frame)).collect();
-    let passed: Vec<u32> = cases.iter().filter(|c| !c.captured).filter_map(|c| frame_id(&c.frame)).collect();
+    let want: Vec<u32> =
+        cases.iter().filter(|c| c.captured).filter_map(|c| frame_id(&c.frame)).collect();
+    let passed: Vec<u32> =
+        cases.iter().filter(|c| !c.captured).filter_map(|c| frame_id(&c.frame)).collect();
     let file = read_pcapng(&files[0]);
     assert_eq!(ids(&file.packets), want, "captured ids (pcap-file)");
     // Captured frames are byte-exact copies of what was sent.
@@ -151,7 +153,11 @@ fn unmatched_drop_keeps_unmatched_frames_from_the_kernel() {
         return;
     }
     let lab = Lab::new(1);
-    let config = lab.config("unmatched = \"drop\"", "", "[[target]]\nname = \"a\"\nmac = \"52:54:00:00:00:0a\"\n");
+    let config = lab.config(
+        "unmatched = \"drop\"",
+        "",
+        "[[target]]\nname = \"a\"\nmac = \"52:54:00:00:00:0a\"\n",
+    );
     let rx = lab.receiver();
     let daemon = lab.start(&config);
     lab.send(&[test_frame(A, X, &[], 1, 80), test_frame(X, B, &[], 2, 80)]);
@@ -208,7 +214,11 @@ fn runts_and_cut_tags_get_a_verdict() {
     assert_eq!(got, vec![cut_inner]);
     // XDP gave the other three XDP_PASS: none dropped or aborted (aborts count as xdp_drops).
     let stats = lab.xdp_stats();
-    assert_eq!((stats["xdp_packets"], stats["xdp_redirect"], stats["xdp_drops"]), (4, 1, 0), "{stats:?}");
+    assert_eq!(
+        (stats["xdp_packets"], stats["xdp_redirect"], stats["xdp_drops"]),
+        (4, 1, 0),
+        "{stats:?}"
+    );
     // The stack then keeps what it can parse: it discards the cut tag itself (VLAN untagging
     // needs the whole tag), so the receiver sees the other two.
     let mut seen = rx.drain();
@@ -224,7 +234,8 @@ fn snaplen_slices_in_the_kernel_and_keeps_the_original_length() {
         return;
     }
     let lab = Lab::new(1);
-    let config = lab.config("snaplen = 64", "", "[[target]]\nname = \"a\"\nmac = \"52:54:00:00:00:0a\"\n");
+    let config =
+        lab.config("snaplen = 64", "", "[[target]]\nname = \"a\"\nmac = \"52:54:00:00:00:0a\"\n");
     let daemon = lab.start(&config);
     let frames = vec![
         test_frame(A, X, &[], 1, 60),
@@ -243,7 +254,8 @@ fn snaplen_slices_in_the_kernel_and_keeps_the_original_length() {
         assert_eq!(p.data[..], f[..p.data.len()], "sliced frames keep their first bytes");
     }
     let rows = tshark_fields(&files[0], &["frame.len", "frame.cap_len"]);
-    let rows: Vec<(String, String)> = rows.into_iter().map(|r| (r[0].clone(), r[1].clone())).collect();
+    let rows: Vec<(String, String)> =
+        rows.into_iter().map(|r| (r[0].clone(), r[1].clone())).collect();
     assert_eq!(rows[3], ("1514".to_owned(), "64".to_owned()));
 }
 
@@ -255,10 +267,12 @@ fn timestamps_are_wall_clock_nanoseconds_in_order() {
     let lab = Lab::new(1);
     let config = lab.config("", "", "[[target]]\nname = \"all\"\n");
     let daemon = lab.start(&config);
-    let before = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let before =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     let frames: Vec<Vec<u8>> = (0..200).map(|i| test_frame(A, X, &[], i, 100)).collect();
     lab.send(&frames);
-    let after = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
+    let after =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos();
     assert!(daemon.stop().0.success());
     let (files, _) = lab.files();
     let packets = read_all(&files);

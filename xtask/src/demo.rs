@@ -13,7 +13,9 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
-use capture_lab::{FakeVm, NetNs, Pace, RawSender, VethPair, default_gateway, default_vms, vm_traffic};
+use capture_lab::{
+    FakeVm, NetNs, Pace, RawSender, VethPair, default_gateway, default_vms, vm_traffic,
+};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -34,8 +36,9 @@ const VLAN_TARGET: u16 = 200;
 /// Which demo targets a frame matches, by the daemon's rules: (MAC target, VLAN target).
 fn expected_targets(frame: &[u8], web_mac: [u8; 6]) -> (bool, bool) {
     let mac = frame.len() >= 12 && (frame[0..6] == web_mac || frame[6..12] == web_mac);
-    let outer_vid = (frame.len() >= 18 && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8 | 0x9100))
-        .then(|| u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff);
+    let outer_vid = (frame.len() >= 18
+        && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8 | 0x9100))
+    .then(|| u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff);
     (mac, outer_vid == Some(VLAN_TARGET))
 }
 
@@ -118,13 +121,19 @@ pub fn demo(args: &Args) -> anyhow::Result<()> {
     let out = crate::workspace_root().join(&args.out);
     let pcap_dir = out.join("pcap");
     if pcap_dir.exists() {
-        std::fs::remove_dir_all(&pcap_dir).with_context(|| format!("emptying {}", pcap_dir.display()))?;
+        std::fs::remove_dir_all(&pcap_dir)
+            .with_context(|| format!("emptying {}", pcap_dir.display()))?;
     }
     std::fs::create_dir_all(&out)?;
 
     let ns = NetNs::create("capdemo")?;
     let veth = VethPair::create(&ns, "cap0", "gen0", 2)?;
-    eprintln!("lab: namespace {}, capture NIC {} <- traffic from {}", ns.name(), veth.capture, veth.peer);
+    eprintln!(
+        "lab: namespace {}, capture NIC {} <- traffic from {}",
+        ns.name(),
+        veth.capture,
+        veth.peer
+    );
 
     let vms = default_vms();
     let gateway = default_gateway();
@@ -132,14 +141,23 @@ pub fn demo(args: &Args) -> anyhow::Result<()> {
     eprintln!("lab: fake VMs:");
     for vm in vms.iter().chain([&gateway]) {
         let vlan = vm.vlan.map_or_else(|| "untagged".to_owned(), |v| format!("vlan {v}"));
-        eprintln!("  {:<10} {} {}", vm.name, vm.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"), vlan);
+        eprintln!(
+            "  {:<10} {} {}",
+            vm.name,
+            vm.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
+            vlan
+        );
     }
     let config = out.join("capture.toml");
     write_config(&config, &pcap_dir, web)?;
-    eprintln!("lab: capturing `{}` (by MAC) and `vlan{VLAN_TARGET}` (by VLAN), snaplen {SNAPLEN}", web.name);
+    eprintln!(
+        "lab: capturing `{}` (by MAC) and `vlan{VLAN_TARGET}` (by VLAN), snaplen {SNAPLEN}",
+        web.name
+    );
 
     let mut daemon = start_daemon(&ns, &bin, &config)?;
-    let total = (args.seconds * args.rate) as usize;
+    let total =
+        usize::try_from(args.seconds * args.rate).context("--seconds x --rate is too large")?;
     let frames = vm_traffic(&vms, &gateway, total);
     let burst = 20usize;
     let pause = Duration::from_secs_f64(burst as f64 / args.rate.max(1) as f64);
@@ -147,7 +165,10 @@ pub fn demo(args: &Args) -> anyhow::Result<()> {
     let started = Instant::now();
     let peer = veth.peer.clone();
     let sent = ns.run(|| RawSender::open(&peer)?.send_all(&frames, Pace { burst, pause }))?;
-    eprintln!("lab: sent {sent} frames in {:.1} s; stopping the daemon", started.elapsed().as_secs_f64());
+    eprintln!(
+        "lab: sent {sent} frames in {:.1} s; stopping the daemon",
+        started.elapsed().as_secs_f64()
+    );
 
     // SAFETY: signalling our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
@@ -190,12 +211,32 @@ fn summarize(pcap_dir: &Path, frames: &[Vec<u8>], web: &FakeVm) -> anyhow::Resul
     let (mut got_total, mut got_sliced) = (0u64, 0u64);
     for file in &files {
         let info = tool_output(Command::new("capinfos").args(["-c", "-M"]).arg(file))?;
-        let count = info.lines().find_map(|l| l.strip_prefix("Number of packets:")).unwrap_or("?").trim().to_owned();
+        let count = info
+            .lines()
+            .find_map(|l| l.strip_prefix("Number of packets:"))
+            .unwrap_or("?")
+            .trim()
+            .to_owned();
         let size = std::fs::metadata(file)?.len();
-        eprintln!("  {}  {size:>9} bytes  {count:>6} frames", file.file_name().unwrap_or_default().to_string_lossy());
+        eprintln!(
+            "  {}  {size:>9} bytes  {count:>6} frames",
+            file.file_name().unwrap_or_default().to_string_lossy()
+        );
         let fields = tool_output(Command::new("tshark").args(["-r"]).arg(file).args([
-            "-T", "fields", "-E", "separator=|", "-e", "eth.src", "-e", "eth.dst", "-e", "vlan.id", "-e",
-            "frame.len", "-e", "frame.cap_len",
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "eth.src",
+            "-e",
+            "eth.dst",
+            "-e",
+            "vlan.id",
+            "-e",
+            "frame.len",
+            "-e",
+            "frame.cap_len",
         ]))?;
         let web_mac = web.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
         for line in fields.lines() {
@@ -223,11 +264,20 @@ fn summarize(pcap_dir: &Path, frames: &[Vec<u8>], web: &FakeVm) -> anyhow::Resul
         eprintln!("  {name:<10} {want:>9} {got:>9}");
     }
     eprintln!("  {:<10} {want_total:>9} {got_total:>9}", "all");
-    eprintln!("  {:<10} {want_sliced:>9} {got_sliced:>9}   (frames longer than snaplen {SNAPLEN}, kept sliced)", "sliced");
-    if files.is_empty() || got_total != want_total || by_target.values().any(|(w, g)| w != g) || want_sliced != got_sliced {
+    eprintln!(
+        "  {:<10} {want_sliced:>9} {got_sliced:>9}   (frames longer than snaplen {SNAPLEN}, kept sliced)",
+        "sliced"
+    );
+    if files.is_empty()
+        || got_total != want_total
+        || by_target.values().any(|(w, g)| w != g)
+        || want_sliced != got_sliced
+    {
         bail!("the capture does not hold exactly the expected frames");
     }
-    eprintln!("\ndemo OK: every expected frame captured, nothing else. Open the files with Wireshark:");
+    eprintln!(
+        "\ndemo OK: every expected frame captured, nothing else. Open the files with Wireshark:"
+    );
     eprintln!("  wireshark {}", files.last().map(|f| f.display().to_string()).unwrap_or_default());
     Ok(())
 }

@@ -37,10 +37,8 @@ pub fn workspace_root() -> PathBuf {
 
 /// Runs a command in the workspace root, failing with its command line if it fails.
 pub fn run(cmd: &mut Command) -> anyhow::Result<()> {
-    let status = cmd
-        .current_dir(workspace_root())
-        .status()
-        .with_context(|| format!("starting {cmd:?}"))?;
+    let status =
+        cmd.current_dir(workspace_root()).status().with_context(|| format!("starting {cmd:?}"))?;
     if !status.success() {
         bail!("{cmd:?} failed: {status}");
     }
@@ -57,21 +55,76 @@ pub fn build_daemon() -> anyhow::Result<PathBuf> {
     Ok(workspace_root().join("target/release/capture-daemon"))
 }
 
+/// Runs `cargo test ...`, passing its output through, and adds up its "test result" lines.
+fn cargo_test(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> {
+    use std::io::BufRead as _;
+    let mut child = cmd
+        .current_dir(workspace_root())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {cmd:?}"))?;
+    let stdout = child.stdout.take().context("cargo test stdout")?;
+    for line in std::io::BufReader::new(stdout).lines() {
+        let line = line?;
+        println!("{line}");
+        if let Some(rest) = line.strip_prefix("test result: ") {
+            let count = |word: &str| {
+                rest.split(';')
+                    .find_map(|part| {
+                        part.trim()
+                            .strip_suffix(word)?
+                            .trim()
+                            .rsplit(' ')
+                            .next()?
+                            .parse::<u64>()
+                            .ok()
+                    })
+                    .unwrap_or(0)
+            };
+            totals.0 += count("passed");
+            totals.1 += count("failed");
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        bail!("{cmd:?} failed: {status}");
+    }
+    Ok(())
+}
+
 fn test(filter: Option<&str>) -> anyhow::Result<()> {
     capture_lab::require_root()
         .context("the integration tests create network namespaces and attach XDP programs")?;
-    // The default members: everything but the eBPF crate (bpfel only) and the root-only tests.
-    eprintln!("== unit tests");
-    run(&mut cargo().arg("test"))?;
-    let bin = build_daemon()?;
-    eprintln!("== integration tests (root: network namespaces, veth, XDP, AF_XDP)");
-    let mut cmd = cargo();
-    cmd.args(["test", "--package", "capture-tests", "--"]);
-    if let Some(f) = filter {
-        cmd.arg(f);
-    }
-    cmd.env("CAPTURE_DAEMON_BIN", &bin).env("CAPTURE_REQUIRE_ROOT", "1");
-    run(&mut cmd)
+    let mut totals = (0, 0);
+    let result = (|| {
+        eprintln!("== formatting and lints");
+        run(cargo().args(["fmt", "--all", "--check"]))?;
+        run(cargo().args([
+            "clippy",
+            "--all-targets",
+            "--workspace",
+            "--exclude",
+            "capture-ebpf",
+            "--",
+            "-D",
+            "warnings",
+        ]))?;
+        // The default members: everything but the eBPF crate (bpfel only) and the root-only tests.
+        eprintln!("== unit tests");
+        cargo_test(cargo().arg("test"), &mut totals)?;
+        let bin = build_daemon()?;
+        eprintln!("== integration tests (root: network namespaces, veth, XDP, AF_XDP)");
+        let mut cmd = cargo();
+        cmd.args(["test", "--package", "capture-tests", "--tests", "--"]);
+        if let Some(f) = filter {
+            cmd.arg(f);
+        }
+        cmd.env("CAPTURE_DAEMON_BIN", &bin).env("CAPTURE_REQUIRE_ROOT", "1");
+        cargo_test(&mut cmd, &mut totals)
+    })();
+    // One closing line for the whole suite, whatever ran last.
+    println!("{} passed, {} failed", totals.0, totals.1);
+    result
 }
 
 fn main() -> ExitCode {

@@ -747,6 +747,26 @@ impl TableName for RawTarget {
     const MANY: &'static str = "one or more [[target]] tables (note the double brackets)";
 }
 
+/// The `name` of one `[[section]]` table: present, and not used by an earlier table (`seen` maps
+/// names to the offset of their first use; `duplicate` words the error from the name and line).
+fn unique_name(
+    name: Option<(Range<usize>, String)>,
+    table_span: Range<usize>,
+    section: &str,
+    seen: &mut HashMap<String, usize>,
+    text: &str,
+    duplicate: impl Fn(&str, usize) -> String,
+) -> Result<String, Problem> {
+    let (span, name) = name.ok_or_else(|| {
+        Problem::new(table_span, "name", format!("missing: every [[{section}]] needs a name"))
+    })?;
+    if let Some(&first) = seen.get(&name) {
+        return Err(Problem::new(span, "name", duplicate(&name, line_column(text, first).0)));
+    }
+    seen.insert(name.clone(), span.start);
+    Ok(name)
+}
+
 /// An error found after deserialization: where, which key, what.
 struct Problem {
     span: Range<usize>,
@@ -827,22 +847,18 @@ fn validate_interfaces(
     for table in tables {
         let table_span = table.span();
         let raw = table.into_inner().0;
-        let name = raw.name.ok_or_else(|| {
-            Problem::new(table_span, "name", "missing: every [[interface]] needs a name".to_owned())
-        })?;
-        let name_span = name.span();
-        let name = name.into_inner().0;
-        if let Some(&first) = seen.get(&name) {
-            return Err(Problem::new(
-                name_span,
-                "name",
+        let name = unique_name(
+            raw.name.map(|n| (n.span(), n.into_inner().0)),
+            table_span,
+            "interface",
+            &mut seen,
+            text,
+            |name, line| {
                 format!(
-                    "interface \"{name}\" is already configured on line {}; list each interface once",
-                    line_column(text, first).0
-                ),
-            ));
-        }
-        seen.insert(name.clone(), name_span.start);
+                    "interface \"{name}\" is already configured on line {line}; list each interface once"
+                )
+            },
+        )?;
         let queues = match raw.queues {
             None => Queues::All,
             Some(q) => match q.into_inner() {
@@ -902,22 +918,18 @@ fn validate_targets(
     for table in tables {
         let table_span = table.span();
         let raw = table.into_inner().0;
-        let name = raw.name.ok_or_else(|| {
-            Problem::new(table_span, "name", "missing: every [[target]] needs a name".to_owned())
-        })?;
-        let name_span = name.span();
-        let name = name.into_inner().0;
-        if let Some(&first) = seen.get(&name) {
-            return Err(Problem::new(
-                name_span,
-                "name",
+        let name = unique_name(
+            raw.name.map(|n| (n.span(), n.into_inner().0)),
+            table_span,
+            "target",
+            &mut seen,
+            text,
+            |name, line| {
                 format!(
-                    "target name \"{name}\" is already used on line {}; target names must be unique",
-                    line_column(text, first).0
-                ),
-            ));
-        }
-        seen.insert(name.clone(), name_span.start);
+                    "target name \"{name}\" is already used on line {line}; target names must be unique"
+                )
+            },
+        )?;
         targets.push(TargetConfig { name, mac: raw.mac.map(|m| m.0), vlan: raw.vlan.map(|v| v.0) });
     }
     Ok(targets)

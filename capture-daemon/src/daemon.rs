@@ -16,9 +16,7 @@ use anyhow::{Context as _, bail};
 use crate::bpf::{Filter, KernelCounters, TargetTables};
 use crate::config::{Config, Queues, TargetConfig, format_mac};
 use crate::handoff::{self, Consumer};
-use crate::writer::{
-    InterfaceInfo, InterfaceStats, Policy, RotatingWriter, SectionInfo, StatsSource,
-};
+use crate::writer::{InterfaceInfo, InterfaceStats, RotatingWriter, SectionInfo, StatsSource};
 use crate::xsk::{self, QueueStats, Worker, WorkerSpec, realtime_ns};
 use crate::{netdev, sys};
 
@@ -131,19 +129,6 @@ fn section_info() -> SectionInfo {
         hardware: sys::cpu_model().unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
         os: sys::os_release(),
         application: format!("capture-daemon {}", env!("CARGO_PKG_VERSION")),
-    }
-}
-
-fn policy(config: &Config) -> Policy {
-    let o = &config.output;
-    Policy {
-        directory: o.directory.clone(),
-        prefix: o.prefix.clone(),
-        rotate_bytes: o.rotate_bytes,
-        rotate_seconds: o.rotate_seconds,
-        rotate_packets: o.rotate_packets,
-        keep_files: o.keep_files,
-        keep_bytes: o.keep_bytes,
     }
 }
 
@@ -273,7 +258,7 @@ fn start(
         })
         .collect();
     let writer = RotatingWriter::open(
-        policy(config),
+        config.output.clone(),
         section_info(),
         interfaces,
         Box::new(SharedStats(Arc::clone(&stats))),

@@ -46,24 +46,9 @@ const NS_PER_SEC: u64 = 1_000_000_000;
 const FINAL_SUFFIX: &str = ".pcapng";
 const PART_SUFFIX: &str = ".pcapng.part";
 
-/// When to start a new file and which old files to keep. Every limit: 0 = never / no limit.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct Policy {
-    /// Where the files go; created (with parents) if missing.
-    pub directory: PathBuf,
-    /// File name prefix; only files with exactly this prefix are counted, recovered or deleted.
-    pub prefix: String,
-    /// Rotate after a packet brings the file to at least this many bytes.
-    pub rotate_bytes: u64,
-    /// Rotate when a tick finds the file open for this long.
-    pub rotate_seconds: u64,
-    /// Rotate after this many packets in the file.
-    pub rotate_packets: u64,
-    /// Keep at most this many finished files (the file being written is not counted).
-    pub keep_files: u64,
-    /// Keep at most this many bytes of finished files (the file being written is not counted).
-    pub keep_bytes: u64,
-}
+/// What the writer is told: the `[output]` section of the config, used as it is (0 = never /
+/// no limit). Retention counts finished files only: the file being written is not counted.
+pub type Policy = crate::config::OutputConfig;
 
 /// Supplies the Interface Statistics written when a file is closed.
 pub trait StatsSource: Send {

@@ -239,6 +239,38 @@ fn captures_every_rx_queue() {
     }
 }
 
+#[test]
+fn captures_only_the_listed_queues_and_passes_the_rest() {
+    if !root_or_skip() {
+        return;
+    }
+    let cpus = std::thread::available_parallelism().map_or(1, usize::from);
+    assert!(cpus >= 2, "this test steers frames to two RX queues from two CPUs; it needs 2 CPUs");
+    let lab = Lab::new(2);
+    // Keys right after the [[interface]] header belong to that table.
+    let config = lab.config("", "", &format!("queues = [1]\n\n{ALL}"));
+    let rx = lab.receiver();
+    let daemon = lab.start(&config);
+    assert!(daemon.log_text().contains("RX queues [1] of 2"), "{}", daemon.log_text());
+    for cpu in 0..2u32 {
+        let sent = frames(cpu * 1000..cpu * 1000 + 50, 100);
+        let peer = lab.veth.peer.clone();
+        lab.ns
+            .run(move || {
+                capture_lab::pin_current_thread(cpu as usize)?;
+                capture_lab::RawSender::open(&peer)?
+                    .with_qdisc_bypass()?
+                    .send_all(&sent, capture_lab::Pace::default())
+            })
+            .expect("sending");
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    assert!(daemon.stop().0.success());
+    let (files, _) = lab.files();
+    assert_eq!(ids(&read_all(&files)), (1000..1050).collect::<Vec<_>>(), "queue 1 captured");
+    assert_eq!(rx.ids(), (0..50).collect::<Vec<_>>(), "queue 0 frames passed untouched");
+}
+
 /// XDP redirects per RX queue of the capture veth (`ethtool -S`).
 fn queue_redirects(lab: &Lab) -> Vec<u64> {
     lab.xdp_stats_per_queue()

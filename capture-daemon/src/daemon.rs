@@ -15,8 +15,11 @@ use anyhow::{Context as _, bail};
 
 use crate::bpf::{Filter, KernelCounters, TargetTables};
 use crate::config::{Config, Queues, TargetConfig, format_mac};
-use crate::handoff::{self, Consumer};
-use crate::writer::{InterfaceInfo, InterfaceStats, RotatingWriter, SectionInfo, StatsSource};
+use crate::handoff;
+use crate::writer::merge::DEFAULT_WINDOW_NS;
+use crate::writer::{
+    InterfaceInfo, InterfaceStats, Merger, RotatingWriter, SectionInfo, Source, StatsSource,
+};
 use crate::xsk::{self, QueueStats, Worker, WorkerSpec, realtime_ns};
 use crate::{netdev, sys};
 
@@ -26,6 +29,9 @@ pub struct Control {
     pub shutdown: Arc<AtomicBool>,
     pub reload: Arc<AtomicBool>,
 }
+
+/// How long the writer sleeps when it has caught up with every queue.
+const WRITER_NAP: Duration = Duration::from_millis(1);
 
 /// How often the main loop logs a one-line status (and checks for reloads, every 100 ms).
 const STATUS_EVERY: Duration = Duration::from_secs(60);
@@ -199,7 +205,7 @@ fn start(
     let stop_workers = Arc::new(AtomicBool::new(false));
     let mut filters = Vec::new();
     let mut workers = Vec::new();
-    let mut consumers: Vec<(u32, Consumer)> = Vec::new();
+    let mut sources: Vec<Source> = Vec::new();
     let mut iface_stats = Vec::new();
     // On any error below, dropping `filters` and `workers` undoes what was done: nothing has
     // been attached yet, and the stop flag ends the workers.
@@ -211,10 +217,12 @@ fn start(
             for &queue in &iface.queues {
                 let buffer = usize::try_from(config.capture.buffer_bytes).unwrap_or(usize::MAX);
                 let (producer, consumer) = handoff::channel(buffer);
+                let watermark = Arc::new(AtomicU64::new(0));
                 let spec = WorkerSpec {
                     iface: iface.name.clone(),
                     queue,
                     ring_size: config.capture.ring_size,
+                    watermark: Arc::clone(&watermark),
                 };
                 let (worker, fd) = xsk::spawn(spec, producer, Arc::clone(&stop_workers))
                     .map_err(anyhow::Error::msg)
@@ -226,7 +234,7 @@ fn start(
                 filter.register_socket(queue, fd).with_context(|| {
                     format!("registering the AF_XDP socket of {} queue {queue}", iface.name)
                 })?;
-                consumers.push((if_id, consumer));
+                sources.push(Source { interface_id: if_id, consumer, watermark });
             }
             iface_stats.push(IfaceStats {
                 kernel: filter.counters(),
@@ -278,7 +286,9 @@ fn start(
         let stats = Arc::clone(&stats);
         std::thread::Builder::new()
             .name("writer".into())
-            .spawn(move || write_loop(writer, consumers, &stop, &stats))
+            .spawn(move || {
+                write_loop(writer, Merger::new(sources, DEFAULT_WINDOW_NS), &stop, &stats)
+            })
             .context("spawning the writer thread")?
     };
 
@@ -337,47 +347,34 @@ fn log_status(config: &Config, stats: &Stats) {
     }
 }
 
-/// The writer thread: drains every queue's hand-off ring into the rotating pcapng writer.
+/// The writer thread: merges every queue's hand-off ring into the rotating pcapng writer.
 fn write_loop(
     mut writer: RotatingWriter,
-    mut consumers: Vec<(u32, Consumer)>,
+    mut merger: Merger,
     stop: &AtomicBool,
     stats: &Stats,
 ) -> anyhow::Result<Summary> {
-    const PER_ROUND: usize = 512;
-    let mut idle = Duration::from_micros(50);
+    const PER_ROUND: usize = 4096;
     let mut last_tick = Instant::now();
     let mut reported_error = false;
     let mut delivered = vec![0u64; stats.ifaces.len()];
     loop {
-        let mut any = false;
-        for (if_id, consumer) in &mut consumers {
-            let mut n = 0;
-            while n < PER_ROUND {
-                let Some(r) = consumer.peek() else { break };
-                if let Err(e) = writer.write_packet(*if_id, r.ts_ns, r.data, r.orig_len) {
-                    if !reported_error {
-                        log::error!("writing a frame: {}", crate::bpf::error_chain(&e));
-                        reported_error = true;
-                    }
-                } else {
-                    delivered[*if_id as usize] += 1;
-                }
-                consumer.advance();
-                n += 1;
+        let n = merger.pump(realtime_ns(), PER_ROUND, &mut |if_id, r| match writer
+            .write_packet(if_id, r.ts_ns, r.data, r.orig_len)
+        {
+            Ok(()) => delivered[if_id as usize] += 1,
+            Err(e) if !reported_error => {
+                log::error!("writing a frame: {}", crate::bpf::error_chain(&e));
+                reported_error = true;
             }
-            if n > 0 {
-                consumer.release();
-                any = true;
-            }
-        }
-        if any {
+            Err(_) => {}
+        });
+        if n > 0 {
             for (s, d) in stats.ifaces.iter().zip(delivered.iter_mut()) {
                 if *d > 0 {
                     s.delivered.fetch_add(std::mem::take(d), Relaxed);
                 }
             }
-            idle = Duration::from_micros(50);
         }
         if last_tick.elapsed() >= Duration::from_millis(100) {
             if let Err(e) = writer.tick(realtime_ns()) {
@@ -385,13 +382,14 @@ fn write_loop(
             }
             last_tick = Instant::now();
         }
-        if !any {
+        if n < PER_ROUND {
             // Workers are joined before `stop` is set, so finished rings stay finished.
-            if stop.load(Relaxed) && consumers.iter_mut().all(|(_, c)| c.is_finished()) {
+            if stop.load(Relaxed) && merger.is_finished() {
                 break;
             }
-            std::thread::sleep(idle);
-            idle = (idle * 2).min(Duration::from_millis(5));
+            // Nothing (or little) to do: let records gather instead of waking per frame. The
+            // hand-off rings absorb far more than a millisecond of traffic.
+            std::thread::sleep(WRITER_NAP);
         }
     }
     let closed_before = writer.counters().files_closed;

@@ -10,7 +10,7 @@ use std::num::NonZeroU32;
 use std::os::fd::RawFd;
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,6 +23,8 @@ use crate::handoff::Producer;
 pub const FRAME_SIZE: u32 = 4096;
 /// Descriptors taken from the RX ring per batch.
 const BATCH: u32 = 64;
+/// Margin for frames the XDP program has stamped but not yet put in the RX ring.
+const IN_FLIGHT_NS: u64 = 1_000_000;
 /// How long an idle worker sleeps in poll(2) before checking for shutdown.
 const IDLE_POLL_MS: i32 = 100;
 
@@ -55,6 +57,9 @@ pub struct WorkerSpec {
     pub iface: String,
     pub queue: u32,
     pub ring_size: u32,
+    /// Set to a wall-clock time up to which every frame of this queue has been pushed, so the
+    /// writer can merge queues in time order (see `writer::merge`).
+    pub watermark: Arc<AtomicU64>,
 }
 
 /// A running worker. Dropping the socket (worker exit) removes it from the XSKMAP in the kernel.
@@ -146,7 +151,7 @@ pub fn spawn(
                 }
             };
             let _ = tx.send(Ok(ring.fd));
-            ring.run(producer, &stop, &thread_stats);
+            ring.run(producer, &stop, &thread_stats, &spec.watermark);
         })
         .map_err(|e| format!("spawning worker thread: {e}"))?;
     match rx.recv() {
@@ -264,12 +269,19 @@ impl RxQueue {
 
     /// Drains one batch. Returns how many frames it took.
     #[expect(clippy::cast_possible_truncation, reason = "AF_XDP exists only where usize is 64-bit")]
-    fn drain(&mut self, producer: &mut Producer, offset: i64, stats: &QueueStats) -> u32 {
+    fn drain(
+        &mut self,
+        producer: &mut Producer,
+        offset: i64,
+        stats: &QueueStats,
+        watermark: &AtomicU64,
+    ) -> u32 {
         let base = self.area.ptr;
         let umem_len = self.area.len as u64;
         let meta_len = size_of::<FrameMeta>() as u64;
         let mut reader = self.rx.receive(BATCH);
         let (mut n, mut bytes, mut dropped, mut bad) = (0u32, 0u64, 0u64, 0u64);
+        let mut last_ts = 0;
         while let Some(desc) = reader.read() {
             n += 1;
             let len = u64::from(desc.len);
@@ -294,6 +306,7 @@ impl RxQueue {
                 (realtime_ns(), desc.len)
             };
             bytes += len;
+            last_ts = ts;
             if !producer.push(ts, orig_len, data) {
                 dropped += 1;
             }
@@ -303,6 +316,8 @@ impl RxQueue {
         drop(reader);
         if n > 0 {
             producer.publish();
+            // Frames of one queue come in time order: nothing older than this one will follow.
+            watermark.store(last_ts, Release);
             self.refill();
             stats.frames.fetch_add(u64::from(n), Relaxed);
             stats.bytes.fetch_add(bytes, Relaxed);
@@ -316,17 +331,27 @@ impl RxQueue {
         n
     }
 
-    fn run(&mut self, mut producer: Producer, stop: &AtomicBool, stats: &QueueStats) {
+    fn run(
+        &mut self,
+        mut producer: Producer,
+        stop: &AtomicBool,
+        stats: &QueueStats,
+        watermark: &AtomicU64,
+    ) {
         let mut offset = monotonic_to_realtime_offset();
         let mut last_refresh = Instant::now();
         loop {
             let stopping = stop.load(Relaxed);
-            let n = self.drain(&mut producer, offset, stats);
+            let n = self.drain(&mut producer, offset, stats, watermark);
             if n == 0 {
                 if stopping {
                     // The program is detached before stop is set: the ring is empty for good.
                     break;
                 }
+                // The ring is empty: every frame stamped more than IN_FLIGHT_NS ago has been
+                // pushed (the kernel fills the ring within one NAPI poll of stamping a frame).
+                let now = monotonic_ns().wrapping_add_signed(offset);
+                watermark.fetch_max(now.saturating_sub(IN_FLIGHT_NS), Release);
                 if self.fq.needs_wakeup() {
                     self.fq.wake();
                 }
@@ -342,6 +367,14 @@ impl RxQueue {
         }
         self.refresh_kernel_stats(stats);
     }
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+fn monotonic_ns() -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid clock id and out-pointer.
+    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
+    (ts.tv_sec as u64) * 1_000_000_000 + ts.tv_nsec as u64
 }
 
 /// Wall-clock time in ns since the Unix epoch.

@@ -233,7 +233,17 @@ fn captures_every_rx_queue() {
     let want: Vec<u32> = (0..u32::try_from(cpus).expect("cpu count"))
         .flat_map(|c| c * 1000..c * 1000 + 200)
         .collect();
-    assert_eq!(ids(&read_all(&files)), want);
+    let packets = read_all(&files);
+    assert_eq!(ids(&packets), want);
+    // The queues' frames are merged into one file in timestamp order.
+    for w in packets.windows(2) {
+        assert!(
+            w[0].ts_ns <= w[1].ts_ns,
+            "out of order across queues: {} then {}",
+            w[0].ts_ns,
+            w[1].ts_ns
+        );
+    }
     if cpus == 2 {
         assert!(per_queue.iter().all(|n| *n > 0), "both queues carried frames: {per_queue:?}");
     }

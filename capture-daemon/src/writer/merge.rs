@@ -1,0 +1,208 @@
+//! Merges the hand-off rings of several RX queues into one stream in timestamp order.
+//!
+//! Each queue is in order by itself (one RX queue is served by one CPU at a time). Across queues,
+//! the writer takes the oldest head record, but only once every other queue has shown it holds
+//! nothing older: either its own head is newer, or its *watermark* (a time up to which its worker
+//! has delivered everything) has passed the record. A queue that says nothing for `window_ns`
+//! stops holding the others back, so a stalled worker delays output by at most that window.
+//! With a single queue there is nothing to merge and records go straight through.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use crate::handoff::{Consumer, Record};
+
+/// Default merge window: how long the writer waits for a silent queue before writing past it.
+pub const DEFAULT_WINDOW_NS: u64 = 100_000_000;
+
+/// One RX queue's hand-off ring, as the writer sees it.
+pub struct Source {
+    pub interface_id: u32,
+    pub consumer: Consumer,
+    /// Wall-clock ns up to which the queue's worker has pushed every frame (0 = not yet known).
+    pub watermark: Arc<AtomicU64>,
+}
+
+pub struct Merger {
+    sources: Vec<Source>,
+    window_ns: u64,
+    /// Records taken from each source since its last release.
+    taken: Vec<usize>,
+}
+
+impl Merger {
+    pub fn new(sources: Vec<Source>, window_ns: u64) -> Self {
+        let taken = vec![0; sources.len()];
+        Merger { sources, window_ns, taken }
+    }
+
+    /// Hands up to `max` records to `sink`, oldest first. `now_ns` is the wall clock, read once
+    /// per call. Returns how many records were handed over.
+    pub fn pump(
+        &mut self,
+        now_ns: u64,
+        max: usize,
+        sink: &mut impl FnMut(u32, Record<'_>),
+    ) -> usize {
+        let n = if self.sources.len() == 1 {
+            self.pump_one(max, sink)
+        } else {
+            self.pump_merged(now_ns, max, sink)
+        };
+        for (source, taken) in self.sources.iter_mut().zip(&mut self.taken) {
+            if *taken > 0 {
+                source.consumer.release();
+                *taken = 0;
+            }
+        }
+        n
+    }
+
+    fn pump_one(&mut self, max: usize, sink: &mut impl FnMut(u32, Record<'_>)) -> usize {
+        let source = &mut self.sources[0];
+        let mut n = 0;
+        while n < max {
+            let Some(r) = source.consumer.peek() else { break };
+            sink(source.interface_id, r);
+            source.consumer.advance();
+            n += 1;
+        }
+        self.taken[0] = n;
+        n
+    }
+
+    fn pump_merged(
+        &mut self,
+        now_ns: u64,
+        max: usize,
+        sink: &mut impl FnMut(u32, Record<'_>),
+    ) -> usize {
+        let mut n = 0;
+        while n < max {
+            // The oldest head across queues, and the newest time every silent queue vouches for.
+            let mut oldest: Option<(usize, u64)> = None;
+            let mut vouched = u64::MAX;
+            for (i, s) in self.sources.iter_mut().enumerate() {
+                match s.consumer.peek_ts() {
+                    Some(ts) => {
+                        if oldest.is_none_or(|(_, o)| ts < o) {
+                            oldest = Some((i, ts));
+                        }
+                    }
+                    None if s.consumer.is_finished() => {}
+                    None => vouched = vouched.min(s.watermark.load(Ordering::Acquire)),
+                }
+            }
+            let Some((i, ts)) = oldest else { break };
+            if ts > vouched && ts.saturating_add(self.window_ns) > now_ns {
+                // A silent queue may still deliver something older: wait for it, within the window.
+                break;
+            }
+            let s = &mut self.sources[i];
+            let r = s.consumer.peek().expect("peeked above");
+            sink(s.interface_id, r);
+            s.consumer.advance();
+            self.taken[i] += 1;
+            n += 1;
+        }
+        n
+    }
+
+    /// True once every producer is gone and everything has been handed over.
+    pub fn is_finished(&mut self) -> bool {
+        self.sources.iter_mut().all(|s| s.consumer.is_finished())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handoff::channel;
+
+    fn collect(m: &mut Merger, now: u64) -> Vec<(u32, u64)> {
+        let mut out = Vec::new();
+        m.pump(now, usize::MAX, &mut |iface, r| out.push((iface, r.ts_ns)));
+        out
+    }
+
+    #[test]
+    fn single_queue_passes_straight_through() {
+        let (mut p, c) = channel(1 << 16);
+        let mut m = Merger::new(
+            vec![Source { interface_id: 3, consumer: c, watermark: Arc::default() }],
+            0,
+        );
+        for ts in [5, 1, 9] {
+            assert!(p.push(ts, 64, &[0; 64]));
+        }
+        p.publish();
+        assert_eq!(
+            collect(&mut m, 0),
+            vec![(3, 5), (3, 1), (3, 9)],
+            "one queue keeps its own order"
+        );
+    }
+
+    #[test]
+    fn queues_are_interleaved_in_timestamp_order() {
+        let (mut p0, c0) = channel(1 << 16);
+        let (mut p1, c1) = channel(1 << 16);
+        let w0 = Arc::new(AtomicU64::new(0));
+        let w1 = Arc::new(AtomicU64::new(0));
+        let mut m = Merger::new(
+            vec![
+                Source { interface_id: 0, consumer: c0, watermark: Arc::clone(&w0) },
+                Source { interface_id: 0, consumer: c1, watermark: Arc::clone(&w1) },
+            ],
+            1_000,
+        );
+        for ts in [10, 30, 50] {
+            p0.push(ts, 64, &[0; 64]);
+        }
+        for ts in [20, 40] {
+            p1.push(ts, 64, &[0; 64]);
+        }
+        p0.publish();
+        p1.publish();
+        // Queue 1 runs dry after 40 and has vouched for nothing: 50 must wait for it.
+        assert_eq!(collect(&mut m, 100), vec![(0, 10), (0, 20), (0, 30), (0, 40)]);
+        // Once queue 1's worker says it has delivered everything up to 60, 50 can go.
+        w1.store(60, Ordering::Release);
+        assert_eq!(collect(&mut m, 100), vec![(0, 50)]);
+    }
+
+    #[test]
+    fn a_silent_queue_holds_the_others_back_only_for_the_window() {
+        let (mut p0, c0) = channel(1 << 16);
+        let (_p1, c1) = channel(1 << 16);
+        let mut m = Merger::new(
+            vec![
+                Source { interface_id: 0, consumer: c0, watermark: Arc::default() },
+                Source { interface_id: 1, consumer: c1, watermark: Arc::default() },
+            ],
+            1_000,
+        );
+        p0.push(5_000, 64, &[0; 64]);
+        p0.publish();
+        assert!(collect(&mut m, 5_500).is_empty(), "within the window: wait");
+        assert_eq!(collect(&mut m, 6_000), vec![(0, 5_000)], "window over: write");
+    }
+
+    #[test]
+    fn finished_queues_do_not_hold_anything_back() {
+        let (mut p0, c0) = channel(1 << 16);
+        let (p1, c1) = channel(1 << 16);
+        let mut m = Merger::new(
+            vec![
+                Source { interface_id: 0, consumer: c0, watermark: Arc::default() },
+                Source { interface_id: 1, consumer: c1, watermark: Arc::default() },
+            ],
+            u64::MAX,
+        );
+        drop(p1);
+        p0.push(7, 64, &[0; 64]);
+        drop(p0);
+        assert_eq!(collect(&mut m, 0), vec![(0, 7)]);
+        assert!(m.is_finished());
+    }
+}

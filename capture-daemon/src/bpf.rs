@@ -295,12 +295,7 @@ mod tests {
     use super::*;
 
     fn capture() -> CaptureConfig {
-        CaptureConfig {
-            unmatched: Unmatched::Pass,
-            snaplen: 128,
-            ring_size: 4096,
-            buffer_bytes: 1 << 26,
-        }
+        CaptureConfig { snaplen: 128, ..CaptureConfig::default() }
     }
 
     fn target(name: &str, mac: Option<[u8; 6]>, vlan: Option<u16>) -> TargetConfig {

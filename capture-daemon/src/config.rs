@@ -43,6 +43,8 @@ const MIN_RING_SIZE: u32 = 64;
 const MAX_RING_SIZE: u32 = 65536;
 const MIN_BUFFER_BYTES: u64 = MIB;
 const MAX_BUFFER_BYTES: u64 = 4 * GIB;
+/// Busy polling longer than a millisecond per call only burns CPU.
+const MAX_BUSY_POLL_US: u32 = 1000;
 /// Below one page a rotation threshold would rotate on nearly every frame.
 const MIN_ROTATE_BYTES: u64 = 4096;
 /// Room for the writer's timestamp/sequence suffix within NAME_MAX (255).
@@ -73,11 +75,19 @@ pub struct CaptureConfig {
     pub ring_size: u32,
     /// Hand-off buffer between each RX-queue worker and the writer, in bytes (1 MiB..=4 GiB).
     pub buffer_bytes: u64,
+    /// Busy-poll budget in microseconds for the AF_XDP sockets; 0 = off (sleep in poll(2)).
+    pub busy_poll_us: u32,
 }
 
 impl Default for CaptureConfig {
     fn default() -> Self {
-        Self { unmatched: Unmatched::Pass, snaplen: 0, ring_size: 4096, buffer_bytes: 64 * MIB }
+        Self {
+            unmatched: Unmatched::Pass,
+            snaplen: 0,
+            ring_size: 4096,
+            buffer_bytes: 64 * MIB,
+            busy_poll_us: 0,
+        }
     }
 }
 
@@ -137,6 +147,28 @@ pub struct InterfaceConfig {
     pub name: String,
     pub queues: Queues,
     pub xdp_mode: XdpMode,
+    pub zero_copy: ZeroCopy,
+}
+
+/// Whether AF_XDP sockets bind in zero-copy mode (the NIC writes frames straight into the UMEM).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ZeroCopy {
+    /// Zero-copy where the driver supports it, copy mode otherwise.
+    Auto,
+    /// Zero-copy or fail.
+    On,
+    /// Copy mode always.
+    Off,
+}
+
+impl fmt::Display for ZeroCopy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Auto => "auto",
+            Self::On => "on",
+            Self::Off => "off",
+        })
+    }
 }
 
 /// RX queues to open AF_XDP sockets on.
@@ -300,6 +332,24 @@ fn check_xdp_mode(s: &str) -> Result<XdpMode, String> {
         "native" => Ok(XdpMode::Native),
         "generic" => Ok(XdpMode::Generic),
         _ => Err(format!("unknown XDP mode \"{s}\"; use \"auto\", \"native\" or \"generic\"")),
+    }
+}
+
+fn check_zero_copy(s: &str) -> Result<ZeroCopy, String> {
+    match s {
+        "auto" => Ok(ZeroCopy::Auto),
+        "on" => Ok(ZeroCopy::On),
+        "off" => Ok(ZeroCopy::Off),
+        _ => Err(format!("unknown zero-copy setting \"{s}\"; use \"auto\", \"on\" or \"off\"")),
+    }
+}
+
+fn check_busy_poll(v: i128) -> Result<u32, String> {
+    match u32::try_from(v) {
+        Ok(v) if v <= MAX_BUSY_POLL_US => Ok(v),
+        _ => Err(format!(
+            "busy-poll time {v} is out of range; use 0 (off) to {MAX_BUSY_POLL_US} microseconds"
+        )),
     }
 }
 
@@ -582,6 +632,8 @@ value_type!(IfName(String) = StringValue("an interface name (a string)", check_i
 value_type!(
     XdpModeValue(XdpMode) = StringValue("\"auto\", \"native\" or \"generic\"", check_xdp_mode)
 );
+value_type!(ZeroCopyValue(ZeroCopy) = StringValue("\"auto\", \"on\" or \"off\"", check_zero_copy));
+value_type!(BusyPoll(u32) = IntegerValue("an integer number of microseconds", check_busy_poll));
 value_type!(TargetName(String) = StringValue("a target name (a string)", check_target_name));
 value_type!(
     Mac([u8; 6]) = StringValue("a MAC address (a string such as \"52:54:00:12:34:56\")", check_mac)
@@ -699,6 +751,7 @@ struct RawCapture {
     snaplen: Option<Snaplen>,
     ring_size: Option<RingSize>,
     buffer_bytes: Option<BufferBytes>,
+    busy_poll_us: Option<BusyPoll>,
 }
 
 impl TableName for RawCapture {
@@ -727,6 +780,7 @@ struct RawInterface {
     name: Option<Spanned<IfName>>,
     queues: Option<Spanned<RawQueues>>,
     xdp_mode: Option<XdpModeValue>,
+    zero_copy: Option<ZeroCopyValue>,
 }
 
 impl TableName for RawInterface {
@@ -802,6 +856,7 @@ impl RawConfig {
                 snaplen: r.snaplen.map_or(d.snaplen, |v| v.0),
                 ring_size: r.ring_size.map_or(d.ring_size, |v| v.0),
                 buffer_bytes: r.buffer_bytes.map_or(d.buffer_bytes, |v| v.0),
+                busy_poll_us: r.busy_poll_us.map_or(d.busy_poll_us, |v| v.0),
             }
         };
         let output = {
@@ -881,7 +936,8 @@ fn validate_interfaces(
             },
         };
         let xdp_mode = raw.xdp_mode.map_or(XdpMode::Auto, |m| m.0);
-        interfaces.push(InterfaceConfig { name, queues, xdp_mode });
+        let zero_copy = raw.zero_copy.map_or(ZeroCopy::Auto, |z| z.0);
+        interfaces.push(InterfaceConfig { name, queues, xdp_mode, zero_copy });
     }
     Ok(interfaces)
 }
@@ -1094,7 +1150,8 @@ mod tests {
             vec![InterfaceConfig {
                 name: "eth0".into(),
                 queues: Queues::All,
-                xdp_mode: XdpMode::Auto
+                xdp_mode: XdpMode::Auto,
+                zero_copy: ZeroCopy::Auto,
             }]
         );
         assert_eq!(c.targets, vec![TargetConfig { name: "all".into(), mac: None, vlan: None }]);
@@ -1124,6 +1181,7 @@ unmatched = "drop"
 snaplen = 128
 ring_size = 2048
 buffer_bytes = 8388608
+busy_poll_us = 50
 
 [output]
 directory = "/srv/pcap"
@@ -1138,10 +1196,12 @@ keep_bytes = "2 TiB"
 name = "enp65s0f0"
 queues = [0, 3, 1]
 xdp_mode = "native"
+zero_copy = "on"
 
 [[interface]]
 name = "bond0.100"
 xdp_mode = "generic"
+zero_copy = "off"
 
 [[target]]
 name = "web01"
@@ -1162,7 +1222,8 @@ mac = "ff:ff:ff:ff:ff:ff"
                 unmatched: Unmatched::Drop,
                 snaplen: 128,
                 ring_size: 2048,
-                buffer_bytes: 8 << 20
+                buffer_bytes: 8 << 20,
+                busy_poll_us: 50,
             }
         );
         assert_eq!(
@@ -1183,12 +1244,14 @@ mac = "ff:ff:ff:ff:ff:ff"
                 InterfaceConfig {
                     name: "enp65s0f0".into(),
                     queues: Queues::List(vec![0, 3, 1]),
-                    xdp_mode: XdpMode::Native
+                    xdp_mode: XdpMode::Native,
+                    zero_copy: ZeroCopy::On,
                 },
                 InterfaceConfig {
                     name: "bond0.100".into(),
                     queues: Queues::All,
-                    xdp_mode: XdpMode::Generic
+                    xdp_mode: XdpMode::Generic,
+                    zero_copy: ZeroCopy::Off,
                 },
             ]
         );
@@ -1229,6 +1292,8 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
             ("capture", "ring_size", "65536"),
             ("capture", "buffer_bytes", "\"1 MiB\""),
             ("capture", "buffer_bytes", "4294967296"),
+            ("capture", "busy_poll_us", "0"),
+            ("capture", "busy_poll_us", "1000"),
             ("output", "rotate_bytes", "0"),
             ("output", "rotate_bytes", "4096"),
             ("output", "rotate_bytes", "\"4 KiB\""),
@@ -1275,7 +1340,8 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
             vec![InterfaceConfig {
                 name: "enp65s0f0".into(),
                 queues: Queues::All,
-                xdp_mode: XdpMode::Auto
+                xdp_mode: XdpMode::Auto,
+                zero_copy: ZeroCopy::Auto,
             }]
         );
         assert_eq!(c.targets.len(), 2);
@@ -1560,6 +1626,12 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     fn capture_errors() {
         let e = |body: &str| err(&with_base(&format!("[capture]\n{body}")));
         assert_eq!(
+            e("busy_poll_us = 5000"),
+            format!(
+                "{P}:2:16: key `busy_poll_us`: busy-poll time 5000 is out of range; use 0 (off) to 1000 microseconds"
+            )
+        );
+        assert_eq!(
             e("unmatched = \"Drop\""),
             format!(
                 "{P}:2:13: key `unmatched`: unknown verdict \"Drop\"; use \"pass\" or \"drop\""
@@ -1725,6 +1797,12 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     #[test]
     fn interface_errors() {
         assert_eq!(
+            err(&interface("name = \"eth0\"\nzero_copy = \"yes\"")),
+            format!(
+                "{P}:3:13: key `zero_copy`: unknown zero-copy setting \"yes\"; use \"auto\", \"on\" or \"off\""
+            )
+        );
+        assert_eq!(
             err(&interface("name = \"enp65s0f0np0xyzw\"")),
             format!(
                 "{P}:2:8: key `name`: interface name \"enp65s0f0np0xyzw\" is 16 bytes long; Linux allows at most 15"
@@ -1803,7 +1881,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err("[capture]\ninterface = 1\n"),
             format!(
-                "{P}:2:1: key `interface`: unknown field `interface`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`"
+                "{P}:2:1: key `interface`: unknown field `interface`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`"
             )
         );
         assert_eq!(
@@ -1878,7 +1956,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&with_base("[capture]\nsnap_len = 64")),
             format!(
-                "{P}:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`"
+                "{P}:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`"
             )
         );
         assert_eq!(
@@ -1890,7 +1968,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&interface("name = \"eth0\"\nqueue = [0]")),
             format!(
-                "{P}:3:1: key `queue`: unknown field `queue`, expected one of `name`, `queues`, `xdp_mode`"
+                "{P}:3:1: key `queue`: unknown field `queue`, expected one of `name`, `queues`, `xdp_mode`, `zero_copy`"
             )
         );
         assert_eq!(
@@ -1906,7 +1984,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&with_base("[capture.extra]\nx = 1")),
             format!(
-                "{P}:1:10: key `extra`: unknown field `extra`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`"
+                "{P}:1:10: key `extra`: unknown field `extra`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`"
             )
         );
         assert_eq!(
@@ -1975,7 +2053,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
                 "interface = [{ name = \"eth0\", mode = \"native\" }]\ntarget = [{ name = \"a\" }]\n"
             ),
             format!(
-                "{P}:1:31: key `mode`: unknown field `mode`, expected one of `name`, `queues`, `xdp_mode`"
+                "{P}:1:31: key `mode`: unknown field `mode`, expected one of `name`, `queues`, `xdp_mode`, `zero_copy`"
             )
         );
     }
@@ -2116,7 +2194,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         ),
         (
             "[capture]\nsnap_len = 128\n",
-            "/etc/capture-daemon/capture.toml:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`",
+            "/etc/capture-daemon/capture.toml:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`",
         ),
         (
             "[capture]\nsnaplen = 10\n",

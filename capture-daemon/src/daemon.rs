@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::bpf::{Filter, KernelCounters, TargetTables};
-use crate::config::{Config, Queues, TargetConfig, format_mac};
+use crate::config::{Config, Queues, TargetConfig, XdpMode, ZeroCopy, format_mac};
 use crate::handoff;
 use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
@@ -88,6 +88,8 @@ pub struct ResolvedInterface {
     pub name: String,
     pub queues: Vec<u32>,
     pub rx_queues: u32,
+    pub xdp_mode: XdpMode,
+    pub zero_copy: ZeroCopy,
 }
 
 /// Checks that each interface exists and has the queues the config asks for.
@@ -110,7 +112,13 @@ pub fn resolve_interfaces(config: &Config) -> anyhow::Result<Vec<ResolvedInterfa
                     list.clone()
                 }
             };
-            Ok(ResolvedInterface { name: i.name.clone(), queues, rx_queues })
+            Ok(ResolvedInterface {
+                name: i.name.clone(),
+                queues,
+                rx_queues,
+                xdp_mode: i.xdp_mode,
+                zero_copy: i.zero_copy,
+            })
         })
         .collect()
 }
@@ -223,12 +231,19 @@ fn start(
                     queue,
                     ring_size: config.capture.ring_size,
                     watermark: Arc::clone(&watermark),
+                    zero_copy: iface.zero_copy,
+                    busy_poll_us: config.capture.busy_poll_us,
                 };
-                let (worker, fd) = xsk::spawn(spec, producer, Arc::clone(&stop_workers))
+                let (worker, fd, mode) = xsk::spawn(spec, producer, Arc::clone(&stop_workers))
                     .map_err(anyhow::Error::msg)
                     .with_context(|| {
                         format!("opening the AF_XDP socket for {} RX queue {queue}", iface.name)
                     })?;
+                log::info!(
+                    "{} RX queue {queue}: AF_XDP socket bound in {} mode",
+                    iface.name,
+                    mode.as_str()
+                );
                 queue_stats.push(Arc::clone(&worker.stats));
                 workers.push(worker);
                 filter.register_socket(queue, fd).with_context(|| {
@@ -294,8 +309,7 @@ fn start(
 
     // Last step: attach. Until here a failure changed nothing on the NICs.
     for (iface, filter) in ifaces.iter().zip(filters.iter_mut()) {
-        let mode = config.interfaces.iter().find(|c| c.name == iface.name).map(|c| c.xdp_mode);
-        if let Err(e) = filter.attach(mode.unwrap_or(crate::config::XdpMode::Auto)) {
+        if let Err(e) = filter.attach(iface.xdp_mode) {
             let running = Running { filters, workers, stop_workers, writer, writer_stop, stats };
             let _ = stop(running, config);
             return Err(anyhow::Error::new(e));

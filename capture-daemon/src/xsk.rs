@@ -17,6 +17,7 @@ use std::time::{Duration, Instant};
 use capture_common::{FrameMeta, META_MAGIC};
 use xdpilone::{IfInfo, Socket, SocketConfig, Umem, UmemConfig};
 
+use crate::config::ZeroCopy;
 use crate::handoff::Producer;
 
 /// UMEM chunk size: one page per frame, the AF_XDP default (frames up to ~3.8 KB in copy mode).
@@ -25,6 +26,8 @@ pub const FRAME_SIZE: u32 = 4096;
 const BATCH: u32 = 64;
 /// Margin for frames the XDP program has stamped but not yet put in the RX ring.
 const IN_FLIGHT_NS: u64 = 1_000_000;
+/// With busy polling on, how many empty busy polls in a row before the worker sleeps in poll(2).
+const BUSY_POLLS_BEFORE_SLEEP: u32 = 1000;
 /// How long an idle worker sleeps in poll(2) before checking for shutdown.
 const IDLE_POLL_MS: i32 = 100;
 
@@ -60,7 +63,31 @@ pub struct WorkerSpec {
     /// Set to a wall-clock time up to which every frame of this queue has been pushed, so the
     /// writer can merge queues in time order (see `writer::merge`).
     pub watermark: Arc<AtomicU64>,
+    pub zero_copy: ZeroCopy,
+    /// 0 = sleep in poll(2) when idle; otherwise busy-poll this many microseconds per call.
+    pub busy_poll_us: u32,
 }
+
+/// How a socket ended up bound.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BindMode {
+    ZeroCopy,
+    Copy,
+}
+
+impl BindMode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ZeroCopy => "zero-copy",
+            Self::Copy => "copy",
+        }
+    }
+}
+
+// Socket options for busy polling (include/uapi/asm-generic/socket.h); not all in libc.
+const SO_BUSY_POLL: libc::c_int = 46;
+const SO_PREFER_BUSY_POLL: libc::c_int = 69;
+const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
 
 /// A running worker. Dropping the socket (worker exit) removes it from the XSKMAP in the kernel.
 pub struct Worker {
@@ -129,33 +156,47 @@ pub fn monotonic_to_realtime_offset() -> i64 {
     now(libc::CLOCK_REALTIME) - now(libc::CLOCK_MONOTONIC)
 }
 
+/// Opens the socket as `spec.zero_copy` asks: "auto" tries zero-copy and falls back to copy mode.
+fn open_queue(spec: &WorkerSpec) -> Result<RxQueue, String> {
+    match spec.zero_copy {
+        ZeroCopy::On => RxQueue::open(spec, BindMode::ZeroCopy).map_err(|e| {
+            format!("{e} (zero_copy = \"on\" needs a driver with AF_XDP zero-copy support; use \"auto\")")
+        }),
+        ZeroCopy::Off => RxQueue::open(spec, BindMode::Copy),
+        ZeroCopy::Auto => RxQueue::open(spec, BindMode::ZeroCopy).or_else(|zc_err| {
+            log::debug!("{} queue {}: zero-copy bind failed ({zc_err}); using copy mode", spec.iface, spec.queue);
+            RxQueue::open(spec, BindMode::Copy)
+        }),
+    }
+}
+
 /// Starts the worker of one RX queue. Returns once its socket is bound (or failed to be), with the
-/// socket's fd for the XSKMAP.
+/// socket's fd for the XSKMAP and the mode it was bound in.
 pub fn spawn(
     spec: WorkerSpec,
     producer: Producer,
     stop: Arc<AtomicBool>,
-) -> Result<(Worker, RawFd), String> {
+) -> Result<(Worker, RawFd, BindMode), String> {
     let stats = Arc::new(QueueStats::default());
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<RawFd, String>>(1);
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(RawFd, BindMode), String>>(1);
     let queue = spec.queue;
     let thread_stats = Arc::clone(&stats);
     let handle = std::thread::Builder::new()
         .name(format!("rx-{}-q{}", spec.iface, spec.queue))
         .spawn(move || {
-            let mut ring = match RxQueue::open(&spec) {
+            let mut ring = match open_queue(&spec) {
                 Ok(ring) => ring,
                 Err(e) => {
                     let _ = tx.send(Err(e));
                     return;
                 }
             };
-            let _ = tx.send(Ok(ring.fd));
+            let _ = tx.send(Ok((ring.fd, ring.mode)));
             ring.run(producer, &stop, &thread_stats, &spec.watermark);
         })
         .map_err(|e| format!("spawning worker thread: {e}"))?;
     match rx.recv() {
-        Ok(Ok(fd)) => Ok((Worker { queue, stats, handle }, fd)),
+        Ok(Ok((fd, mode))) => Ok((Worker { queue, stats, handle }, fd, mode)),
         Ok(Err(e)) => {
             let _ = handle.join();
             Err(e)
@@ -176,13 +217,15 @@ struct RxQueue {
     _umem: Umem,
     area: Area,
     fd: RawFd,
+    mode: BindMode,
+    busy_poll: bool,
     /// UMEM frame addresses not currently owned by the kernel.
     free: Vec<u64>,
     frame_mask: u64,
 }
 
 impl RxQueue {
-    fn open(spec: &WorkerSpec) -> Result<Self, String> {
+    fn open(spec: &WorkerSpec, mode: BindMode) -> Result<Self, String> {
         let ring = spec.ring_size;
         // Twice as many frames as the RX ring holds: a full RX ring still leaves a full fill ring.
         let frames = ring * 2;
@@ -215,7 +258,11 @@ impl RxQueue {
                 &SocketConfig {
                     rx_size: NonZeroU32::new(ring),
                     tx_size: None,
-                    bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP,
+                    bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP
+                        | match mode {
+                            BindMode::ZeroCopy => SocketConfig::XDP_BIND_ZEROCOPY,
+                            BindMode::Copy => SocketConfig::XDP_BIND_COPY,
+                        },
                 },
             )
             .map_err(|e| format!("RX ring: {}", errno_msg(&e)))?;
@@ -229,6 +276,29 @@ impl RxQueue {
             )
         })?;
         let fd = user.as_raw_fd();
+        if spec.busy_poll_us > 0 {
+            let budget = i32::try_from(BATCH).unwrap_or(64);
+            let us = i32::try_from(spec.busy_poll_us).unwrap_or(1000);
+            for (opt, value, name) in [
+                (SO_PREFER_BUSY_POLL, 1, "SO_PREFER_BUSY_POLL"),
+                (SO_BUSY_POLL, us, "SO_BUSY_POLL"),
+                (SO_BUSY_POLL_BUDGET, budget, "SO_BUSY_POLL_BUDGET"),
+            ] {
+                // SAFETY: setsockopt with a valid int option value.
+                let rc = unsafe {
+                    libc::setsockopt(
+                        fd,
+                        libc::SOL_SOCKET,
+                        opt,
+                        (&raw const value).cast(),
+                        size_of::<libc::c_int>() as libc::socklen_t,
+                    )
+                };
+                if rc != 0 {
+                    return Err(format!("setting {name}: {}", std::io::Error::last_os_error()));
+                }
+            }
+        }
         let free = (0..u64::from(frames)).map(|i| i * u64::from(FRAME_SIZE)).collect();
         let mut q = RxQueue {
             rx,
@@ -237,6 +307,8 @@ impl RxQueue {
             _umem: umem,
             area,
             fd,
+            mode,
+            busy_poll: spec.busy_poll_us > 0,
             free,
             frame_mask: !(u64::from(FRAME_SIZE) - 1),
         };
@@ -340,10 +412,13 @@ impl RxQueue {
     ) {
         let mut offset = monotonic_to_realtime_offset();
         let mut last_refresh = Instant::now();
+        let mut empty_busy_polls = 0u32;
         loop {
             let stopping = stop.load(Relaxed);
             let n = self.drain(&mut producer, offset, stats, watermark);
-            if n == 0 {
+            if n > 0 {
+                empty_busy_polls = 0;
+            } else {
                 if stopping {
                     // The program is detached before stop is set: the ring is empty for good.
                     break;
@@ -352,12 +427,30 @@ impl RxQueue {
                 // pushed (the kernel fills the ring within one NAPI poll of stamping a frame).
                 let now = monotonic_ns().wrapping_add_signed(offset);
                 watermark.fetch_max(now.saturating_sub(IN_FLIGHT_NS), Release);
-                if self.fq.needs_wakeup() {
-                    self.fq.wake();
+                if self.busy_poll && empty_busy_polls < BUSY_POLLS_BEFORE_SLEEP {
+                    // recvfrom on the socket runs the driver's receive processing in this
+                    // thread for up to busy_poll_us (SO_PREFER_BUSY_POLL).
+                    empty_busy_polls += 1;
+                    // SAFETY: zero-length recvfrom with null buffers is the documented kick.
+                    unsafe {
+                        libc::recvfrom(
+                            self.fd,
+                            std::ptr::null_mut(),
+                            0,
+                            libc::MSG_DONTWAIT,
+                            std::ptr::null_mut(),
+                            std::ptr::null_mut(),
+                        )
+                    };
+                } else {
+                    if self.fq.needs_wakeup() {
+                        self.fq.wake();
+                    }
+                    let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
+                    // SAFETY: one valid pollfd.
+                    unsafe { libc::poll(&mut pfd, 1, IDLE_POLL_MS) };
+                    empty_busy_polls = 0;
                 }
-                let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, IDLE_POLL_MS) };
             }
             if last_refresh.elapsed() >= Duration::from_secs(1) {
                 offset = monotonic_to_realtime_offset();

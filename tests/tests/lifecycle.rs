@@ -425,3 +425,42 @@ fn the_example_config_passes_check_once_its_interface_exists() {
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
     let _ = Command::new("true").status();
 }
+
+#[test]
+fn zero_copy_auto_falls_back_to_copy_and_on_fails_clearly_on_veth() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let daemon = lab.start(&lab.config("", "", ALL));
+    assert!(
+        daemon.log_text().contains("cap0 RX queue 0: AF_XDP socket bound in copy mode"),
+        "{}",
+        daemon.log_text()
+    );
+    assert!(daemon.stop().0.success());
+
+    // veth has no zero-copy AF_XDP: "on" must refuse to start, naming the setting.
+    let config = lab.config("", "", &format!("zero_copy = \"on\"\n\n{ALL}"));
+    let (code, text) = run_cli(&lab, &["run", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("opening the AF_XDP socket for cap0 RX queue 0"), "{text}");
+    assert!(
+        text.contains("zero_copy = \"on\" needs a driver with AF_XDP zero-copy support"),
+        "{text}"
+    );
+    assert!(!lab.xdp_attached());
+}
+
+#[test]
+fn busy_polling_captures_the_same_frames() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let daemon = lab.start(&lab.config("busy_poll_us = 50", "", ALL));
+    lab.send(&frames(0..300, 100));
+    assert!(daemon.stop().0.success());
+    let (files, _) = lab.files();
+    assert_eq!(ids(&read_all(&files)), (0..300).collect::<Vec<_>>());
+}

@@ -88,6 +88,8 @@ impl BindMode {
 const SO_BUSY_POLL: libc::c_int = 46;
 const SO_PREFER_BUSY_POLL: libc::c_int = 69;
 const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
+const INT_LEN: libc::socklen_t = 4;
+const _: () = assert!(size_of::<libc::c_int>() == INT_LEN as usize);
 
 /// A running worker. Dropping the socket (worker exit) removes it from the XSKMAP in the kernel.
 pub struct Worker {
@@ -291,7 +293,7 @@ impl RxQueue {
                         libc::SOL_SOCKET,
                         opt,
                         (&raw const value).cast(),
-                        size_of::<libc::c_int>() as libc::socklen_t,
+                        INT_LEN,
                     )
                 };
                 if rc != 0 {

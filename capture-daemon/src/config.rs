@@ -45,6 +45,8 @@ const MIN_BUFFER_BYTES: u64 = MIB;
 const MAX_BUFFER_BYTES: u64 = 4 * GIB;
 /// Busy polling longer than a millisecond per call only burns CPU.
 const MAX_BUSY_POLL_US: u32 = 1000;
+/// Beyond 20 ms a default-sized ring overflows at under 50 kpps.
+const MAX_BATCH_DELAY_US: u32 = 20_000;
 /// Below one page a rotation threshold would rotate on nearly every frame.
 const MIN_ROTATE_BYTES: u64 = 4096;
 /// Room for the writer's timestamp/sequence suffix within NAME_MAX (255).
@@ -77,6 +79,8 @@ pub struct CaptureConfig {
     pub buffer_bytes: u64,
     /// Busy-poll budget in microseconds for the AF_XDP sockets; 0 = off (sleep in poll(2)).
     pub busy_poll_us: u32,
+    /// Longest pause, in microseconds, a worker lets frames gather between reads; 0 = none.
+    pub batch_delay_us: u32,
 }
 
 impl Default for CaptureConfig {
@@ -87,6 +91,7 @@ impl Default for CaptureConfig {
             ring_size: 4096,
             buffer_bytes: 64 * MIB,
             busy_poll_us: 0,
+            batch_delay_us: 2000,
         }
     }
 }
@@ -349,6 +354,15 @@ fn check_busy_poll(v: i128) -> Result<u32, String> {
         Ok(v) if v <= MAX_BUSY_POLL_US => Ok(v),
         _ => Err(format!(
             "busy-poll time {v} is out of range; use 0 (off) to {MAX_BUSY_POLL_US} microseconds"
+        )),
+    }
+}
+
+fn check_batch_delay(v: i128) -> Result<u32, String> {
+    match u32::try_from(v) {
+        Ok(v) if v <= MAX_BATCH_DELAY_US => Ok(v),
+        _ => Err(format!(
+            "batch delay {v} is out of range; use 0 (read at once) to {MAX_BATCH_DELAY_US} microseconds"
         )),
     }
 }
@@ -634,6 +648,7 @@ value_type!(
 );
 value_type!(ZeroCopyValue(ZeroCopy) = StringValue("\"auto\", \"on\" or \"off\"", check_zero_copy));
 value_type!(BusyPoll(u32) = IntegerValue("an integer number of microseconds", check_busy_poll));
+value_type!(BatchDelay(u32) = IntegerValue("an integer number of microseconds", check_batch_delay));
 value_type!(TargetName(String) = StringValue("a target name (a string)", check_target_name));
 value_type!(
     Mac([u8; 6]) = StringValue("a MAC address (a string such as \"52:54:00:12:34:56\")", check_mac)
@@ -752,6 +767,7 @@ struct RawCapture {
     ring_size: Option<RingSize>,
     buffer_bytes: Option<BufferBytes>,
     busy_poll_us: Option<BusyPoll>,
+    batch_delay_us: Option<BatchDelay>,
 }
 
 impl TableName for RawCapture {
@@ -857,6 +873,7 @@ impl RawConfig {
                 ring_size: r.ring_size.map_or(d.ring_size, |v| v.0),
                 buffer_bytes: r.buffer_bytes.map_or(d.buffer_bytes, |v| v.0),
                 busy_poll_us: r.busy_poll_us.map_or(d.busy_poll_us, |v| v.0),
+                batch_delay_us: r.batch_delay_us.map_or(d.batch_delay_us, |v| v.0),
             }
         };
         let output = {
@@ -1182,6 +1199,7 @@ snaplen = 128
 ring_size = 2048
 buffer_bytes = 8388608
 busy_poll_us = 50
+batch_delay_us = 500
 
 [output]
 directory = "/srv/pcap"
@@ -1224,6 +1242,7 @@ mac = "ff:ff:ff:ff:ff:ff"
                 ring_size: 2048,
                 buffer_bytes: 8 << 20,
                 busy_poll_us: 50,
+                batch_delay_us: 500,
             }
         );
         assert_eq!(
@@ -1294,6 +1313,8 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
             ("capture", "buffer_bytes", "4294967296"),
             ("capture", "busy_poll_us", "0"),
             ("capture", "busy_poll_us", "1000"),
+            ("capture", "batch_delay_us", "0"),
+            ("capture", "batch_delay_us", "20000"),
             ("output", "rotate_bytes", "0"),
             ("output", "rotate_bytes", "4096"),
             ("output", "rotate_bytes", "\"4 KiB\""),
@@ -1626,6 +1647,12 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     fn capture_errors() {
         let e = |body: &str| err(&with_base(&format!("[capture]\n{body}")));
         assert_eq!(
+            e("batch_delay_us = -1"),
+            format!(
+                "{P}:2:18: key `batch_delay_us`: batch delay -1 is out of range; use 0 (read at once) to 20000 microseconds"
+            )
+        );
+        assert_eq!(
             e("busy_poll_us = 5000"),
             format!(
                 "{P}:2:16: key `busy_poll_us`: busy-poll time 5000 is out of range; use 0 (off) to 1000 microseconds"
@@ -1881,7 +1908,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err("[capture]\ninterface = 1\n"),
             format!(
-                "{P}:2:1: key `interface`: unknown field `interface`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`"
+                "{P}:2:1: key `interface`: unknown field `interface`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`"
             )
         );
         assert_eq!(
@@ -1956,7 +1983,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&with_base("[capture]\nsnap_len = 64")),
             format!(
-                "{P}:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`"
+                "{P}:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`"
             )
         );
         assert_eq!(
@@ -1984,7 +2011,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&with_base("[capture.extra]\nx = 1")),
             format!(
-                "{P}:1:10: key `extra`: unknown field `extra`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`"
+                "{P}:1:10: key `extra`: unknown field `extra`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`"
             )
         );
         assert_eq!(
@@ -2194,7 +2221,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         ),
         (
             "[capture]\nsnap_len = 128\n",
-            "/etc/capture-daemon/capture.toml:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`",
+            "/etc/capture-daemon/capture.toml:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`",
         ),
         (
             "[capture]\nsnaplen = 10\n",

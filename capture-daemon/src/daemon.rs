@@ -16,6 +16,7 @@ use anyhow::{Context as _, bail};
 use crate::bpf::{Filter, KernelCounters, TargetTables};
 use crate::config::{Config, Queues, TargetConfig, XdpMode, ZeroCopy, format_mac};
 use crate::handoff;
+use crate::nap::Nap;
 use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
     InterfaceInfo, InterfaceStats, Merger, RotatingWriter, SectionInfo, Source, StatsSource,
@@ -30,8 +31,12 @@ pub struct Control {
     pub reload: Arc<AtomicBool>,
 }
 
-/// How long the writer sleeps when it has caught up with every queue.
-const WRITER_NAP: Duration = Duration::from_millis(1);
+/// Longest pause of the writer once it has caught up with every queue. The hand-off rings hold
+/// far more than this at any rate (the pause shrinks when they fill faster than a quarter per
+/// pause), and the output is flushed once a second anyway.
+const WRITER_MAX_NAP_NS: u64 = 10_000_000;
+/// Bytes a record takes in a hand-off ring besides the frame (header and padding, roughly).
+const HANDOFF_RECORD_OVERHEAD: u64 = 20;
 
 /// How often the main loop logs a one-line status (and checks for reloads, every 100 ms).
 const STATUS_EVERY: Duration = Duration::from_secs(60);
@@ -233,6 +238,7 @@ fn start(
                     watermark: Arc::clone(&watermark),
                     zero_copy: iface.zero_copy,
                     busy_poll_us: config.capture.busy_poll_us,
+                    batch_delay_us: config.capture.batch_delay_us,
                 };
                 let (worker, fd, mode) = xsk::spawn(spec, producer, Arc::clone(&stop_workers))
                     .map_err(anyhow::Error::msg)
@@ -297,12 +303,14 @@ fn start(
     };
     let writer_stop = Arc::new(AtomicBool::new(false));
     let writer = {
+        let buffer_bytes = config.capture.buffer_bytes;
         let stop = Arc::clone(&writer_stop);
         let stats = Arc::clone(&stats);
         std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
-                write_loop(writer, Merger::new(sources, DEFAULT_WINDOW_NS), &stop, &stats)
+                let merger = Merger::new(sources, DEFAULT_WINDOW_NS);
+                write_loop(writer, merger, buffer_bytes, &stop, &stats)
             })
             .context("spawning the writer thread")?
     };
@@ -365,23 +373,28 @@ fn log_status(config: &Config, stats: &Stats) {
 fn write_loop(
     mut writer: RotatingWriter,
     mut merger: Merger,
+    buffer_bytes: u64,
     stop: &AtomicBool,
     stats: &Stats,
 ) -> anyhow::Result<Summary> {
     const PER_ROUND: usize = 4096;
+    let mut nap = Nap::new(buffer_bytes / 4, WRITER_MAX_NAP_NS);
+    // Bytes taken from the rings since the writer last slept.
+    let mut round_bytes = 0u64;
     let mut last_tick = Instant::now();
     let mut reported_error = false;
     let mut delivered = vec![0u64; stats.ifaces.len()];
     loop {
-        let n = merger.pump(realtime_ns(), PER_ROUND, &mut |if_id, r| match writer
-            .write_packet(if_id, r.ts_ns, r.data, r.orig_len)
-        {
-            Ok(()) => delivered[if_id as usize] += 1,
-            Err(e) if !reported_error => {
-                log::error!("writing a frame: {}", crate::bpf::error_chain(&e));
-                reported_error = true;
+        let n = merger.pump(realtime_ns(), PER_ROUND, &mut |if_id, r| {
+            round_bytes += r.data.len() as u64 + HANDOFF_RECORD_OVERHEAD;
+            match writer.write_packet(if_id, r.ts_ns, r.data, r.orig_len) {
+                Ok(()) => delivered[if_id as usize] += 1,
+                Err(e) if !reported_error => {
+                    log::error!("writing a frame: {}", crate::bpf::error_chain(&e));
+                    reported_error = true;
+                }
+                Err(_) => {}
             }
-            Err(_) => {}
         });
         if n > 0 {
             for (s, d) in stats.ifaces.iter().zip(delivered.iter_mut()) {
@@ -401,9 +414,10 @@ fn write_loop(
             if stop.load(Relaxed) && merger.is_finished() {
                 break;
             }
-            // Nothing (or little) to do: let records gather instead of waking per frame. The
-            // hand-off rings absorb far more than a millisecond of traffic.
-            std::thread::sleep(WRITER_NAP);
+            // Caught up: let records gather instead of waking for every few of them. An empty
+            // round lengthens the pause too: idle, the writer wakes only for its ticks.
+            let pause = nap.after_round(std::mem::take(&mut round_bytes));
+            std::thread::sleep(pause);
         }
     }
     let closed_before = writer.counters().files_closed;

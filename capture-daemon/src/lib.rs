@@ -16,6 +16,7 @@ pub mod check;
 pub mod config;
 pub mod daemon;
 pub mod handoff;
+pub mod nap;
 pub mod netdev;
 pub mod sys;
 pub mod writer;

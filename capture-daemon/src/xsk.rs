@@ -19,6 +19,7 @@ use xdpilone::{IfInfo, Socket, SocketConfig, Umem, UmemConfig};
 
 use crate::config::ZeroCopy;
 use crate::handoff::Producer;
+use crate::nap::Nap;
 
 /// UMEM chunk size: one page per frame, the AF_XDP default (frames up to ~3.8 KB in copy mode).
 pub const FRAME_SIZE: u32 = 4096;
@@ -66,6 +67,8 @@ pub struct WorkerSpec {
     pub zero_copy: ZeroCopy,
     /// 0 = sleep in poll(2) when idle; otherwise busy-poll this many microseconds per call.
     pub busy_poll_us: u32,
+    /// Longest pause between reads while traffic flows (see [`Nap`]); 0 = read at once.
+    pub batch_delay_us: u32,
 }
 
 /// How a socket ended up bound.
@@ -113,22 +116,59 @@ struct Area {
 }
 
 impl Area {
+    const HUGE: usize = 2 << 20;
+
+    /// Maps `len` bytes (rounded up to 2 MiB) for a UMEM, backed by huge pages when the host
+    /// allows: with 4 KiB pages every frame sits on its own page, and the TLB miss on reading it
+    /// was most of a worker's per-frame cost (measured: docs/bench.md). Reserved huge pages
+    /// (MAP_HUGETLB) first, then transparent huge pages, then plain pages.
     fn new(len: usize) -> std::io::Result<Self> {
-        // SAFETY: anonymous private mapping, checked for MAP_FAILED.
+        let len = len.next_multiple_of(Self::HUGE);
+        let prot = libc::PROT_READ | libc::PROT_WRITE;
+        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        // SAFETY: anonymous mapping, checked for MAP_FAILED.
         let ptr = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
                 len,
-                libc::PROT_READ | libc::PROT_WRITE,
-                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_POPULATE,
+                prot,
+                flags | libc::MAP_HUGETLB | libc::MAP_POPULATE,
                 -1,
                 0,
             )
         };
-        if ptr == libc::MAP_FAILED {
+        if ptr != libc::MAP_FAILED {
+            log::debug!("UMEM: {} MiB of reserved huge pages", len >> 20);
+            return Ok(Area { ptr: NonNull::new(ptr.cast()).expect("mmap returned NULL"), len });
+        }
+        // Over-map by 2 MiB so a 2 MiB-aligned range can be kept: THP needs aligned ranges.
+        // SAFETY: as above.
+        let raw = unsafe { libc::mmap(std::ptr::null_mut(), len + Self::HUGE, prot, flags, -1, 0) };
+        if raw == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
-        Ok(Area { ptr: NonNull::new(ptr.cast()).expect("mmap returned NULL"), len })
+        let start = (raw as usize).next_multiple_of(Self::HUGE);
+        let head = start - raw as usize;
+        let tail = Self::HUGE - head;
+        // SAFETY: trimming the unaligned head and tail of our own fresh mapping; then advice and
+        // pre-faulting on the kept range.
+        unsafe {
+            if head > 0 {
+                libc::munmap(raw, head);
+            }
+            if tail > 0 {
+                libc::munmap((start + len) as *mut libc::c_void, tail);
+            }
+            let ptr = start as *mut libc::c_void;
+            if libc::madvise(ptr, len, libc::MADV_HUGEPAGE) != 0 {
+                log::debug!("UMEM: no transparent huge pages: {}", std::io::Error::last_os_error());
+            }
+            // Fault everything in now, not on the first frames.
+            if libc::madvise(ptr, len, libc::MADV_POPULATE_WRITE) != 0 {
+                std::ptr::write_bytes(ptr.cast::<u8>(), 0, len);
+            }
+        }
+        Ok(Area { ptr: NonNull::new(start as *mut u8).expect("mmap returned NULL"), len })
     }
     fn slice(&self) -> NonNull<[u8]> {
         NonNull::slice_from_raw_parts(self.ptr, self.len)
@@ -221,6 +261,8 @@ struct RxQueue {
     fd: RawFd,
     mode: BindMode,
     busy_poll: bool,
+    ring_size: u32,
+    batch_delay_ns: u64,
     /// UMEM frame addresses not currently owned by the kernel.
     free: Vec<u64>,
     frame_mask: u64,
@@ -288,13 +330,7 @@ impl RxQueue {
             ] {
                 // SAFETY: setsockopt with a valid int option value.
                 let rc = unsafe {
-                    libc::setsockopt(
-                        fd,
-                        libc::SOL_SOCKET,
-                        opt,
-                        (&raw const value).cast(),
-                        INT_LEN,
-                    )
+                    libc::setsockopt(fd, libc::SOL_SOCKET, opt, (&raw const value).cast(), INT_LEN)
                 };
                 if rc != 0 {
                     return Err(format!("setting {name}: {}", std::io::Error::last_os_error()));
@@ -311,6 +347,8 @@ impl RxQueue {
             fd,
             mode,
             busy_poll: spec.busy_poll_us > 0,
+            ring_size: spec.ring_size,
+            batch_delay_ns: u64::from(spec.batch_delay_us) * 1000,
             free,
             frame_mask: !(u64::from(FRAME_SIZE) - 1),
         };
@@ -353,41 +391,58 @@ impl RxQueue {
         let base = self.area.ptr;
         let umem_len = self.area.len as u64;
         let meta_len = size_of::<FrameMeta>() as u64;
+        // First pass: take the descriptors and start loading each frame's metadata line. The
+        // kernel wrote those lines on another CPU; fetching them all at once overlaps the cache
+        // misses instead of paying them one after another.
+        let mut descs = [(0u64, 0u32); BATCH as usize];
+        let mut n = 0usize;
         let mut reader = self.rx.receive(BATCH);
-        let (mut n, mut bytes, mut dropped, mut bad) = (0u32, 0u64, 0u64, 0u64);
-        let mut last_ts = 0;
         while let Some(desc) = reader.read() {
+            descs[n] = (desc.addr, desc.len);
             n += 1;
-            let len = u64::from(desc.len);
-            if desc.addr < meta_len || desc.addr + len > umem_len {
+            if desc.addr >= meta_len && desc.addr < umem_len {
+                // SAFETY: in bounds (checked); a prefetch never faults anyway.
+                prefetch(unsafe { base.as_ptr().add((desc.addr - meta_len) as usize) });
+            }
+        }
+        reader.release();
+        drop(reader);
+
+        let (mut bytes, mut dropped, mut bad) = (0u64, 0u64, 0u64);
+        let mut last_ts = 0;
+        for &(addr, len32) in &descs[..n] {
+            let len = u64::from(len32);
+            if addr < meta_len || addr + len > umem_len {
                 bad += 1;
+                if addr < umem_len {
+                    self.free.push(addr & self.frame_mask);
+                }
                 continue;
             }
             // SAFETY: the descriptor lies inside the UMEM (checked above) and the kernel hands
             // it to us until we put it back on the fill ring. The metadata sits right in front of
             // the frame, inside the same chunk's headroom.
             let (data, meta) = unsafe {
-                let p = base.as_ptr().add(desc.addr as usize);
+                let p = base.as_ptr().add(addr as usize);
                 (
-                    std::slice::from_raw_parts(p, desc.len as usize),
+                    std::slice::from_raw_parts(p, len32 as usize),
                     p.sub(meta_len as usize).cast::<FrameMeta>().read_unaligned(),
                 )
             };
             let (ts, orig_len) = if meta.magic == META_MAGIC {
-                (meta.tstamp_ns.wrapping_add_signed(offset), meta.orig_len.max(desc.len))
+                (meta.tstamp_ns.wrapping_add_signed(offset), meta.orig_len.max(len32))
             } else {
                 bad += 1;
-                (realtime_ns(), desc.len)
+                (realtime_ns(), len32)
             };
             bytes += len;
             last_ts = ts;
             if !producer.push(ts, orig_len, data) {
                 dropped += 1;
             }
-            self.free.push(desc.addr & self.frame_mask);
+            self.free.push(addr & self.frame_mask);
         }
-        reader.release();
-        drop(reader);
+        let n = n as u32;
         if n > 0 {
             producer.publish();
             // Frames of one queue come in time order: nothing older than this one will follow.
@@ -415,53 +470,82 @@ impl RxQueue {
         let mut offset = monotonic_to_realtime_offset();
         let mut last_refresh = Instant::now();
         let mut empty_busy_polls = 0u32;
+        // Aim for a quarter of the RX ring per read.
+        let mut nap = Nap::new(u64::from(self.ring_size / 4), self.batch_delay_ns);
+        // Frames taken since the worker last slept.
+        let mut round = 0u32;
         loop {
             let stopping = stop.load(Relaxed);
             let n = self.drain(&mut producer, offset, stats, watermark);
-            if n > 0 {
-                empty_busy_polls = 0;
-            } else {
-                if stopping {
-                    // The program is detached before stop is set: the ring is empty for good.
-                    break;
-                }
-                // The ring is empty: every frame stamped more than IN_FLIGHT_NS ago has been
-                // pushed (the kernel fills the ring within one NAPI poll of stamping a frame).
-                let now = monotonic_ns().wrapping_add_signed(offset);
-                watermark.fetch_max(now.saturating_sub(IN_FLIGHT_NS), Release);
-                if self.busy_poll && empty_busy_polls < BUSY_POLLS_BEFORE_SLEEP {
-                    // recvfrom on the socket runs the driver's receive processing in this
-                    // thread for up to busy_poll_us (SO_PREFER_BUSY_POLL).
-                    empty_busy_polls += 1;
-                    // SAFETY: zero-length recvfrom with null buffers is the documented kick.
-                    unsafe {
-                        libc::recvfrom(
-                            self.fd,
-                            std::ptr::null_mut(),
-                            0,
-                            libc::MSG_DONTWAIT,
-                            std::ptr::null_mut(),
-                            std::ptr::null_mut(),
-                        )
-                    };
-                } else {
-                    if self.fq.needs_wakeup() {
-                        self.fq.wake();
-                    }
-                    let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
-                    // SAFETY: one valid pollfd.
-                    unsafe { libc::poll(&mut pfd, 1, IDLE_POLL_MS) };
-                    empty_busy_polls = 0;
-                }
+            round += n;
+            if n == BATCH {
+                continue;
             }
+            // The RX ring is empty: every frame stamped more than IN_FLIGHT_NS ago has been
+            // pushed (the kernel fills the ring within one NAPI poll of stamping a frame).
+            let now = monotonic_ns().wrapping_add_signed(offset);
+            watermark.fetch_max(now.saturating_sub(IN_FLIGHT_NS), Release);
             if last_refresh.elapsed() >= Duration::from_secs(1) {
                 offset = monotonic_to_realtime_offset();
                 self.refresh_kernel_stats(stats);
                 last_refresh = Instant::now();
             }
+            if n == 0 && stopping {
+                // The program is detached before stop is set: the ring is empty for good.
+                break;
+            }
+            if round > 0 {
+                // Traffic is flowing: let the next frames gather in the ring for a moment instead
+                // of being woken for every few of them.
+                let pause = nap.after_round(u64::from(round));
+                round = 0;
+                empty_busy_polls = 0;
+                if !pause.is_zero() {
+                    std::thread::sleep(pause);
+                }
+                continue;
+            }
+            // Idle: wait for the kernel to wake us.
+            nap.reset();
+            if self.busy_poll && empty_busy_polls < BUSY_POLLS_BEFORE_SLEEP {
+                // recvfrom on the socket runs the driver's receive processing in this thread
+                // for up to busy_poll_us (SO_PREFER_BUSY_POLL).
+                empty_busy_polls += 1;
+                // SAFETY: zero-length recvfrom with null buffers is the documented kick.
+                unsafe {
+                    libc::recvfrom(
+                        self.fd,
+                        std::ptr::null_mut(),
+                        0,
+                        libc::MSG_DONTWAIT,
+                        std::ptr::null_mut(),
+                        std::ptr::null_mut(),
+                    )
+                };
+            } else {
+                if self.fq.needs_wakeup() {
+                    self.fq.wake();
+                }
+                let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
+                // SAFETY: one valid pollfd.
+                unsafe { libc::poll(&mut pfd, 1, IDLE_POLL_MS) };
+                empty_busy_polls = 0;
+            }
         }
         self.refresh_kernel_stats(stats);
     }
+}
+
+/// Asks the CPU to start loading the cache line at `p`.
+#[inline(always)]
+fn prefetch(p: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: prefetching is a hint; it never faults, whatever the address.
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = p;
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.

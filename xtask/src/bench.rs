@@ -219,6 +219,12 @@ pub struct RunRecord {
     /// "failed filter (out of space)", capture-daemon "kernel + writer-queue").
     pub tool_drops: Option<u64>,
     pub system_cpu_ns: u64,
+    /// Of `system_cpu_ns`: irq + softirq time (charged to no process).
+    pub irq_cpu_ns: u64,
+    /// Wall time of the system CPU window (generator start to tool exit).
+    pub window_s: f64,
+    /// CPU time of the generator's threads (or trafgen processes).
+    pub generator_cpu_ns: u64,
     pub process_cpu_ns: Option<u64>,
     pub process_cpu_before_stop_ns: Option<u64>,
     pub write_syscalls: Option<u64>,
@@ -231,6 +237,16 @@ pub struct RunRecord {
 impl RunRecord {
     pub fn offered(&self) -> u64 {
         self.counters.offered()
+    }
+
+    /// Busy CPU time in the window that neither the generator, the tool nor irq/softirq work
+    /// accounts for: other processes on the machine (and xtask itself). Large values mean the
+    /// machine was not quiet and the system CPU numbers are unreliable.
+    pub fn background_cpu_ns(&self) -> u64 {
+        self.system_cpu_ns
+            .saturating_sub(self.irq_cpu_ns)
+            .saturating_sub(self.generator_cpu_ns)
+            .saturating_sub(self.process_cpu_ns.unwrap_or(0))
     }
 }
 
@@ -577,8 +593,8 @@ fn start_tool(ctx: &Ctx, job: &Job, run_dir: &Path) -> Result<Option<Started>> {
     Ok(Some(Started { proc, stop_signal: signal }))
 }
 
-/// Sends the traffic of `job` and returns what the generator says it did.
-fn generate(ctx: &Ctx, job: &Job) -> Result<BlastReport> {
+/// Sends the traffic of `job` and returns what the generator says it did, and its CPU time.
+fn generate(ctx: &Ctx, job: &Job) -> Result<(BlastReport, u64)> {
     let frames = job.frames.frames(BENCH_TARGET_MAC);
     let queues = ctx.lab.queues;
     let rate = match job.load {
@@ -605,7 +621,11 @@ fn generate(ctx: &Ctx, job: &Job) -> Result<BlastReport> {
                     cpu: Some(GEN_CPU + i),
                 };
                 let frames = &frames;
-                s.spawn(move || blaster.blast(frames, &config, stop))
+                s.spawn(move || {
+                    let t0 = proc::thread_cpu_ns();
+                    let r = blaster.blast(frames, &config, stop)?;
+                    Ok((r, proc::thread_cpu_ns().saturating_sub(t0)))
+                })
             })
             .collect();
         handles
@@ -614,16 +634,18 @@ fn generate(ctx: &Ctx, job: &Job) -> Result<BlastReport> {
             .collect::<Result<Vec<_>>>()
     })?;
     let mut total = BlastReport::default();
-    for r in &reports {
+    let mut cpu = 0;
+    for (r, c) in &reports {
         total.merge(r);
+        cpu += c;
     }
     check_stop()?;
-    Ok(total)
+    Ok((total, cpu))
 }
 
 /// trafgen as the generator: the same frames from a config file, `--cpus` = queues (it pins
 /// process i to CPU i), stopped with SIGINT after the run's duration.
-fn trafgen(ctx: &Ctx, frames: &[Vec<u8>], rate: Option<u64>) -> Result<BlastReport> {
+fn trafgen(ctx: &Ctx, frames: &[Vec<u8>], rate: Option<u64>) -> Result<(BlastReport, u64)> {
     let cfg = ctx.fs.root.join("trafgen.cfg");
     std::fs::write(&cfg, trafgen_config(frames))?;
     let queues = ctx.lab.queues;
@@ -647,7 +669,7 @@ fn trafgen(ctx: &Ctx, frames: &[Vec<u8>], rate: Option<u64>) -> Result<BlastRepo
         .iter()
         .find_map(|l| l.trim().strip_suffix("packets outgoing")?.trim().parse::<u64>().ok())
         .with_context(|| format!("trafgen printed no \"packets outgoing\":\n{}", done.tail(20)))?;
-    Ok(BlastReport { sent, send_errors: 0, elapsed })
+    Ok((BlastReport { sent, send_errors: 0, elapsed }, done.total.cpu_ns))
 }
 
 fn run_one(ctx: &Ctx, job: &Job, index: usize) -> Result<RunRecord> {
@@ -667,8 +689,9 @@ fn measure(ctx: &Ctx, job: &Job, index: usize, run_dir: &Path) -> Result<RunReco
     let xdp0 = if xdp { Some(ctx.lab.xdp_counters()?) } else { None };
     let c0 = ctx.lab.counters()?;
     let u0 = started.as_ref().map(|s| s.proc.usage()).transpose()?;
-    let s0 = proc::system_busy_ns()?;
-    let sent = generate(ctx, job)?;
+    let s0 = proc::system_cpu()?;
+    let window = Instant::now();
+    let (sent, generator_cpu_ns) = generate(ctx, job)?;
     proc::sleep(Duration::from_millis(ctx.args.drain_ms))?;
     let c1 = ctx.lab.counters()?;
     let mut rec = RunRecord {
@@ -677,6 +700,7 @@ fn measure(ctx: &Ctx, job: &Job, index: usize, run_dir: &Path) -> Result<RunReco
         gen_sent: sent.sent,
         gen_errors: sent.send_errors,
         counters: c1.delta(&c0),
+        generator_cpu_ns,
         ..RunRecord::default()
     };
     if let (Some(s), Some(u0)) = (started.take(), u0) {
@@ -701,7 +725,10 @@ fn measure(ctx: &Ctx, job: &Job, index: usize, run_dir: &Path) -> Result<RunReco
             (rec.daemon_seen, rec.daemon_written) = report::daemon_counts(&done.lines);
         }
     }
-    rec.system_cpu_ns = proc::system_busy_ns()?.saturating_sub(s0);
+    let sys = proc::system_cpu()?.since(&s0);
+    rec.window_s = window.elapsed().as_secs_f64();
+    rec.system_cpu_ns = sys.busy_ns;
+    rec.irq_cpu_ns = sys.irq_ns;
     if let Some((p0, d0)) = xdp0 {
         let (p1, d1) = ctx.lab.xdp_counters()?;
         rec.xdp_packets = Some(p1.saturating_sub(p0));

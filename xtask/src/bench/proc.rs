@@ -306,9 +306,26 @@ fn read_io(pid: i32) -> Result<(u64, u64)> {
     Ok((field("syscw")?, field("wchar")?))
 }
 
-/// Whole-system busy CPU time from the first line of /proc/stat, over all CPUs:
-/// user + nice + system + irq + softirq, in ns (the kernel counts in USER_HZ ticks).
-pub fn system_busy_ns() -> Result<u64> {
+/// Whole-system CPU time from the first line of /proc/stat, over all CPUs, in ns (the kernel
+/// counts in USER_HZ ticks).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SystemCpu {
+    /// user + nice + system + irq + softirq.
+    pub busy_ns: u64,
+    /// irq + softirq alone (time no process is charged with).
+    pub irq_ns: u64,
+}
+
+impl SystemCpu {
+    pub fn since(&self, before: &SystemCpu) -> SystemCpu {
+        SystemCpu {
+            busy_ns: self.busy_ns.saturating_sub(before.busy_ns),
+            irq_ns: self.irq_ns.saturating_sub(before.irq_ns),
+        }
+    }
+}
+
+pub fn system_cpu() -> Result<SystemCpu> {
     let text = std::fs::read_to_string("/proc/stat").context("reading /proc/stat")?;
     parse_proc_stat(&text, clock_ticks()?)
 }
@@ -319,7 +336,7 @@ fn clock_ticks() -> Result<u64> {
     u64::try_from(hz).ok().filter(|&h| h > 0).context("sysconf(_SC_CLK_TCK)")
 }
 
-fn parse_proc_stat(text: &str, hz: u64) -> Result<u64> {
+fn parse_proc_stat(text: &str, hz: u64) -> Result<SystemCpu> {
     let line =
         text.lines().find(|l| l.starts_with("cpu ")).context("/proc/stat has no cpu line")?;
     let v: Vec<u64> = line.split_whitespace().skip(1).map_while(|f| f.parse().ok()).collect();
@@ -327,7 +344,20 @@ fn parse_proc_stat(text: &str, hz: u64) -> Result<u64> {
     let [user, nice, system, _idle, _iowait, irq, softirq, ..] = v[..] else {
         bail!("/proc/stat cpu line has too few fields: {line:?}");
     };
-    Ok((user + nice + system + irq + softirq) * (1_000_000_000 / hz))
+    let tick = 1_000_000_000 / hz;
+    Ok(SystemCpu {
+        busy_ns: (user + nice + system + irq + softirq) * tick,
+        irq_ns: (irq + softirq) * tick,
+    })
+}
+
+/// CPU time of the calling thread, ns.
+pub fn thread_cpu_ns() -> u64 {
+    // SAFETY: timespec is plain data; clock_gettime fills it.
+    let mut ts: libc::timespec = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointer; CLOCK_THREAD_CPUTIME_ID always exists on Linux.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &raw mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
 }
 
 #[cfg(test)]
@@ -337,9 +367,17 @@ mod tests {
     #[test]
     fn proc_stat_busy_time() {
         let text = "cpu  100 2 30 5000 7 1 4 0 0 0\ncpu0 50 1 15 2500 3 0 2 0 0 0\n";
-        assert_eq!(parse_proc_stat(text, 100).ok(), Some((100 + 2 + 30 + 1 + 4) * 10_000_000));
+        let cpu = parse_proc_stat(text, 100).ok();
+        assert_eq!(cpu.map(|c| c.busy_ns), Some((100 + 2 + 30 + 1 + 4) * 10_000_000));
+        assert_eq!(cpu.map(|c| c.irq_ns), Some(5 * 10_000_000));
         assert!(parse_proc_stat("cpu  1 2 3\n", 100).is_err());
-        assert!(system_busy_ns().is_ok());
+        assert!(system_cpu().is_ok());
+        let t0 = thread_cpu_ns();
+        let mut x = 0u64;
+        for i in 0..1_000_000u64 {
+            x = x.wrapping_mul(31).wrapping_add(i);
+        }
+        assert!(thread_cpu_ns() > t0 || x == 1);
     }
 
     #[test]

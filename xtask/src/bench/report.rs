@@ -21,11 +21,13 @@ pub struct Derived {
     pub file_bytes: Option<f64>,
     pub tool_drops: Option<f64>,
     pub send_errors: Option<f64>,
+    /// CPU time of other processes during the window, per second of it (ms/s; 1000 = one CPU).
+    pub background_cpu_ms_per_s: Option<f64>,
 }
 
 /// Metric names, in table and JSON order, with how to get each from [`Derived`].
 type Getter = fn(&Derived) -> Option<f64>;
-const METRICS: [(&str, Getter); 10] = [
+const METRICS: [(&str, Getter); 11] = [
     ("offered_pps", |d| d.offered_pps),
     ("captured_pps", |d| d.captured_pps),
     ("loss", |d| d.loss),
@@ -36,7 +38,12 @@ const METRICS: [(&str, Getter); 10] = [
     ("file_bytes", |d| d.file_bytes),
     ("tool_drops", |d| d.tool_drops),
     ("send_errors", |d| d.send_errors),
+    ("background_cpu_ms_per_s", |d| d.background_cpu_ms_per_s),
 ];
+
+/// Above this much CPU time of other processes (ms per second: 1000 = a whole CPU) the system
+/// CPU column is flagged as unreliable.
+const NOISY_MS_PER_S: f64 = 50.0;
 
 /// Frames matching the target among `offered`: the frame sets alternate matching and
 /// non-matching frames, so half (within one frame per generator flow).
@@ -69,6 +76,8 @@ pub fn derive(job: &Job, rec: &RunRecord, baseline_ns_per_offered: Option<f64>) 
         send_errors: Some(rec.gen_errors as f64),
         tool_drops: rec.tool_drops.map(|n| n as f64),
         file_bytes: rec.file_bytes.map(|n| n as f64),
+        background_cpu_ms_per_s: (rec.window_s > 0.0)
+            .then(|| rec.background_cpu_ns() as f64 / 1e6 / rec.window_s),
         ..Derived::default()
     };
     if job.tool == Tool::Baseline {
@@ -285,6 +294,18 @@ pub fn print_table(groups: &[Group], settings: &Settings) {
             );
         }
     }
+    let noisy = groups
+        .iter()
+        .filter_map(|g| g.get("background_cpu_ms_per_s"))
+        .map(|s| s.median)
+        .fold(0.0, f64::max);
+    if noisy > NOISY_MS_PER_S {
+        println!(
+            "\nwarning: other processes used up to {noisy:.0} ms of CPU per second (median of a group) \
+             while runs were measured: the system CPU column (whole-machine /proc/stat minus the \
+             generator-only runs) is unreliable; rerun on a quiet machine."
+        );
+    }
     if groups.iter().any(|g| g.key.tool == Tool::NetsniffNg && g.key.snaplen.is_some_and(|s| s > 0))
     {
         println!(
@@ -389,6 +410,10 @@ pub fn run_json(job: &Job, rec: &RunRecord, settings: &Settings) -> Json {
         ("daemon_written", Json::opt_uint(rec.daemon_written)),
         ("tool_drops", Json::opt_uint(rec.tool_drops)),
         ("system_cpu_ns", Json::uint(rec.system_cpu_ns)),
+        ("irq_softirq_cpu_ns", Json::uint(rec.irq_cpu_ns)),
+        ("generator_cpu_ns", Json::uint(rec.generator_cpu_ns)),
+        ("background_cpu_ns", Json::uint(rec.background_cpu_ns())),
+        ("window_s", Json::Num(rec.window_s)),
         ("process_cpu_ns", Json::opt_uint(rec.process_cpu_ns)),
         ("process_cpu_before_stop_ns", Json::opt_uint(rec.process_cpu_before_stop_ns)),
         ("write_syscalls", Json::opt_uint(rec.write_syscalls)),

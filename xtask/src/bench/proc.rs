@@ -116,10 +116,14 @@ pub struct Measured {
 }
 
 impl Measured {
-    /// Spawns `cmd` (stdin null, stdout and stderr piped). A line containing `ready_marker`
-    /// (on either stream) makes [`Measured::wait_ready`] return.
+    /// Spawns `cmd` (stdin null, stdout and stderr piped) in a process group of its own, so that
+    /// signals reach the processes it forks (trafgen forks one per CPU) and Ctrl-C on the
+    /// terminal reaches only xtask, which stops everything in order. A line containing
+    /// `ready_marker` (on either stream) makes [`Measured::wait_ready`] return.
     pub fn spawn(name: &str, cmd: &mut Command, ready_marker: &'static str) -> Result<Measured> {
+        use std::os::unix::process::CommandExt as _;
         let mut child = cmd
+            .process_group(0)
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -188,11 +192,13 @@ impl Measured {
         Ok(Usage { cpu_ns: threads_cpu_ns(self.pid)?, syscw, wchar })
     }
 
-    /// Sends `signal`, waits up to `timeout` for the exit (then SIGKILL), reads the totals.
+    /// Sends `signal` to the process group, waits up to `timeout` for the exit (then SIGKILL
+    /// to the group), reads the totals.
     pub fn stop(mut self, signal: i32, timeout: Duration) -> Result<Finished> {
         let before = self.usage().ok();
-        // SAFETY: signalling our own unreaped child: the pid cannot have been reused.
-        unsafe { libc::kill(self.pid, signal) };
+        // SAFETY: signalling the group of our own unreaped child (its pid is the group id, and
+        // cannot have been reused while the child is not reaped).
+        unsafe { libc::kill(-self.pid, signal) };
         let end = Instant::now() + timeout;
         let mut killed = false;
         loop {
@@ -224,12 +230,15 @@ impl Measured {
                     timeout.as_secs()
                 );
                 // SAFETY: as above.
-                unsafe { libc::kill(self.pid, libc::SIGKILL) };
+                unsafe { libc::kill(-self.pid, libc::SIGKILL) };
                 killed = true;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
         let zombie_io = read_io(self.pid).ok();
+        // Anything it forked and left behind would keep its output pipes open.
+        // SAFETY: as above; the group leader is a zombie, so the group id is still ours.
+        unsafe { libc::kill(-self.pid, libc::SIGKILL) };
         let mut status = 0;
         // SAFETY: rusage is plain data; wait4 fills it.
         let mut ru: libc::rusage = unsafe { std::mem::zeroed() };
@@ -269,7 +278,8 @@ impl Measured {
 impl Drop for Measured {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let _ = child.kill();
+            // SAFETY: the group of our own unreaped child.
+            unsafe { libc::kill(-self.pid, libc::SIGKILL) };
             let _ = child.wait();
         }
     }

@@ -406,7 +406,7 @@ fn capture(args: &CaptureArgs) -> Result<()> {
         args.drain_ms
     );
     eprintln!(
-        "bench: lab {}: {} <- {} ({} RX queue(s)); generator `{}` on CPU {GEN_CPU}, tools on CPU \
+        "bench: lab {}: {} <- {} ({} RX queue(s)); generator `{}` on CPU {GEN_CPU} (and 1 with 2 queues), tools on CPU \
          {CAPTURE_CPU}; files on {} ({}); capture-daemon unmatched = \"{}\"",
         ctx.lab.ns.name(),
         ctx.lab.veth.capture,

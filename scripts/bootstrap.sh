@@ -6,7 +6,10 @@ set -euo pipefail
 
 RUST_VERSION=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
 BPF_LINKER_VERSION=0.13.0
-APT_PACKAGES=(llvm-22-dev iproute2 ethtool tshark wireshark-common tcpdump procps)
+# tcpdump, netsniff-ng (also trafgen), valgrind and wireshark-common (dumpcap, capinfos) are what
+# `cargo xtask bench` compares against and measures with; util-linux has taskset.
+APT_PACKAGES=(llvm-22-dev iproute2 ethtool tshark wireshark-common tcpdump procps netsniff-ng
+    valgrind util-linux)
 
 say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*" >&2; }
 
@@ -46,4 +49,4 @@ if ! bpf-linker --version 2>/dev/null | grep -q "${BPF_LINKER_VERSION}"; then
     LLVM_PREFIX=/usr/lib/llvm-22 cargo +"${RUST_VERSION}" install --locked bpf-linker \
         --version "${BPF_LINKER_VERSION}" --no-default-features --features llvm-22
 fi
-say "ready: rustc ${RUST_VERSION}, bpf-linker ${BPF_LINKER_VERSION}, LLVM 22, tshark, tcpdump"
+say "ready: rustc ${RUST_VERSION}, bpf-linker ${BPF_LINKER_VERSION}, LLVM 22, tshark, tcpdump, netsniff-ng, valgrind"

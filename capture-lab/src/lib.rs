@@ -1,10 +1,11 @@
 //! Lab helpers shared by the root-only integration tests and `cargo xtask demo`:
 //! network namespaces, veth pairs, an Ethernet frame builder, an AF_PACKET sender
-//! and deterministic traffic from fake VMs.
+//! deterministic traffic from fake VMs, and a fast benchmark traffic generator ([`Blaster`]).
 //!
 //! Safety rule for everything here: traffic is only ever sent on interfaces created
 //! inside namespaces created by this library, never on the host's own interfaces.
 
+mod blast;
 mod frame;
 mod netns;
 mod sender;
@@ -17,6 +18,10 @@ use std::process::{Command, Stdio};
 
 use anyhow::{Context, Result, bail};
 
+pub use blast::{
+    BENCH_TARGET_MAC, BlastConfig, BlastReport, Blaster, FrameSet, Limit, MAX_BATCH, TokenBucket,
+    frame_matches, trafgen_config,
+};
 pub use frame::{
     ETH_ZLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, Frame, TPID_8021AD, TPID_8021Q, internet_checksum, mac,
 };

@@ -1,4 +1,4 @@
-//! Project tasks: `cargo xtask setup | demo | test`.
+//! Project tasks: `cargo xtask setup | demo | test | bench`.
 //!
 //! `./x.sh demo` and `./x.sh test` (the README's quick start) bootstrap the toolchain and packages
 //! first, then land here.
@@ -9,6 +9,7 @@ use std::process::{Command, ExitCode};
 use anyhow::{Context as _, bail};
 use clap::{Parser, Subcommand};
 
+mod bench;
 mod demo;
 
 #[derive(Parser)]
@@ -29,6 +30,10 @@ enum Task {
         /// Only run integration tests whose name contains this.
         filter: Option<String>,
     },
+    /// Benchmark: capture-daemon vs tcpdump, dumpcap, netsniff-ng and an XDP_DROP ceiling on
+    /// the same traffic (`bench capture`, the default), or the offline writer (`bench writer`).
+    /// See docs/bench.md.
+    Bench(Box<bench::Args>),
 }
 
 pub fn workspace_root() -> PathBuf {
@@ -133,6 +138,7 @@ fn main() -> ExitCode {
         Task::Setup => run(Command::new("bash").arg("scripts/bootstrap.sh")),
         Task::Demo(args) => demo::demo(&args),
         Task::Test { filter } => test(filter.as_deref()),
+        Task::Bench(args) => bench::bench(&args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

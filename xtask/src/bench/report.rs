@@ -14,7 +14,10 @@ pub struct Derived {
     pub offered_pps: Option<f64>,
     pub captured_pps: Option<f64>,
     pub loss: Option<f64>,
+    /// From traffic start to the stop signal (steady state, including the idle drain period).
     pub process_cpu_ns_per_packet: Option<f64>,
+    /// The same plus what the tool spent stopping (final flush, detach, freeing buffers).
+    pub process_cpu_with_exit_ns_per_packet: Option<f64>,
     pub system_cpu_ns_per_packet: Option<f64>,
     pub write_syscalls_per_packet: Option<f64>,
     pub write_bytes_per_packet: Option<f64>,
@@ -27,11 +30,12 @@ pub struct Derived {
 
 /// Metric names, in table and JSON order, with how to get each from [`Derived`].
 type Getter = fn(&Derived) -> Option<f64>;
-const METRICS: [(&str, Getter); 11] = [
+const METRICS: [(&str, Getter); 12] = [
     ("offered_pps", |d| d.offered_pps),
     ("captured_pps", |d| d.captured_pps),
     ("loss", |d| d.loss),
     ("process_cpu_ns_per_packet", |d| d.process_cpu_ns_per_packet),
+    ("process_cpu_with_exit_ns_per_packet", |d| d.process_cpu_with_exit_ns_per_packet),
     ("system_cpu_ns_per_packet", |d| d.system_cpu_ns_per_packet),
     ("write_syscalls_per_packet", |d| d.write_syscalls_per_packet),
     ("write_bytes_per_packet", |d| d.write_bytes_per_packet),
@@ -92,7 +96,9 @@ pub fn derive(job: &Job, rec: &RunRecord, baseline_ns_per_offered: Option<f64>) 
         d.write_syscalls_per_packet = rec.write_syscalls.and_then(|w| ratio(w as f64, n));
         d.write_bytes_per_packet = rec.write_bytes.and_then(|w| ratio(w as f64, n));
     }
-    d.process_cpu_ns_per_packet = rec.process_cpu_ns.and_then(|c| ratio(c as f64, n));
+    d.process_cpu_ns_per_packet =
+        rec.process_cpu_before_stop_ns.and_then(|c| ratio(c as f64, n));
+    d.process_cpu_with_exit_ns_per_packet = rec.process_cpu_ns.and_then(|c| ratio(c as f64, n));
     d.system_cpu_ns_per_packet = baseline_ns_per_offered
         .and_then(|b| ratio(rec.system_cpu_ns as f64 - b * offered as f64, n));
     d
@@ -531,7 +537,8 @@ mod tests {
             },
             captured: Some(400),
             system_cpu_ns: 1_000_000,
-            process_cpu_ns: Some(200_000),
+            process_cpu_ns: Some(240_000),
+            process_cpu_before_stop_ns: Some(200_000),
             write_syscalls: Some(4),
             ..RunRecord::default()
         };
@@ -540,7 +547,8 @@ mod tests {
         assert_eq!(d.offered_pps, Some(500.0));
         assert_eq!(d.captured_pps, Some(200.0));
         assert_eq!(d.loss, Some(1.0 - 400.0 / 500.0));
-        assert_eq!(d.process_cpu_ns_per_packet, Some(500.0));
+        assert_eq!(d.process_cpu_ns_per_packet, Some(500.0), "steady state: before the stop");
+        assert_eq!(d.process_cpu_with_exit_ns_per_packet, Some(600.0));
         assert_eq!(d.system_cpu_ns_per_packet, Some(1250.0));
         assert_eq!(d.write_syscalls_per_packet, Some(0.01));
         let base = Job { tool: Tool::Baseline, snaplen: None, ..job };
@@ -570,6 +578,7 @@ mod tests {
                 counters: Counters { gen_tx_packets: 2000, ..Counters::default() },
                 captured: Some(captured),
                 process_cpu_ns: Some(cpu),
+                process_cpu_before_stop_ns: Some(cpu),
                 system_cpu_ns: 2_000_000,
                 ..RunRecord::default()
             };

@@ -18,7 +18,8 @@ use crate::config::{Config, Queues, TargetConfig, format_mac};
 use crate::handoff;
 use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
-    InterfaceInfo, InterfaceStats, Merger, RotatingWriter, SectionInfo, Source, StatsSource,
+    InterfaceInfo, InterfaceStats, Merger, RECORDS_PER_ROUND, RotatingWriter, SectionInfo, Source,
+    StatsSource, write_round,
 };
 use crate::xsk::{self, QueueStats, Worker, WorkerSpec, realtime_ns};
 use crate::{netdev, sys};
@@ -354,21 +355,18 @@ fn write_loop(
     stop: &AtomicBool,
     stats: &Stats,
 ) -> anyhow::Result<Summary> {
-    const PER_ROUND: usize = 4096;
     let mut last_tick = Instant::now();
     let mut reported_error = false;
     let mut delivered = vec![0u64; stats.ifaces.len()];
     loop {
-        let n = merger.pump(realtime_ns(), PER_ROUND, &mut |if_id, r| match writer
-            .write_packet(if_id, r.ts_ns, r.data, r.orig_len)
+        let (n, error) =
+            write_round(&mut merger, &mut writer, realtime_ns(), RECORDS_PER_ROUND, &mut delivered);
+        if let Some(e) = error
+            && !reported_error
         {
-            Ok(()) => delivered[if_id as usize] += 1,
-            Err(e) if !reported_error => {
-                log::error!("writing a frame: {}", crate::bpf::error_chain(&e));
-                reported_error = true;
-            }
-            Err(_) => {}
-        });
+            log::error!("writing a frame: {}", crate::bpf::error_chain(&e));
+            reported_error = true;
+        }
         if n > 0 {
             for (s, d) in stats.ifaces.iter().zip(delivered.iter_mut()) {
                 if *d > 0 {
@@ -382,7 +380,7 @@ fn write_loop(
             }
             last_tick = Instant::now();
         }
-        if n < PER_ROUND {
+        if n < RECORDS_PER_ROUND {
             // Workers are joined before `stop` is set, so finished rings stay finished.
             if stop.load(Relaxed) && merger.is_finished() {
                 break;

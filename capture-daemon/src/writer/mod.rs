@@ -14,3 +14,32 @@ pub use pcapng::{
     InterfaceInfo, InterfaceStats, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb,
 };
 pub use rotate::{Policy, RotatingWriter, StatsSource, WriterCounters, WriterError};
+
+/// Records the writer thread moves per round before it looks at the clock and its stop flag.
+pub const RECORDS_PER_ROUND: usize = 4096;
+
+/// One round of the writer thread: up to `max` records from `merger` into `writer`, oldest first,
+/// each one written counted in `delivered[interface_id]`. Returns how many records were taken,
+/// and the round's first error (a record for an interface the writer does not know: a bug; the
+/// record is dropped).
+pub fn write_round(
+    merger: &mut Merger,
+    writer: &mut RotatingWriter,
+    now_ns: u64,
+    max: usize,
+    delivered: &mut [u64],
+) -> (usize, Option<WriterError>) {
+    let mut error = None;
+    let n = merger.pump(now_ns, max, &mut |interface_id, r| match writer.write_packet(
+        interface_id,
+        r.ts_ns,
+        r.data,
+        r.orig_len,
+    ) {
+        Ok(()) => delivered[interface_id as usize] += 1,
+        Err(e) => {
+            error.get_or_insert(e);
+        }
+    });
+    (n, error)
+}

@@ -81,7 +81,6 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (size, frame_len): (u32, usize) = if args.size == "64" { (64, 60) } else { (1514, 1514) };
     let n = args.frames;
-    let queues = u64::from(args.queues);
     let pool: Vec<Vec<u8>> = (0..POOL).map(|i| frame(i, frame_len)).collect();
     let orig_len = u32::try_from(frame_len)?;
 
@@ -129,7 +128,7 @@ fn main() -> anyhow::Result<()> {
     let mut producers: Vec<Producer> = Vec::new();
     let mut watermarks: Vec<Arc<AtomicU64>> = Vec::new();
     let mut sources = Vec::new();
-    for _ in 0..queues {
+    for _ in 0..args.queues {
         let (producer, consumer) = handoff::channel(ring_bytes);
         let watermark = Arc::new(AtomicU64::new(0));
         producers.push(producer);
@@ -155,17 +154,22 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     };
+    // Frame j is pool[j % POOL] and goes to queue j % queues (counters: no division per frame).
+    let mut frames = pool.iter().cycle();
+    let mut q = 0;
     let mut i = 0;
     while i < n {
         let end = (i + BATCH).min(n);
         for j in i..end {
-            // Frame j goes to queue j % queues.
-            let q = usize::try_from(j % queues)?;
-            let frame = &pool[usize::try_from(j % POOL)?];
+            let frame = frames.next().expect("the pool is not empty");
             if !producers[q].push(ts(j), orig_len, frame) {
                 bail!("hand-off ring {q} full at frame {j}: the writer fell behind");
             }
             last_ts[q] = ts(j);
+            q += 1;
+            if q == producers.len() {
+                q = 0;
+            }
         }
         for ((producer, watermark), &last) in producers.iter_mut().zip(&watermarks).zip(&last_ts) {
             producer.publish();

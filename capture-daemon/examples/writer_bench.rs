@@ -42,7 +42,7 @@ use clap::Parser;
 /// Frames per push batch: what a worker takes from its AF_XDP ring at a time.
 const BATCH: u64 = 64;
 /// Distinct prepared frames, used in turn.
-const POOL: u64 = 256;
+const POOL: usize = 256;
 /// Nanoseconds between two frames' timestamps (20 Mpps).
 const TS_STEP: u64 = 50;
 /// Packets checked in the finished file, spread evenly (plus the first and last).
@@ -155,17 +155,16 @@ fn main() -> anyhow::Result<()> {
         Ok(())
     };
     // Frame j is pool[j % POOL] and goes to queue j % queues (counters: no division per frame).
-    let mut frames = pool.iter().cycle();
-    let mut q = 0;
+    let (mut slot, mut q) = (0, 0);
     let mut i = 0;
     while i < n {
         let end = (i + BATCH).min(n);
         for j in i..end {
-            let frame = frames.next().expect("the pool is not empty");
-            if !producers[q].push(ts(j), orig_len, frame) {
+            if !producers[q].push(ts(j), orig_len, &pool[slot]) {
                 bail!("hand-off ring {q} full at frame {j}: the writer fell behind");
             }
             last_ts[q] = ts(j);
+            slot = (slot + 1) % POOL;
             q += 1;
             if q == producers.len() {
                 q = 0;
@@ -203,13 +202,13 @@ fn main() -> anyhow::Result<()> {
 
 /// Prepared frame `i`: an Ethernet header (local experimental ethertype 0x88b5) and a payload
 /// that differs between frames.
-fn frame(i: u64, len: usize) -> Vec<u8> {
+fn frame(i: usize, len: usize) -> Vec<u8> {
     let mut f = vec![0u8; len];
     f[..6].copy_from_slice(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
     f[6..12].copy_from_slice(&[0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
     f[12..14].copy_from_slice(&[0x88, 0xb5]);
     for (k, b) in f.iter_mut().enumerate().skip(14) {
-        *b = (i.wrapping_mul(31).wrapping_add(k as u64)).to_le_bytes()[0];
+        *b = i.wrapping_mul(31).wrapping_add(k).to_le_bytes()[0];
     }
     f
 }
@@ -251,7 +250,7 @@ fn check_file(
     for i in (0..n).step_by(usize::try_from(step)?).chain([n - 1]) {
         file.read_exact_at(&mut block, first_epb + i * epb_len)?;
         let ts = t0 + i * TS_STEP;
-        let frame = &pool[usize::try_from(i % POOL)?];
+        let frame = &pool[usize::try_from(i)? % POOL];
         let fields = [
             (0, BT_EPB),
             (4, u32::try_from(epb_len)?),

@@ -69,7 +69,7 @@ pub fn channel(capacity: usize) -> (Producer, Consumer) {
     });
     (
         Producer { shared: Arc::clone(&shared), head: 0, tail_cache: 0 },
-        Consumer { shared, tail: 0, head_cache: 0, peeked: 0 },
+        Consumer { shared, tail: 0, released: 0, head_cache: 0, peeked: 0 },
     )
 }
 
@@ -150,6 +150,8 @@ pub struct Record<'a> {
 pub struct Consumer {
     shared: Arc<Shared>,
     tail: usize,
+    /// `tail` as last released.
+    released: usize,
     head_cache: usize,
     /// Ring bytes of the record last returned by `peek`, for `advance`.
     peeked: usize,
@@ -197,9 +199,13 @@ impl Consumer {
         self.tail += std::mem::take(&mut self.peeked);
     }
 
-    /// Gives the consumed space back to the producer.
+    /// Gives the consumed space back to the producer. Does nothing (and leaves the producer's
+    /// cache line alone) when nothing was consumed since the last call.
     pub fn release(&mut self) {
-        self.shared.tail.0.store(self.tail, Ordering::Release);
+        if self.tail != self.released {
+            self.shared.tail.0.store(self.tail, Ordering::Release);
+            self.released = self.tail;
+        }
     }
 
     /// True once the producer is gone and every frame it published has been consumed.

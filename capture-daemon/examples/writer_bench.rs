@@ -40,20 +40,20 @@ use capture_daemon::xsk::realtime_ns;
 use clap::Parser;
 
 /// Frames per push batch: what a worker takes from its AF_XDP ring at a time.
-const BATCH: u64 = 64;
+const BATCH: usize = 64;
 /// Distinct prepared frames, used in turn.
 const POOL: usize = 256;
 /// Nanoseconds between two frames' timestamps (20 Mpps).
 const TS_STEP: u64 = 50;
 /// Packets checked in the finished file, spread evenly (plus the first and last).
-const SAMPLES: u64 = 64;
+const SAMPLES: usize = 64;
 
 #[derive(Parser)]
 #[command(about = "Offline benchmark of the writer path: hand-off ring -> merger -> pcapng file")]
 struct Args {
     /// Frames to write.
-    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
-    frames: u64,
+    #[arg(long)]
+    frames: usize,
     /// Frame size: 64 (60-byte frames, 64 on the wire) or 1514.
     #[arg(long, value_parser = ["64", "1514"])]
     size: String,
@@ -81,18 +81,20 @@ fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     let (size, frame_len): (u32, usize) = if args.size == "64" { (64, 60) } else { (1514, 1514) };
     let n = args.frames;
-    let pool: Vec<Vec<u8>> = (0..POOL).map(|i| frame(i, frame_len)).collect();
+    ensure!(n > 0, "--frames must be at least 1");
+    let queues = usize::try_from(args.queues)?;
+    let pool: [Vec<u8>; POOL] = std::array::from_fn(|i| frame(i, frame_len));
     let orig_len = u32::try_from(frame_len)?;
 
     let t0 = realtime_ns();
-    let ts = |i: u64| t0 + i * TS_STEP;
+    let ts = |j: usize| t0 + j as u64 * TS_STEP;
     let stats = InterfaceStats {
         start_ns: t0,
         end_ns: ts(n),
-        received: n,
+        received: n as u64,
         kernel_drops: 0,
-        accepted: n,
-        delivered: n,
+        accepted: n as u64,
+        delivered: n as u64,
         user_drops: 0,
     };
     let section = SectionInfo {
@@ -128,7 +130,7 @@ fn main() -> anyhow::Result<()> {
     let mut producers: Vec<Producer> = Vec::new();
     let mut watermarks: Vec<Arc<AtomicU64>> = Vec::new();
     let mut sources = Vec::new();
-    for _ in 0..args.queues {
+    for _ in 0..queues {
         let (producer, consumer) = handoff::channel(ring_bytes);
         let watermark = Arc::new(AtomicU64::new(0));
         producers.push(producer);
@@ -137,7 +139,6 @@ fn main() -> anyhow::Result<()> {
     }
     let mut merger = Merger::new(sources, DEFAULT_WINDOW_NS);
     let mut delivered = [0u64; 1];
-    let mut last_ts = vec![0u64; producers.len()];
 
     let start = Instant::now();
     let mut last_tick = start;
@@ -154,25 +155,23 @@ fn main() -> anyhow::Result<()> {
         }
         Ok(())
     };
-    // Frame j is pool[j % POOL] and goes to queue j % queues (counters: no division per frame).
-    let (mut slot, mut q) = (0, 0);
     let mut i = 0;
     while i < n {
         let end = (i + BATCH).min(n);
-        for j in i..end {
-            if !producers[q].push(ts(j), orig_len, &pool[slot]) {
-                bail!("hand-off ring {q} full at frame {j}: the writer fell behind");
+        // Frame j is pool[j % POOL] and goes to queue j % queues; each queue's worker publishes
+        // its part of the batch and vouches for its last timestamp.
+        for (q, (producer, watermark)) in producers.iter_mut().zip(&watermarks).enumerate() {
+            let mut last = None;
+            for j in (i + q..end).step_by(queues) {
+                if !producer.push(ts(j), orig_len, &pool[j % POOL]) {
+                    bail!("hand-off ring {q} full at frame {j}: the writer fell behind");
+                }
+                last = Some(ts(j));
             }
-            last_ts[q] = ts(j);
-            slot = (slot + 1) % POOL;
-            q += 1;
-            if q == producers.len() {
-                q = 0;
-            }
-        }
-        for ((producer, watermark), &last) in producers.iter_mut().zip(&watermarks).zip(&last_ts) {
             producer.publish();
-            watermark.store(last, Ordering::Release);
+            if let Some(last) = last {
+                watermark.store(last, Ordering::Release);
+            }
         }
         round(&mut merger, &mut writer)?;
         i = end;
@@ -185,7 +184,7 @@ fn main() -> anyhow::Result<()> {
     let path = writer.close(realtime_ns())?.context("the capture file was not finished")?;
     let seconds = start.elapsed().as_secs_f64();
 
-    ensure!(delivered[0] == n, "{} of {n} frames were written", delivered[0]);
+    ensure!(delivered[0] == n as u64, "{} of {n} frames were written", delivered[0]);
     check_file(&path, &section, &interface, &stats, &pool, n, t0)
         .with_context(|| format!("checking {}", path.display()))?;
     if !args.keep {
@@ -193,7 +192,7 @@ fn main() -> anyhow::Result<()> {
     }
 
     #[allow(clippy::cast_precision_loss, reason = "rates, not counts")]
-    let (pps, bytes_per_sec) = (n as f64 / seconds, (n * frame_len as u64) as f64 / seconds);
+    let (pps, bytes_per_sec) = (n as f64 / seconds, (n * frame_len) as f64 / seconds);
     println!(
         "{{\"size\":{size},\"packets\":{n},\"seconds\":{seconds:.6},\"pps\":{pps:.0},\"bytes_per_sec\":{bytes_per_sec:.0}}}"
     );
@@ -221,7 +220,7 @@ fn check_file(
     interface: &InterfaceInfo,
     stats: &InterfaceStats,
     pool: &[Vec<u8>],
-    n: u64,
+    n: usize,
     t0: u64,
 ) -> anyhow::Result<()> {
     let mut header = Vec::new();
@@ -230,9 +229,9 @@ fn check_file(
     let mut isb = Vec::new();
     encode_isb(&mut isb, 0, stats);
     let frame_len = pool[0].len();
-    let epb_len = (EPB_OVERHEAD + frame_len.next_multiple_of(4)) as u64;
-    let first_epb = header.len() as u64;
-    let expected = first_epb + n * epb_len + isb.len() as u64;
+    let epb_len = EPB_OVERHEAD + frame_len.next_multiple_of(4);
+    let first_epb = header.len();
+    let expected = (first_epb + n * epb_len + isb.len()) as u64;
 
     let file = File::open(path)?;
     let len = file.metadata()?.len();
@@ -245,12 +244,12 @@ fn check_file(
     ensure!(got == isb, "interface statistics block differs");
 
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
-    let mut block = vec![0u8; usize::try_from(epb_len)?];
+    let mut block = vec![0u8; epb_len];
     let step = (n / SAMPLES).max(1);
-    for i in (0..n).step_by(usize::try_from(step)?).chain([n - 1]) {
-        file.read_exact_at(&mut block, first_epb + i * epb_len)?;
-        let ts = t0 + i * TS_STEP;
-        let frame = &pool[usize::try_from(i)? % POOL];
+    for i in (0..n).step_by(step).chain([n - 1]) {
+        file.read_exact_at(&mut block, (first_epb + i * epb_len) as u64)?;
+        let ts = t0 + i as u64 * TS_STEP;
+        let frame = &pool[i % POOL];
         let fields = [
             (0, BT_EPB),
             (4, u32::try_from(epb_len)?),

@@ -194,8 +194,8 @@ pub fn encode_idb(buf: &mut Vec<u8>, interface: &InterfaceInfo) {
 ///
 /// `ts_ns` is nanoseconds since the Unix epoch (the IDB says if_tsresol = 9). The captured length
 /// is `data.len()` (cut to [`MAX_CAPLEN`]); `orig_len` is the frame's length on the wire and
-/// should be >= `data.len()`. Allocates nothing when `buf` has `data.len() + EPB_SLACK` spare
-/// bytes.
+/// should be >= `data.len()`. Allocates nothing when `buf` has `data.len() + 39` spare bytes
+/// (the block's overhead, up to 3 of padding, and 4 it may touch past the block).
 #[inline]
 pub fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, ts_ns: u64, data: &[u8], orig_len: u32) {
     let data = &data[..data.len().min(MAX_CAPLEN)];
@@ -221,10 +221,6 @@ pub fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, ts_ns: u64, data: &[u8],
         buf.set_len(buf.len() + total);
     }
 }
-
-/// Spare bytes beyond the data that [`encode_epb`] needs in the buffer: the block's overhead,
-/// up to 3 of padding and 4 it may touch past the block.
-pub const EPB_SLACK: usize = EPB_OVERHEAD + 3 + 4;
 
 /// Appends an Interface Statistics Block for `interface_id`. The block's timestamp is
 /// `stats.end_ns`; all timestamps use the interface's resolution (ns).

@@ -45,7 +45,7 @@ const BATCH: usize = 64;
 const POOL: usize = 256;
 /// Nanoseconds between two frames' timestamps (20 Mpps).
 const TS_STEP: u64 = 50;
-/// Packets checked in the finished file, spread evenly (plus the first and last).
+/// Packets checked in the finished file: every N/SAMPLES-th, from the first, and the last.
 const SAMPLES: usize = 64;
 
 #[derive(Parser)]

@@ -19,7 +19,8 @@ use crate::handoff;
 use crate::nap::Nap;
 use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
-    InterfaceInfo, InterfaceStats, Merger, RotatingWriter, SectionInfo, Source, StatsSource,
+    InterfaceInfo, InterfaceStats, Merger, RECORDS_PER_ROUND, RotatingWriter, SectionInfo, Source,
+    StatsSource, write_round,
 };
 use crate::xsk::{self, QueueStats, Worker, WorkerSpec, realtime_ns};
 use crate::{netdev, sys};
@@ -377,7 +378,6 @@ fn write_loop(
     stop: &AtomicBool,
     stats: &Stats,
 ) -> anyhow::Result<Summary> {
-    const PER_ROUND: usize = 4096;
     let mut nap = Nap::new(buffer_bytes / 4, WRITER_MAX_NAP_NS);
     // Bytes taken from the rings since the writer last slept.
     let mut round_bytes = 0u64;
@@ -385,17 +385,16 @@ fn write_loop(
     let mut reported_error = false;
     let mut delivered = vec![0u64; stats.ifaces.len()];
     loop {
-        let n = merger.pump(realtime_ns(), PER_ROUND, &mut |if_id, r| {
-            round_bytes += r.data.len() as u64 + HANDOFF_RECORD_OVERHEAD;
-            match writer.write_packet(if_id, r.ts_ns, r.data, r.orig_len) {
-                Ok(()) => delivered[if_id as usize] += 1,
-                Err(e) if !reported_error => {
-                    log::error!("writing a frame: {}", crate::bpf::error_chain(&e));
-                    reported_error = true;
-                }
-                Err(_) => {}
-            }
-        });
+        let round =
+            write_round(&mut merger, &mut writer, realtime_ns(), RECORDS_PER_ROUND, &mut delivered);
+        let n = round.records;
+        round_bytes += round.bytes + n as u64 * HANDOFF_RECORD_OVERHEAD;
+        if let Some(e) = round.error
+            && !reported_error
+        {
+            log::error!("writing a frame: {}", crate::bpf::error_chain(&e));
+            reported_error = true;
+        }
         if n > 0 {
             for (s, d) in stats.ifaces.iter().zip(delivered.iter_mut()) {
                 if *d > 0 {
@@ -409,7 +408,7 @@ fn write_loop(
             }
             last_tick = Instant::now();
         }
-        if n < PER_ROUND {
+        if n < RECORDS_PER_ROUND {
             // Workers are joined before `stop` is set, so finished rings stay finished.
             if stop.load(Relaxed) && merger.is_finished() {
                 break;

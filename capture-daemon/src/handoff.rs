@@ -43,6 +43,13 @@ impl Shared {
     }
 }
 
+/// Ring bytes taken by a record of `len` frame bytes: the header and the frame, padded to 8.
+/// (`len.next_multiple_of(8)` computes the same, but does not compile to a mask.)
+#[inline]
+const fn record_size(len: usize) -> usize {
+    HEADER + ((len + 7) & !7)
+}
+
 /// The largest frame a ring of `capacity` bytes accepts.
 pub const fn max_record(capacity: usize) -> usize {
     capacity / 4
@@ -62,7 +69,7 @@ pub fn channel(capacity: usize) -> (Producer, Consumer) {
     });
     (
         Producer { shared: Arc::clone(&shared), head: 0, tail_cache: 0 },
-        Consumer { shared, tail: 0, head_cache: 0 },
+        Consumer { shared, tail: 0, released: 0, head_cache: 0, peeked: 0 },
     )
 }
 
@@ -73,6 +80,7 @@ pub struct Producer {
 }
 
 impl Producer {
+    #[inline]
     fn free(&mut self, need: usize) -> bool {
         let cap = self.shared.capacity();
         if self.head + need - self.tail_cache <= cap {
@@ -84,13 +92,14 @@ impl Producer {
 
     /// Appends one frame. Returns false (and writes nothing) when the ring is full or the frame
     /// is larger than [`max_record`]. Not visible to the consumer until [`Producer::publish`].
+    #[inline]
     pub fn push(&mut self, ts_ns: u64, orig_len: u32, data: &[u8]) -> bool {
         let cap = self.shared.capacity();
         let len = data.len();
         if len > max_record(cap) {
             return false;
         }
-        let size = HEADER + len.next_multiple_of(8);
+        let size = record_size(len);
         let offset = self.head & self.shared.mask;
         let to_end = cap - offset;
         let (need, wrap) = if size > to_end { (to_end + size, true) } else { (size, false) };
@@ -141,11 +150,16 @@ pub struct Record<'a> {
 pub struct Consumer {
     shared: Arc<Shared>,
     tail: usize,
+    /// `tail` as last released.
+    released: usize,
     head_cache: usize,
+    /// Ring bytes of the record last returned by `peek`, for `advance`.
+    peeked: usize,
 }
 
 impl Consumer {
     /// The oldest unconsumed frame, if any.
+    #[inline]
     pub fn peek(&mut self) -> Option<Record<'_>> {
         loop {
             if self.tail == self.head_cache {
@@ -167,6 +181,7 @@ impl Consumer {
                 let orig_len = p.add(4).cast::<u32>().read();
                 let ts_ns = p.add(8).cast::<u64>().read();
                 let data = std::slice::from_raw_parts(p.add(HEADER), len as usize);
+                self.peeked = record_size(len as usize);
                 return Some(Record { ts_ns, orig_len, data });
             }
         }
@@ -178,17 +193,19 @@ impl Consumer {
     }
 
     /// Consumes the frame last returned by [`Consumer::peek`].
+    #[inline]
     pub fn advance(&mut self) {
-        let offset = self.tail & self.shared.mask;
-        // SAFETY: only called after peek() returned a record at this offset.
-        let len = unsafe { self.shared.base().add(offset).cast::<u32>().read() } as usize;
-        debug_assert_ne!(len, WRAP as usize);
-        self.tail += HEADER + len.next_multiple_of(8);
+        debug_assert!(self.peeked > 0, "advance() without a record from peek()");
+        self.tail += std::mem::take(&mut self.peeked);
     }
 
-    /// Gives the consumed space back to the producer.
+    /// Gives the consumed space back to the producer. Does nothing (and leaves the producer's
+    /// cache line alone) when nothing was consumed since the last call.
     pub fn release(&mut self) {
-        self.shared.tail.0.store(self.tail, Ordering::Release);
+        if self.tail != self.released {
+            self.shared.tail.0.store(self.tail, Ordering::Release);
+            self.released = self.tail;
+        }
     }
 
     /// True once the producer is gone and every frame it published has been consumed.

@@ -26,14 +26,11 @@ pub struct Source {
 pub struct Merger {
     sources: Vec<Source>,
     window_ns: u64,
-    /// Records taken from each source since its last release.
-    taken: Vec<usize>,
 }
 
 impl Merger {
     pub fn new(sources: Vec<Source>, window_ns: u64) -> Self {
-        let taken = vec![0; sources.len()];
-        Merger { sources, window_ns, taken }
+        Merger { sources, window_ns }
     }
 
     /// Hands up to `max` records to `sink`, oldest first. `now_ns` is the wall clock, read once
@@ -44,68 +41,54 @@ impl Merger {
         max: usize,
         sink: &mut impl FnMut(u32, Record<'_>),
     ) -> usize {
-        let n = if self.sources.len() == 1 {
-            self.pump_one(max, sink)
-        } else {
-            self.pump_merged(now_ns, max, sink)
-        };
-        for (source, taken) in self.sources.iter_mut().zip(&mut self.taken) {
-            if *taken > 0 {
-                source.consumer.release();
-                *taken = 0;
-            }
-        }
-        n
-    }
-
-    fn pump_one(&mut self, max: usize, sink: &mut impl FnMut(u32, Record<'_>)) -> usize {
-        let source = &mut self.sources[0];
+        let single = self.sources.len() == 1;
         let mut n = 0;
+        // One call of `sink` in one loop, so the compiler can inline it here.
         while n < max {
+            let i = if single {
+                // Nothing to merge: the queue's records go straight through.
+                0
+            } else {
+                match self.next_in_order(now_ns) {
+                    Some(i) => i,
+                    None => break,
+                }
+            };
+            let source = &mut self.sources[i];
             let Some(r) = source.consumer.peek() else { break };
             sink(source.interface_id, r);
             source.consumer.advance();
             n += 1;
         }
-        self.taken[0] = n;
+        for source in &mut self.sources {
+            source.consumer.release();
+        }
         n
     }
 
-    fn pump_merged(
-        &mut self,
-        now_ns: u64,
-        max: usize,
-        sink: &mut impl FnMut(u32, Record<'_>),
-    ) -> usize {
-        let mut n = 0;
-        while n < max {
-            // The oldest head across queues, and the newest time every silent queue vouches for.
-            let mut oldest: Option<(usize, u64)> = None;
-            let mut vouched = u64::MAX;
-            for (i, s) in self.sources.iter_mut().enumerate() {
-                match s.consumer.peek_ts() {
-                    Some(ts) => {
-                        if oldest.is_none_or(|(_, o)| ts < o) {
-                            oldest = Some((i, ts));
-                        }
+    /// The source whose head record is the next to write, or `None` when there is none or a
+    /// silent queue may still deliver something older (within the window).
+    fn next_in_order(&mut self, now_ns: u64) -> Option<usize> {
+        // The oldest head across queues, and the newest time every silent queue vouches for.
+        let mut oldest: Option<(usize, u64)> = None;
+        let mut vouched = u64::MAX;
+        for (i, s) in self.sources.iter_mut().enumerate() {
+            match s.consumer.peek_ts() {
+                Some(ts) => {
+                    if oldest.is_none_or(|(_, o)| ts < o) {
+                        oldest = Some((i, ts));
                     }
-                    None if s.consumer.is_finished() => {}
-                    None => vouched = vouched.min(s.watermark.load(Ordering::Acquire)),
                 }
+                None if s.consumer.is_finished() => {}
+                None => vouched = vouched.min(s.watermark.load(Ordering::Acquire)),
             }
-            let Some((i, ts)) = oldest else { break };
-            if ts > vouched && ts.saturating_add(self.window_ns) > now_ns {
-                // A silent queue may still deliver something older: wait for it, within the window.
-                break;
-            }
-            let s = &mut self.sources[i];
-            let r = s.consumer.peek().expect("peeked above");
-            sink(s.interface_id, r);
-            s.consumer.advance();
-            self.taken[i] += 1;
-            n += 1;
         }
-        n
+        let (i, ts) = oldest?;
+        if ts > vouched && ts.saturating_add(self.window_ns) > now_ns {
+            // A silent queue may still deliver something older: wait for it, within the window.
+            return None;
+        }
+        Some(i)
     }
 
     /// True once every producer is gone and everything has been handed over.

@@ -4,8 +4,9 @@
 //! thousands of blocks into one `write` call. Everything is little-endian: that is the host order
 //! on our targets, and the Section Header's byte-order magic tells readers so anyway.
 //!
-//! [`encode_epb`] is the per-packet hot path: one `reserve` and three copies, no allocation once
-//! the buffer has capacity.
+//! [`encode_epb`] is the per-packet hot path: one `reserve`, the header and trailer stored
+//! straight into the buffer around one copy of the data, no allocation once the buffer has
+//! capacity.
 
 use std::io::{self, Read, Seek, Write as _};
 
@@ -193,32 +194,32 @@ pub fn encode_idb(buf: &mut Vec<u8>, interface: &InterfaceInfo) {
 ///
 /// `ts_ns` is nanoseconds since the Unix epoch (the IDB says if_tsresol = 9). The captured length
 /// is `data.len()` (cut to [`MAX_CAPLEN`]); `orig_len` is the frame's length on the wire and
-/// should be >= `data.len()`. Allocates nothing when `buf` has `data.len() + 35` spare bytes.
+/// should be >= `data.len()`. Allocates nothing when `buf` has `data.len() + 39` spare bytes
+/// (the block's overhead, up to 3 of padding, and 4 it may touch past the block).
 #[inline]
 pub fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, ts_ns: u64, data: &[u8], orig_len: u32) {
     let data = &data[..data.len().min(MAX_CAPLEN)];
-    let pad = pad4(data.len());
-    let total = EPB_OVERHEAD + data.len() + pad;
-    // Both fit in u32: data is at most MAX_CAPLEN.
-    let caplen = u32::try_from(data.len()).unwrap_or(u32::MAX);
-    let total32 = u32::try_from(total).unwrap_or(u32::MAX);
+    let caplen = data.len();
+    let pad = pad4(caplen);
+    let total = EPB_OVERHEAD + caplen + pad;
+    #[expect(clippy::cast_possible_truncation, reason = "data is at most MAX_CAPLEN")]
+    let (caplen32, total32) = (caplen as u32, total as u32);
+    let head = [BT_EPB, total32, interface_id, ts_high(ts_ns), ts_low(ts_ns), caplen32, orig_len];
 
-    let mut head = [0u8; 28];
-    head[0..4].copy_from_slice(&BT_EPB.to_le_bytes());
-    head[4..8].copy_from_slice(&total32.to_le_bytes());
-    head[8..12].copy_from_slice(&interface_id.to_le_bytes());
-    head[12..16].copy_from_slice(&ts_high(ts_ns).to_le_bytes());
-    head[16..20].copy_from_slice(&ts_low(ts_ns).to_le_bytes());
-    head[20..24].copy_from_slice(&caplen.to_le_bytes());
-    head[24..28].copy_from_slice(&orig_len.to_le_bytes());
-    // Padding and the trailing length in one copy.
-    let mut tail = [0u8; 7];
-    tail[pad..pad + 4].copy_from_slice(&total32.to_le_bytes());
-
-    buf.reserve(total);
-    buf.extend_from_slice(&head);
-    buf.extend_from_slice(data);
-    buf.extend_from_slice(&tail[..pad + 4]);
+    // One reserve, then the header, the data, and padding plus trailing length written straight
+    // into the spare capacity. The tail is one 8-byte store: `pad` zero bytes, the length, and
+    // 4 - pad bytes past the block, which stay outside `len` (hence 4 bytes of extra room).
+    buf.reserve(total + 4);
+    // SAFETY: `reserve` made room for total + 4 bytes after `len`; the writes below stay within
+    // [len, len + 28 + caplen + 8) = [len, len + total + 4 - pad), and set_len covers exactly the
+    // `total` bytes written (28 header, caplen data, pad zeros, 4 length).
+    unsafe {
+        let p = buf.as_mut_ptr().add(buf.len());
+        p.cast::<[u32; 7]>().write_unaligned(head.map(u32::to_le));
+        std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(28), caplen);
+        p.add(28 + caplen).cast::<u64>().write_unaligned((u64::from(total32) << (8 * pad)).to_le());
+        buf.set_len(buf.len() + total);
+    }
 }
 
 /// Appends an Interface Statistics Block for `interface_id`. The block's timestamp is
@@ -383,7 +384,9 @@ mod tests {
     fn epb_layout_and_padding_for_every_remainder() {
         for len in 0..=9usize {
             let data: Vec<u8> = (0..len).map(|i| 0xA0 + i as u8).collect();
-            let mut buf = vec![0xEE; 3]; // appends after existing content
+            // Appends after existing content, into spare capacity holding stale bytes.
+            let mut buf = vec![0xEE; 64];
+            buf.truncate(3);
             let ts = 0x1234_5678_9ABC_DEF0u64;
             encode_epb(&mut buf, 7, ts, &data, 1500);
             let b = &buf[3..];

@@ -128,9 +128,12 @@ struct OpenFile {
     part_path: PathBuf,
     final_path: PathBuf,
     opened_ns: u64,
-    /// Every byte encoded for this file, written or still buffered (drives size rotation).
-    encoded_bytes: u64,
-    packets: u64,
+    /// Bytes encoded for this file that have left the buffer, written or lost. With the buffer's
+    /// length: every byte encoded for the file (drives size rotation).
+    done_bytes: u64,
+    /// Packets of this file that have left the buffer, written or lost. With the buffered ones:
+    /// every packet of the file (drives count rotation).
+    done_packets: u64,
     /// Bytes known to be on disk; the next write goes there.
     disk_len: u64,
     /// False until the SHB and IDBs are on disk: before that, packets must not be written alone.
@@ -156,8 +159,13 @@ pub struct RotatingWriter {
     buf: Vec<u8>,
     /// Packets in `buf`, to count them as written or lost.
     buffered_packets: u64,
-    /// When `buf` got data (latest `now_ns` then); drives the 1 s flush.
-    buffered_since_ns: Option<u64>,
+    /// `write_packet` looks further only once `buf` reaches this length or `buffered_packets`
+    /// this count: then a write or a rotation is due. Set by [`RotatingWriter::set_due`].
+    due_len: usize,
+    due_packets: u64,
+    /// When the oldest data in `buf` arrived, as a `now_ns`: the latest `now_ns` at which `buf`
+    /// was seen empty (a packet's time is the latest `now_ns`). Drives the 1 s flush.
+    buffered_since_ns: u64,
     file: Option<OpenFile>,
     next_seq: u64,
     /// Latest time the caller gave us.
@@ -222,7 +230,9 @@ impl RotatingWriter {
             stats,
             buf: Vec::with_capacity(BUF_CAPACITY),
             buffered_packets: 0,
-            buffered_since_ns: None,
+            due_len: 0,
+            due_packets: 0,
+            buffered_since_ns: now_ns,
             file: None,
             next_seq,
             now_ns,
@@ -256,28 +266,48 @@ impl RotatingWriter {
                 count: self.interface_count,
             });
         }
-        let Some(file) = self.file.as_mut() else {
+        if self.file.is_none() {
             // Creating the file failed; tick() retries.
             self.counters.packets_lost_to_errors += 1;
             return Ok(());
-        };
-        let before = self.buf.len();
-        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len);
-        file.encoded_bytes += (self.buf.len() - before) as u64;
-        file.packets += 1;
-        self.buffered_packets += 1;
-        if self.buffered_since_ns.is_none() {
-            self.buffered_since_ns = Some(self.now_ns);
         }
-        let policy = &self.policy;
-        if (policy.rotate_bytes != 0 && file.encoded_bytes >= policy.rotate_bytes)
-            || (policy.rotate_packets != 0 && file.packets >= policy.rotate_packets)
-        {
-            self.rotate(self.now_ns);
-        } else if self.buf.len() >= FLUSH_BYTES {
-            self.flush();
+        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len);
+        self.buffered_packets += 1;
+        if self.buf.len() >= self.due_len || self.buffered_packets >= self.due_packets {
+            if self.rotation_due() {
+                self.rotate(self.now_ns);
+            } else {
+                self.flush();
+            }
         }
         Ok(())
+    }
+
+    /// True when the file has reached `rotate_bytes` or `rotate_packets`.
+    fn rotation_due(&self) -> bool {
+        let Some(file) = &self.file else { return false };
+        let policy = &self.policy;
+        (policy.rotate_bytes != 0 && file.done_bytes + self.buf.len() as u64 >= policy.rotate_bytes)
+            || (policy.rotate_packets != 0
+                && file.done_packets + self.buffered_packets >= policy.rotate_packets)
+    }
+
+    /// Sets the buffer length and packet count at which `write_packet` must write the buffer
+    /// out or rotate: [`FLUSH_BYTES`], or where the file reaches a rotation limit if sooner.
+    fn set_due(&mut self) {
+        let policy = &self.policy;
+        let (mut due_len, mut due_packets) = (FLUSH_BYTES, u64::MAX);
+        if let Some(file) = &self.file {
+            if policy.rotate_bytes != 0 {
+                let room = policy.rotate_bytes.saturating_sub(file.done_bytes);
+                due_len = due_len.min(usize::try_from(room).unwrap_or(usize::MAX));
+            }
+            if policy.rotate_packets != 0 {
+                due_packets = policy.rotate_packets.saturating_sub(file.done_packets);
+            }
+        }
+        self.due_len = due_len;
+        self.due_packets = due_packets;
     }
 
     /// Housekeeping; call at least every 100 ms. Rotates when `rotate_seconds` have passed since
@@ -296,12 +326,10 @@ impl RotatingWriter {
             self.rotate(now_ns);
             return Ok(());
         }
-        if !self.buf.is_empty() {
-            match self.buffered_since_ns {
-                Some(since) if now_ns.saturating_sub(since) >= FLUSH_AGE_NS => self.flush(),
-                Some(_) => {}
-                None => self.buffered_since_ns = Some(now_ns),
-            }
+        if self.buf.is_empty() {
+            self.buffered_since_ns = now_ns;
+        } else if now_ns.saturating_sub(self.buffered_since_ns) >= FLUSH_AGE_NS {
+            self.flush();
         }
         Ok(())
     }
@@ -384,12 +412,12 @@ impl RotatingWriter {
             part_path,
             final_path,
             opened_ns: now_ns,
-            encoded_bytes: self.header.len() as u64,
-            packets: 0,
+            done_bytes: 0,
+            done_packets: 0,
             disk_len: 0,
             header_on_disk: false,
         });
-        self.buffered_since_ns = Some(now_ns);
+        self.buffered_since_ns = now_ns;
         self.flush();
         Ok(())
     }
@@ -414,9 +442,10 @@ impl RotatingWriter {
             self.counters.packets_lost_to_errors += self.buffered_packets;
             self.buf.clear();
             self.buffered_packets = 0;
-            self.buffered_since_ns = None;
+            self.buffered_since_ns = self.now_ns;
             return;
         };
+        let buffered_bytes = self.buf.len();
         // Positioned writes: after a failed partial write the next one still lands right after
         // the last good block. (Tests can make it fail halfway, as a full disk does.)
         #[cfg(test)]
@@ -452,8 +481,15 @@ impl RotatingWriter {
                 self.report_io_error("cannot write capture file", &path, &err);
             }
         }
+        // Written or lost, the packets and bytes have left the buffer (all but a header that
+        // must go first next time).
+        if let Some(file) = self.file.as_mut() {
+            file.done_bytes += (buffered_bytes - self.buf.len()) as u64;
+            file.done_packets += self.buffered_packets;
+        }
         self.buffered_packets = 0;
-        self.buffered_since_ns = if self.buf.is_empty() { None } else { Some(self.now_ns) };
+        self.buffered_since_ns = self.now_ns;
+        self.set_due();
     }
 
     /// Writes the ISBs and remaining data, fsyncs and renames the current file to its final
@@ -466,7 +502,7 @@ impl RotatingWriter {
         }
         self.flush();
         self.buf.clear();
-        self.buffered_since_ns = None;
+        self.buffered_since_ns = self.now_ns;
         let file = self.file.take()?;
         if file.disk_len == 0 {
             // Not even the header was ever written: an empty file is no pcapng, drop it.
@@ -487,7 +523,7 @@ impl RotatingWriter {
         info!(
             "finished {} ({} packets, {} bytes)",
             file.final_path.display(),
-            file.packets,
+            file.done_packets,
             file.disk_len
         );
         Some(file.final_path)
@@ -1080,6 +1116,47 @@ mod tests {
             finished(dir.path()).iter().map(|f| read_back(f).packets.len()).collect();
         assert_eq!(counts, vec![7, 7, 7, 7, 2]);
         assert_eq!(seqs(dir.path()), vec![1, 2, 3, 4, 5]);
+    }
+
+    #[test]
+    fn rotation_limits_count_what_ticks_already_wrote() {
+        // Buffers written out by tick() part-way through a file still count towards its limits.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 7, ..policy(dir.path()) }, T0);
+        for i in 0..30 {
+            write(&mut w, i);
+            if i % 3 == 0 {
+                w.tick(T0 + (i + 1) * NS_PER_SEC).unwrap();
+            }
+        }
+        w.close(T0 + 31 * NS_PER_SEC).unwrap().unwrap();
+        let counts: Vec<usize> =
+            finished(dir.path()).iter().map(|f| read_back(f).packets.len()).collect();
+        assert_eq!(counts, vec![7, 7, 7, 7, 2]);
+
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_bytes: 20_000, ..policy(dir.path()) }, T0);
+        for i in 0..120 {
+            write(&mut w, i);
+            if i % 5 == 0 {
+                w.tick(T0 + (i + 1) * NS_PER_SEC).unwrap();
+            }
+        }
+        w.close(T0 + 121 * NS_PER_SEC).unwrap().unwrap();
+        let files = finished(dir.path());
+        assert!(files.len() >= 3, "{files:?}");
+        let mut all = Vec::new();
+        for (k, f) in files.iter().enumerate() {
+            let rb = read_back(f);
+            assert_complete(&rb);
+            let size = fs::metadata(f).unwrap().len() - 2 * isb_len();
+            if k + 1 < files.len() {
+                let last_epb = 32 + rb.packets.last().unwrap().2.len().div_ceil(4) as u64 * 4;
+                assert!(size >= 20_000 && size - last_epb < 20_000, "file {k}: {size}");
+            }
+            all.extend(rb.packets);
+        }
+        assert_eq!(all, (0..120).map(packet).collect::<Vec<_>>());
     }
 
     #[test]

@@ -96,8 +96,7 @@ pub fn derive(job: &Job, rec: &RunRecord, baseline_ns_per_offered: Option<f64>) 
         d.write_syscalls_per_packet = rec.write_syscalls.and_then(|w| ratio(w as f64, n));
         d.write_bytes_per_packet = rec.write_bytes.and_then(|w| ratio(w as f64, n));
     }
-    d.process_cpu_ns_per_packet =
-        rec.process_cpu_before_stop_ns.and_then(|c| ratio(c as f64, n));
+    d.process_cpu_ns_per_packet = rec.process_cpu_before_stop_ns.and_then(|c| ratio(c as f64, n));
     d.process_cpu_with_exit_ns_per_packet = rec.process_cpu_ns.and_then(|c| ratio(c as f64, n));
     d.system_cpu_ns_per_packet = baseline_ns_per_offered
         .and_then(|b| ratio(rec.system_cpu_ns as f64 - b * offered as f64, n));

@@ -1,0 +1,273 @@
+//! Offline writer benchmark: the daemon's writer path without the AF_XDP socket.
+//!
+//! ```text
+//! cargo run --release -p capture-daemon --example writer_bench -- \
+//!     --frames 1000000 --size 64 --dir /dev/shm/wbench [--queues 2] [--keep]
+//! ```
+//!
+//! On one thread, prepared frames go through the real hand-off ring of each RX queue
+//! ([`handoff::channel`], pushed and published in batches of 64 as a worker does, with the
+//! worker's watermark), the real [`Merger`] and the real [`RotatingWriter`] (one round of the
+//! daemon's write loop, [`write_round`], after each batch) into one pcapng file in `--dir`. Put the
+//! directory on a tmpfs to measure the writer rather than a disk.
+//!
+//! The clock runs from the first push to the end of `close` (ISB written, file fsynced and
+//! renamed): the data is on the file system when it stops. Prints one JSON line,
+//! `{"size":64,"packets":N,"seconds":S,"pps":P,"bytes_per_sec":B}`, where bytes are the captured
+//! frame bytes and "64" stands for 60-byte frames (64 on the wire with the FCS).
+//!
+//! Afterwards the file is checked in constant time against what it must hold (its exact size,
+//! header, statistics block and a sample of packets), so a broken writer cannot post a fast
+//! number; then it is removed unless `--keep`. Nothing outside the measured loop grows with N, so
+//! callgrind's instruction counts of two runs differ by exactly the per-packet work.
+
+use std::fs::File;
+use std::os::unix::fs::FileExt as _;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context as _, bail, ensure};
+use capture_daemon::config::{CaptureConfig, OutputConfig};
+use capture_daemon::handoff::{self, Producer};
+use capture_daemon::writer::pcapng::{BT_EPB, EPB_OVERHEAD, encode_idb, encode_isb, encode_shb};
+use capture_daemon::writer::{
+    InterfaceInfo, InterfaceStats, Merger, RECORDS_PER_ROUND, RotatingWriter, SectionInfo, Source,
+    StatsSource, merge::DEFAULT_WINDOW_NS, write_round,
+};
+use capture_daemon::xsk::realtime_ns;
+use clap::Parser;
+
+/// Frames per push batch: what a worker takes from its AF_XDP ring at a time.
+const BATCH: usize = 64;
+/// Distinct prepared frames, used in turn.
+const POOL: usize = 256;
+/// Nanoseconds between two frames' timestamps (20 Mpps).
+const TS_STEP: u64 = 50;
+/// Packets checked in the finished file: every N/SAMPLES-th, from the first, and the last.
+const SAMPLES: usize = 64;
+
+#[derive(Parser)]
+#[command(about = "Offline benchmark of the writer path: hand-off ring -> merger -> pcapng file")]
+struct Args {
+    /// Frames to write.
+    #[arg(long)]
+    frames: usize,
+    /// Frame size: 64 (60-byte frames, 64 on the wire) or 1514.
+    #[arg(long, value_parser = ["64", "1514"])]
+    size: String,
+    /// Directory for the capture file (a tmpfs, to measure the writer rather than a disk).
+    #[arg(long)]
+    dir: PathBuf,
+    /// RX queues (hand-off rings) merged into the file; frames go to them in turn.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u32).range(1..=8))]
+    queues: u32,
+    /// Keep the file instead of removing it after the check.
+    #[arg(long)]
+    keep: bool,
+}
+
+/// The statistics written at close: fixed, so the expected ISB can be computed.
+struct FixedStats(InterfaceStats);
+
+impl StatsSource for FixedStats {
+    fn stats(&self, _interface_id: u32) -> InterfaceStats {
+        self.0
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    let args = Args::parse();
+    let (size, frame_len): (u32, usize) = if args.size == "64" { (64, 60) } else { (1514, 1514) };
+    let n = args.frames;
+    ensure!(n > 0, "--frames must be at least 1");
+    let queues = usize::try_from(args.queues)?;
+    let pool: [Vec<u8>; POOL] = std::array::from_fn(|i| frame(i, frame_len));
+    let orig_len = u32::try_from(frame_len)?;
+
+    let t0 = realtime_ns();
+    let ts = |j: usize| t0 + j as u64 * TS_STEP;
+    let stats = InterfaceStats {
+        start_ns: t0,
+        end_ns: ts(n),
+        received: n as u64,
+        kernel_drops: 0,
+        accepted: n as u64,
+        delivered: n as u64,
+        user_drops: 0,
+    };
+    let section = SectionInfo {
+        hardware: "writer_bench".into(),
+        os: "Linux".into(),
+        application: format!("capture-daemon {} writer_bench", env!("CARGO_PKG_VERSION")),
+    };
+    let interface = InterfaceInfo {
+        name: "bench0".into(),
+        description: "prepared frames, no NIC".into(),
+        snaplen: 0,
+    };
+    let policy = OutputConfig {
+        directory: args.dir.clone(),
+        prefix: "wbench".into(),
+        rotate_bytes: 0,
+        rotate_seconds: 0,
+        rotate_packets: 0,
+        keep_files: 0,
+        keep_bytes: 0,
+    };
+    let mut writer = RotatingWriter::open(
+        policy,
+        section.clone(),
+        vec![interface.clone()],
+        Box::new(FixedStats(stats)),
+        t0,
+    )
+    .context("opening the capture file")?;
+
+    // One ring per RX queue, all of interface 0, as the daemon sets them up.
+    let ring_bytes = usize::try_from(CaptureConfig::default().buffer_bytes)?;
+    let mut producers: Vec<Producer> = Vec::new();
+    let mut watermarks: Vec<Arc<AtomicU64>> = Vec::new();
+    let mut sources = Vec::new();
+    for _ in 0..queues {
+        let (producer, consumer) = handoff::channel(ring_bytes);
+        let watermark = Arc::new(AtomicU64::new(0));
+        producers.push(producer);
+        watermarks.push(Arc::clone(&watermark));
+        sources.push(Source { interface_id: 0, consumer, watermark });
+    }
+    let mut merger = Merger::new(sources, DEFAULT_WINDOW_NS);
+    let mut delivered = [0u64; 1];
+
+    let start = Instant::now();
+    let mut last_tick = start;
+    let mut round = |merger: &mut Merger, writer: &mut RotatingWriter| -> anyhow::Result<()> {
+        let done = write_round(merger, writer, realtime_ns(), RECORDS_PER_ROUND, &mut delivered);
+        if let Some(e) = done.error {
+            bail!("writing a frame: {e}");
+        }
+        // As the daemon's write loop does after each round.
+        if last_tick.elapsed() >= Duration::from_millis(100) {
+            writer.tick(realtime_ns())?;
+            last_tick = Instant::now();
+        }
+        Ok(())
+    };
+    let mut i = 0;
+    while i < n {
+        let end = (i + BATCH).min(n);
+        // Frame j is pool[j % POOL] and goes to queue j % queues; each queue's worker publishes
+        // its part of the batch and vouches for its last timestamp.
+        for (q, (producer, watermark)) in producers.iter_mut().zip(&watermarks).enumerate() {
+            let mut last = None;
+            for j in (i + q..end).step_by(queues) {
+                if !producer.push(ts(j), orig_len, &pool[j % POOL]) {
+                    bail!("hand-off ring {q} full at frame {j}: the writer fell behind");
+                }
+                last = Some(ts(j));
+            }
+            producer.publish();
+            if let Some(last) = last {
+                watermark.store(last, Ordering::Release);
+            }
+        }
+        round(&mut merger, &mut writer)?;
+        i = end;
+    }
+    // Workers gone: whatever a queue still holds back for the merge is written now.
+    drop(producers);
+    while !merger.is_finished() {
+        round(&mut merger, &mut writer)?;
+    }
+    let path = writer.close(realtime_ns())?.context("the capture file was not finished")?;
+    let seconds = start.elapsed().as_secs_f64();
+
+    ensure!(delivered[0] == n as u64, "{} of {n} frames were written", delivered[0]);
+    check_file(&path, &section, &interface, &stats, &pool, n, t0)
+        .with_context(|| format!("checking {}", path.display()))?;
+    if !args.keep {
+        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+    }
+
+    #[allow(clippy::cast_precision_loss, reason = "rates, not counts")]
+    let (pps, bytes_per_sec) = (n as f64 / seconds, (n * frame_len) as f64 / seconds);
+    println!(
+        "{{\"size\":{size},\"packets\":{n},\"seconds\":{seconds:.6},\"pps\":{pps:.0},\"bytes_per_sec\":{bytes_per_sec:.0}}}"
+    );
+    Ok(())
+}
+
+/// Prepared frame `i`: an Ethernet header (local experimental ethertype 0x88b5) and a payload
+/// that differs between frames.
+fn frame(i: usize, len: usize) -> Vec<u8> {
+    let mut f = vec![0u8; len];
+    f[..6].copy_from_slice(&[0x52, 0x54, 0x00, 0x12, 0x34, 0x56]);
+    f[6..12].copy_from_slice(&[0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]);
+    f[12..14].copy_from_slice(&[0x88, 0xb5]);
+    for (k, b) in f.iter_mut().enumerate().skip(14) {
+        *b = i.wrapping_mul(31).wrapping_add(k).to_le_bytes()[0];
+    }
+    f
+}
+
+/// Checks the file in constant time: exact size, header, final statistics block, and a sample
+/// of packet blocks, each compared field by field with what the writer was given.
+fn check_file(
+    path: &std::path::Path,
+    section: &SectionInfo,
+    interface: &InterfaceInfo,
+    stats: &InterfaceStats,
+    pool: &[Vec<u8>],
+    n: usize,
+    t0: u64,
+) -> anyhow::Result<()> {
+    let mut header = Vec::new();
+    encode_shb(&mut header, section);
+    encode_idb(&mut header, interface);
+    let mut isb = Vec::new();
+    encode_isb(&mut isb, 0, stats);
+    let frame_len = pool[0].len();
+    let epb_len = EPB_OVERHEAD + frame_len.next_multiple_of(4);
+    let first_epb = header.len();
+    let expected = (first_epb + n * epb_len + isb.len()) as u64;
+
+    let file = File::open(path)?;
+    let len = file.metadata()?.len();
+    ensure!(len == expected, "file is {len} bytes, expected {expected}");
+    let mut got = vec![0u8; header.len()];
+    file.read_exact_at(&mut got, 0)?;
+    ensure!(got == header, "section header / interface description differ");
+    let mut got = vec![0u8; isb.len()];
+    file.read_exact_at(&mut got, len - isb.len() as u64)?;
+    ensure!(got == isb, "interface statistics block differs");
+
+    let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
+    let mut block = vec![0u8; epb_len];
+    let step = (n / SAMPLES).max(1);
+    for i in (0..n).step_by(step).chain([n - 1]) {
+        file.read_exact_at(&mut block, (first_epb + i * epb_len) as u64)?;
+        let ts = t0 + i as u64 * TS_STEP;
+        let frame = &pool[i % POOL];
+        let fields = [
+            (0, BT_EPB),
+            (4, u32::try_from(epb_len)?),
+            (8, 0),
+            (12, u32::try_from(ts >> 32)?),
+            (16, u32::try_from(ts & 0xffff_ffff)?),
+            (20, u32::try_from(frame_len)?),
+            (24, u32::try_from(frame_len)?),
+            (block.len() - 4, u32::try_from(epb_len)?),
+        ];
+        for (at, want) in fields {
+            let got = u32_at(&block, at);
+            ensure!(got == want, "packet {i}: word at +{at} is {got:#x}, expected {want:#x}");
+        }
+        ensure!(&block[28..28 + frame_len] == frame, "packet {i}: data differs");
+        ensure!(
+            block[28 + frame_len..block.len() - 4].iter().all(|&b| b == 0),
+            "packet {i}: padding is not zero"
+        );
+    }
+    Ok(())
+}

@@ -5,6 +5,9 @@
 //! is attached, and attaching is the last step. Shutdown runs the other way: detach first (the
 //! NIC is back to normal at once), then drain the rings, then close the file.
 
+use std::io::{Read as _, Write as _};
+use std::os::fd::AsRawFd as _;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
@@ -17,6 +20,7 @@ use crate::bpf::{Filter, KernelCounters, TargetTables};
 use crate::config::{Config, Queues, TargetConfig, XdpMode, ZeroCopy, format_mac};
 use crate::handoff;
 use crate::nap::Nap;
+use crate::stop::{self, Stop};
 use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
     InterfaceInfo, InterfaceStats, Merger, RECORDS_PER_ROUND, RotatingWriter, SectionInfo, Source,
@@ -25,17 +29,51 @@ use crate::writer::{
 use crate::xsk::{self, QueueStats, Worker, WorkerSpec, realtime_ns};
 use crate::{netdev, sys};
 
-/// What stops or reloads a running daemon. `main` wires these to signals; tests set them directly.
-#[derive(Clone, Default)]
+/// What stops or reloads a running daemon. `main` wires signals to it (the flags, and a byte on
+/// the wake-up socket so the main loop need not poll); in-process callers use its methods.
+#[derive(Clone)]
 pub struct Control {
     pub shutdown: Arc<AtomicBool>,
     pub reload: Arc<AtomicBool>,
+    wake: Arc<(UnixStream, UnixStream)>,
+}
+
+impl Control {
+    pub fn new() -> std::io::Result<Self> {
+        let (rx, tx) = UnixStream::pair()?;
+        rx.set_nonblocking(true)?;
+        tx.set_nonblocking(true)?;
+        Ok(Control { shutdown: Arc::default(), reload: Arc::default(), wake: Arc::new((rx, tx)) })
+    }
+
+    /// A handle on the wake-up socket for a signal handler to write a byte to
+    /// (`signal_hook::low_level::pipe::register`).
+    pub fn waker(&self) -> std::io::Result<UnixStream> {
+        self.wake.1.try_clone()
+    }
+
+    pub fn request_shutdown(&self) {
+        self.shutdown.store(true, Relaxed);
+        let _ = (&self.wake.1).write(&[1]);
+    }
+
+    pub fn request_reload(&self) {
+        self.reload.store(true, Relaxed);
+        let _ = (&self.wake.1).write(&[1]);
+    }
+
+    /// Sleeps until woken or `timeout` passes, then empties the wake-up socket.
+    fn wait(&self, timeout: Duration) {
+        stop::wait_readable([self.wake.0.as_raw_fd()], timeout);
+        let mut buf = [0u8; 64];
+        while matches!((&self.wake.0).read(&mut buf), Ok(n) if n > 0) {}
+    }
 }
 
 /// Longest pause of the writer once it has caught up with every queue. The hand-off rings hold
 /// far more than this at any rate (the pause shrinks when they fill faster than a quarter per
 /// pause), and the output is flushed once a second anyway.
-const WRITER_MAX_NAP_NS: u64 = 10_000_000;
+const WRITER_MAX_NAP_NS: u64 = 100_000_000;
 /// Bytes a record takes in a hand-off ring besides the frame (header and padding, roughly).
 const HANDOFF_RECORD_OVERHEAD: u64 = 20;
 
@@ -155,7 +193,7 @@ fn section_info() -> SectionInfo {
 struct Running {
     filters: Vec<Filter>,
     workers: Vec<Worker>,
-    stop_workers: Arc<AtomicBool>,
+    stop_workers: Stop,
     writer: JoinHandle<anyhow::Result<Summary>>,
     writer_stop: Arc<AtomicBool>,
     stats: Arc<Stats>,
@@ -191,7 +229,11 @@ pub fn run(config: &Config, control: &Control) -> anyhow::Result<Summary> {
 
     let mut last_status = Instant::now();
     while !control.shutdown.load(Relaxed) {
-        std::thread::sleep(Duration::from_millis(100));
+        // Signals wake this loop; otherwise it looks around once a second.
+        control.wait(Duration::from_secs(1));
+        if control.shutdown.load(Relaxed) {
+            break;
+        }
         if control.reload.swap(false, Relaxed) {
             log::warn!(
                 "SIGHUP received: live reload is not implemented yet; restart the service to apply \
@@ -216,7 +258,7 @@ fn start(
     ifaces: &[ResolvedInterface],
     tables: &TargetTables,
 ) -> anyhow::Result<Running> {
-    let stop_workers = Arc::new(AtomicBool::new(false));
+    let stop_workers = Stop::new().context("creating the workers' stop signal")?;
     let mut filters = Vec::new();
     let mut workers = Vec::new();
     let mut sources: Vec<Source> = Vec::new();
@@ -241,7 +283,7 @@ fn start(
                     busy_poll_us: config.capture.busy_poll_us,
                     batch_delay_us: config.capture.batch_delay_us,
                 };
-                let (worker, fd, mode) = xsk::spawn(spec, producer, Arc::clone(&stop_workers))
+                let (worker, fd, mode) = xsk::spawn(spec, producer, stop_workers.clone())
                     .map_err(anyhow::Error::msg)
                     .with_context(|| {
                         format!("opening the AF_XDP socket for {} RX queue {queue}", iface.name)
@@ -268,7 +310,7 @@ fn start(
         Ok(())
     })();
     if let Err(e) = result {
-        stop_workers.store(true, Relaxed);
+        stop_workers.raise();
         workers.into_iter().for_each(Worker::join);
         return Err(e);
     }
@@ -297,7 +339,7 @@ fn start(
     let writer = match writer {
         Ok(w) => w,
         Err(e) => {
-            stop_workers.store(true, Relaxed);
+            stop_workers.raise();
             workers.into_iter().for_each(Worker::join);
             return Err(anyhow::Error::new(e).context("opening the output file"));
         }
@@ -331,7 +373,7 @@ fn stop(mut running: Running, config: &Config) -> anyhow::Result<Summary> {
     for f in &mut running.filters {
         f.detach();
     }
-    running.stop_workers.store(true, Relaxed);
+    running.stop_workers.raise();
     for w in running.workers.drain(..) {
         w.join();
     }

@@ -66,16 +66,26 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
-            let control = daemon::Control::default();
-            for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
-                // A second signal while stopping ends the process at once.
-                signal_hook::flag::register_conditional_shutdown(sig, 1, control.shutdown.clone())
-                    .context("installing signal handlers")?;
-                signal_hook::flag::register(sig, control.shutdown.clone())
-                    .context("installing signal handlers")?;
-            }
-            signal_hook::flag::register(signal_hook::consts::SIGHUP, control.reload.clone())
-                .context("installing signal handlers")?;
+            let control = daemon::Control::new().context("creating the control socket")?;
+            let hooks = || -> std::io::Result<()> {
+                use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+                for sig in [SIGINT, SIGTERM] {
+                    // A second signal while stopping ends the process at once.
+                    signal_hook::flag::register_conditional_shutdown(
+                        sig,
+                        1,
+                        control.shutdown.clone(),
+                    )?;
+                    signal_hook::flag::register(sig, control.shutdown.clone())?;
+                }
+                signal_hook::flag::register(SIGHUP, control.reload.clone())?;
+                // Every signal also wakes the main loop, which otherwise sleeps.
+                for sig in [SIGINT, SIGTERM, SIGHUP] {
+                    signal_hook::low_level::pipe::register(sig, control.waker()?)?;
+                }
+                Ok(())
+            };
+            hooks().context("installing signal handlers")?;
             let summary = daemon::run(&cfg, &control)?;
             log::info!(
                 "stopped: {} frame(s) written, {} file(s) closed",

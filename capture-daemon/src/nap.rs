@@ -5,7 +5,7 @@ use std::time::Duration;
 
 /// How long to let work gather between rounds while it flows, adapted to the rate: aiming for
 /// `target` units (frames, bytes) per round, halving the pause when more arrived, doubling it
-/// (up to the ceiling) when far fewer did.
+/// (up to the ceiling) while fewer than half did.
 pub struct Nap {
     pause_ns: u64,
     max_ns: u64,
@@ -29,7 +29,7 @@ impl Nap {
     pub fn after_round(&mut self, units: u64) -> Duration {
         if units >= self.target {
             self.pause_ns = (self.pause_ns / 2).max(Self::MIN_NS.min(self.max_ns));
-        } else if units < self.target / 4 {
+        } else if units < self.target / 2 {
             self.pause_ns = (self.pause_ns * 2).min(self.max_ns);
         }
         Duration::from_nanos(self.pause_ns)
@@ -51,7 +51,8 @@ mod tests {
         assert_eq!(last, Duration::from_millis(4), "light traffic: up to the ceiling");
         assert_eq!(nap.after_round(1024), Duration::from_millis(2), "a quarter ring: halve");
         assert_eq!(nap.after_round(4000), Duration::from_millis(1));
-        assert_eq!(nap.after_round(500), Duration::from_millis(1), "in between: keep");
+        assert_eq!(nap.after_round(700), Duration::from_millis(1), "in between: keep");
+        assert_eq!(nap.after_round(500), Duration::from_millis(2), "under half: grow");
         nap.reset();
         assert_eq!(nap.after_round(1), Duration::from_micros(100), "after idle: start short");
     }

@@ -7,10 +7,10 @@
 //! costs no CPU, a busy one never makes a syscall per frame.
 
 use std::num::NonZeroU32;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd as _, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::Release};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -20,6 +20,7 @@ use xdpilone::{IfInfo, Socket, SocketConfig, Umem, UmemConfig};
 use crate::config::ZeroCopy;
 use crate::handoff::Producer;
 use crate::nap::Nap;
+use crate::stop::{self, Stop};
 
 /// UMEM chunk size: one page per frame, the AF_XDP default (frames up to ~3.8 KB in copy mode).
 pub const FRAME_SIZE: u32 = 4096;
@@ -29,8 +30,8 @@ const BATCH: u32 = 64;
 const IN_FLIGHT_NS: u64 = 1_000_000;
 /// With busy polling on, how many empty busy polls in a row before the worker sleeps in poll(2).
 const BUSY_POLLS_BEFORE_SLEEP: u32 = 1000;
-/// How long an idle worker sleeps in poll(2) before checking for shutdown.
-const IDLE_POLL_MS: i32 = 100;
+/// How long an idle worker sleeps before looking at its socket statistics again.
+const IDLE_WAIT: Duration = Duration::from_secs(1);
 
 /// Counters of one RX queue, written by its worker, read by the writer and the status log.
 #[derive(Debug, Default)]
@@ -217,7 +218,7 @@ fn open_queue(spec: &WorkerSpec) -> Result<RxQueue, String> {
 pub fn spawn(
     spec: WorkerSpec,
     producer: Producer,
-    stop: Arc<AtomicBool>,
+    stop: Stop,
 ) -> Result<(Worker, RawFd, BindMode), String> {
     let stats = Arc::new(QueueStats::default());
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(RawFd, BindMode), String>>(1);
@@ -401,8 +402,12 @@ impl RxQueue {
             descs[n] = (desc.addr, desc.len);
             n += 1;
             if desc.addr >= meta_len && desc.addr < umem_len {
+                // The metadata line, and the frame's first bytes where they start a new line
+                // (a 64-byte frame behind 24 bytes of metadata spans two lines).
                 // SAFETY: in bounds (checked); a prefetch never faults anyway.
-                prefetch(unsafe { base.as_ptr().add((desc.addr - meta_len) as usize) });
+                let meta = unsafe { base.as_ptr().add((desc.addr - meta_len) as usize) };
+                prefetch(meta);
+                prefetch(meta.wrapping_add(64));
             }
         }
         reader.release();
@@ -463,7 +468,7 @@ impl RxQueue {
     fn run(
         &mut self,
         mut producer: Producer,
-        stop: &AtomicBool,
+        stop: &Stop,
         stats: &QueueStats,
         watermark: &AtomicU64,
     ) {
@@ -475,7 +480,7 @@ impl RxQueue {
         // Frames taken since the worker last slept.
         let mut round = 0u32;
         loop {
-            let stopping = stop.load(Relaxed);
+            let stopping = stop.is_raised();
             let n = self.drain(&mut producer, offset, stats, watermark);
             round += n;
             if n == BATCH {
@@ -526,9 +531,8 @@ impl RxQueue {
                 if self.fq.needs_wakeup() {
                     self.fq.wake();
                 }
-                let mut pfd = libc::pollfd { fd: self.fd, events: libc::POLLIN, revents: 0 };
-                // SAFETY: one valid pollfd.
-                unsafe { libc::poll(&mut pfd, 1, IDLE_POLL_MS) };
+                // Until frames come or the daemon stops; the timeout only refreshes statistics.
+                stop::wait_readable([self.fd, stop.fd().as_raw_fd()], IDLE_WAIT);
                 empty_busy_polls = 0;
             }
         }

@@ -7,9 +7,9 @@ set -euo pipefail
 RUST_VERSION=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
 BPF_LINKER_VERSION=0.13.0
 # tcpdump, netsniff-ng (also trafgen), valgrind and wireshark-common (dumpcap, capinfos) are what
-# `cargo xtask bench` compares against and measures with; util-linux has taskset.
+# `cargo xtask bench` compares against and measures with; util-linux has taskset; systemd has systemd-analyze (the unit file test).
 APT_PACKAGES=(llvm-22-dev iproute2 ethtool tshark wireshark-common tcpdump procps netsniff-ng
-    valgrind util-linux)
+    valgrind util-linux systemd)
 
 say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*" >&2; }
 

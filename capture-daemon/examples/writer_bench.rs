@@ -115,6 +115,7 @@ fn main() -> anyhow::Result<()> {
         rotate_packets: 0,
         keep_files: 0,
         keep_bytes: 0,
+        keep_free_bytes: 0,
     };
     let mut writer = RotatingWriter::open(
         policy,

@@ -100,14 +100,62 @@ impl KernelCounters {
 pub struct Filter {
     ebpf: Ebpf,
     xsks: XskMap<MapData>,
+    config: Array<MapData, FilterConfig>,
+    macs: HashMap<MapData, MacKey, u64>,
+    vlans: Array<MapData, u64>,
+    /// What the maps hold now.
+    tables: TargetTables,
     counters: Arc<KernelCounters>,
     iface: String,
     link: Option<FdLink>,
     mode: Option<&'static str>,
 }
 
-/// The map contents for a set of targets: slot `i` is `targets[i]`.
-#[derive(Debug, Default, PartialEq, Eq)]
+/// Which target owns which bit ("slot") of the match mask. A target keeps its slot for as long as
+/// it stays configured, so reloading a config never changes the bits of an unchanged target: the
+/// in-place map updates of [`Filter::update`] then cannot make it miss a frame.
+#[derive(Debug, Clone, Default)]
+pub struct Slots {
+    names: Vec<Option<String>>,
+}
+
+impl Slots {
+    /// Gives each target a slot: its old one if it had one, else the lowest free one; slots of
+    /// targets no longer configured are freed first. Returns the slot of each target, in order.
+    pub fn assign(&mut self, targets: &[TargetConfig]) -> Result<Vec<usize>, BpfError> {
+        if targets.len() > MAX_TARGETS {
+            return Err(BpfError::TooManyTargets(targets.len()));
+        }
+        self.names.resize(MAX_TARGETS, None);
+        for name in &mut self.names {
+            if name.as_ref().is_some_and(|n| !targets.iter().any(|t| &t.name == n)) {
+                *name = None;
+            }
+        }
+        let mut slots = Vec::with_capacity(targets.len());
+        for t in targets {
+            let slot = match self.slot_of(&t.name) {
+                Some(slot) => slot,
+                None => {
+                    let free = self.names.iter().position(Option::is_none);
+                    let slot = free.ok_or(BpfError::TooManyTargets(targets.len()))?;
+                    self.names[slot] = Some(t.name.clone());
+                    slot
+                }
+            };
+            slots.push(slot);
+        }
+        Ok(slots)
+    }
+
+    /// The slot of the target called `name`.
+    pub fn slot_of(&self, name: &str) -> Option<usize> {
+        self.names.iter().position(|n| n.as_deref() == Some(name))
+    }
+}
+
+/// The map contents for a set of targets, each in its slot.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetTables {
     pub config: FilterConfig,
     pub macs: Vec<(MacKey, u64)>,
@@ -115,8 +163,13 @@ pub struct TargetTables {
 }
 
 impl TargetTables {
-    pub fn build(capture: &CaptureConfig, targets: &[TargetConfig]) -> Result<Self, BpfError> {
-        if targets.len() > MAX_TARGETS {
+    /// Tables for `targets`, target `i` in slot `slots[i]` (see [`Slots::assign`]).
+    pub fn build(
+        capture: &CaptureConfig,
+        targets: &[TargetConfig],
+        slots: &[usize],
+    ) -> Result<Self, BpfError> {
+        if targets.len() > MAX_TARGETS || slots.len() != targets.len() {
             return Err(BpfError::TooManyTargets(targets.len()));
         }
         let mut t = TargetTables {
@@ -130,7 +183,7 @@ impl TargetTables {
             },
             ..TargetTables::default()
         };
-        for (slot, target) in targets.iter().enumerate() {
+        for (&slot, target) in slots.iter().zip(targets) {
             let bit = 1u64 << slot;
             t.config.active |= bit;
             match target.mac {
@@ -168,38 +221,57 @@ impl Filter {
         program.load().map_err(BpfError::Verify)?;
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(BpfError::MissingMap(name));
-        let mut config: Array<MapData, FilterConfig> =
-            Array::try_from(take(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
-        let mut macs: HashMap<MapData, MacKey, u64> =
-            HashMap::try_from(take(maps::MACS)?).map_err(map_err(maps::MACS))?;
-        let mut vlans: Array<MapData, u64> =
-            Array::try_from(take(maps::VLANS)?).map_err(map_err(maps::VLANS))?;
+        let config = Array::try_from(take(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
+        let macs = HashMap::try_from(take(maps::MACS)?).map_err(map_err(maps::MACS))?;
+        let vlans = Array::try_from(take(maps::VLANS)?).map_err(map_err(maps::VLANS))?;
         let xsks = XskMap::try_from(take(maps::XSKS)?).map_err(map_err(maps::XSKS))?;
         let counters =
             PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
         let hits =
             PerCpuArray::try_from(take(maps::TARGET_HITS)?).map_err(map_err(maps::TARGET_HITS))?;
 
-        for (mac, mask) in &tables.macs {
-            macs.insert(mac, mask, 0).map_err(map_err(maps::MACS))?;
-        }
-        for (vid, mask) in &tables.vlans {
-            vlans.set(u32::from(*vid), mask, 0).map_err(map_err(maps::VLANS))?;
-        }
-        // Written last: until CONFIG is set the program passes every frame.
-        config.set(0, &tables.config, 0).map_err(map_err(maps::CONFIG))?;
-        // The maps stay alive in the kernel as long as the program references them; keeping
-        // these handles is only needed for the ones we write or read later.
-        drop((config, macs, vlans));
-
-        Ok(Filter {
+        let mut filter = Filter {
             ebpf,
             xsks,
+            config,
+            macs,
+            vlans,
+            tables: TargetTables::default(),
             counters: Arc::new(KernelCounters { counters, hits }),
             iface: iface.to_owned(),
             link: None,
             mode: None,
-        })
+        };
+        filter.update(tables)?;
+        Ok(filter)
+    }
+
+    /// Rewrites the maps in place for new tables: no detach, no reload. Order matters for
+    /// frames arriving meanwhile: the MAC and VLAN entries first (new values overwrite old ones
+    /// key by key, and a target that keeps its slot has the same bit in both), then stale
+    /// entries go, the configuration word last. A target present before and after never loses
+    /// its bit at any moment, so none of its frames is missed.
+    pub fn update(&mut self, new: &TargetTables) -> Result<(), BpfError> {
+        for (mac, mask) in &new.macs {
+            self.macs.insert(mac, mask, 0).map_err(map_err(maps::MACS))?;
+        }
+        for (mac, _) in &self.tables.macs {
+            if !new.macs.iter().any(|(m, _)| m == mac) {
+                self.macs.remove(mac).map_err(map_err(maps::MACS))?;
+            }
+        }
+        for (vid, mask) in &new.vlans {
+            self.vlans.set(u32::from(*vid), mask, 0).map_err(map_err(maps::VLANS))?;
+        }
+        for (vid, _) in &self.tables.vlans {
+            if !new.vlans.iter().any(|(v, _)| v == vid) {
+                self.vlans.set(u32::from(*vid), &0u64, 0).map_err(map_err(maps::VLANS))?;
+            }
+        }
+        // Until CONFIG is first set, the program passes every frame.
+        self.config.set(0, &new.config, 0).map_err(map_err(maps::CONFIG))?;
+        self.tables = new.clone();
+        Ok(())
     }
 
     pub fn counters(&self) -> Arc<KernelCounters> {
@@ -305,16 +377,13 @@ mod tests {
     #[test]
     fn tables_give_each_target_one_slot() {
         let m = [0x52, 0x54, 0, 0, 0, 1];
-        let t = TargetTables::build(
-            &capture(),
-            &[
-                target("a", Some(m), None),
-                target("b", None, Some(100)),
-                target("c", Some(m), Some(100)),
-                target("all", None, None),
-            ],
-        )
-        .unwrap();
+        let targets = [
+            target("a", Some(m), None),
+            target("b", None, Some(100)),
+            target("c", Some(m), Some(100)),
+            target("all", None, None),
+        ];
+        let t = TargetTables::build(&capture(), &targets, &[0, 1, 2, 3]).unwrap();
         assert_eq!(t.config.active, 0b1111);
         assert_eq!(t.config.any_mac, 0b1010);
         assert_eq!(t.config.any_vlan, 0b1001);
@@ -327,9 +396,26 @@ mod tests {
     fn too_many_targets_is_an_error() {
         let targets: Vec<_> =
             (0..=MAX_TARGETS).map(|i| target(&i.to_string(), None, None)).collect();
+        let mut slots = Slots::default();
+        assert!(matches!(slots.assign(&targets), Err(BpfError::TooManyTargets(65))));
+        let slots: Vec<usize> = (0..targets.len()).collect();
         assert!(matches!(
-            TargetTables::build(&capture(), &targets),
+            TargetTables::build(&capture(), &targets, &slots),
             Err(BpfError::TooManyTargets(65))
         ));
+    }
+
+    #[test]
+    fn targets_keep_their_slots_across_reloads() {
+        let mut slots = Slots::default();
+        let a = target("a", None, Some(1));
+        let b = target("b", None, Some(2));
+        let c = target("c", None, None);
+        assert_eq!(slots.assign(&[a.clone(), b.clone()]).unwrap(), vec![0, 1]);
+        // b stays put when a goes and c comes (c takes a's freed slot); order does not matter.
+        assert_eq!(slots.assign(&[c.clone(), b.clone()]).unwrap(), vec![0, 1]);
+        assert_eq!(slots.slot_of("b"), Some(1));
+        assert_eq!(slots.assign(&[b, a, c]).unwrap(), vec![1, 2, 0]);
+        assert_eq!(slots.slot_of("a"), Some(2));
     }
 }

@@ -96,7 +96,8 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         Err(e) => r.fail("interfaces", format!("{e:#}")),
     }
 
-    match TargetTables::build(&config.capture, &config.targets) {
+    let slots: Vec<usize> = (0..config.targets.len()).collect();
+    match TargetTables::build(&config.capture, &config.targets, &slots) {
         Ok(tables) => match Filter::load("check", &tables) {
             Ok(_) => {
                 r.ok("XDP program", "loaded and accepted by the kernel verifier (not attached)")

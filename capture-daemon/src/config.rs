@@ -130,6 +130,8 @@ pub struct OutputConfig {
     pub keep_files: u64,
     /// Keep at most this many bytes of files; 0 = no limit.
     pub keep_bytes: u64,
+    /// Delete the oldest files while the file system has less than this free; 0 = no limit.
+    pub keep_free_bytes: u64,
 }
 
 impl Default for OutputConfig {
@@ -142,6 +144,7 @@ impl Default for OutputConfig {
             rotate_packets: 0,
             keep_files: 0,
             keep_bytes: 0,
+            keep_free_bytes: 0,
         }
     }
 }
@@ -784,6 +787,7 @@ struct RawOutput {
     rotate_packets: Option<Count>,
     keep_files: Option<Count>,
     keep_bytes: Option<Size>,
+    keep_free_bytes: Option<Size>,
 }
 
 impl TableName for RawOutput {
@@ -887,6 +891,7 @@ impl RawConfig {
                 rotate_packets: r.rotate_packets.map_or(d.rotate_packets, |v| v.0),
                 keep_files: r.keep_files.map_or(d.keep_files, |v| v.0),
                 keep_bytes: r.keep_bytes.map_or(d.keep_bytes, |v| v.0),
+                keep_free_bytes: r.keep_free_bytes.map_or(d.keep_free_bytes, |v| v.0),
             }
         };
         let interfaces = validate_interfaces(self.interface, text)?;
@@ -1209,6 +1214,7 @@ rotate_seconds = 0
 rotate_packets = 1000000
 keep_files = 48
 keep_bytes = "2 TiB"
+keep_free_bytes = "50 GiB"
 
 [[interface]]
 name = "enp65s0f0"
@@ -1255,6 +1261,7 @@ mac = "ff:ff:ff:ff:ff:ff"
                 rotate_packets: 1_000_000,
                 keep_files: 48,
                 keep_bytes: 2 << 40,
+                keep_free_bytes: 50 << 30,
             }
         );
         assert_eq!(
@@ -1989,7 +1996,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&with_base("[output]\nrotate_minutes = 5")),
             format!(
-                "{P}:2:1: key `rotate_minutes`: unknown field `rotate_minutes`, expected one of `directory`, `prefix`, `rotate_bytes`, `rotate_seconds`, `rotate_packets`, `keep_files`, `keep_bytes`"
+                "{P}:2:1: key `rotate_minutes`: unknown field `rotate_minutes`, expected one of `directory`, `prefix`, `rotate_bytes`, `rotate_seconds`, `rotate_packets`, `keep_files`, `keep_bytes`, `keep_free_bytes`"
             )
         );
         assert_eq!(

@@ -9,17 +9,18 @@ use std::io::{Read as _, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::bpf::{Filter, KernelCounters, TargetTables};
-use crate::config::{Config, Queues, TargetConfig, XdpMode, ZeroCopy, format_mac};
+use crate::bpf::{Filter, KernelCounters, Slots, TargetTables};
+use crate::config::{Config, OutputConfig, Queues, TargetConfig, XdpMode, ZeroCopy, format_mac};
 use crate::handoff;
 use crate::nap::Nap;
+use crate::notify::Notifier;
 use crate::stop::{self, Stop};
 use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
@@ -77,6 +78,9 @@ const WRITER_MAX_NAP_NS: u64 = 100_000_000;
 /// Bytes a record takes in a hand-off ring besides the frame (header and padding, roughly).
 const HANDOFF_RECORD_OVERHEAD: u64 = 20;
 
+/// How often systemd's STATUS= line is refreshed.
+const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(5);
+
 /// How often the main loop logs a one-line status (and checks for reloads, every 100 ms).
 const STATUS_EVERY: Duration = Duration::from_secs(60);
 
@@ -91,13 +95,66 @@ struct IfaceStats {
 struct Stats {
     start_ns: u64,
     ifaces: Vec<IfaceStats>,
+    /// CLOCK_MONOTONIC ms when the writer last went round its loop (see `QueueStats`).
+    writer_heartbeat_ms: AtomicU64,
+    /// The file being written, for status lines.
+    current_file: std::sync::Mutex<Option<PathBuf>>,
+    /// Frames the writer could not write (full disk, I/O errors), all interfaces together.
+    write_losses: AtomicU64,
+}
+
+/// A thread that has not gone round its loop for this long is taken as hung: the daemon stops
+/// pinging systemd's watchdog, which then restarts it (and the bpf_link detaches the program).
+const HEARTBEAT_STALE_MS: u64 = 10_000;
+
+impl Stats {
+    /// Why the daemon is unhealthy, if it is: a worker or the writer stopped going round.
+    fn unhealthy(&self, config: &Config) -> Option<String> {
+        let now = xsk::monotonic_ns() / 1_000_000;
+        let stale = |beat: u64| now.saturating_sub(beat) > HEARTBEAT_STALE_MS;
+        if stale(self.writer_heartbeat_ms.load(Relaxed)) {
+            return Some("the writer thread has not run for 10 s".into());
+        }
+        for (iface, s) in config.interfaces.iter().zip(&self.ifaces) {
+            for (i, q) in s.queues.iter().enumerate() {
+                if stale(q.heartbeat_ms.load(Relaxed)) {
+                    return Some(format!(
+                        "the worker of {} (socket {i}) has not run for 10 s",
+                        iface.name
+                    ));
+                }
+            }
+        }
+        None
+    }
+
+    /// One line for systemd's STATUS= and `systemctl status`.
+    fn summary(&self) -> String {
+        let (mut written, mut drops) = (0, 0);
+        for i in 0..self.ifaces.len() {
+            let s = self.interface(i);
+            written += s.delivered;
+            drops += s.kernel_drops + s.user_drops;
+        }
+        let file = self.current_file.lock().ok().and_then(|f| f.clone());
+        format!(
+            "{written} frames written, {drops} dropped; {}",
+            file.map_or_else(|| "no file open".to_owned(), |f| format!("writing {}", f.display()))
+        )
+    }
 }
 
 impl Stats {
     fn interface(&self, i: usize) -> InterfaceStats {
         let s = &self.ifaces[i];
         let k = s.kernel.totals();
-        let user_drops: u64 = s.queues.iter().map(|q| q.handoff_drops.load(Relaxed)).sum();
+        // pcapng has no per-interface field for frames lost in user space: the hand-off drops of
+        // this interface, plus (on the first interface, where a reader looks) the write losses,
+        // which the writer cannot attribute to an interface.
+        let mut user_drops: u64 = s.queues.iter().map(|q| q.handoff_drops.load(Relaxed)).sum();
+        if i == 0 {
+            user_drops += self.write_losses.load(Relaxed);
+        }
         let socket_drops: u64 = s.queues.iter().map(|q| q.kernel_drops()).sum();
         InterfaceStats {
             start_ns: self.start_ns,
@@ -182,6 +239,23 @@ pub fn describe_target(t: &TargetConfig) -> String {
     format!("{} ({})", t.name, parts.join(", "))
 }
 
+/// The Interface Description Blocks' contents: name, host, targets, snap length.
+fn interface_infos(config: &Config, host: &str) -> Vec<InterfaceInfo> {
+    let targets = config.targets.iter().map(describe_target).collect::<Vec<_>>().join("; ");
+    config
+        .interfaces
+        .iter()
+        .map(|i| InterfaceInfo {
+            name: i.name.clone(),
+            description: format!(
+                "{} on {host}, captured by capture-daemon; targets: {targets}",
+                i.name
+            ),
+            snaplen: config.capture.snaplen,
+        })
+        .collect()
+}
+
 fn section_info() -> SectionInfo {
     SectionInfo {
         hardware: sys::cpu_model().unwrap_or_else(|| std::env::consts::ARCH.to_owned()),
@@ -196,21 +270,31 @@ struct Running {
     stop_workers: Stop,
     writer: JoinHandle<anyhow::Result<Summary>>,
     writer_stop: Arc<AtomicBool>,
+    /// New output settings and interface descriptions for the writer (config reloads).
+    reconfigure: mpsc::Sender<(OutputConfig, Vec<InterfaceInfo>)>,
     stats: Arc<Stats>,
 }
 
-/// Runs the capture described by `config` until `control.shutdown` is set.
-pub fn run(config: &Config, control: &Control) -> anyhow::Result<Summary> {
+/// Runs the capture described by `config` until `control.shutdown` is set. `reload` reads the
+/// configuration again when `control.reload` is set (SIGHUP).
+pub fn run(
+    config: Config,
+    control: &Control,
+    reload: &dyn Fn() -> anyhow::Result<Config>,
+) -> anyhow::Result<Summary> {
+    let mut config = config;
     let missing = sys::missing_caps();
     if !missing.is_empty() {
         let list: Vec<String> =
             missing.iter().map(|(cap, why)| format!("{cap} (to {why})")).collect();
         bail!("missing privileges: {}; run as root or grant these capabilities", list.join(", "));
     }
-    let ifaces = resolve_interfaces(config)?;
+    let ifaces = resolve_interfaces(&config)?;
     sys::raise_memlock_limit();
-    let tables = TargetTables::build(&config.capture, &config.targets)?;
-    let running = start(config, &ifaces, &tables)?;
+    let mut slots = Slots::default();
+    let assigned = slots.assign(&config.targets)?;
+    let tables = TargetTables::build(&config.capture, &config.targets, &assigned)?;
+    let mut running = start(&config, &ifaces, &tables)?;
     for (iface, filter) in ifaces.iter().zip(&running.filters) {
         log::info!(
             "capturing on {} (XDP {}, RX queues {:?} of {}): {}",
@@ -227,21 +311,46 @@ pub fn run(config: &Config, control: &Control) -> anyhow::Result<Summary> {
         ifaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
     );
 
+    let notifier = Notifier::from_env();
+    notifier.ready(&running.stats.summary());
+    // Signals wake the loop; otherwise it looks around once a second, or more often if
+    // systemd's watchdog wants pings sooner.
+    let period = notifier
+        .watchdog_interval()
+        .map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1)));
     let mut last_status = Instant::now();
+    let mut last_notify_status = Instant::now();
+    let mut last_health_log: Option<Instant> = None;
     while !control.shutdown.load(Relaxed) {
-        // Signals wake this loop; otherwise it looks around once a second.
-        control.wait(Duration::from_secs(1));
+        control.wait(period);
         if control.shutdown.load(Relaxed) {
             break;
         }
         if control.reload.swap(false, Relaxed) {
-            log::warn!(
-                "SIGHUP received: live reload is not implemented yet; restart the service to apply \
-                 a new configuration"
-            );
+            log::info!("reloading the configuration");
+            notifier.reloading();
+            match reload().and_then(|new| apply_reload(&mut running, &mut config, &mut slots, new))
+            {
+                Ok(()) => {}
+                Err(e) => log::error!("reload rejected, the running configuration stays: {e:#}"),
+            }
+            notifier.ready(&running.stats.summary());
+        }
+        match running.stats.unhealthy(&config) {
+            None => notifier.watchdog(),
+            Some(why) => {
+                if last_health_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
+                    log::error!("unhealthy, not pinging the watchdog: {why}");
+                    last_health_log = Some(Instant::now());
+                }
+            }
+        }
+        if last_notify_status.elapsed() >= NOTIFY_STATUS_EVERY {
+            notifier.status(&running.stats.summary());
+            last_notify_status = Instant::now();
         }
         if last_status.elapsed() >= STATUS_EVERY {
-            log_status(config, &running.stats);
+            log_status(&config, &slots, &running.stats);
             last_status = Instant::now();
         }
         if running.writer.is_finished() {
@@ -250,7 +359,55 @@ pub fn run(config: &Config, control: &Control) -> anyhow::Result<Summary> {
         }
     }
     log::info!("stopping: detaching XDP, draining rings, closing the file");
-    stop(running, config)
+    notifier.stopping();
+    stop(running, &config, &slots)
+}
+
+/// Applies a reloaded configuration without detaching anything: targets, `snaplen` and
+/// `unmatched` go into the BPF maps in place at once ([`Filter::update`]); `[output]` settings
+/// and the interface descriptions apply from the next file. Settings fixed at start-up (the
+/// interfaces, ring and buffer sizes, polling) are left as they are, with a warning.
+fn apply_reload(
+    running: &mut Running,
+    config: &mut Config,
+    slots: &mut Slots,
+    new: Config,
+) -> anyhow::Result<()> {
+    let mut fixed = Vec::new();
+    if new.interfaces != config.interfaces {
+        fixed.push("[[interface]]");
+    }
+    let (old_c, new_c) = (&config.capture, &new.capture);
+    if (old_c.ring_size, old_c.buffer_bytes, old_c.busy_poll_us, old_c.batch_delay_us)
+        != (new_c.ring_size, new_c.buffer_bytes, new_c.busy_poll_us, new_c.batch_delay_us)
+    {
+        fixed.push("ring_size, buffer_bytes, busy_poll_us, batch_delay_us");
+    }
+    // Check everything before changing anything.
+    let mut new_slots = slots.clone();
+    let assigned = new_slots.assign(&new.targets)?;
+    let tables = TargetTables::build(&new.capture, &new.targets, &assigned)?;
+    for filter in &mut running.filters {
+        filter.update(&tables).context("updating the BPF maps")?;
+    }
+    *slots = new_slots;
+    config.targets = new.targets;
+    config.capture.snaplen = new.capture.snaplen;
+    config.capture.unmatched = new.capture.unmatched;
+    config.output = new.output;
+    let _ = running
+        .reconfigure
+        .send((config.output.clone(), interface_infos(config, &sys::hostname())));
+    log::info!(
+        "reloaded: snaplen {}, unmatched {}, targets: {}; output settings apply from the next file",
+        config.capture.snaplen,
+        config.capture.unmatched,
+        config.targets.iter().map(describe_target).collect::<Vec<_>>().join("; ")
+    );
+    if !fixed.is_empty() {
+        log::warn!("reload: changes to {} take effect only after a restart", fixed.join("; "));
+    }
+    Ok(())
 }
 
 fn start(
@@ -315,20 +472,15 @@ fn start(
         return Err(e);
     }
 
-    let stats = Arc::new(Stats { start_ns: realtime_ns(), ifaces: iface_stats });
+    let stats = Arc::new(Stats {
+        start_ns: realtime_ns(),
+        ifaces: iface_stats,
+        writer_heartbeat_ms: AtomicU64::new(xsk::monotonic_ns() / 1_000_000),
+        current_file: std::sync::Mutex::new(None),
+        write_losses: AtomicU64::new(0),
+    });
     let host = sys::hostname();
-    let interfaces = ifaces
-        .iter()
-        .map(|i| InterfaceInfo {
-            name: i.name.clone(),
-            description: format!(
-                "{} on {host}, captured by capture-daemon; targets: {}",
-                i.name,
-                config.targets.iter().map(describe_target).collect::<Vec<_>>().join("; ")
-            ),
-            snaplen: config.capture.snaplen,
-        })
-        .collect();
+    let interfaces = interface_infos(config, &host);
     let writer = RotatingWriter::open(
         config.output.clone(),
         section_info(),
@@ -345,6 +497,7 @@ fn start(
         }
     };
     let writer_stop = Arc::new(AtomicBool::new(false));
+    let (reconfigure, reconfigured) = mpsc::channel();
     let writer = {
         let buffer_bytes = config.capture.buffer_bytes;
         let stop = Arc::clone(&writer_stop);
@@ -353,7 +506,7 @@ fn start(
             .name("writer".into())
             .spawn(move || {
                 let merger = Merger::new(sources, DEFAULT_WINDOW_NS);
-                write_loop(writer, merger, buffer_bytes, &stop, &stats)
+                write_loop(writer, merger, buffer_bytes, &reconfigured, &stop, &stats)
             })
             .context("spawning the writer thread")?
     };
@@ -361,15 +514,16 @@ fn start(
     // Last step: attach. Until here a failure changed nothing on the NICs.
     for (iface, filter) in ifaces.iter().zip(filters.iter_mut()) {
         if let Err(e) = filter.attach(iface.xdp_mode) {
-            let running = Running { filters, workers, stop_workers, writer, writer_stop, stats };
-            let _ = stop(running, config);
+            let running =
+                Running { filters, workers, stop_workers, writer, writer_stop, reconfigure, stats };
+            let _ = stop(running, config, &Slots::default());
             return Err(anyhow::Error::new(e));
         }
     }
-    Ok(Running { filters, workers, stop_workers, writer, writer_stop, stats })
+    Ok(Running { filters, workers, stop_workers, writer, writer_stop, reconfigure, stats })
 }
 
-fn stop(mut running: Running, config: &Config) -> anyhow::Result<Summary> {
+fn stop(mut running: Running, config: &Config, slots: &Slots) -> anyhow::Result<Summary> {
     for f in &mut running.filters {
         f.detach();
     }
@@ -382,28 +536,33 @@ fn stop(mut running: Running, config: &Config) -> anyhow::Result<Summary> {
         Ok(r) => r,
         Err(_) => Err(anyhow::anyhow!("the writer thread panicked")),
     };
-    log_status(config, &running.stats);
+    log_status(config, slots, &running.stats);
     drop(running.filters);
     summary
 }
 
-fn log_status(config: &Config, stats: &Stats) {
+fn log_status(config: &Config, slots: &Slots, stats: &Stats) {
     for (i, iface) in config.interfaces.iter().enumerate() {
         let Some(s) = stats.ifaces.get(i) else { continue };
         let k = s.kernel.totals();
         let isb = stats.interface(i);
         let hits = s.kernel.target_frames();
-        let per_target: Vec<String> =
-            config.targets.iter().zip(hits).map(|(t, n)| format!("{}={n}", t.name)).collect();
+        let per_target: Vec<String> = config
+            .targets
+            .iter()
+            .map(|t| format!("{}={}", t.name, slots.slot_of(&t.name).map_or(0, |s| hits[s])))
+            .collect();
+        let queue_drops: u64 = s.queues.iter().map(|q| q.handoff_drops.load(Relaxed)).sum();
         log::info!(
-            "{}: seen {} matched {} written {} | drops: kernel {} writer-queue {} | no-socket {} \
-             runts {} cut-tags {} | per target: {}",
+            "{}: seen {} matched {} written {} | drops: kernel {} writer-queue {} write-errors {} \
+             | no-socket {} runts {} cut-tags {} | per target: {}",
             iface.name,
             k.seen,
             k.matched,
             isb.delivered,
             isb.kernel_drops,
-            isb.user_drops,
+            queue_drops,
+            stats.write_losses.load(Relaxed),
             k.no_socket,
             k.runts,
             k.truncated_tags,
@@ -417,6 +576,7 @@ fn write_loop(
     mut writer: RotatingWriter,
     mut merger: Merger,
     buffer_bytes: u64,
+    reconfigured: &mpsc::Receiver<(OutputConfig, Vec<InterfaceInfo>)>,
     stop: &AtomicBool,
     stats: &Stats,
 ) -> anyhow::Result<Summary> {
@@ -427,6 +587,19 @@ fn write_loop(
     let mut reported_error = false;
     let mut delivered = vec![0u64; stats.ifaces.len()];
     loop {
+        stats.writer_heartbeat_ms.store(xsk::monotonic_ns() / 1_000_000, Relaxed);
+        stats.write_losses.store(writer.counters().packets_lost_to_errors, Relaxed);
+        // Before taking frames: the next file started after a reload follows the new settings.
+        if let Ok((output, interfaces)) = reconfigured.try_recv()
+            && let Err(e) = writer.reconfigure(output, &interfaces)
+        {
+            log::error!("reload: output settings not applied: {e}");
+        }
+        if let Ok(mut current) = stats.current_file.try_lock()
+            && current.as_deref() != writer.current_path()
+        {
+            *current = writer.current_path().map(PathBuf::from);
+        }
         let round =
             write_round(&mut merger, &mut writer, realtime_ns(), RECORDS_PER_ROUND, &mut delivered);
         let n = round.records;
@@ -461,9 +634,11 @@ fn write_loop(
             std::thread::sleep(pause);
         }
     }
+    stats.write_losses.store(writer.counters().packets_lost_to_errors, Relaxed);
     let closed_before = writer.counters().files_closed;
     let last_file = writer.close(realtime_ns()).context("closing the output file")?;
-    let frames_written = stats.ifaces.iter().map(|s| s.delivered.load(Relaxed)).sum();
+    let handed: u64 = stats.ifaces.iter().map(|s| s.delivered.load(Relaxed)).sum();
+    let frames_written = handed.saturating_sub(stats.write_losses.load(Relaxed));
     Ok(Summary {
         frames_written,
         files_closed: closed_before + u64::from(last_file.is_some()),

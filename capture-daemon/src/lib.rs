@@ -18,6 +18,7 @@ pub mod daemon;
 pub mod handoff;
 pub mod nap;
 pub mod netdev;
+pub mod notify;
 pub mod stop;
 pub mod sys;
 pub mod writer;

@@ -86,7 +86,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 Ok(())
             };
             hooks().context("installing signal handlers")?;
-            let summary = daemon::run(&cfg, &control)?;
+            let reload = || Config::load(&config).map_err(anyhow::Error::from);
+            let summary = daemon::run(cfg, &control, &reload)?;
             log::info!(
                 "stopped: {} frame(s) written, {} file(s) closed",
                 summary.frames_written,

@@ -47,6 +47,9 @@ pub struct QueueStats {
     pub kernel_rx_ring_full: AtomicU64,
     pub kernel_fill_ring_empty: AtomicU64,
     pub kernel_invalid_descs: AtomicU64,
+    /// CLOCK_MONOTONIC in ms when the worker last went round its loop: a stale value means a
+    /// hung worker, and the daemon stops pinging systemd's watchdog.
+    pub heartbeat_ms: AtomicU64,
 }
 
 impl QueueStats {
@@ -479,16 +482,24 @@ impl RxQueue {
         let mut nap = Nap::new(u64::from(self.ring_size / 4), self.batch_delay_ns);
         // Frames taken since the worker last slept.
         let mut round = 0u32;
+        let mut full_batches = 0u32;
+        stats.heartbeat_ms.store(monotonic_ns() / 1_000_000, Relaxed);
         loop {
             let stopping = stop.is_raised();
             let n = self.drain(&mut producer, offset, stats, watermark);
             round += n;
             if n == BATCH {
+                full_batches = full_batches.wrapping_add(1);
+                if full_batches.is_multiple_of(1024) {
+                    stats.heartbeat_ms.store(monotonic_ns() / 1_000_000, Relaxed);
+                }
                 continue;
             }
+            let mono = monotonic_ns();
+            stats.heartbeat_ms.store(mono / 1_000_000, Relaxed);
             // The RX ring is empty: every frame stamped more than IN_FLIGHT_NS ago has been
             // pushed (the kernel fills the ring within one NAPI poll of stamping a frame).
-            let now = monotonic_ns().wrapping_add_signed(offset);
+            let now = mono.wrapping_add_signed(offset);
             watermark.fetch_max(now.saturating_sub(IN_FLIGHT_NS), Release);
             if last_refresh.elapsed() >= Duration::from_secs(1) {
                 offset = monotonic_to_realtime_offset();
@@ -553,7 +564,7 @@ fn prefetch(p: *const u8) {
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
-fn monotonic_ns() -> u64 {
+pub fn monotonic_ns() -> u64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
     // SAFETY: valid clock id and out-pointer.
     unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };

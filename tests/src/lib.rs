@@ -116,6 +116,15 @@ impl Lab {
         Daemon::start(&self.ns, config)
     }
 
+    /// Sends frames from the peer at the given pace (then lets NAPI finish, as `send` does).
+    pub fn send_paced(&self, frames: &[Vec<u8>], pace: Pace) {
+        let peer = self.veth.peer.clone();
+        let sent =
+            self.ns.run(|| RawSender::open(&peer)?.send_all(frames, pace)).expect("sending frames");
+        assert_eq!(sent, frames.len() as u64);
+        std::thread::sleep(Duration::from_millis(300));
+    }
+
     /// Sends frames from the peer, paced so veth's 256-frame XDP ring never overflows.
     pub fn send(&self, frames: &[Vec<u8>]) {
         let peer = self.veth.peer.clone();
@@ -143,6 +152,14 @@ impl Lab {
             .expect("ip link show");
         let text = String::from_utf8_lossy(&out.stdout);
         text.contains("prog/xdp") || text.contains("xdpgeneric") || text.contains(" xdp ")
+    }
+
+    /// The id of the XDP program attached to the capture interface, if any.
+    pub fn xdp_prog_id(&self) -> Option<u64> {
+        let out = self.ns.command("ip").args(["-d", "link", "show", CAPTURE_IF]).output().ok()?;
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let rest = text.split("prog/xdp id ").nth(1)?;
+        rest.split_whitespace().next()?.parse().ok()
     }
 
     /// The capture veth's XDP counters from `ethtool -S`, summed over RX queues, by name without
@@ -231,6 +248,11 @@ impl Daemon {
         self.log.lock().expect("log lock").join("\n")
     }
 
+    /// The log, still readable after [`Daemon::stop`] consumed the daemon.
+    pub fn log_handle(&self) -> Log {
+        Log(Arc::clone(&self.log))
+    }
+
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
@@ -242,7 +264,7 @@ impl Daemon {
         panic!("daemon never logged {needle:?} within {timeout:?}; log:\n{}", self.log_text());
     }
 
-    fn signal(&self, sig: i32) {
+    pub fn signal(&self, sig: i32) {
         let pid = self.child.as_ref().expect("running").id();
         // `ip netns exec` execs the daemon, so this pid is the daemon itself.
         // SAFETY: signalling our own child.
@@ -285,6 +307,15 @@ impl Drop for Daemon {
             let _ = c.kill();
             let _ = c.wait();
         }
+    }
+}
+
+/// A daemon's collected stderr.
+pub struct Log(Arc<Mutex<Vec<String>>>);
+
+impl Log {
+    pub fn text(&self) -> String {
+        self.0.lock().expect("log lock").join("\n")
     }
 }
 

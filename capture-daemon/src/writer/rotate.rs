@@ -18,7 +18,9 @@ use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
 use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::FileExt as _;
+use std::os::unix::fs::{
+    DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _,
+};
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
@@ -44,6 +46,10 @@ const MAX_NAME_ATTEMPTS: u32 = 1000;
 const NS_PER_SEC: u64 = 1_000_000_000;
 
 const FINAL_SUFFIX: &str = ".pcapng";
+/// Capture files: owner read/write, group read (the umask may take more away).
+const FILE_MODE: u32 = 0o640;
+/// A created output directory: owner all, group read/enter.
+const DIR_MODE: u32 = 0o750;
 const PART_SUFFIX: &str = ".pcapng.part";
 
 /// What the writer is told: the `[output]` section of the config, used as it is (0 = never /
@@ -113,6 +119,20 @@ pub enum WriterError {
         source: io::Error,
     },
     /// `write_packet` named an interface that `open` was not given.
+    /// Anyone could plant or delete files in the output directory.
+    #[error(
+        "capture directory {} is writable by everyone (mode {mode:o}); use a directory only the \
+         service can write (e.g. chmod 0750)",
+        path.display()
+    )]
+    WorldWritable {
+        /// The directory.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+    },
+    #[error("the number of interfaces cannot change while writing (was {was}, now {now})")]
+    InterfaceCountChanged { was: u32, now: usize },
     #[error("packet for interface {interface_id}, but only {count} interfaces are described")]
     UnknownInterface {
         /// The interface id passed.
@@ -152,6 +172,9 @@ struct Faults {
 /// Writes packets into a rotating series of pcapng files (see the module docs).
 pub struct RotatingWriter {
     policy: Policy,
+    /// A new policy and header from a config reload, applied when the next file starts.
+    pending: Option<(Policy, Vec<u8>)>,
+    section: SectionInfo,
     interface_count: u32,
     /// SHB + IDBs, encoded once, copied to the start of every file.
     header: Vec<u8>,
@@ -208,8 +231,7 @@ impl RotatingWriter {
             return Err(WriterError::InvalidPrefix { prefix: policy.prefix });
         }
         let dir = &policy.directory;
-        fs::create_dir_all(dir)
-            .map_err(|source| WriterError::CreateDir { path: dir.clone(), source })?;
+        prepare_dir(dir)?;
         let entries = scan(dir, &policy.prefix)
             .map_err(|source| WriterError::ReadDir { path: dir.clone(), source })?;
         for entry in entries.iter().filter(|e| e.part) {
@@ -225,6 +247,8 @@ impl RotatingWriter {
 
         let mut writer = Self {
             policy,
+            pending: None,
+            section,
             interface_count: u32::try_from(interfaces.len()).unwrap_or(u32::MAX),
             header,
             stats,
@@ -317,6 +341,8 @@ impl RotatingWriter {
         self.now_ns = now_ns;
         let Some(file) = &self.file else {
             if now_ns.saturating_sub(self.last_open_attempt_ns) >= REOPEN_INTERVAL_NS {
+                // A reload may have pointed the output somewhere usable.
+                self.apply_pending();
                 self.try_start_file(now_ns);
             }
             return Ok(());
@@ -357,7 +383,56 @@ impl RotatingWriter {
     fn rotate(&mut self, now_ns: u64) {
         self.finish_file();
         self.apply_retention();
+        self.apply_pending();
         self.try_start_file(now_ns);
+    }
+
+    /// Takes new output settings and interface descriptions (a config reload). They apply from
+    /// the next file, so the current one stays consistent; the interface count cannot change.
+    pub fn reconfigure(
+        &mut self,
+        policy: Policy,
+        interfaces: &[InterfaceInfo],
+    ) -> Result<(), WriterError> {
+        if interfaces.len() != self.interface_count as usize {
+            return Err(WriterError::InterfaceCountChanged {
+                was: self.interface_count,
+                now: interfaces.len(),
+            });
+        }
+        if policy.prefix.is_empty() || policy.prefix.contains(['/', '\0']) {
+            return Err(WriterError::InvalidPrefix { prefix: policy.prefix });
+        }
+        let mut header = Vec::new();
+        encode_shb(&mut header, &self.section);
+        for interface in interfaces {
+            encode_idb(&mut header, interface);
+        }
+        self.pending = Some((policy, header));
+        Ok(())
+    }
+
+    /// Switches to the reloaded settings, between two files. A new directory or prefix gets its
+    /// own sequence (continuing whatever that directory holds).
+    fn apply_pending(&mut self) {
+        let Some((policy, header)) = self.pending.take() else { return };
+        if policy.directory != self.policy.directory || policy.prefix != self.policy.prefix {
+            let dir = &policy.directory;
+            let prepared = prepare_dir(dir).map_err(|e| io::Error::other(e.to_string()));
+            match prepared.and_then(|()| scan(dir, &policy.prefix)) {
+                Ok(entries) => {
+                    self.next_seq =
+                        entries.iter().map(|e| e.seq).max().map_or(1, |m| m.saturating_add(1));
+                }
+                Err(err) => {
+                    self.report_io_error("cannot use the new output directory", dir, &err);
+                    return;
+                }
+            }
+        }
+        info!("output settings reloaded: next file in {}", policy.directory.display());
+        self.policy = policy;
+        self.header = header;
     }
 
     /// Creates the next file; on failure counts, logs and leaves no file open (tick retries).
@@ -428,7 +503,14 @@ impl RotatingWriter {
             self.faults.fail_creates -= 1;
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
-        OpenOptions::new().write(true).create_new(true).open(path)
+        // O_EXCL (create_new): never overwrite; O_NOFOLLOW: never write through a symlink
+        // someone planted under our name. 0640: readable by the service's group only.
+        OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(FILE_MODE)
+            .custom_flags(libc::O_NOFOLLOW)
+            .open(path)
     }
 
     /// Writes the buffer at the end of the file's good data. On error the buffer's packets are
@@ -479,6 +561,10 @@ impl RotatingWriter {
                 }
                 let path = file.part_path.clone();
                 self.report_io_error("cannot write capture file", &path, &err);
+                if err.raw_os_error() == Some(libc::ENOSPC) {
+                    // keep_free_bytes may make room for the next buffer.
+                    self.apply_retention();
+                }
             }
         }
         // Written or lost, the packets and bytes have left the buffer (all but a header that
@@ -533,7 +619,8 @@ impl RotatingWriter {
     /// or they hold more than `keep_bytes`.
     fn apply_retention(&mut self) {
         let (keep_files, keep_bytes) = (self.policy.keep_files, self.policy.keep_bytes);
-        if keep_files == 0 && keep_bytes == 0 {
+        let keep_free = self.policy.keep_free_bytes;
+        if keep_files == 0 && keep_bytes == 0 && keep_free == 0 {
             return;
         }
         let entries = match scan(&self.policy.directory, &self.policy.prefix) {
@@ -556,8 +643,12 @@ impl RotatingWriter {
         let mut count = finished.len() as u64;
         let mut total: u64 = finished.iter().map(|(_, size)| size).sum();
         let current = self.file.as_ref().map(|f| f.final_path.clone());
+        let dir = self.policy.directory.clone();
+        let short_of_space = || keep_free != 0 && free_bytes(&dir).is_some_and(|f| f < keep_free);
         for (entry, size) in finished {
-            if !((keep_files != 0 && count > keep_files) || (keep_bytes != 0 && total > keep_bytes))
+            if !((keep_files != 0 && count > keep_files)
+                || (keep_bytes != 0 && total > keep_bytes)
+                || short_of_space())
             {
                 break;
             }
@@ -621,6 +712,35 @@ struct Entry {
 }
 
 /// Files in `dir` named exactly `{prefix}_<digits>_<14 digits>.pcapng[.part]`.
+/// Bytes available to unprivileged users on the file system holding `dir`.
+fn free_bytes(dir: &Path) -> Option<u64> {
+    let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
+    // SAFETY: statvfs with a valid C string and an out-struct it fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return None;
+    }
+    Some(st.f_bavail.saturating_mul(st.f_frsize))
+}
+
+/// Creates the output directory (and parents) with mode 0750 if missing, and refuses one that
+/// everybody may write to.
+fn prepare_dir(dir: &Path) -> Result<(), WriterError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(DIR_MODE)
+        .create(dir)
+        .map_err(|source| WriterError::CreateDir { path: dir.to_path_buf(), source })?;
+    let mode = fs::metadata(dir)
+        .map_err(|source| WriterError::CreateDir { path: dir.to_path_buf(), source })?
+        .permissions()
+        .mode();
+    if mode & 0o002 != 0 {
+        return Err(WriterError::WorldWritable { path: dir.to_path_buf(), mode: mode & 0o7777 });
+    }
+    Ok(())
+}
+
 fn scan(dir: &Path, prefix: &str) -> io::Result<Vec<Entry>> {
     let mut entries = Vec::new();
     for dirent in fs::read_dir(dir)? {
@@ -663,13 +783,23 @@ fn recover_part(part: &Path) {
     else {
         return;
     };
-    let file = match OpenOptions::new().read(true).write(true).open(part) {
-        Ok(file) => file,
-        Err(err) => {
-            warn!("cannot open unfinished capture file {} to recover it: {err}", part.display());
-            return;
-        }
-    };
+    // O_NOFOLLOW: a symlink planted under a capture file's name is left alone, not "recovered"
+    // by truncating whatever it points to.
+    let file =
+        match OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(part) {
+            Ok(file) => file,
+            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+                warn!("{} is a symbolic link, not a capture file; left alone", part.display());
+                return;
+            }
+            Err(err) => {
+                warn!(
+                    "cannot open unfinished capture file {} to recover it: {err}",
+                    part.display()
+                );
+                return;
+            }
+        };
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
@@ -812,6 +942,7 @@ mod tests {
             rotate_packets: 0,
             keep_files: 0,
             keep_bytes: 0,
+            keep_free_bytes: 0,
         }
     }
 
@@ -1670,5 +1801,76 @@ mod tests {
         assert_eq!(count, Some("123"), "{stdout}");
         assert!(stdout.contains("pcapng"), "{stdout}");
         assert!(stdout.contains("Number of interfaces in file: 2"), "{stdout}");
+    }
+
+    #[test]
+    fn reload_applies_from_the_next_file_in_the_new_place() {
+        let dir = tempfile::tempdir().unwrap();
+        let other = dir.path().join("moved");
+        let mut w = open(Policy { rotate_packets: 2, ..policy(dir.path()) }, T0);
+        write(&mut w, 0);
+        let mut infos = interfaces();
+        infos[0].description = "after the reload".into();
+        w.reconfigure(
+            Policy { prefix: "new".into(), directory: other.clone(), ..policy(dir.path()) },
+            &infos,
+        )
+        .unwrap();
+        write(&mut w, 1); // completes the first file: the rotation switches to the new policy
+        for i in 2..5 {
+            write(&mut w, i); // rotate_packets is 0 now: one file
+        }
+        w.close(T0).unwrap();
+        assert_eq!(finished(dir.path()).len(), 1, "the old file stays where it was");
+        let moved = names(&other);
+        assert_eq!(moved.len(), 1, "{moved:?}");
+        assert!(moved[0].starts_with("new_00001_") && moved[0].ends_with(".pcapng"), "{moved:?}");
+        let rb = read_back(&other.join(&moved[0]));
+        assert_eq!(rb.packets.len(), 3);
+        assert!(format!("{:?}", rb.idbs[0]).contains("after the reload"));
+        // The interface count is fixed while writing.
+        assert!(matches!(
+            open(policy(dir.path()), T0).reconfigure(policy(dir.path()), &infos[..1]),
+            Err(WriterError::InterfaceCountChanged { was: 2, now: 1 })
+        ));
+    }
+
+    #[test]
+    fn files_and_directories_get_restrictive_modes() {
+        let dir = tempfile::tempdir().unwrap();
+        let out = dir.path().join("a/b");
+        let mut w = open(policy(&out), T0);
+        write(&mut w, 0);
+        let path = w.close(T0).unwrap().unwrap();
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&out) & !0o022, 0o750, "created directory");
+        assert_eq!(mode(&path) & !0o022, 0o640, "capture file");
+        assert_eq!(mode(&path) & 0o007, 0, "nothing for others");
+    }
+
+    #[test]
+    fn a_world_writable_directory_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
+        let err = RotatingWriter::open(policy(dir.path()), section(), interfaces(), stats().0, T0)
+            .unwrap_err();
+        assert!(matches!(err, WriterError::WorldWritable { mode: 0o777, .. }), "{err}");
+        assert!(err.to_string().contains("writable by everyone"), "{err}");
+    }
+
+    #[test]
+    fn a_planted_symlink_is_never_written_through() {
+        let dir = tempfile::tempdir().unwrap();
+        let victim = dir.path().join("victim");
+        fs::write(&victim, b"precious").unwrap();
+        let out = dir.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let name = format!("cap_00001_{T0_STAMP}.pcapng.part");
+        std::os::unix::fs::symlink(&victim, out.join(&name)).unwrap();
+        let mut w = open(policy(&out), T0);
+        write(&mut w, 0);
+        w.close(T0).unwrap();
+        assert_eq!(fs::read(&victim).unwrap(), b"precious");
+        assert!(names(&out).iter().any(|n| n.starts_with("cap_00002_")), "{:?}", names(&out));
     }
 }

@@ -1,0 +1,157 @@
+//! Failure safety: a full disk, retention by free space, a crash mid-file.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use capture_tests::*;
+
+const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0a];
+const X: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x99];
+const ALL: &str = "[[target]]\nname = \"all\"\n";
+
+fn frames(range: std::ops::Range<u32>, len: usize) -> Vec<Vec<u8>> {
+    range.map(|i| test_frame(A, X, &[], i, len)).collect()
+}
+
+/// A small tmpfs of our own, unmounted on drop.
+struct SmallFs {
+    path: PathBuf,
+}
+
+impl SmallFs {
+    fn mount(path: PathBuf, size: &str) -> SmallFs {
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0750"), "capfull"])
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs on {}", path.display());
+        SmallFs { path }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}
+
+fn config_in(lab: &Lab, dir: &Path, output: &str) -> PathBuf {
+    let path = lab.dir.path().join("full.toml");
+    std::fs::write(
+        &path,
+        format!(
+            "[output]\ndirectory = \"{}\"\nprefix = \"t\"\nrotate_seconds = 0\n{output}\n\n\
+             [[interface]]\nname = \"{CAPTURE_IF}\"\n\n{ALL}",
+            dir.display()
+        ),
+    )
+    .unwrap();
+    path
+}
+
+fn finished(dir: &Path) -> Vec<PathBuf> {
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.to_string_lossy().ends_with(".pcapng"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn a_full_disk_counts_its_losses_keeps_files_whole_and_recovers() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let fs = SmallFs::mount(lab.dir.path().join("small"), "256k");
+    let config = config_in(&lab, &fs.path, "rotate_bytes = 32768");
+    let daemon = lab.start(&config);
+    // ~1 MB of frames into 256 KiB: the disk fills up part way.
+    lab.send(&frames(0..2000, 500));
+    std::thread::sleep(Duration::from_millis(1500)); // the writer flushes within a second
+    daemon.wait_for_log("No space left on device", Duration::from_secs(5));
+    for f in finished(&fs.path) {
+        capinfos_count(&f); // every finished file is whole
+    }
+    // Space comes back: the daemon goes on writing, without a restart.
+    for f in finished(&fs.path) {
+        std::fs::remove_file(f).unwrap();
+    }
+    // A file that could not be created is retried once a second.
+    std::thread::sleep(Duration::from_millis(2500));
+    lab.send(&frames(10_000..10_050, 500));
+    let log = daemon.log_handle();
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "the daemon kept running through a full disk: {status}");
+    let packets = read_all(&finished(&fs.path));
+    let late: Vec<u32> = ids(&packets).into_iter().filter(|i| *i >= 10_000).collect();
+    assert_eq!(late, (10_000..10_050).collect::<Vec<_>>(), "writing resumed once space was back");
+    let log = log.text();
+    let lost: u64 = log
+        .split("write-errors ")
+        .last()
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .expect("the stop line reports write errors");
+    assert!(lost > 0, "losses are counted: {log}");
+}
+
+#[test]
+fn keep_free_bytes_deletes_the_oldest_files_before_the_disk_fills() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let fs = SmallFs::mount(lab.dir.path().join("small"), "512k");
+    let config = config_in(&lab, &fs.path, "rotate_bytes = 32768\nkeep_free_bytes = \"192 KiB\"");
+    let daemon = lab.start(&config);
+    lab.send(&frames(0..3000, 500)); // ~1.5 MB through a 512 KiB file system
+    let log = daemon.log_handle();
+    assert!(daemon.stop().0.success());
+    let log = log.text();
+    assert!(log.contains("to keep within retention limits"), "{log}");
+    assert!(!log.contains("No space left"), "retention made room in time: {log}");
+    let kept = ids(&read_all(&finished(&fs.path)));
+    assert_eq!(kept.last(), Some(&2999), "the newest frames are kept");
+    assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "what is kept is one unbroken stretch");
+}
+
+#[test]
+fn after_kill_9_the_next_start_recovers_the_unfinished_file() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("", "", ALL);
+    let daemon = lab.start(&config);
+    lab.send(&frames(0..100, 200));
+    std::thread::sleep(Duration::from_millis(1500)); // flushed to the .part file
+    daemon.kill9();
+    let (done, parts) = lab.files();
+    assert!(done.is_empty());
+    assert_eq!(parts.len(), 1, "the file being written stays a .part");
+    // Readable up to its last whole block.
+    assert_eq!(capinfos_count(&parts[0]), 100);
+
+    let daemon = lab.start(&config);
+    assert!(
+        daemon.log_text().contains("recovered unfinished capture file"),
+        "{}",
+        daemon.log_text()
+    );
+    lab.send(&frames(100..110, 200));
+    assert!(daemon.stop().0.success());
+    let (done, parts) = lab.files();
+    assert!(parts.is_empty());
+    assert_eq!(done.len(), 2);
+    assert_eq!(ids(&read_all(&done)), (0..110).collect::<Vec<_>>());
+    for f in &done {
+        capinfos_count(f);
+    }
+}

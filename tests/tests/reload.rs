@@ -1,0 +1,119 @@
+//! SIGHUP: the configuration is read again and applied without detaching anything.
+
+use std::time::Duration;
+
+use capture_tests::*;
+
+const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0a];
+const B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0b];
+const X: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x99];
+const TARGET_A: &str = "[[target]]\nname = \"a\"\nmac = \"52:54:00:00:00:0a\"\n";
+const TARGET_B: &str = "[[target]]\nname = \"b\"\nmac = \"52:54:00:00:00:0b\"\n";
+
+/// Frames of A and B alternating, ids from `start`.
+fn mixed(start: u32, n: u32) -> Vec<Vec<u8>> {
+    (start..start + n).map(|i| test_frame(if i % 2 == 0 { A } else { B }, X, &[], i, 100)).collect()
+}
+
+#[test]
+fn reload_under_traffic_loses_nothing_and_applies_new_targets() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("", "", TARGET_A);
+    let daemon = lab.start(&config);
+    let prog = lab.xdp_prog_id().expect("an XDP program is attached");
+
+    // Steady traffic while the config changes twice under it: a's frames must all be there.
+    std::thread::scope(|s| {
+        // 4000 frames over about 1.5 s.
+        let pace = capture_lab::Pace { burst: 8, pause: Duration::from_millis(3) };
+        let lab = &lab;
+        let sender = s.spawn(move || lab.send_paced(&mixed(0, 4000), pace));
+        std::thread::sleep(Duration::from_millis(300));
+        lab.config("snaplen = 64", "", &format!("{TARGET_B}\n{TARGET_A}"));
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_log("reloaded: snaplen 64", Duration::from_secs(5));
+        std::thread::sleep(Duration::from_millis(200));
+        lab.config("", "", TARGET_A);
+        daemon.signal(libc::SIGHUP);
+        sender.join().unwrap();
+    });
+    daemon.wait_for_log("reloaded: snaplen 0", Duration::from_secs(5));
+    // After the second reload only a again, whole frames.
+    lab.send(&mixed(10_000, 100));
+    assert_eq!(lab.xdp_prog_id(), Some(prog), "the same program stayed attached");
+    let log = daemon.log_handle();
+    assert!(daemon.stop().0.success());
+    assert_eq!(log.text().matches("reloaded:").count(), 2, "{}", log.text());
+
+    let (files, _) = lab.files();
+    let packets = read_all(&files);
+    let got = ids(&packets);
+    let a_sent: Vec<u32> = (0..4000).chain(10_000..10_100).filter(|i| i % 2 == 0).collect();
+    let a_got: Vec<u32> = got.iter().copied().filter(|i| i % 2 == 0).collect();
+    assert_eq!(a_got, a_sent, "every frame of the unchanged target");
+    let b_got: Vec<u32> = got.iter().copied().filter(|i| i % 2 == 1).collect();
+    assert!(!b_got.is_empty(), "b was captured while it was configured");
+    assert!(b_got.iter().all(|i| *i < 4000), "b not captured after it was removed");
+    // While snaplen was 64 frames were sliced, after it they are whole again.
+    assert!(packets.iter().any(|p| p.data.len() == 64 && p.orig_len == 100));
+    assert!(
+        packets
+            .iter()
+            .filter(|p| frame_id(&p.data).is_some_and(|i| i >= 10_000))
+            .all(|p| p.data.len() == 100)
+    );
+}
+
+#[test]
+fn an_invalid_reload_is_rejected_and_capture_goes_on() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let write_config = |prefix: &str| {
+        let path = lab.dir.path().join("capture.toml");
+        let text = format!(
+            "[output]\ndirectory = \"{}\"\nprefix = \"{prefix}\"\nrotate_packets = 10\n\n\
+             [[interface]]\nname = \"{CAPTURE_IF}\"\n\n{TARGET_A}",
+            lab.out_dir().display()
+        );
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let config = write_config("t");
+    let daemon = lab.start(&config);
+    lab.send(&mixed(0, 10));
+
+    std::fs::write(
+        &config,
+        "[[interface]]\nname = \"cap0\"\n[[target]]\nname = \"x\"\nvlan = 4095\n",
+    )
+    .unwrap();
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("reload rejected, the running configuration stays", Duration::from_secs(5));
+    assert!(
+        daemon.log_text().contains(&format!("{}:5:8: key `vlan`", config.display())),
+        "{}",
+        daemon.log_text()
+    );
+
+    // A valid reload with a new prefix: applies from the next file.
+    write_config("renamed");
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("reloaded:", Duration::from_secs(5));
+    lab.send(&mixed(100, 40));
+    assert!(daemon.stop().0.success());
+
+    let (files, _) = lab.files();
+    assert_eq!(
+        ids(&read_all(&files)),
+        (0..10).chain(100..140).filter(|i| i % 2 == 0).collect::<Vec<_>>()
+    );
+    let names: Vec<String> =
+        files.iter().map(|f| f.file_name().unwrap().to_string_lossy().into_owned()).collect();
+    assert!(names.iter().any(|n| n.starts_with("t_")), "{names:?}");
+    assert!(names.iter().any(|n| n.starts_with("renamed_00001_")), "{names:?}");
+}

@@ -126,6 +126,38 @@ pub struct Counters {
 }
 const _: () = assert!(size_of::<Counters>() == 12 * 8);
 
+impl Counters {
+    /// Adds `other` field by field (summing the per-CPU copies).
+    pub fn add(&mut self, other: &Counters) {
+        let Counters {
+            seen,
+            matched,
+            redirected,
+            no_socket,
+            redirect_failed,
+            sliced,
+            adjust_failed,
+            unmatched_passed,
+            unmatched_dropped,
+            runts,
+            truncated_tags,
+            deep_tags,
+        } = other;
+        self.seen += seen;
+        self.matched += matched;
+        self.redirected += redirected;
+        self.no_socket += no_socket;
+        self.redirect_failed += redirect_failed;
+        self.sliced += sliced;
+        self.adjust_failed += adjust_failed;
+        self.unmatched_passed += unmatched_passed;
+        self.unmatched_dropped += unmatched_dropped;
+        self.runts += runts;
+        self.truncated_tags += truncated_tags;
+        self.deep_tags += deep_tags;
+    }
+}
+
 /// Per-CPU frame counts per target slot (single entry of the `TARGET_HITS` per-CPU array).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -65,18 +65,7 @@ impl KernelCounters {
         let mut sum = Counters::default();
         if let Ok(per_cpu) = self.counters.get(&0, 0) {
             for c in per_cpu.iter() {
-                sum.seen += c.seen;
-                sum.matched += c.matched;
-                sum.redirected += c.redirected;
-                sum.no_socket += c.no_socket;
-                sum.redirect_failed += c.redirect_failed;
-                sum.sliced += c.sliced;
-                sum.adjust_failed += c.adjust_failed;
-                sum.unmatched_passed += c.unmatched_passed;
-                sum.unmatched_dropped += c.unmatched_dropped;
-                sum.runts += c.runts;
-                sum.truncated_tags += c.truncated_tags;
-                sum.deep_tags += c.deep_tags;
+                sum.add(c);
             }
         }
         sum

@@ -5,15 +5,13 @@
 //! [`BENCH_TARGET_MAC`]); [`Blaster`] sends them round-robin. The only syscall per batch is the
 //! `sendmmsg` itself (plus a sleep when rate-limited): no per-frame work beyond filling an iovec.
 
-use std::ffi::CString;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail};
 
-use crate::{Frame, pin_current_thread};
+use crate::{Frame, RawSender, pin_current_thread};
 
 /// The MAC of the benchmark's captured "VM": half of every frame set is to or from it.
 pub const BENCH_TARGET_MAC: [u8; 6] = [0x52, 0x54, 0x00, 0x00, 0x00, 0x0a];
@@ -25,12 +23,8 @@ const HEADERS: usize = 14 + 20 + 8;
 /// The IMIX cycle: 7 x 60, 4 x 590, 1 x 1514 bytes (without FCS), spread out rather than in runs.
 const IMIX_CYCLE: [usize; 12] = [60, 590, 60, 60, 590, 60, 1514, 60, 590, 60, 60, 590];
 
-#[allow(clippy::cast_possible_truncation)] // AF_PACKET is 17.
-const AF_PACKET_FAMILY: libc::sa_family_t = libc::AF_PACKET as libc::sa_family_t;
 #[allow(clippy::cast_possible_truncation)] // 20 bytes.
 const SOCKADDR_LL_LEN: libc::socklen_t = size_of::<libc::sockaddr_ll>() as libc::socklen_t;
-/// From linux/if_packet.h; stable uapi.
-const PACKET_QDISC_BYPASS: libc::c_int = 20;
 /// Largest batch handed to one `sendmmsg` (the kernel caps a call at UIO_MAXIOV = 1024).
 pub const MAX_BATCH: usize = 1024;
 
@@ -249,68 +243,22 @@ impl TokenBucket {
     }
 }
 
-/// A send-only AF_PACKET socket with PACKET_QDISC_BYPASS, bound to one interface.
+/// A send-only AF_PACKET socket with PACKET_QDISC_BYPASS, bound to one interface: a
+/// [`RawSender`] that sends in batches with sendmmsg.
 /// Open it inside [`crate::NetNs::run`]; it can be moved to and used from any thread afterwards.
 #[derive(Debug)]
 pub struct Blaster {
-    fd: OwnedFd,
-    ifindex: i32,
+    sender: RawSender,
 }
 
 impl Blaster {
     /// Opens the socket on `ifname` as seen from the calling thread's network namespace.
     pub fn open(ifname: &str) -> Result<Blaster> {
-        let cname = CString::new(ifname).with_context(|| format!("interface name {ifname:?}"))?;
-        // SAFETY: cname is a valid NUL-terminated string.
-        let index = unsafe { libc::if_nametoindex(cname.as_ptr()) };
-        if index == 0 {
-            return Err(io::Error::last_os_error()).with_context(|| {
-                format!("looking up interface {ifname} in this thread's network namespace")
-            });
-        }
-        let ifindex =
-            i32::try_from(index).with_context(|| format!("ifindex {index} of {ifname}"))?;
-        // SAFETY: plain syscall; the returned fd is checked and then owned.
-        let raw = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-        if raw < 0 {
-            return Err(io::Error::last_os_error())
-                .context("creating an AF_PACKET SOCK_RAW socket");
-        }
-        // SAFETY: raw is a fresh fd that nothing else owns.
-        let fd = unsafe { OwnedFd::from_raw_fd(raw) };
-        let blaster = Blaster { fd, ifindex };
-        let addr = blaster.sockaddr();
-        // SAFETY: addr is a valid sockaddr_ll of the length passed.
-        let rc = unsafe {
-            libc::bind(
-                blaster.fd.as_raw_fd(),
-                (&raw const addr).cast::<libc::sockaddr>(),
-                SOCKADDR_LL_LEN,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error())
-                .with_context(|| format!("binding the AF_PACKET socket to {ifname}"));
-        }
-        let one: libc::c_int = 1;
-        // SAFETY: valid fd, option value points to a c_int of the length passed.
-        let rc = unsafe {
-            libc::setsockopt(
-                blaster.fd.as_raw_fd(),
-                libc::SOL_PACKET,
-                PACKET_QDISC_BYPASS,
-                (&raw const one).cast::<libc::c_void>(),
-                size_of::<libc::c_int>().try_into().context("c_int size")?,
-            )
-        };
-        if rc != 0 {
-            return Err(io::Error::last_os_error()).context("setting PACKET_QDISC_BYPASS");
-        }
-        Ok(blaster)
+        Ok(Blaster { sender: RawSender::open(ifname)?.with_qdisc_bypass()? })
     }
 
     pub fn ifindex(&self) -> i32 {
-        self.ifindex
+        self.sender.ifindex()
     }
 
     /// Sends `frames` round-robin until `config.limit`, or until `stop` is set. Pins the calling
@@ -339,7 +287,7 @@ impl Blaster {
             pin_current_thread(cpu)?;
         }
         let batch = config.batch;
-        let mut addr = self.sockaddr();
+        let mut addr = self.sender.sockaddr();
         let mut iovs: Vec<libc::iovec> =
             vec![libc::iovec { iov_base: std::ptr::null_mut(), iov_len: 0 }; batch];
         // SAFETY: mmsghdr is plain data; all-zero is a valid empty header.
@@ -395,7 +343,7 @@ impl Blaster {
                 // SAFETY: msgs[done..n] point to live iovecs over live frames and to `addr`,
                 // all of which outlive the call; the kernel only reads them (and msg_len).
                 let rc = unsafe {
-                    libc::sendmmsg(self.fd.as_raw_fd(), msgs[done..].as_mut_ptr(), want, 0)
+                    libc::sendmmsg(self.sender.as_raw_fd(), msgs[done..].as_mut_ptr(), want, 0)
                 };
                 if rc >= 0 {
                     done += usize::try_from(rc).context("sendmmsg count")?;
@@ -418,7 +366,7 @@ impl Blaster {
                     }
                     _ => {
                         return Err(err).with_context(|| {
-                            format!("sendmmsg of {} frames on ifindex {}", n - done, self.ifindex)
+                            format!("sendmmsg of {} frames on ifindex {}", n - done, self.ifindex())
                         });
                     }
                 }
@@ -431,14 +379,6 @@ impl Blaster {
         }
         report.elapsed = start.elapsed();
         Ok(report)
-    }
-
-    fn sockaddr(&self) -> libc::sockaddr_ll {
-        // SAFETY: sockaddr_ll is plain data; all-zero is valid (protocol 0, no address).
-        let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        addr.sll_family = AF_PACKET_FAMILY;
-        addr.sll_ifindex = self.ifindex;
-        addr
     }
 }
 

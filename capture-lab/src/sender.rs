@@ -150,7 +150,11 @@ impl RawSender {
         Ok(sent)
     }
 
-    fn sockaddr(&self) -> libc::sockaddr_ll {
+    pub(crate) fn as_raw_fd(&self) -> std::os::fd::RawFd {
+        self.fd.as_raw_fd()
+    }
+
+    pub(crate) fn sockaddr(&self) -> libc::sockaddr_ll {
         // SAFETY: sockaddr_ll is plain data; all-zero is valid (protocol 0, no address).
         let mut addr: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
         addr.sll_family = AF_PACKET_FAMILY;

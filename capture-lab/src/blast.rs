@@ -488,7 +488,8 @@ mod tests {
         let raw = unsafe { libc::socket(libc::AF_UNIX, libc::SOCK_DGRAM | libc::SOCK_CLOEXEC, 0) };
         assert!(raw >= 0);
         // SAFETY: fresh fd.
-        let b = Blaster { fd: unsafe { OwnedFd::from_raw_fd(raw) }, ifindex: 0 };
+        let fd = unsafe { std::os::fd::FromRawFd::from_raw_fd(raw) };
+        let b = Blaster { sender: RawSender::from_fd(fd, 0) };
         let stop = AtomicBool::new(false);
         let frames = FrameSet::Small.frames(BENCH_TARGET_MAC);
         let bad = [

@@ -150,6 +150,12 @@ impl RawSender {
         Ok(sent)
     }
 
+    /// A sender around any fd, for tests of code that fails before it sends.
+    #[cfg(test)]
+    pub(crate) fn from_fd(fd: OwnedFd, ifindex: i32) -> RawSender {
+        RawSender { fd, ifindex }
+    }
+
     pub(crate) fn as_raw_fd(&self) -> std::os::fd::RawFd {
         self.fd.as_raw_fd()
     }

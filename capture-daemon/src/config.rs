@@ -60,10 +60,25 @@ const MAX_TARGET_NAME_LEN: usize = 64;
 pub struct Config {
     pub capture: CaptureConfig,
     pub output: OutputConfig,
+    pub metrics: MetricsConfig,
     /// At least one, names unique.
     pub interfaces: Vec<InterfaceConfig>,
     /// 1..=`MAX_TARGETS`, names unique, in file order.
     pub targets: Vec<TargetConfig>,
+}
+
+/// `[metrics]`: the Prometheus text endpoint, which `capture-daemon status` reads too.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MetricsConfig {
+    pub enabled: bool,
+    /// Where to listen; loopback by default, since the counters name VMs and files.
+    pub listen: std::net::SocketAddr,
+}
+
+impl Default for MetricsConfig {
+    fn default() -> Self {
+        Self { enabled: true, listen: std::net::SocketAddr::from(([127, 0, 0, 1], 9464)) }
+    }
 }
 
 /// `[capture]`: how frames are filtered and moved out of the kernel.
@@ -370,6 +385,12 @@ fn check_batch_delay(v: i128) -> Result<u32, String> {
     }
 }
 
+fn check_listen(s: &str) -> Result<std::net::SocketAddr, String> {
+    s.parse().map_err(|_| {
+        format!("\"{s}\" is not an address and port; use e.g. \"127.0.0.1:9464\" or \"[::1]:9464\"")
+    })
+}
+
 fn check_snaplen(v: i128) -> Result<u32, String> {
     match u32::try_from(v) {
         Ok(0) => Ok(0),
@@ -652,6 +673,10 @@ value_type!(
 value_type!(ZeroCopyValue(ZeroCopy) = StringValue("\"auto\", \"on\" or \"off\"", check_zero_copy));
 value_type!(BusyPoll(u32) = IntegerValue("an integer number of microseconds", check_busy_poll));
 value_type!(BatchDelay(u32) = IntegerValue("an integer number of microseconds", check_batch_delay));
+value_type!(
+    ListenAddr(std::net::SocketAddr) =
+        StringValue("an address and port (a string such as \"127.0.0.1:9464\")", check_listen)
+);
 value_type!(TargetName(String) = StringValue("a target name (a string)", check_target_name));
 value_type!(
     Mac([u8; 6]) = StringValue("a MAC address (a string such as \"52:54:00:12:34:56\")", check_mac)
@@ -758,6 +783,7 @@ impl<'de, T: Deserialize<'de> + TableName> Deserialize<'de> for Tables<T> {
 struct RawConfig {
     capture: Option<Section<RawCapture>>,
     output: Option<Section<RawOutput>>,
+    metrics: Option<Section<RawMetrics>>,
     interface: Option<Spanned<Tables<RawInterface>>>,
     target: Option<Spanned<Tables<RawTarget>>>,
 }
@@ -775,6 +801,17 @@ struct RawCapture {
 
 impl TableName for RawCapture {
     const ONE: &'static str = "a [capture] table";
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+struct RawMetrics {
+    enabled: Option<bool>,
+    listen: Option<ListenAddr>,
+}
+
+impl TableName for RawMetrics {
+    const ONE: &'static str = "a [metrics] table";
 }
 
 #[derive(Deserialize, Default)]
@@ -896,7 +933,15 @@ impl RawConfig {
         };
         let interfaces = validate_interfaces(self.interface, text)?;
         let targets = validate_targets(self.target, text)?;
-        Ok(Config { capture, output, interfaces, targets })
+        let metrics = {
+            let d = MetricsConfig::default();
+            let r = self.metrics.map(|s| s.0).unwrap_or_default();
+            MetricsConfig {
+                enabled: r.enabled.unwrap_or(d.enabled),
+                listen: r.listen.map_or(d.listen, |v| v.0),
+            }
+        };
+        Ok(Config { capture, output, metrics, interfaces, targets })
     }
 }
 
@@ -1410,6 +1455,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         let sections = BTreeMap::from([
             ("capture", fields_of::<RawCapture>().iter().copied().collect()),
             ("output", fields_of::<RawOutput>().iter().copied().collect()),
+            ("metrics", fields_of::<RawMetrics>().iter().copied().collect()),
             ("interface", fields_of::<RawInterface>().iter().copied().collect()),
             ("target", fields_of::<RawTarget>().iter().copied().collect()),
         ]);
@@ -2012,7 +2058,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&with_base("[outputs]\nprefix = \"x\"")),
             format!(
-                "{P}:1:2: key `outputs`: unknown field `outputs`, expected one of `capture`, `output`, `interface`, `target`"
+                "{P}:1:2: key `outputs`: unknown field `outputs`, expected one of `capture`, `output`, `metrics`, `interface`, `target`"
             )
         );
         assert_eq!(

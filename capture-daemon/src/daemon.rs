@@ -19,6 +19,7 @@ use anyhow::{Context as _, bail};
 use crate::bpf::{Filter, KernelCounters, Slots, TargetTables};
 use crate::config::{Config, OutputConfig, Queues, TargetConfig, XdpMode, ZeroCopy, format_mac};
 use crate::handoff;
+use crate::metrics::{self, Exposition};
 use crate::nap::Nap;
 use crate::notify::Notifier;
 use crate::stop::{self, Stop};
@@ -101,6 +102,163 @@ struct Stats {
     current_file: std::sync::Mutex<Option<PathBuf>>,
     /// Frames the writer could not write (full disk, I/O errors), all interfaces together.
     write_losses: AtomicU64,
+    files_closed: AtomicU64,
+    bytes_written: AtomicU64,
+    /// Names for the metrics' labels; replaced on reload.
+    view: std::sync::RwLock<View>,
+}
+
+/// What the metrics call things: interfaces in order, targets with their slots.
+#[derive(Default)]
+struct View {
+    interfaces: Vec<String>,
+    targets: Vec<(String, usize)>,
+    directory: PathBuf,
+}
+
+impl View {
+    fn of(config: &Config, slots: &Slots) -> View {
+        View {
+            interfaces: config.interfaces.iter().map(|i| i.name.clone()).collect(),
+            targets: config
+                .targets
+                .iter()
+                .filter_map(|t| Some((t.name.clone(), slots.slot_of(&t.name)?)))
+                .collect(),
+            directory: config.output.directory.clone(),
+        }
+    }
+}
+
+/// The Prometheus exposition of every counter (docs/operations.md lists them).
+fn render_metrics(stats: &Stats) -> String {
+    let mut e = Exposition::default();
+    let view =
+        stats.view.read().map(|v| (v.interfaces.clone(), v.targets.clone(), v.directory.clone()));
+    let Ok((interfaces, targets, directory)) = view else { return String::new() };
+    e.sample("capture_up", "gauge", "1 while the daemon captures.", &[], 1.0);
+    for (i, (name, s)) in interfaces.iter().zip(&stats.ifaces).enumerate() {
+        let k = s.kernel.totals();
+        let iface = [("interface", name.as_str())];
+        let counter = |e: &mut Exposition, metric, help, v: u64| {
+            e.sample(metric, "counter", help, &iface, v as f64);
+        };
+        counter(&mut e, "capture_frames_seen_total", "Frames the XDP program ran on.", k.seen);
+        counter(&mut e, "capture_frames_matched_total", "Frames matching a target.", k.matched);
+        counter(&mut e, "capture_frames_sliced_total", "Matched frames cut to snaplen.", k.sliced);
+        counter(
+            &mut e,
+            "capture_frames_no_socket_total",
+            "Matched frames on a queue not captured (passed).",
+            k.no_socket,
+        );
+        counter(
+            &mut e,
+            "capture_frames_written_total",
+            "Frames handed to the file writer.",
+            s.delivered.load(Relaxed),
+        );
+        counter(
+            &mut e,
+            "capture_frames_runt_total",
+            "Frames shorter than an Ethernet header.",
+            k.runts,
+        );
+        counter(
+            &mut e,
+            "capture_frames_cut_tag_total",
+            "Frames whose VLAN tag was cut short.",
+            k.truncated_tags,
+        );
+        let hits = s.kernel.target_frames();
+        for (target, slot) in &targets {
+            e.sample(
+                "capture_target_frames_total",
+                "counter",
+                "Frames matching each target.",
+                &[("interface", name), ("target", target)],
+                hits[*slot] as f64,
+            );
+        }
+        let sum = |f: fn(&QueueStats) -> u64| s.queues.iter().map(|q| f(q)).sum::<u64>();
+        for (stage, v) in [
+            ("xdp_redirect_failed", k.redirect_failed),
+            ("xdp_adjust_failed", k.adjust_failed),
+            ("xsk_rx_dropped", sum(|q| q.kernel_rx_dropped.load(Relaxed))),
+            ("xsk_rx_ring_full", sum(|q| q.kernel_rx_ring_full.load(Relaxed))),
+            ("xsk_fill_ring_empty", sum(|q| q.kernel_fill_ring_empty.load(Relaxed))),
+            ("xsk_invalid_descs", sum(|q| q.kernel_invalid_descs.load(Relaxed))),
+            ("writer_queue_full", sum(|q| q.handoff_drops.load(Relaxed))),
+        ] {
+            e.sample(
+                "capture_drops_total",
+                "counter",
+                "Frames lost, by the stage that lost them.",
+                &[("interface", name), ("stage", stage)],
+                v as f64,
+            );
+        }
+        for (q, qs) in s.queues.iter().enumerate() {
+            let queue = q.to_string();
+            let labels = [("interface", name.as_str()), ("socket", queue.as_str())];
+            e.sample(
+                "capture_queue_frames_total",
+                "counter",
+                "Frames read from each AF_XDP socket.",
+                &labels,
+                qs.frames.load(Relaxed) as f64,
+            );
+            e.sample(
+                "capture_queue_bytes_total",
+                "counter",
+                "Bytes read from each AF_XDP socket.",
+                &labels,
+                qs.bytes.load(Relaxed) as f64,
+            );
+        }
+        let _ = i;
+    }
+    e.sample(
+        "capture_write_error_frames_total",
+        "counter",
+        "Frames lost to write errors (full disk).",
+        &[],
+        stats.write_losses.load(Relaxed) as f64,
+    );
+    e.sample(
+        "capture_files_closed_total",
+        "counter",
+        "Capture files finished.",
+        &[],
+        stats.files_closed.load(Relaxed) as f64,
+    );
+    e.sample(
+        "capture_bytes_written_total",
+        "counter",
+        "Bytes written to capture files.",
+        &[],
+        stats.bytes_written.load(Relaxed) as f64,
+    );
+    if let Ok(Some(file)) = stats.current_file.lock().map(|f| f.clone()) {
+        let path = file.display().to_string();
+        e.sample(
+            "capture_current_file",
+            "gauge",
+            "The file being written (label path).",
+            &[("path", &path)],
+            1.0,
+        );
+    }
+    if let Some(free) = sys::free_bytes(&directory) {
+        e.sample(
+            "capture_disk_free_bytes",
+            "gauge",
+            "Free space where the files go.",
+            &[],
+            free as f64,
+        );
+    }
+    e.finish()
 }
 
 /// A thread that has not gone round its loop for this long is taken as hung: the daemon stops
@@ -311,6 +469,15 @@ pub fn run(
         ifaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
     );
 
+    if let Ok(mut view) = running.stats.view.write() {
+        *view = View::of(&config, &slots);
+    }
+    let metrics_stop = Stop::new().context("creating the metrics server's stop signal")?;
+    let metrics = if config.metrics.enabled {
+        start_metrics(config.metrics.listen, &metrics_stop, Arc::clone(&running.stats))
+    } else {
+        None
+    };
     let notifier = Notifier::from_env();
     notifier.ready(&running.stats.summary());
     // Signals wake the loop; otherwise it looks around once a second, or more often if
@@ -360,7 +527,36 @@ pub fn run(
     }
     log::info!("stopping: detaching XDP, draining rings, closing the file");
     notifier.stopping();
+    metrics_stop.raise();
+    if let Some(m) = metrics {
+        let _ = m.join();
+    }
     stop(running, &config, &slots)
+}
+
+/// Binds the metrics endpoint; a taken port costs the endpoint, not the capture.
+fn start_metrics(
+    listen: std::net::SocketAddr,
+    stop: &Stop,
+    stats: Arc<Stats>,
+) -> Option<JoinHandle<()>> {
+    let listener = match std::net::TcpListener::bind(listen) {
+        Ok(l) => l,
+        Err(e) => {
+            log::error!("metrics: cannot listen on {listen}: {e}; capturing without the endpoint");
+            return None;
+        }
+    };
+    match metrics::serve(listener, stop.clone(), move || render_metrics(&stats)) {
+        Ok(handle) => {
+            log::info!("metrics: http://{listen}/metrics");
+            Some(handle)
+        }
+        Err(e) => {
+            log::error!("metrics: {e}; capturing without the endpoint");
+            None
+        }
+    }
 }
 
 /// Applies a reloaded configuration without detaching anything: targets, `snaplen` and
@@ -395,6 +591,10 @@ fn apply_reload(
     config.capture.snaplen = new.capture.snaplen;
     config.capture.unmatched = new.capture.unmatched;
     config.output = new.output;
+    let new_view = View::of(config, slots);
+    if let Ok(mut view) = running.stats.view.write() {
+        *view = new_view;
+    }
     let _ = running
         .reconfigure
         .send((config.output.clone(), interface_infos(config, &sys::hostname())));
@@ -478,6 +678,9 @@ fn start(
         writer_heartbeat_ms: AtomicU64::new(xsk::monotonic_ns() / 1_000_000),
         current_file: std::sync::Mutex::new(None),
         write_losses: AtomicU64::new(0),
+        files_closed: AtomicU64::new(0),
+        bytes_written: AtomicU64::new(0),
+        view: std::sync::RwLock::new(View::default()),
     });
     let host = sys::hostname();
     let interfaces = interface_infos(config, &host);
@@ -588,7 +791,10 @@ fn write_loop(
     let mut delivered = vec![0u64; stats.ifaces.len()];
     loop {
         stats.writer_heartbeat_ms.store(xsk::monotonic_ns() / 1_000_000, Relaxed);
-        stats.write_losses.store(writer.counters().packets_lost_to_errors, Relaxed);
+        let counters = writer.counters();
+        stats.write_losses.store(counters.packets_lost_to_errors, Relaxed);
+        stats.files_closed.store(counters.files_closed, Relaxed);
+        stats.bytes_written.store(counters.bytes_written, Relaxed);
         // Before taking frames: the next file started after a reload follows the new settings.
         if let Ok((output, interfaces)) = reconfigured.try_recv()
             && let Err(e) = writer.reconfigure(output, &interfaces)

@@ -7,7 +7,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use capture_daemon::config::{self, Config};
-use capture_daemon::{check, daemon};
+use capture_daemon::{check, daemon, status};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -28,6 +28,13 @@ enum Command {
     /// Capture until SIGINT or SIGTERM.
     Run {
         /// Configuration file.
+        #[arg(short, long, default_value = config::DEFAULT_PATH)]
+        config: PathBuf,
+    },
+    /// Show what a running daemon is doing (reads its metrics endpoint twice, a second apart);
+    /// exits non-zero when none answers.
+    Status {
+        /// Configuration file (for the metrics address).
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
@@ -94,6 +101,10 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
                 summary.files_closed
             );
             Ok(ExitCode::SUCCESS)
+        }
+        Command::Status { config } => {
+            let cfg = Config::load(&config)?;
+            status::print(&cfg, &config)
         }
         Command::Check { config } => {
             let cfg = Config::load(&config)?;

@@ -464,3 +464,50 @@ fn busy_polling_captures_the_same_frames() {
     let (files, _) = lab.files();
     assert_eq!(ids(&read_all(&files)), (0..300).collect::<Vec<_>>());
 }
+
+#[test]
+fn metrics_and_status_show_true_numbers() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("", "", ALL);
+    let daemon = lab.start(&config);
+    lab.send(&frames(0..123, 100));
+    // The endpoint listens on the namespace's loopback.
+    let body = lab
+        .ns
+        .run(|| {
+            use std::io::{Read as _, Write as _};
+            let mut conn = std::net::TcpStream::connect("127.0.0.1:9464")?;
+            conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+            let mut text = String::new();
+            conn.read_to_string(&mut text)?;
+            Ok(text)
+        })
+        .expect("scraping the metrics endpoint");
+    assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
+    assert!(body.contains("capture_frames_seen_total{interface=\"cap0\"} 123\n"), "{body}");
+    assert!(
+        body.contains("capture_target_frames_total{interface=\"cap0\",target=\"all\"} 123\n"),
+        "{body}"
+    );
+    assert!(body.contains("capture_frames_written_total{interface=\"cap0\"} 123\n"), "{body}");
+    assert!(
+        body.contains("capture_drops_total{interface=\"cap0\",stage=\"writer_queue_full\"} 0\n"),
+        "{body}"
+    );
+    assert!(body.contains("capture_current_file{path=\""), "{body}");
+
+    let (code, text) = run_cli(&lab, &["status", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("cap0: seen 123"), "{text}");
+    assert!(text.contains("target all: 123 frames"), "{text}");
+    assert!(text.contains("drops: none"), "{text}");
+    assert!(text.contains(".pcapng.part"), "{text}");
+
+    assert!(daemon.stop().0.success());
+    let (code, text) = run_cli(&lab, &["status", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "no daemon: {text}");
+    assert!(text.contains("none running"), "{text}");
+}

@@ -644,7 +644,8 @@ impl RotatingWriter {
         let mut total: u64 = finished.iter().map(|(_, size)| size).sum();
         let current = self.file.as_ref().map(|f| f.final_path.clone());
         let dir = self.policy.directory.clone();
-        let short_of_space = || keep_free != 0 && free_bytes(&dir).is_some_and(|f| f < keep_free);
+        let short_of_space =
+            || keep_free != 0 && crate::sys::free_bytes(&dir).is_some_and(|f| f < keep_free);
         for (entry, size) in finished {
             if !((keep_files != 0 && count > keep_files)
                 || (keep_bytes != 0 && total > keep_bytes)
@@ -711,18 +712,6 @@ struct Entry {
     path: PathBuf,
 }
 
-/// Files in `dir` named exactly `{prefix}_<digits>_<14 digits>.pcapng[.part]`.
-/// Bytes available to unprivileged users on the file system holding `dir`.
-fn free_bytes(dir: &Path) -> Option<u64> {
-    let c = CString::new(dir.as_os_str().as_bytes()).ok()?;
-    // SAFETY: statvfs with a valid C string and an out-struct it fills.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
-        return None;
-    }
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
-}
-
 /// Creates the output directory (and parents) with mode 0750 if missing, and refuses one that
 /// everybody may write to.
 fn prepare_dir(dir: &Path) -> Result<(), WriterError> {
@@ -741,6 +730,7 @@ fn prepare_dir(dir: &Path) -> Result<(), WriterError> {
     Ok(())
 }
 
+/// Files in `dir` named exactly `{prefix}_<digits>_<14 digits>.pcapng[.part]`.
 fn scan(dir: &Path, prefix: &str) -> io::Result<Vec<Entry>> {
     let mut entries = Vec::new();
     for dirent in fs::read_dir(dir)? {

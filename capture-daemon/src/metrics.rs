@@ -1,0 +1,190 @@
+//! The Prometheus text endpoint (`GET /metrics`) and the client side of `capture-daemon status`.
+//!
+//! A deliberately small HTTP/1.0 server on one thread: one short request at a time, loopback by
+//! default. It sleeps on the listener and the stop fd, so it costs nothing between scrapes.
+
+use std::collections::BTreeMap;
+use std::io::{self, Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::fd::AsRawFd as _;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::stop::{self, Stop};
+
+/// Serves `render()` at `/metrics` until `stop` is raised.
+pub fn serve(
+    listener: TcpListener,
+    stop: Stop,
+    render: impl Fn() -> String + Send + 'static,
+) -> io::Result<JoinHandle<()>> {
+    listener.set_nonblocking(true)?;
+    std::thread::Builder::new().name("metrics".into()).spawn(move || {
+        loop {
+            let [_, stopped] = stop::wait_readable(
+                [listener.as_raw_fd(), stop.fd().as_raw_fd()],
+                Duration::from_secs(60),
+            );
+            if stopped || stop.is_raised() {
+                return;
+            }
+            while let Ok((conn, _)) = listener.accept() {
+                if let Err(e) = answer(conn, &render) {
+                    log::debug!("metrics request: {e}");
+                }
+            }
+        }
+    })
+}
+
+fn answer(mut conn: TcpStream, render: &impl Fn() -> String) -> io::Result<()> {
+    conn.set_nonblocking(false)?;
+    conn.set_read_timeout(Some(Duration::from_secs(2)))?;
+    conn.set_write_timeout(Some(Duration::from_secs(2)))?;
+    let mut request = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !request.windows(4).any(|w| w == b"\r\n\r\n") && request.len() < 8192 {
+        let n = conn.read(&mut buf)?;
+        if n == 0 {
+            break;
+        }
+        request.extend_from_slice(&buf[..n]);
+    }
+    let line = String::from_utf8_lossy(&request);
+    let mut words = line.split_whitespace();
+    let (status, body) = match (words.next(), words.next()) {
+        (Some("GET"), Some("/metrics")) => ("200 OK", render()),
+        (Some("GET"), Some("/")) => ("200 OK", "capture-daemon: see /metrics\n".to_owned()),
+        _ => ("404 Not Found", "not found: try GET /metrics\n".to_owned()),
+    };
+    write!(
+        conn,
+        "HTTP/1.0 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\n\
+         Connection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+/// Builds the text exposition format: `# HELP`/`# TYPE` once per metric, then its samples.
+#[derive(Default)]
+pub struct Exposition {
+    out: String,
+    described: Vec<&'static str>,
+}
+
+impl Exposition {
+    pub fn sample(
+        &mut self,
+        name: &'static str,
+        kind: &str,
+        help: &str,
+        labels: &[(&str, &str)],
+        value: f64,
+    ) {
+        use std::fmt::Write as _;
+        if !self.described.contains(&name) {
+            self.described.push(name);
+            let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
+        }
+        self.out.push_str(name);
+        if !labels.is_empty() {
+            self.out.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.out.push(',');
+                }
+                let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
+                let _ = write!(self.out, "{k}=\"{v}\"");
+            }
+            self.out.push('}');
+        }
+        let _ = writeln!(self.out, " {value}");
+    }
+
+    pub fn finish(self) -> String {
+        self.out
+    }
+}
+
+/// Samples of a scrape: `name{labels}` (as written) -> value.
+pub type Samples = BTreeMap<String, f64>;
+
+/// Fetches and parses `http://addr/metrics`.
+pub fn scrape(addr: SocketAddr) -> io::Result<Samples> {
+    let mut conn = TcpStream::connect_timeout(&addr, Duration::from_secs(2))?;
+    conn.set_read_timeout(Some(Duration::from_secs(5)))?;
+    conn.write_all(b"GET /metrics HTTP/1.0\r\nHost: localhost\r\n\r\n")?;
+    let mut response = String::new();
+    conn.read_to_string(&mut response)?;
+    let (head, body) = response
+        .split_once("\r\n\r\n")
+        .ok_or_else(|| io::Error::other("malformed HTTP response"))?;
+    if !head.starts_with("HTTP/1.0 200") && !head.starts_with("HTTP/1.1 200") {
+        return Err(io::Error::other(format!(
+            "unexpected answer: {}",
+            head.lines().next().unwrap_or("")
+        )));
+    }
+    Ok(parse(body))
+}
+
+pub fn parse(body: &str) -> Samples {
+    body.lines()
+        .filter(|l| !l.starts_with('#') && !l.trim().is_empty())
+        .filter_map(|l| {
+            let (key, value) = l.rsplit_once(' ')?;
+            Some((key.to_owned(), value.parse().ok()?))
+        })
+        .collect()
+}
+
+/// The value of label `label` in a sample key such as `name{a="x",b="y"}`.
+pub fn label<'a>(key: &'a str, label: &str) -> Option<&'a str> {
+    let inner = key.split_once('{')?.1.strip_suffix('}')?;
+    inner.split(',').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == label).then(|| v.trim_matches('"'))
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn exposition_round_trips_through_the_parser() {
+        let mut e = Exposition::default();
+        e.sample(
+            "capture_x_total",
+            "counter",
+            "X.",
+            &[("interface", "eth0"), ("target", "a\"b")],
+            3.0,
+        );
+        e.sample("capture_x_total", "counter", "X.", &[("interface", "eth1")], 4.0);
+        e.sample("capture_up", "gauge", "Up.", &[], 1.0);
+        let text = e.finish();
+        assert_eq!(text.matches("# TYPE capture_x_total counter").count(), 1);
+        let samples = parse(&text);
+        assert_eq!(samples["capture_up"], 1.0);
+        let key = samples.keys().find(|k| k.contains("eth0")).unwrap();
+        assert_eq!(label(key, "interface"), Some("eth0"));
+        assert_eq!(samples[key], 3.0);
+    }
+
+    #[test]
+    fn serves_metrics_and_stops() {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Stop::new().unwrap();
+        let server = serve(listener, stop.clone(), || "capture_up 1\n".to_owned()).unwrap();
+        assert_eq!(scrape(addr).unwrap()["capture_up"], 1.0);
+        let mut conn = TcpStream::connect(addr).unwrap();
+        conn.write_all(b"GET /nope HTTP/1.0\r\n\r\n").unwrap();
+        let mut answer = String::new();
+        conn.read_to_string(&mut answer).unwrap();
+        assert!(answer.starts_with("HTTP/1.0 404"), "{answer}");
+        stop.raise();
+        server.join().unwrap();
+    }
+}

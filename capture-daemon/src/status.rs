@@ -1,0 +1,98 @@
+//! `capture-daemon status`: a human summary of a running daemon, from its metrics endpoint.
+
+use std::path::Path;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::bail;
+
+use crate::config::Config;
+use crate::metrics::{self, Samples, label};
+
+fn sum(samples: &Samples, name: &str, iface: Option<&str>) -> f64 {
+    samples
+        .iter()
+        .filter(|(k, _)| k.split('{').next() == Some(name))
+        .filter(|(k, _)| iface.is_none_or(|i| label(k, "interface") == Some(i)))
+        .map(|(_, v)| v)
+        .sum()
+}
+
+fn gib(bytes: f64) -> String {
+    format!("{:.1} GiB", bytes / f64::from(1u32 << 30))
+}
+
+/// Prints the summary; exit status 0 when a daemon answered, 1 when none did.
+pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
+    if !config.metrics.enabled {
+        bail!(
+            "[metrics] is off in {}: status reads the metrics endpoint, set enabled = true",
+            config_path.display()
+        );
+    }
+    let addr = config.metrics.listen;
+    let first = match metrics::scrape(addr) {
+        Ok(s) => s,
+        Err(e) => {
+            println!("no capture-daemon answers at http://{addr}/metrics ({e}): none running?");
+            return Ok(ExitCode::from(1));
+        }
+    };
+    let t0 = Instant::now();
+    std::thread::sleep(Duration::from_secs(1));
+    let second = metrics::scrape(addr).unwrap_or_else(|_| first.clone());
+    let secs = t0.elapsed().as_secs_f64();
+    let rate = |name: &str, iface: Option<&str>| {
+        (sum(&second, name, iface) - sum(&first, name, iface)) / secs
+    };
+
+    let mut interfaces: Vec<&str> = second.keys().filter_map(|k| label(k, "interface")).collect();
+    interfaces.dedup();
+    interfaces.sort_unstable();
+    interfaces.dedup();
+    println!(
+        "capture-daemon at http://{addr}/metrics: capturing on {} interface(s)",
+        interfaces.len()
+    );
+    for iface in &interfaces {
+        let i = Some(*iface);
+        println!(
+            "  {iface}: seen {:.0} ({:.0}/s), matched {:.0}, written {:.0} ({:.0}/s)",
+            sum(&second, "capture_frames_seen_total", i),
+            rate("capture_frames_seen_total", i),
+            sum(&second, "capture_frames_matched_total", i),
+            sum(&second, "capture_frames_written_total", i),
+            rate("capture_frames_written_total", i),
+        );
+        let drops: Vec<String> = second
+            .iter()
+            .filter(|(k, v)| {
+                k.starts_with("capture_drops_total{") && label(k, "interface") == i && **v > 0.0
+            })
+            .map(|(k, v)| format!("{} {v:.0}", label(k, "stage").unwrap_or("?")))
+            .collect();
+        println!(
+            "    drops: {}",
+            if drops.is_empty() { "none".to_owned() } else { drops.join(", ") }
+        );
+        for (k, v) in second.iter().filter(|(k, _)| {
+            k.starts_with("capture_target_frames_total{") && label(k, "interface") == i
+        }) {
+            println!("    target {}: {v:.0} frames", label(k, "target").unwrap_or("?"));
+        }
+    }
+    let lost = sum(&second, "capture_write_error_frames_total", None);
+    if lost > 0.0 {
+        println!("  frames lost to write errors: {lost:.0}");
+    }
+    if let Some(file) = second.keys().find(|k| k.starts_with("capture_current_file{")) {
+        println!("  writing {}", label(file, "path").unwrap_or("?"));
+    }
+    println!(
+        "  files closed {:.0}, bytes written {}, disk free {}",
+        sum(&second, "capture_files_closed_total", None),
+        gib(sum(&second, "capture_bytes_written_total", None)),
+        gib(sum(&second, "capture_disk_free_bytes", None)),
+    );
+    Ok(ExitCode::SUCCESS)
+}

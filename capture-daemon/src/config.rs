@@ -528,7 +528,8 @@ fn check_target_name(s: &str) -> Result<String, String> {
     Ok(s.to_owned())
 }
 
-fn check_mac(s: &str) -> Result<[u8; 6], String> {
+/// Parses a MAC address as the config does (also used by `capture --mac`).
+pub fn check_mac(s: &str) -> Result<[u8; 6], String> {
     let bad = || {
         format!(
             "invalid MAC address \"{s}\"; write six hex pairs separated by ':' or '-', e.g. \

@@ -25,8 +25,8 @@ use crate::notify::Notifier;
 use crate::stop::{self, Stop};
 use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
-    InterfaceInfo, InterfaceStats, Merger, RECORDS_PER_ROUND, RotatingWriter, SectionInfo, Source,
-    StatsSource, write_round,
+    InterfaceInfo, InterfaceStats, Merger, Output, PacketSink, RECORDS_PER_ROUND, RotatingWriter,
+    SectionInfo, Source, StatsSource, StreamWriter, WriterError, write_round,
 };
 use crate::xsk::{self, QueueStats, Worker, WorkerSpec, realtime_ns};
 use crate::{netdev, sys};
@@ -76,6 +76,15 @@ impl Control {
 /// far more than this at any rate (the pause shrinks when they fill faster than a quarter per
 /// pause), and the output is flushed once a second anyway.
 const WRITER_MAX_NAP_NS: u64 = 100_000_000;
+/// Takes records and keeps none (frames beyond `capture -c`).
+struct Discard;
+
+impl PacketSink for Discard {
+    fn write_packet(&mut self, _: u32, _: u64, _: &[u8], _: u32) -> Result<(), WriterError> {
+        Ok(())
+    }
+}
+
 /// Bytes a record takes in a hand-off ring besides the frame (header and padding, roughly).
 const HANDOFF_RECORD_OVERHEAD: u64 = 20;
 
@@ -340,6 +349,22 @@ pub struct Summary {
     pub frames_written: u64,
     pub files_closed: u64,
     pub last_file: Option<PathBuf>,
+    /// Per interface: name, frames matched (received by the capture), frames lost on the way.
+    pub interfaces: Vec<(String, u64, u64)>,
+}
+
+/// How a run is driven besides its config: by the daemon (reloads) or by the one-shot
+/// `capture` command (a stream output, stop conditions).
+#[derive(Default)]
+pub struct RunOptions {
+    /// Reads the configuration again on SIGHUP.
+    pub reload: Option<Box<dyn Fn() -> anyhow::Result<Config>>>,
+    /// Write one pcapng stream here instead of rotating files.
+    pub stream: Option<Box<dyn std::io::Write + Send>>,
+    /// Stop after writing this many frames.
+    pub stop_after_packets: Option<u64>,
+    /// Stop after this long.
+    pub stop_after: Option<Duration>,
 }
 
 /// One capture interface, resolved and checked.
@@ -435,11 +460,8 @@ struct Running {
 
 /// Runs the capture described by `config` until `control.shutdown` is set. `reload` reads the
 /// configuration again when `control.reload` is set (SIGHUP).
-pub fn run(
-    config: Config,
-    control: &Control,
-    reload: &dyn Fn() -> anyhow::Result<Config>,
-) -> anyhow::Result<Summary> {
+pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Result<Summary> {
+    let RunOptions { reload, stream, stop_after_packets, stop_after } = opts;
     let mut config = config;
     let missing = sys::missing_caps();
     if !missing.is_empty() {
@@ -452,7 +474,8 @@ pub fn run(
     let mut slots = Slots::default();
     let assigned = slots.assign(&config.targets)?;
     let tables = TargetTables::build(&config.capture, &config.targets, &assigned)?;
-    let mut running = start(&config, &ifaces, &tables)?;
+    let mut running = start(&config, &ifaces, &tables, stream, stop_after_packets, control)?;
+    let started = Instant::now();
     for (iface, filter) in ifaces.iter().zip(&running.filters) {
         log::info!(
             "capturing on {} (XDP {}, RX queues {:?} of {}): {}",
@@ -482,18 +505,23 @@ pub fn run(
     notifier.ready(&running.stats.summary());
     // Signals wake the loop; otherwise it looks around once a second, or more often if
     // systemd's watchdog wants pings sooner.
-    let period = notifier
+    let mut period = notifier
         .watchdog_interval()
         .map_or(Duration::from_secs(1), |w| w.min(Duration::from_secs(1)));
+    if stop_after.is_some() {
+        period = period.min(Duration::from_millis(100));
+    }
     let mut last_status = Instant::now();
     let mut last_notify_status = Instant::now();
     let mut last_health_log: Option<Instant> = None;
     while !control.shutdown.load(Relaxed) {
         control.wait(period);
-        if control.shutdown.load(Relaxed) {
+        if control.shutdown.load(Relaxed) || stop_after.is_some_and(|d| started.elapsed() >= d) {
             break;
         }
-        if control.reload.swap(false, Relaxed) {
+        if control.reload.swap(false, Relaxed)
+            && let Some(reload) = &reload
+        {
             log::info!("reloading the configuration");
             notifier.reloading();
             match reload().and_then(|new| apply_reload(&mut running, &mut config, &mut slots, new))
@@ -614,6 +642,9 @@ fn start(
     config: &Config,
     ifaces: &[ResolvedInterface],
     tables: &TargetTables,
+    stream: Option<Box<dyn std::io::Write + Send>>,
+    stop_after_packets: Option<u64>,
+    control: &Control,
 ) -> anyhow::Result<Running> {
     let stop_workers = Stop::new().context("creating the workers' stop signal")?;
     let mut filters = Vec::new();
@@ -684,13 +715,20 @@ fn start(
     });
     let host = sys::hostname();
     let interfaces = interface_infos(config, &host);
-    let writer = RotatingWriter::open(
-        config.output.clone(),
-        section_info(),
-        interfaces,
-        Box::new(SharedStats(Arc::clone(&stats))),
-        realtime_ns(),
-    );
+    let stats_source = Box::new(SharedStats(Arc::clone(&stats)));
+    let writer = match stream {
+        Some(out) => {
+            StreamWriter::open(out, &section_info(), &interfaces, stats_source).map(Output::Stream)
+        }
+        None => RotatingWriter::open(
+            config.output.clone(),
+            section_info(),
+            interfaces,
+            stats_source,
+            realtime_ns(),
+        )
+        .map(Output::Files),
+    };
     let writer = match writer {
         Ok(w) => w,
         Err(e) => {
@@ -705,11 +743,13 @@ fn start(
         let buffer_bytes = config.capture.buffer_bytes;
         let stop = Arc::clone(&writer_stop);
         let stats = Arc::clone(&stats);
+        let control = control.clone();
         std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
                 let merger = Merger::new(sources, DEFAULT_WINDOW_NS);
-                write_loop(writer, merger, buffer_bytes, &reconfigured, &stop, &stats)
+                let ends = Ends { limit: stop_after_packets, control };
+                write_loop(writer, merger, buffer_bytes, &reconfigured, &stop, &stats, &ends)
             })
             .context("spawning the writer thread")?
     };
@@ -741,7 +781,16 @@ fn stop(mut running: Running, config: &Config, slots: &Slots) -> anyhow::Result<
     };
     log_status(config, slots, &running.stats);
     drop(running.filters);
-    summary
+    summary.map(|mut s| {
+        s.interfaces = (0..running.stats.ifaces.len())
+            .map(|i| {
+                let st = running.stats.interface(i);
+                let name = config.interfaces.get(i).map_or_else(String::new, |c| c.name.clone());
+                (name, st.accepted, st.kernel_drops + st.user_drops)
+            })
+            .collect();
+        s
+    })
 }
 
 fn log_status(config: &Config, slots: &Slots, stats: &Stats) {
@@ -775,14 +824,26 @@ fn log_status(config: &Config, slots: &Slots, stats: &Stats) {
 }
 
 /// The writer thread: merges every queue's hand-off ring into the rotating pcapng writer.
+/// When the writer itself ends a run: after `limit` frames (`capture -c`), or when the reader
+/// of its stream went away. It then asks the main loop to shut down, as a signal would.
+struct Ends {
+    limit: Option<u64>,
+    control: Control,
+}
+
 fn write_loop(
-    mut writer: RotatingWriter,
+    mut writer: Output,
     mut merger: Merger,
     buffer_bytes: u64,
     reconfigured: &mpsc::Receiver<(OutputConfig, Vec<InterfaceInfo>)>,
     stop: &AtomicBool,
     stats: &Stats,
+    ends: &Ends,
 ) -> anyhow::Result<Summary> {
+    let mut total = 0u64;
+    let mut ended = false;
+    // Counts of discarded frames; nobody reads them.
+    let mut discarded = vec![0u64; stats.ifaces.len()];
     let mut nap = Nap::new(buffer_bytes / 4, WRITER_MAX_NAP_NS);
     // Bytes taken from the rings since the writer last slept.
     let mut round_bytes = 0u64;
@@ -806,9 +867,30 @@ fn write_loop(
         {
             *current = writer.current_path().map(PathBuf::from);
         }
-        let round =
-            write_round(&mut merger, &mut writer, realtime_ns(), RECORDS_PER_ROUND, &mut delivered);
+        // Past the frame limit, frames are taken and discarded: the run is ending.
+        let room = ends
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(total)).unwrap_or(usize::MAX));
+        let round = if room == 0 {
+            let mut discard = Discard;
+            write_round(&mut merger, &mut discard, realtime_ns(), RECORDS_PER_ROUND, &mut discarded)
+        } else {
+            write_round(
+                &mut merger,
+                &mut writer,
+                realtime_ns(),
+                RECORDS_PER_ROUND.min(room),
+                &mut delivered,
+            )
+        };
         let n = round.records;
+        if room != 0 {
+            total += n as u64;
+        }
+        if !ended && (ends.limit.is_some_and(|l| total >= l) || writer.finished()) {
+            ended = true;
+            ends.control.request_shutdown();
+        }
         round_bytes += round.bytes + n as u64 * HANDOFF_RECORD_OVERHEAD;
         if let Some(e) = round.error
             && !reported_error
@@ -849,5 +931,6 @@ fn write_loop(
         frames_written,
         files_closed: closed_before + u64::from(last_file.is_some()),
         last_file,
+        interfaces: Vec::new(),
     })
 }

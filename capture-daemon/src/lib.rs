@@ -20,6 +20,7 @@ pub mod metrics;
 pub mod nap;
 pub mod netdev;
 pub mod notify;
+pub mod oneshot;
 pub mod status;
 pub mod stop;
 pub mod sys;

@@ -16,9 +16,10 @@ use clap::{Parser, Subcommand};
     about = "Capture chosen VMs' frames on a hypervisor NIC into rotating pcapng files"
 )]
 struct Cli {
-    /// Log level: error, warn, info, debug or trace (RUST_LOG, if set, wins).
-    #[arg(long, global = true, default_value = "info")]
-    log_level: String,
+    /// Log level: error, warn, info, debug or trace (RUST_LOG, if set, wins). Default: info;
+    /// warn for `capture`.
+    #[arg(long, global = true)]
+    log_level: Option<String>,
     #[command(subcommand)]
     command: Command,
 }
@@ -38,6 +39,9 @@ enum Command {
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
+    /// One-shot capture for troubleshooting, no config file: dumpcap-style flags, the daemon's
+    /// data path. Ctrl-C stops it and prints what was received and dropped.
+    Capture(capture_daemon::oneshot::CaptureArgs),
     /// Check the configuration and the host (interfaces, privileges, kernel support) without
     /// capturing; exits non-zero when something would stop `run`.
     Check {
@@ -69,37 +73,46 @@ fn init_logging(level: &str) {
     builder.init();
 }
 
+/// SIGINT/SIGTERM stop (a second one ends the process at once), SIGHUP reloads; each also
+/// wakes the main loop, which otherwise sleeps.
+fn install_signals(control: &daemon::Control) -> anyhow::Result<()> {
+    let hooks = || -> std::io::Result<()> {
+        use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+        for sig in [SIGINT, SIGTERM] {
+            signal_hook::flag::register_conditional_shutdown(sig, 1, control.shutdown.clone())?;
+            signal_hook::flag::register(sig, control.shutdown.clone())?;
+        }
+        signal_hook::flag::register(SIGHUP, control.reload.clone())?;
+        for sig in [SIGINT, SIGTERM, SIGHUP] {
+            signal_hook::low_level::pipe::register(sig, control.waker()?)?;
+        }
+        Ok(())
+    };
+    hooks().context("installing signal handlers")
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config } => {
             let cfg = Config::load(&config)?;
             let control = daemon::Control::new().context("creating the control socket")?;
-            let hooks = || -> std::io::Result<()> {
-                use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-                for sig in [SIGINT, SIGTERM] {
-                    // A second signal while stopping ends the process at once.
-                    signal_hook::flag::register_conditional_shutdown(
-                        sig,
-                        1,
-                        control.shutdown.clone(),
-                    )?;
-                    signal_hook::flag::register(sig, control.shutdown.clone())?;
-                }
-                signal_hook::flag::register(SIGHUP, control.reload.clone())?;
-                // Every signal also wakes the main loop, which otherwise sleeps.
-                for sig in [SIGINT, SIGTERM, SIGHUP] {
-                    signal_hook::low_level::pipe::register(sig, control.waker()?)?;
-                }
-                Ok(())
-            };
-            hooks().context("installing signal handlers")?;
-            let reload = || Config::load(&config).map_err(anyhow::Error::from);
-            let summary = daemon::run(cfg, &control, &reload)?;
+            install_signals(&control)?;
+            let path = config.clone();
+            let reload = Box::new(move || Config::load(&path).map_err(anyhow::Error::from));
+            let opts = daemon::RunOptions { reload: Some(reload), ..Default::default() };
+            let summary = daemon::run(cfg, &control, opts)?;
             log::info!(
                 "stopped: {} frame(s) written, {} file(s) closed",
                 summary.frames_written,
                 summary.files_closed
             );
+            Ok(ExitCode::SUCCESS)
+        }
+        Command::Capture(args) => {
+            let control = daemon::Control::new().context("creating the control socket")?;
+            install_signals(&control)?;
+            let summary = capture_daemon::oneshot::run(&args, &control)?;
+            eprint!("{}", capture_daemon::oneshot::report(&summary));
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {
@@ -124,7 +137,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(&cli.log_level);
+    let default_level = if matches!(cli.command, Command::Capture(_)) { "warn" } else { "info" };
+    init_logging(cli.log_level.as_deref().unwrap_or(default_level));
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

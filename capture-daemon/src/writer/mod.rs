@@ -8,12 +8,117 @@
 pub mod merge;
 pub mod pcapng;
 pub mod rotate;
+pub mod stream;
+
+use std::path::{Path, PathBuf};
 
 pub use merge::{Merger, Source};
 pub use pcapng::{
     InterfaceInfo, InterfaceStats, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb,
 };
 pub use rotate::{Policy, RotatingWriter, StatsSource, WriterCounters, WriterError};
+pub use stream::StreamWriter;
+
+/// Where the writer thread's records go: anything that takes packets.
+pub trait PacketSink {
+    fn write_packet(
+        &mut self,
+        interface_id: u32,
+        ts_ns: u64,
+        data: &[u8],
+        orig_len: u32,
+    ) -> Result<(), WriterError>;
+}
+
+impl PacketSink for RotatingWriter {
+    #[inline]
+    fn write_packet(
+        &mut self,
+        id: u32,
+        ts: u64,
+        data: &[u8],
+        orig: u32,
+    ) -> Result<(), WriterError> {
+        RotatingWriter::write_packet(self, id, ts, data, orig)
+    }
+}
+
+/// The daemon's output: rotating files, or one stream (a pipe, standard output, a single file).
+/// One value per run, owned by the writer thread: the size difference does not matter.
+#[expect(clippy::large_enum_variant, reason = "one per run")]
+pub enum Output {
+    Files(RotatingWriter),
+    Stream(StreamWriter),
+}
+
+impl PacketSink for Output {
+    #[inline]
+    fn write_packet(
+        &mut self,
+        id: u32,
+        ts: u64,
+        data: &[u8],
+        orig: u32,
+    ) -> Result<(), WriterError> {
+        match self {
+            Output::Files(w) => w.write_packet(id, ts, data, orig),
+            Output::Stream(w) => w.write_packet(id, ts, data, orig),
+        }
+    }
+}
+
+impl Output {
+    pub fn tick(&mut self, now_ns: u64) -> Result<(), WriterError> {
+        match self {
+            Output::Files(w) => w.tick(now_ns),
+            Output::Stream(w) => {
+                w.tick();
+                Ok(())
+            }
+        }
+    }
+
+    pub fn counters(&self) -> &WriterCounters {
+        match self {
+            Output::Files(w) => w.counters(),
+            Output::Stream(w) => w.counters(),
+        }
+    }
+
+    pub fn current_path(&self) -> Option<&Path> {
+        match self {
+            Output::Files(w) => w.current_path(),
+            Output::Stream(_) => None,
+        }
+    }
+
+    /// New settings for the files from the next one on; a stream has none to change.
+    pub fn reconfigure(
+        &mut self,
+        policy: Policy,
+        interfaces: &[InterfaceInfo],
+    ) -> Result<(), WriterError> {
+        match self {
+            Output::Files(w) => w.reconfigure(policy, interfaces),
+            Output::Stream(_) => Ok(()),
+        }
+    }
+
+    /// True when nothing more can be written (the reader of a stream went away).
+    pub fn finished(&self) -> bool {
+        matches!(self, Output::Stream(w) if w.closed_by_reader())
+    }
+
+    pub fn close(self, now_ns: u64) -> Result<Option<PathBuf>, WriterError> {
+        match self {
+            Output::Files(w) => w.close(now_ns),
+            Output::Stream(w) => {
+                w.close(now_ns);
+                Ok(None)
+            }
+        }
+    }
+}
 
 /// Records the writer thread moves per round before it looks at the clock and its stop flag.
 pub const RECORDS_PER_ROUND: usize = 4096;
@@ -34,7 +139,7 @@ pub struct Round {
 /// each one written counted in `delivered[interface_id]`.
 pub fn write_round(
     merger: &mut Merger,
-    writer: &mut RotatingWriter,
+    writer: &mut impl PacketSink,
     now_ns: u64,
     max: usize,
     delivered: &mut [u64],

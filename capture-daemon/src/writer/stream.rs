@@ -1,0 +1,221 @@
+//! One pcapng stream to any writer: standard output (`capture -w -`, for `| tshark -r -`) or a
+//! single file. The same encoding as the rotating files, written out at least every tick so a
+//! reader at the other end of a pipe sees frames within a fraction of a second.
+
+use std::io::{self, Write};
+use std::path::Path;
+
+use super::pcapng::{InterfaceInfo, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb};
+use super::rotate::{StatsSource, WriterCounters, WriterError};
+
+/// Written out once the buffer holds this much (and at every tick).
+const FLUSH_BYTES: usize = 256 << 10;
+
+pub struct StreamWriter {
+    out: Box<dyn Write + Send>,
+    buf: Vec<u8>,
+    buffered_packets: u64,
+    interface_count: u32,
+    stats: Box<dyn StatsSource>,
+    counters: WriterCounters,
+    /// The reader went away (EPIPE): nothing more can be written.
+    closed_by_reader: bool,
+}
+
+impl StreamWriter {
+    /// Writes the section and interface headers right away.
+    pub fn open(
+        out: Box<dyn Write + Send>,
+        section: &SectionInfo,
+        interfaces: &[InterfaceInfo],
+        stats: Box<dyn StatsSource>,
+    ) -> Result<Self, WriterError> {
+        let mut w = StreamWriter {
+            out,
+            buf: Vec::with_capacity(2 * FLUSH_BYTES),
+            buffered_packets: 0,
+            interface_count: u32::try_from(interfaces.len()).unwrap_or(u32::MAX),
+            stats,
+            counters: WriterCounters::default(),
+            closed_by_reader: false,
+        };
+        encode_shb(&mut w.buf, section);
+        for interface in interfaces {
+            encode_idb(&mut w.buf, interface);
+        }
+        w.flush();
+        Ok(w)
+    }
+
+    pub fn write_packet(
+        &mut self,
+        interface_id: u32,
+        ts_ns: u64,
+        data: &[u8],
+        orig_len: u32,
+    ) -> Result<(), WriterError> {
+        if interface_id >= self.interface_count {
+            return Err(WriterError::UnknownInterface {
+                interface_id,
+                count: self.interface_count,
+            });
+        }
+        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len);
+        self.buffered_packets += 1;
+        if self.buf.len() >= FLUSH_BYTES {
+            self.flush();
+        }
+        Ok(())
+    }
+
+    pub fn tick(&mut self) {
+        self.flush();
+    }
+
+    /// Writes the statistics blocks and flushes.
+    pub fn close(mut self, now_ns: u64) {
+        for id in 0..self.interface_count {
+            let mut stats = self.stats.stats(id);
+            stats.end_ns = now_ns;
+            encode_isb(&mut self.buf, id, &stats);
+        }
+        self.flush();
+    }
+
+    pub fn counters(&self) -> &WriterCounters {
+        &self.counters
+    }
+
+    /// True once the reader closed the pipe: the capture has nowhere to go.
+    pub fn closed_by_reader(&self) -> bool {
+        self.closed_by_reader
+    }
+
+    fn flush(&mut self) {
+        if self.buf.is_empty() {
+            return;
+        }
+        let result = if self.closed_by_reader {
+            Err(io::ErrorKind::BrokenPipe.into())
+        } else {
+            self.out.write_all(&self.buf).and_then(|()| self.out.flush())
+        };
+        match result {
+            Ok(()) => {
+                self.counters.bytes_written += self.buf.len() as u64;
+                self.counters.packets_written += self.buffered_packets;
+            }
+            Err(e) if e.kind() == io::ErrorKind::BrokenPipe => {
+                // Not an error: `| head` and a closed tshark end a capture this way.
+                self.closed_by_reader = true;
+                self.counters.packets_lost_to_errors += self.buffered_packets;
+            }
+            Err(e) => {
+                self.counters.write_errors += 1;
+                self.counters.packets_lost_to_errors += self.buffered_packets;
+                log::warn!("writing the capture stream: {e}");
+            }
+        }
+        self.buf.clear();
+        self.buffered_packets = 0;
+    }
+}
+
+/// Opens `path` for a single-file capture: created or truncated, mode 0640, never through a
+/// symlink.
+pub fn create_file(path: &Path) -> io::Result<std::fs::File> {
+    use std::os::unix::fs::OpenOptionsExt as _;
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o640)
+        .custom_flags(libc::O_NOFOLLOW)
+        .open(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::writer::InterfaceStats;
+    use std::sync::{Arc, Mutex};
+
+    struct Shared(Arc<Mutex<Vec<u8>>>);
+    impl Write for Shared {
+        fn write(&mut self, b: &[u8]) -> io::Result<usize> {
+            self.0.lock().unwrap().extend_from_slice(b);
+            Ok(b.len())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+    struct NoStats;
+    impl StatsSource for NoStats {
+        fn stats(&self, _: u32) -> InterfaceStats {
+            InterfaceStats {
+                start_ns: 1,
+                end_ns: 2,
+                received: 3,
+                kernel_drops: 0,
+                accepted: 3,
+                delivered: 3,
+                user_drops: 0,
+            }
+        }
+    }
+    struct Closed;
+    impl Write for Closed {
+        fn write(&mut self, _: &[u8]) -> io::Result<usize> {
+            Err(io::ErrorKind::BrokenPipe.into())
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    fn section() -> SectionInfo {
+        SectionInfo { hardware: "hw".into(), os: "os".into(), application: "app".into() }
+    }
+    fn iface() -> Vec<InterfaceInfo> {
+        vec![InterfaceInfo { name: "eth0".into(), description: "d".into(), snaplen: 0 }]
+    }
+
+    #[test]
+    fn a_stream_reads_back_as_pcapng() {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let mut w = StreamWriter::open(
+            Box::new(Shared(Arc::clone(&bytes))),
+            &section(),
+            &iface(),
+            Box::new(NoStats),
+        )
+        .unwrap();
+        for i in 0..3u8 {
+            w.write_packet(0, 1_700_000_000_000_000_000 + u64::from(i), &[i; 60], 100).unwrap();
+        }
+        w.tick();
+        assert_eq!(w.counters().packets_written, 3);
+        w.close(5);
+        let data = bytes.lock().unwrap().clone();
+        let mut reader = pcap_file::pcapng::PcapNgReader::new(&data[..]).unwrap();
+        let mut packets = 0;
+        while let Some(block) = reader.next_block() {
+            if let pcap_file::pcapng::Block::EnhancedPacket(epb) = block.unwrap().0 {
+                assert_eq!((epb.data.len(), epb.original_len), (60, 100));
+                packets += 1;
+            }
+        }
+        assert_eq!(packets, 3);
+    }
+
+    #[test]
+    fn a_closed_pipe_ends_the_stream_quietly() {
+        let mut w =
+            StreamWriter::open(Box::new(Closed), &section(), &iface(), Box::new(NoStats)).unwrap();
+        assert!(w.closed_by_reader());
+        w.write_packet(0, 1, &[0; 60], 60).unwrap();
+        w.tick();
+        assert_eq!(w.counters().write_errors, 0, "a closed pipe is not an error");
+    }
+}

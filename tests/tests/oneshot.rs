@@ -1,0 +1,152 @@
+//! `capture-daemon capture`: the dumpcap-style one-shot command, on the daemon's data path.
+
+use std::io::{BufRead as _, BufReader};
+use std::process::{Command, Stdio};
+use std::sync::mpsc;
+use std::time::Duration;
+
+use capture_tests::*;
+
+const A: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0a];
+const B: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0b];
+const X: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x99];
+
+/// Starts `capture-daemon capture ARGS` in the lab and waits until it is attached (its
+/// mirror-mode warning). Returns the child and its stderr lines as they come.
+fn start(lab: &Lab, args: &[&str], stdout: Stdio) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = lab
+        .ns
+        .command(daemon_bin().to_str().unwrap())
+        .arg("capture")
+        .args(args)
+        .stdout(stdout)
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("starting capture-daemon capture");
+    let (tx, rx) = mpsc::channel();
+    let stderr = child.stderr.take().unwrap();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            eprintln!("capture | {line}");
+            let _ = tx.send(line);
+        }
+    });
+    loop {
+        let Ok(line) = rx.recv_timeout(Duration::from_secs(20)) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("capture never attached");
+        };
+        if line.contains("mirror mode") {
+            return (child, rx);
+        }
+    }
+}
+
+fn rest(rx: &mpsc::Receiver<String>) -> String {
+    let mut text = String::new();
+    while let Ok(l) = rx.recv_timeout(Duration::from_secs(2)) {
+        text += &l;
+        text.push('\n');
+    }
+    text
+}
+
+#[test]
+fn count_limited_capture_pipes_into_tshark() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let (mut capture, rx) = start(
+        &lab,
+        &["-i", CAPTURE_IF, "--mac", "52:54:00:00:00:0a", "-c", "10", "-w", "-"],
+        Stdio::piped(),
+    );
+    let tshark = Command::new("tshark")
+        .args(["-r", "-", "-T", "fields", "-e", "frame.len", "-e", "eth.src"])
+        .stdin(capture.stdout.take().unwrap())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("starting tshark");
+    let frames: Vec<Vec<u8>> =
+        (0..40).map(|i| test_frame(if i % 2 == 0 { A } else { B }, X, &[], i, 90)).collect();
+    lab.send(&frames);
+    let status = capture.wait().unwrap();
+    assert!(status.success(), "{status}");
+    let out = tshark.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    let rows: Vec<&str> = text.lines().collect();
+    assert_eq!(rows.len(), 10, "tshark read: {text}");
+    assert!(rows.iter().all(|r| r.starts_with("90\t") || r.starts_with("90 ")), "{text}");
+    assert!(rest(&rx).contains("Packets captured: 10"));
+}
+
+#[test]
+fn ctrl_c_ends_a_file_capture_with_dumpcap_counts() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let file = lab.dir.path().join("one.pcapng");
+    let (capture, rx) = start(
+        &lab,
+        &["-i", CAPTURE_IF, "--vlan", "100", "-s", "64", "-w", file.to_str().unwrap()],
+        Stdio::null(),
+    );
+    let frames: Vec<Vec<u8>> = (0..20)
+        .map(|i| test_frame(A, X, &[(0x8100, if i < 15 { 100 } else { 200 })], i, 200))
+        .collect();
+    lab.send(&frames);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
+    let output = capture.wait_with_output().unwrap();
+    assert!(output.status.success());
+    let text = rest(&rx);
+    assert!(text.contains("Packets captured: 15"), "{text}");
+    assert!(text.contains("Packets received/dropped on interface 'cap0': 15/0 (100.0%)"), "{text}");
+    let packets = read_pcapng(&file).packets;
+    assert_eq!(ids(&packets), (0..15).collect::<Vec<_>>());
+    assert!(packets.iter().all(|p| p.data.len() == 64 && p.orig_len == 200));
+    assert!(!lab.xdp_attached());
+}
+
+#[test]
+fn ring_buffer_and_autostop_follow_dumpcap() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let pattern = lab.out_dir().join("web.pcapng");
+    let (capture, rx) = start(
+        &lab,
+        &[
+            "-i",
+            CAPTURE_IF,
+            "-b",
+            "packets:5",
+            "-b",
+            "files:2",
+            "-a",
+            "duration:3",
+            "-w",
+            pattern.to_str().unwrap(),
+        ],
+        Stdio::null(),
+    );
+    let frames: Vec<Vec<u8>> = (0..23).map(|i| test_frame(A, X, &[], i, 100)).collect();
+    lab.send(&frames);
+    let output = capture.wait_with_output().unwrap(); // stops by itself after 3 s
+    assert!(output.status.success());
+    assert!(rest(&rx).contains("Packets captured: 23"));
+    let (files, parts) = lab.files();
+    assert!(parts.is_empty());
+    assert_eq!(files.len(), 2, "files:2 keeps two: {files:?}");
+    for f in &files {
+        let name = f.file_name().unwrap().to_string_lossy().into_owned();
+        assert!(name.starts_with("web_"), "{name}");
+    }
+    // The newest frames are the ones kept: 20..23 in the last file, 15..20 before it.
+    assert_eq!(ids(&read_all(&files)), (15..23).collect::<Vec<_>>());
+}

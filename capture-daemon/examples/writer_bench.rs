@@ -107,16 +107,7 @@ fn main() -> anyhow::Result<()> {
         description: "prepared frames, no NIC".into(),
         snaplen: 0,
     };
-    let policy = OutputConfig {
-        directory: args.dir.clone(),
-        prefix: "wbench".into(),
-        rotate_bytes: 0,
-        rotate_seconds: 0,
-        rotate_packets: 0,
-        keep_files: 0,
-        keep_bytes: 0,
-        keep_free_bytes: 0,
-    };
+    let policy = OutputConfig::unlimited(args.dir.clone(), "wbench");
     let mut writer = RotatingWriter::open(
         policy,
         section.clone(),

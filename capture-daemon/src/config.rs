@@ -149,6 +149,23 @@ pub struct OutputConfig {
     pub keep_free_bytes: u64,
 }
 
+impl OutputConfig {
+    /// One file into `directory`, never rotated, nothing deleted: every limit 0.
+    #[must_use]
+    pub fn unlimited(directory: PathBuf, prefix: &str) -> Self {
+        Self {
+            directory,
+            prefix: prefix.to_owned(),
+            rotate_bytes: 0,
+            rotate_seconds: 0,
+            rotate_packets: 0,
+            keep_files: 0,
+            keep_bytes: 0,
+            keep_free_bytes: 0,
+        }
+    }
+}
+
 impl Default for OutputConfig {
     fn default() -> Self {
         Self {

@@ -77,15 +77,7 @@ impl CaptureArgs {
         if stop_after_packets == Some(0) {
             bail!("-c 0: the count must be at least 1");
         }
-        let mut output = OutputConfig {
-            rotate_bytes: 0,
-            rotate_seconds: 0,
-            rotate_packets: 0,
-            keep_files: 0,
-            keep_bytes: 0,
-            keep_free_bytes: 0,
-            ..OutputConfig::default()
-        };
+        let mut output = OutputConfig::unlimited(PathBuf::from("."), "capture");
         for b in &self.ring {
             match b.split_once(':') {
                 // dumpcap's kB are 1000 bytes.

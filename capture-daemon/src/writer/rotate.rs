@@ -924,16 +924,7 @@ mod tests {
     }
 
     fn policy(dir: &Path) -> Policy {
-        Policy {
-            directory: dir.to_path_buf(),
-            prefix: "cap".into(),
-            rotate_bytes: 0,
-            rotate_seconds: 0,
-            rotate_packets: 0,
-            keep_files: 0,
-            keep_bytes: 0,
-            keep_free_bytes: 0,
-        }
+        Policy::unlimited(dir.to_path_buf(), "cap")
     }
 
     fn section() -> SectionInfo {

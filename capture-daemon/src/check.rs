@@ -142,16 +142,9 @@ fn check_output(r: &mut Report, dir: &Path) {
         );
         return;
     }
-    // SAFETY: statvfs with a valid path and out-pointer.
-    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
-    let free = if unsafe { libc::statvfs(c.as_ptr(), &mut st) } == 0 {
-        format!(
-            ", {:.1} GiB free",
-            (st.f_bavail as f64 * st.f_frsize as f64) / f64::from(1u32 << 30)
-        )
-    } else {
-        String::new()
-    };
+    let free = crate::sys::free_bytes(existing).map_or_else(String::new, |b| {
+        format!(", {:.1} GiB free", b as f64 / f64::from(1u32 << 30))
+    });
     let what = if existing == dir { "writable" } else { "will be created" };
     r.ok("output", format!("{} {what}{free}", dir.display()));
 }

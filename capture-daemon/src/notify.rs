@@ -51,7 +51,7 @@ impl Notifier {
     }
 
     pub fn reloading(&self) {
-        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", monotonic_us()));
+        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::xsk::monotonic_ns() / 1000));
     }
 
     pub fn status(&self, status: &str) {
@@ -65,14 +65,6 @@ impl Notifier {
     pub fn watchdog(&self) {
         self.send("WATCHDOG=1");
     }
-}
-
-fn monotonic_us() -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid clock id and out-pointer.
-    unsafe { libc::clock_gettime(libc::CLOCK_MONOTONIC, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000
-        + u64::try_from(ts.tv_nsec).unwrap_or(0) / 1000
 }
 
 #[cfg(test)]

@@ -10,14 +10,17 @@ use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, mpsc};
+use std::sync::{Arc, RwLock, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
 use crate::bpf::{Filter, KernelCounters, Slots, TargetTables};
-use crate::config::{Config, OutputConfig, Queues, TargetConfig, XdpMode, ZeroCopy, format_mac};
+use crate::config::{
+    CaptureConfig, Config, InterfaceConfig, MetricsConfig, OutputConfig, Queues, TargetConfig,
+    XdpMode, ZeroCopy, format_mac,
+};
 use crate::handoff;
 use crate::metrics::{self, Exposition};
 use crate::nap::Nap;
@@ -94,17 +97,21 @@ const NOTIFY_STATUS_EVERY: Duration = Duration::from_secs(5);
 /// How often the main loop logs a one-line status (and checks for reloads, every 100 ms).
 const STATUS_EVERY: Duration = Duration::from_secs(60);
 
-/// Per-interface statistics, shared by the writer (pcapng ISB) and the status log.
+/// Per-interface statistics, shared by the writer (pcapng ISB), the metrics and the status log.
+/// An interface that a reload adds or restarts gets new ones.
 struct IfaceStats {
+    name: String,
     kernel: Arc<KernelCounters>,
-    queues: Vec<Arc<QueueStats>>,
+    /// Per captured RX queue: its number and its worker's counters.
+    queues: Vec<(u32, Arc<QueueStats>)>,
     /// Frames of this interface written to files.
     delivered: AtomicU64,
 }
 
 struct Stats {
     start_ns: u64,
-    ifaces: Vec<IfaceStats>,
+    /// The interfaces captured now, in the config's order; replaced on reload.
+    ifaces: RwLock<Vec<Arc<IfaceStats>>>,
     /// CLOCK_MONOTONIC ms when the writer last went round its loop (see `QueueStats`).
     writer_heartbeat_ms: AtomicU64,
     /// The file being written, for status lines.
@@ -114,13 +121,12 @@ struct Stats {
     files_closed: AtomicU64,
     bytes_written: AtomicU64,
     /// Names for the metrics' labels; replaced on reload.
-    view: std::sync::RwLock<View>,
+    view: RwLock<View>,
 }
 
-/// What the metrics call things: interfaces in order, targets with their slots.
+/// What the metrics call things: targets with their slots, and where files go.
 #[derive(Default)]
 struct View {
-    interfaces: Vec<String>,
     targets: Vec<(String, usize)>,
     directory: PathBuf,
 }
@@ -128,7 +134,6 @@ struct View {
 impl View {
     fn of(config: &Config, slots: &Slots) -> View {
         View {
-            interfaces: config.interfaces.iter().map(|i| i.name.clone()).collect(),
             targets: config
                 .targets
                 .iter()
@@ -142,11 +147,11 @@ impl View {
 /// The Prometheus exposition of every counter (docs/operations.md lists them).
 fn render_metrics(stats: &Stats) -> String {
     let mut e = Exposition::default();
-    let view =
-        stats.view.read().map(|v| (v.interfaces.clone(), v.targets.clone(), v.directory.clone()));
-    let Ok((interfaces, targets, directory)) = view else { return String::new() };
+    let view = stats.view.read().map(|v| (v.targets.clone(), v.directory.clone()));
+    let Ok((targets, directory)) = view else { return String::new() };
     e.sample("capture_up", "gauge", "1 while the daemon captures.", &[], 1.0);
-    for (i, (name, s)) in interfaces.iter().zip(&stats.ifaces).enumerate() {
+    for s in stats.interfaces() {
+        let name = &s.name;
         let k = s.kernel.totals();
         let iface = [("interface", name.as_str())];
         let counter = |e: &mut Exposition, metric, help, v: u64| {
@@ -189,7 +194,7 @@ fn render_metrics(stats: &Stats) -> String {
                 hits[*slot] as f64,
             );
         }
-        let sum = |f: fn(&QueueStats) -> u64| s.queues.iter().map(|q| f(q)).sum::<u64>();
+        let sum = |f: fn(&QueueStats) -> u64| s.queues.iter().map(|(_, q)| f(q)).sum::<u64>();
         for (stage, v) in [
             ("xdp_redirect_failed", k.redirect_failed),
             ("xdp_adjust_failed", k.adjust_failed),
@@ -207,9 +212,9 @@ fn render_metrics(stats: &Stats) -> String {
                 v as f64,
             );
         }
-        for (q, qs) in s.queues.iter().enumerate() {
+        for (q, qs) in &s.queues {
             let queue = q.to_string();
-            let labels = [("interface", name.as_str()), ("socket", queue.as_str())];
+            let labels = [("interface", name.as_str()), ("queue", queue.as_str())];
             e.sample(
                 "capture_queue_frames_total",
                 "counter",
@@ -225,7 +230,6 @@ fn render_metrics(stats: &Stats) -> String {
                 qs.bytes.load(Relaxed) as f64,
             );
         }
-        let _ = i;
     }
     e.sample(
         "capture_write_error_frames_total",
@@ -275,19 +279,24 @@ fn render_metrics(stats: &Stats) -> String {
 const HEARTBEAT_STALE_MS: u64 = 10_000;
 
 impl Stats {
+    /// The interfaces captured now.
+    fn interfaces(&self) -> Vec<Arc<IfaceStats>> {
+        self.ifaces.read().map(|v| v.clone()).unwrap_or_default()
+    }
+
     /// Why the daemon is unhealthy, if it is: a worker or the writer stopped going round.
-    fn unhealthy(&self, config: &Config) -> Option<String> {
+    fn unhealthy(&self) -> Option<String> {
         let now = xsk::monotonic_ns() / 1_000_000;
         let stale = |beat: u64| now.saturating_sub(beat) > HEARTBEAT_STALE_MS;
         if stale(self.writer_heartbeat_ms.load(Relaxed)) {
             return Some("the writer thread has not run for 10 s".into());
         }
-        for (iface, s) in config.interfaces.iter().zip(&self.ifaces) {
-            for (i, q) in s.queues.iter().enumerate() {
+        for s in self.interfaces() {
+            for (queue, q) in &s.queues {
                 if stale(q.heartbeat_ms.load(Relaxed)) {
                     return Some(format!(
-                        "the worker of {} (socket {i}) has not run for 10 s",
-                        iface.name
+                        "the worker of {} RX queue {queue} has not run for 10 s",
+                        s.name
                     ));
                 }
             }
@@ -298,8 +307,8 @@ impl Stats {
     /// One line for systemd's STATUS= and `systemctl status`.
     fn summary(&self) -> String {
         let (mut written, mut drops) = (0, 0);
-        for i in 0..self.ifaces.len() {
-            let s = self.interface(i);
+        for (i, s) in self.interfaces().iter().enumerate() {
+            let s = self.interface_stats(s, i == 0);
             written += s.delivered;
             drops += s.kernel_drops + s.user_drops;
         }
@@ -309,20 +318,18 @@ impl Stats {
             file.map_or_else(|| "no file open".to_owned(), |f| format!("writing {}", f.display()))
         )
     }
-}
 
-impl Stats {
-    fn interface(&self, i: usize) -> InterfaceStats {
-        let s = &self.ifaces[i];
+    /// The pcapng statistics of one interface; `first` is the first of its file.
+    fn interface_stats(&self, s: &IfaceStats, first: bool) -> InterfaceStats {
         let k = s.kernel.totals();
         // pcapng has no per-interface field for frames lost in user space: the hand-off drops of
         // this interface, plus (on the first interface, where a reader looks) the write losses,
         // which the writer cannot attribute to an interface.
-        let mut user_drops: u64 = s.queues.iter().map(|q| q.handoff_drops.load(Relaxed)).sum();
-        if i == 0 {
+        let mut user_drops: u64 = s.queues.iter().map(|(_, q)| q.handoff_drops.load(Relaxed)).sum();
+        if first {
             user_drops += self.write_losses.load(Relaxed);
         }
-        let socket_drops: u64 = s.queues.iter().map(|q| q.kernel_drops()).sum();
+        let socket_drops: u64 = s.queues.iter().map(|(_, q)| q.kernel_drops()).sum();
         InterfaceStats {
             start_ns: self.start_ns,
             end_ns: realtime_ns(),
@@ -335,11 +342,18 @@ impl Stats {
     }
 }
 
-struct SharedStats(Arc<Stats>);
+/// The statistics behind one file's Interface Statistics Blocks: its interfaces, by file id.
+struct FileStats {
+    stats: Arc<Stats>,
+    ifaces: Vec<Arc<IfaceStats>>,
+}
 
-impl StatsSource for SharedStats {
+impl StatsSource for FileStats {
     fn stats(&self, interface_id: u32) -> InterfaceStats {
-        self.0.interface(interface_id as usize)
+        self.ifaces
+            .get(interface_id as usize)
+            .map(|s| self.stats.interface_stats(s, interface_id == 0))
+            .unwrap_or_default()
     }
 }
 
@@ -368,6 +382,7 @@ pub struct RunOptions {
 }
 
 /// One capture interface, resolved and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedInterface {
     pub name: String,
     pub queues: Vec<u32>,
@@ -447,15 +462,176 @@ fn section_info() -> SectionInfo {
     }
 }
 
-struct Running {
-    filters: Vec<Filter>,
+/// The settings every socket of a run shares (`[capture]`); sockets opened with other settings
+/// are reopened (their interface restarted) to apply new ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct SocketSettings {
+    ring_size: u32,
+    buffer_bytes: u64,
+    busy_poll_us: u32,
+    batch_delay_us: u32,
+}
+
+impl SocketSettings {
+    fn of(c: &CaptureConfig) -> Self {
+        SocketSettings {
+            ring_size: c.ring_size,
+            buffer_bytes: c.buffer_bytes,
+            busy_poll_us: c.busy_poll_us,
+            batch_delay_us: c.batch_delay_us,
+        }
+    }
+}
+
+/// Everything that captures on one interface: its XDP program, one socket and worker per RX
+/// queue, and a stop signal of its own, so that a reload can stop one interface alone.
+struct IfaceRun {
+    spec: ResolvedInterface,
+    settings: SocketSettings,
+    filter: Filter,
     workers: Vec<Worker>,
-    stop_workers: Stop,
+    stop: Stop,
+    stats: Arc<IfaceStats>,
+}
+
+impl IfaceRun {
+    /// Loads the program, opens and registers the sockets. Nothing is attached: a failure here
+    /// changes nothing on the NIC. Also returns the hand-off rings for the writer (their
+    /// interface id is set by the caller).
+    fn open(
+        spec: ResolvedInterface,
+        settings: SocketSettings,
+        tables: &TargetTables,
+    ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
+        let stop = Stop::new().context("creating the workers' stop signal")?;
+        let mut filter = Filter::load(&spec.name, tables)
+            .with_context(|| format!("preparing the XDP program for {}", spec.name))?;
+        let mut workers = Vec::new();
+        let mut sources = Vec::new();
+        let mut queues = Vec::new();
+        // On an error, the stop signal ends the workers started so far.
+        let result = (|| -> anyhow::Result<()> {
+            for &queue in &spec.queues {
+                let buffer = usize::try_from(settings.buffer_bytes).unwrap_or(usize::MAX);
+                let (producer, consumer) = handoff::channel(buffer);
+                let watermark = Arc::new(AtomicU64::new(0));
+                let worker_spec = WorkerSpec {
+                    iface: spec.name.clone(),
+                    queue,
+                    ring_size: settings.ring_size,
+                    watermark: Arc::clone(&watermark),
+                    zero_copy: spec.zero_copy,
+                    busy_poll_us: settings.busy_poll_us,
+                    batch_delay_us: settings.batch_delay_us,
+                };
+                let (worker, fd, mode) = xsk::spawn(worker_spec, producer, stop.clone())
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| {
+                        format!("opening the AF_XDP socket for {} RX queue {queue}", spec.name)
+                    })?;
+                log::info!(
+                    "{} RX queue {queue}: AF_XDP socket bound in {} mode",
+                    spec.name,
+                    mode.as_str()
+                );
+                queues.push((queue, Arc::clone(&worker.stats)));
+                workers.push(worker);
+                filter.register_socket(queue, fd).with_context(|| {
+                    format!("registering the AF_XDP socket of {} queue {queue}", spec.name)
+                })?;
+                sources.push(Source { interface_id: 0, consumer, watermark });
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            stop.raise();
+            workers.into_iter().for_each(Worker::join);
+            return Err(e);
+        }
+        let stats = Arc::new(IfaceStats {
+            name: spec.name.clone(),
+            kernel: filter.counters(),
+            queues,
+            delivered: AtomicU64::new(0),
+        });
+        Ok((IfaceRun { spec, settings, filter, workers, stop, stats }, sources))
+    }
+
+    /// Attaches the program: from here on matched frames are captured.
+    fn attach(&mut self, targets: &str) -> anyhow::Result<()> {
+        let mode = self.filter.attach(self.spec.xdp_mode)?;
+        log::info!(
+            "capturing on {} (XDP {mode}, RX queues {:?} of {}): {targets}",
+            self.spec.name,
+            self.spec.queues,
+            self.spec.rx_queues,
+        );
+        Ok(())
+    }
+
+    /// [`IfaceRun::open`] then [`IfaceRun::attach`], undone if attaching fails.
+    fn start(
+        spec: ResolvedInterface,
+        settings: SocketSettings,
+        tables: &TargetTables,
+        targets: &str,
+    ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
+        let (mut run, sources) = IfaceRun::open(spec, settings, tables)?;
+        if let Err(e) = run.attach(targets) {
+            finish_all(vec![run]);
+            return Err(e);
+        }
+        Ok((run, sources))
+    }
+}
+
+/// Stops capturing on `runs`: every program is detached first (each NIC is back to normal at
+/// once), then the workers drain their rings and exit, closing their sockets.
+fn finish_all(mut runs: Vec<IfaceRun>) {
+    for r in &mut runs {
+        r.filter.detach();
+    }
+    for r in &runs {
+        r.stop.raise();
+    }
+    for r in runs {
+        r.workers.into_iter().for_each(Worker::join);
+    }
+}
+
+/// What the main thread tells the writer after a reload.
+struct Reconfigure {
+    output: OutputConfig,
+    infos: Vec<InterfaceInfo>,
+    /// Set when interfaces were added, removed or restarted.
+    interfaces: Option<InterfaceChange>,
+}
+
+struct InterfaceChange {
+    /// The interfaces from now on, in file order: an interface's pcapng id is its index here.
+    ifaces: Vec<Arc<IfaceStats>>,
+    /// The rings of the interfaces new to the list, with their ids set.
+    sources: Vec<Source>,
+}
+
+struct Running {
+    ifaces: Vec<IfaceRun>,
     writer: JoinHandle<anyhow::Result<Summary>>,
     writer_stop: Arc<AtomicBool>,
-    /// New output settings and interface descriptions for the writer (config reloads).
-    reconfigure: mpsc::Sender<(OutputConfig, Vec<InterfaceInfo>)>,
+    reconfigure: mpsc::Sender<Reconfigure>,
     stats: Arc<Stats>,
+}
+
+fn describe_targets(config: &Config) -> String {
+    config.targets.iter().map(describe_target).collect::<Vec<_>>().join("; ")
+}
+
+fn warn_mirror_mode(names: &[&str]) {
+    log::warn!(
+        "mirror mode: matched frames are taken out of the kernel's path on {}; use a NIC fed by a \
+         SPAN/TAP port, not a live uplink",
+        names.join(", ")
+    );
 }
 
 /// Runs the capture described by `config` until `control.shutdown` is set. `reload` reads the
@@ -474,33 +650,14 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
     let mut slots = Slots::default();
     let assigned = slots.assign(&config.targets)?;
     let tables = TargetTables::build(&config.capture, &config.targets, &assigned)?;
-    let mut running = start(&config, &ifaces, &tables, stream, stop_after_packets, control)?;
+    let mut running = start(&config, ifaces, &tables, stream, stop_after_packets, control)?;
     let started = Instant::now();
-    for (iface, filter) in ifaces.iter().zip(&running.filters) {
-        log::info!(
-            "capturing on {} (XDP {}, RX queues {:?} of {}): {}",
-            iface.name,
-            filter.mode().unwrap_or("?"),
-            iface.queues,
-            iface.rx_queues,
-            config.targets.iter().map(describe_target).collect::<Vec<_>>().join("; ")
-        );
-    }
-    log::warn!(
-        "mirror mode: matched frames are taken out of the kernel's path on {}; use a NIC fed by a \
-         SPAN/TAP port, not a live uplink",
-        ifaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", ")
-    );
+    warn_mirror_mode(&config.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>());
 
     if let Ok(mut view) = running.stats.view.write() {
         *view = View::of(&config, &slots);
     }
-    let metrics_stop = Stop::new().context("creating the metrics server's stop signal")?;
-    let metrics = if config.metrics.enabled {
-        start_metrics(config.metrics.listen, &metrics_stop, Arc::clone(&running.stats))
-    } else {
-        None
-    };
+    let mut metrics = Metrics::start(&config.metrics, &running.stats)?;
     let notifier = Notifier::from_env();
     notifier.ready(&running.stats.summary());
     // Signals wake the loop; otherwise it looks around once a second, or more often if
@@ -526,12 +683,17 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
             notifier.reloading();
             match reload().and_then(|new| apply_reload(&mut running, &mut config, &mut slots, new))
             {
-                Ok(()) => {}
+                Ok(()) => {
+                    if config.metrics != metrics.config {
+                        metrics.stop();
+                        metrics = Metrics::start(&config.metrics, &running.stats)?;
+                    }
+                }
                 Err(e) => log::error!("reload rejected, the running configuration stays: {e:#}"),
             }
             notifier.ready(&running.stats.summary());
         }
-        match running.stats.unhealthy(&config) {
+        match running.stats.unhealthy() {
             None => notifier.watchdog(),
             Some(why) => {
                 if last_health_log.is_none_or(|t| t.elapsed() >= Duration::from_secs(10)) {
@@ -555,167 +717,266 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
     }
     log::info!("stopping: detaching XDP, draining rings, closing the file");
     notifier.stopping();
-    metrics_stop.raise();
-    if let Some(m) = metrics {
-        let _ = m.join();
-    }
+    metrics.stop();
     stop(running, &config, &slots)
 }
 
-/// Binds the metrics endpoint; a taken port costs the endpoint, not the capture.
-fn start_metrics(
-    listen: std::net::SocketAddr,
-    stop: &Stop,
-    stats: Arc<Stats>,
-) -> Option<JoinHandle<()>> {
-    let listener = match std::net::TcpListener::bind(listen) {
-        Ok(l) => l,
-        Err(e) => {
-            log::error!("metrics: cannot listen on {listen}: {e}; capturing without the endpoint");
-            return None;
-        }
-    };
-    match metrics::serve(listener, stop.clone(), move || render_metrics(&stats)) {
-        Ok(handle) => {
-            log::info!("metrics: http://{listen}/metrics");
-            Some(handle)
-        }
-        Err(e) => {
-            log::error!("metrics: {e}; capturing without the endpoint");
+/// The metrics endpoint, as configured; restarted by a reload that changes `[metrics]`.
+struct Metrics {
+    config: MetricsConfig,
+    stop: Stop,
+    server: Option<JoinHandle<()>>,
+}
+
+impl Metrics {
+    /// Binds the endpoint if enabled; a taken port costs the endpoint, not the capture.
+    fn start(config: &MetricsConfig, stats: &Arc<Stats>) -> anyhow::Result<Metrics> {
+        let stop = Stop::new().context("creating the metrics server's stop signal")?;
+        let server = if config.enabled {
+            let listen = config.listen;
+            match std::net::TcpListener::bind(listen) {
+                Ok(listener) => {
+                    let stats = Arc::clone(stats);
+                    match metrics::serve(listener, stop.clone(), move || render_metrics(&stats)) {
+                        Ok(handle) => {
+                            log::info!("metrics: http://{listen}/metrics");
+                            Some(handle)
+                        }
+                        Err(e) => {
+                            log::error!("metrics: {e}; capturing without the endpoint");
+                            None
+                        }
+                    }
+                }
+                Err(e) => {
+                    log::error!(
+                        "metrics: cannot listen on {listen}: {e}; capturing without the endpoint"
+                    );
+                    None
+                }
+            }
+        } else {
             None
+        };
+        Ok(Metrics { config: config.clone(), stop, server })
+    }
+
+    fn stop(&mut self) {
+        self.stop.raise();
+        if let Some(server) = self.server.take() {
+            let _ = server.join();
         }
     }
 }
 
-/// Applies a reloaded configuration without detaching anything: targets, `snaplen` and
-/// `unmatched` go into the BPF maps in place at once ([`Filter::update`]); `[output]` settings
-/// and the interface descriptions apply from the next file. Settings fixed at start-up (the
-/// interfaces, ring and buffer sizes, polling) are left as they are, with a warning.
+/// Applies a reloaded configuration, changing only what changed:
+/// - targets, `snaplen` and `unmatched` go into the BPF maps of the interfaces that stay, in
+///   place ([`Filter::update`]): no detach, no new program, no frame of an unchanged target lost;
+/// - interfaces added are opened and attached before anything else changes (if one fails, the
+///   reload is rejected as a whole); interfaces removed are detached and drained;
+/// - an interface whose settings changed (`queues`, `xdp_mode`, `zero_copy`, or the socket
+///   settings of `[capture]`) is restarted: its sockets must be reopened, which leaves a gap of
+///   a few milliseconds on it (frames then pass to the host, counted as `no_socket`);
+/// - `[output]` settings apply from the next file, or at once when the interfaces changed (a
+///   file describes a fixed set of interfaces);
+/// - `[metrics]` changes restart the endpoint (in the caller).
 fn apply_reload(
     running: &mut Running,
     config: &mut Config,
     slots: &mut Slots,
     new: Config,
 ) -> anyhow::Result<()> {
-    let mut fixed = Vec::new();
-    if new.interfaces != config.interfaces {
-        fixed.push("[[interface]]");
-    }
-    let (old_c, new_c) = (&config.capture, &new.capture);
-    if (old_c.ring_size, old_c.buffer_bytes, old_c.busy_poll_us, old_c.batch_delay_us)
-        != (new_c.ring_size, new_c.buffer_bytes, new_c.busy_poll_us, new_c.batch_delay_us)
-    {
-        fixed.push("ring_size, buffer_bytes, busy_poll_us, batch_delay_us");
-    }
-    // Check everything before changing anything.
+    // Check everything that can be checked before changing anything.
+    let specs = resolve_interfaces(&new)?;
     let mut new_slots = slots.clone();
     let assigned = new_slots.assign(&new.targets)?;
     let tables = TargetTables::build(&new.capture, &new.targets, &assigned)?;
-    for filter in &mut running.filters {
-        filter.update(&tables).context("updating the BPF maps")?;
+    let settings = SocketSettings::of(&new.capture);
+    let targets = describe_targets(&new);
+    let unchanged = |r: &IfaceRun| specs.contains(&r.spec) && r.settings == settings;
+
+    // Interfaces new to the capture: opened and attached first, so that a failure (a busy NIC,
+    // a queue that cannot be bound) rejects the reload with nothing changed.
+    let mut started: Vec<(IfaceRun, Vec<Source>)> = Vec::new();
+    for spec in specs.iter().filter(|s| !running.ifaces.iter().any(|r| r.spec.name == s.name)) {
+        match IfaceRun::start(spec.clone(), settings, &tables, &targets) {
+            Ok(s) => started.push(s),
+            Err(e) => {
+                finish_all(started.into_iter().map(|(r, _)| r).collect());
+                return Err(e.context(format!("adding interface {}", spec.name)));
+            }
+        }
     }
+    if !started.is_empty() {
+        warn_mirror_mode(&started.iter().map(|(r, _)| r.spec.name.as_str()).collect::<Vec<_>>());
+    }
+
+    // The interfaces that stay: new tables in place.
+    for r in running.ifaces.iter_mut().filter(|r| unchanged(r)) {
+        if let Err(e) = r.filter.update(&tables) {
+            finish_all(started.into_iter().map(|(r, _)| r).collect());
+            return Err(
+                anyhow::Error::new(e).context(format!("updating the maps of {}", r.spec.name))
+            );
+        }
+    }
+
+    // The others are stopped; those still configured start again with their new settings.
+    let (keep, gone): (Vec<IfaceRun>, Vec<IfaceRun>) =
+        std::mem::take(&mut running.ifaces).into_iter().partition(|r| unchanged(r));
+    let mut restarts = Vec::new();
+    for r in &gone {
+        match specs.iter().find(|s| s.name == r.spec.name) {
+            Some(spec) => {
+                log::warn!(
+                    "reload: restarting the capture on {} to apply {}: its frames are not captured \
+                     for a few milliseconds",
+                    r.spec.name,
+                    what_changed(&r.spec, r.settings, spec, settings)
+                );
+                restarts.push((spec.clone(), r.spec.clone(), r.settings));
+            }
+            None => log::info!("reload: {} is no longer captured; detaching", r.spec.name),
+        }
+    }
+    let interfaces_changed = !gone.is_empty() || !started.is_empty();
+    finish_all(gone);
+    for (spec, old_spec, old_settings) in restarts {
+        let name = spec.name.clone();
+        match IfaceRun::start(spec, settings, &tables, &targets) {
+            Ok(s) => started.push(s),
+            Err(e) => {
+                log::error!("reload: cannot restart the capture on {name}: {e:#}");
+                match IfaceRun::start(old_spec, old_settings, &tables, &targets) {
+                    Ok(s) => {
+                        log::warn!("reload: {name} captures with its previous settings");
+                        started.push(s);
+                    }
+                    Err(e) => {
+                        log::error!("reload: {name} is no longer captured: {e:#}");
+                    }
+                }
+            }
+        }
+    }
+
+    // The new list, in the config's order; a new interface's rings get its index as their id.
+    let mut runs: Vec<(IfaceRun, Option<Vec<Source>>)> = keep
+        .into_iter()
+        .map(|r| (r, None))
+        .chain(started.into_iter().map(|(r, s)| (r, Some(s))))
+        .collect();
+    runs.sort_by_key(|(r, _)| specs.iter().position(|s| s.name == r.spec.name));
+    let mut new_sources = Vec::new();
+    for (id, (_, sources)) in (0u32..).zip(&mut runs) {
+        for mut source in sources.take().unwrap_or_default() {
+            source.interface_id = id;
+            new_sources.push(source);
+        }
+    }
+    running.ifaces = runs.into_iter().map(|(r, _)| r).collect();
+    let ifaces: Vec<Arc<IfaceStats>> =
+        running.ifaces.iter().map(|r| Arc::clone(&r.stats)).collect();
+    if let Ok(mut list) = running.stats.ifaces.write() {
+        list.clone_from(&ifaces);
+    }
+
     *slots = new_slots;
+    let captured = |i: &InterfaceConfig| running.ifaces.iter().any(|r| r.spec.name == i.name);
+    config.interfaces = new.interfaces.into_iter().filter(captured).collect();
     config.targets = new.targets;
-    config.capture.snaplen = new.capture.snaplen;
-    config.capture.unmatched = new.capture.unmatched;
+    config.capture = new.capture;
     config.output = new.output;
+    config.metrics = new.metrics;
     let new_view = View::of(config, slots);
     if let Ok(mut view) = running.stats.view.write() {
         *view = new_view;
     }
-    let _ = running
-        .reconfigure
-        .send((config.output.clone(), interface_infos(config, &sys::hostname())));
+    let _ = running.reconfigure.send(Reconfigure {
+        output: config.output.clone(),
+        infos: interface_infos(config, &sys::hostname()),
+        interfaces: interfaces_changed.then_some(InterfaceChange { ifaces, sources: new_sources }),
+    });
     log::info!(
-        "reloaded: snaplen {}, unmatched {}, targets: {}; output settings apply from the next file",
+        "reloaded: snaplen {}, unmatched {}, interfaces {}, targets: {}; output settings apply \
+         from the {} file",
         config.capture.snaplen,
         config.capture.unmatched,
-        config.targets.iter().map(describe_target).collect::<Vec<_>>().join("; ")
+        config.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
+        describe_targets(config),
+        if interfaces_changed { "new" } else { "next" }
     );
-    if !fixed.is_empty() {
-        log::warn!("reload: changes to {} take effect only after a restart", fixed.join("; "));
-    }
     Ok(())
+}
+
+/// "queues, ring_size" — the settings of an interface that differ between two configs.
+fn what_changed(
+    old: &ResolvedInterface,
+    old_settings: SocketSettings,
+    new: &ResolvedInterface,
+    settings: SocketSettings,
+) -> String {
+    let mut what = Vec::new();
+    if old.queues != new.queues || old.rx_queues != new.rx_queues {
+        what.push("queues");
+    }
+    if old.xdp_mode != new.xdp_mode {
+        what.push("xdp_mode");
+    }
+    if old.zero_copy != new.zero_copy {
+        what.push("zero_copy");
+    }
+    for (name, changed) in [
+        ("ring_size", old_settings.ring_size != settings.ring_size),
+        ("buffer_bytes", old_settings.buffer_bytes != settings.buffer_bytes),
+        ("busy_poll_us", old_settings.busy_poll_us != settings.busy_poll_us),
+        ("batch_delay_us", old_settings.batch_delay_us != settings.batch_delay_us),
+    ] {
+        if changed {
+            what.push(name);
+        }
+    }
+    what.join(", ")
 }
 
 fn start(
     config: &Config,
-    ifaces: &[ResolvedInterface],
+    ifaces: Vec<ResolvedInterface>,
     tables: &TargetTables,
     stream: Option<Box<dyn std::io::Write + Send>>,
     stop_after_packets: Option<u64>,
     control: &Control,
 ) -> anyhow::Result<Running> {
-    let stop_workers = Stop::new().context("creating the workers' stop signal")?;
-    let mut filters = Vec::new();
-    let mut workers = Vec::new();
-    let mut sources: Vec<Source> = Vec::new();
-    let mut iface_stats = Vec::new();
-    // On any error below, dropping `filters` and `workers` undoes what was done: nothing has
-    // been attached yet, and the stop flag ends the workers.
-    let result = (|| -> anyhow::Result<()> {
-        for (if_id, iface) in (0u32..).zip(ifaces) {
-            let mut filter = Filter::load(&iface.name, tables)
-                .with_context(|| format!("preparing the XDP program for {}", iface.name))?;
-            let mut queue_stats = Vec::new();
-            for &queue in &iface.queues {
-                let buffer = usize::try_from(config.capture.buffer_bytes).unwrap_or(usize::MAX);
-                let (producer, consumer) = handoff::channel(buffer);
-                let watermark = Arc::new(AtomicU64::new(0));
-                let spec = WorkerSpec {
-                    iface: iface.name.clone(),
-                    queue,
-                    ring_size: config.capture.ring_size,
-                    watermark: Arc::clone(&watermark),
-                    zero_copy: iface.zero_copy,
-                    busy_poll_us: config.capture.busy_poll_us,
-                    batch_delay_us: config.capture.batch_delay_us,
-                };
-                let (worker, fd, mode) = xsk::spawn(spec, producer, stop_workers.clone())
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| {
-                        format!("opening the AF_XDP socket for {} RX queue {queue}", iface.name)
-                    })?;
-                log::info!(
-                    "{} RX queue {queue}: AF_XDP socket bound in {} mode",
-                    iface.name,
-                    mode.as_str()
-                );
-                queue_stats.push(Arc::clone(&worker.stats));
-                workers.push(worker);
-                filter.register_socket(queue, fd).with_context(|| {
-                    format!("registering the AF_XDP socket of {} queue {queue}", iface.name)
-                })?;
-                sources.push(Source { interface_id: if_id, consumer, watermark });
+    let settings = SocketSettings::of(&config.capture);
+    let mut runs = Vec::new();
+    let mut sources = Vec::new();
+    for (id, spec) in (0u32..).zip(ifaces) {
+        match IfaceRun::open(spec, settings, tables) {
+            Ok((run, s)) => {
+                runs.push(run);
+                sources.extend(s.into_iter().map(|s| Source { interface_id: id, ..s }));
             }
-            iface_stats.push(IfaceStats {
-                kernel: filter.counters(),
-                queues: queue_stats,
-                delivered: AtomicU64::new(0),
-            });
-            filters.push(filter);
+            Err(e) => {
+                finish_all(runs);
+                return Err(e);
+            }
         }
-        Ok(())
-    })();
-    if let Err(e) = result {
-        stop_workers.raise();
-        workers.into_iter().for_each(Worker::join);
-        return Err(e);
     }
-
+    let file_ifaces: Vec<Arc<IfaceStats>> = runs.iter().map(|r| Arc::clone(&r.stats)).collect();
     let stats = Arc::new(Stats {
         start_ns: realtime_ns(),
-        ifaces: iface_stats,
+        ifaces: RwLock::new(file_ifaces.clone()),
         writer_heartbeat_ms: AtomicU64::new(xsk::monotonic_ns() / 1_000_000),
         current_file: std::sync::Mutex::new(None),
         write_losses: AtomicU64::new(0),
         files_closed: AtomicU64::new(0),
         bytes_written: AtomicU64::new(0),
-        view: std::sync::RwLock::new(View::default()),
+        view: RwLock::new(View::default()),
     });
     let host = sys::hostname();
     let interfaces = interface_infos(config, &host);
-    let stats_source = Box::new(SharedStats(Arc::clone(&stats)));
+    let stats_source =
+        Box::new(FileStats { stats: Arc::clone(&stats), ifaces: file_ifaces.clone() });
     let writer = match stream {
         Some(out) => {
             StreamWriter::open(out, &section_info(), &interfaces, stats_source).map(Output::Stream)
@@ -732,8 +993,7 @@ fn start(
     let writer = match writer {
         Ok(w) => w,
         Err(e) => {
-            stop_workers.raise();
-            workers.into_iter().for_each(Worker::join);
+            finish_all(runs);
             return Err(anyhow::Error::new(e).context("opening the output file"));
         }
     };
@@ -749,44 +1009,37 @@ fn start(
             .spawn(move || {
                 let merger = Merger::new(sources, DEFAULT_WINDOW_NS);
                 let ends = Ends { limit: stop_after_packets, control };
-                write_loop(writer, merger, buffer_bytes, &reconfigured, &stop, &stats, &ends)
+                let state = WriterState { output: writer, merger, ifaces: file_ifaces };
+                write_loop(state, buffer_bytes, &reconfigured, &stop, &stats, &ends)
             })
             .context("spawning the writer thread")?
     };
 
     // Last step: attach. Until here a failure changed nothing on the NICs.
-    for (iface, filter) in ifaces.iter().zip(filters.iter_mut()) {
-        if let Err(e) = filter.attach(iface.xdp_mode) {
-            let running =
-                Running { filters, workers, stop_workers, writer, writer_stop, reconfigure, stats };
+    let mut running = Running { ifaces: runs, writer, writer_stop, reconfigure, stats };
+    let targets = describe_targets(config);
+    for i in 0..running.ifaces.len() {
+        if let Err(e) = running.ifaces[i].attach(&targets) {
             let _ = stop(running, config, &Slots::default());
-            return Err(anyhow::Error::new(e));
+            return Err(e);
         }
     }
-    Ok(Running { filters, workers, stop_workers, writer, writer_stop, reconfigure, stats })
+    Ok(running)
 }
 
-fn stop(mut running: Running, config: &Config, slots: &Slots) -> anyhow::Result<Summary> {
-    for f in &mut running.filters {
-        f.detach();
-    }
-    running.stop_workers.raise();
-    for w in running.workers.drain(..) {
-        w.join();
-    }
+fn stop(running: Running, config: &Config, slots: &Slots) -> anyhow::Result<Summary> {
+    finish_all(running.ifaces);
     running.writer_stop.store(true, Relaxed);
     let summary = match running.writer.join() {
         Ok(r) => r,
         Err(_) => Err(anyhow::anyhow!("the writer thread panicked")),
     };
     log_status(config, slots, &running.stats);
-    drop(running.filters);
     summary.map(|mut s| {
-        s.interfaces = (0..running.stats.ifaces.len())
-            .map(|i| {
-                let st = running.stats.interface(i);
-                let name = config.interfaces.get(i).map_or_else(String::new, |c| c.name.clone());
-                (name, st.accepted, st.kernel_drops + st.user_drops)
+        s.interfaces = (running.stats.interfaces().iter().enumerate())
+            .map(|(i, iface)| {
+                let st = running.stats.interface_stats(iface, i == 0);
+                (iface.name.clone(), st.accepted, st.kernel_drops + st.user_drops)
             })
             .collect();
         s
@@ -794,21 +1047,20 @@ fn stop(mut running: Running, config: &Config, slots: &Slots) -> anyhow::Result<
 }
 
 fn log_status(config: &Config, slots: &Slots, stats: &Stats) {
-    for (i, iface) in config.interfaces.iter().enumerate() {
-        let Some(s) = stats.ifaces.get(i) else { continue };
+    for (i, s) in stats.interfaces().iter().enumerate() {
         let k = s.kernel.totals();
-        let isb = stats.interface(i);
+        let isb = stats.interface_stats(s, i == 0);
         let hits = s.kernel.target_frames();
         let per_target: Vec<String> = config
             .targets
             .iter()
             .map(|t| format!("{}={}", t.name, slots.slot_of(&t.name).map_or(0, |s| hits[s])))
             .collect();
-        let queue_drops: u64 = s.queues.iter().map(|q| q.handoff_drops.load(Relaxed)).sum();
+        let queue_drops: u64 = s.queues.iter().map(|(_, q)| q.handoff_drops.load(Relaxed)).sum();
         log::info!(
             "{}: seen {} matched {} written {} | drops: kernel {} writer-queue {} write-errors {} \
              | no-socket {} runts {} cut-tags {} | per target: {}",
-            iface.name,
+            s.name,
             k.seen,
             k.matched,
             isb.delivered,
@@ -823,7 +1075,6 @@ fn log_status(config: &Config, slots: &Slots, stats: &Stats) {
     }
 }
 
-/// The writer thread: merges every queue's hand-off ring into the rotating pcapng writer.
 /// When the writer itself ends a run: after `limit` frames (`capture -c`), or when the reader
 /// of its stream went away. It then asks the main loop to shut down, as a signal would.
 struct Ends {
@@ -831,53 +1082,124 @@ struct Ends {
     control: Control,
 }
 
+/// What the writer thread owns: the output, the rings it merges, and the interfaces of the
+/// current file (a ring's interface id indexes `ifaces`).
+struct WriterState {
+    output: Output,
+    merger: Merger,
+    ifaces: Vec<Arc<IfaceStats>>,
+}
+
+/// How long the writer waits for the rings of removed interfaces to empty before it switches
+/// files without their last frames.
+const DRAIN_REMOVED_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl WriterState {
+    /// Moves to a new set of interfaces, once the rings of the removed ones have been written
+    /// out (their workers are gone, so that happens within the merge window). Returns the
+    /// command back while that is not done yet.
+    fn switch_interfaces(
+        &mut self,
+        cmd: Reconfigure,
+        since: Instant,
+        stats: &Arc<Stats>,
+    ) -> Option<Reconfigure> {
+        let change = cmd.interfaces.as_ref()?;
+        let new_ids: Vec<Option<u32>> = self
+            .ifaces
+            .iter()
+            .map(|old| {
+                let pos = change.ifaces.iter().position(|n| Arc::ptr_eq(n, old));
+                pos.and_then(|p| u32::try_from(p).ok())
+            })
+            .collect();
+        let removed = (0u32..).zip(&new_ids).filter(|(_, n)| n.is_none()).map(|(id, _)| id);
+        let drained = removed.clone().all(|id| self.merger.is_drained(id));
+        if !drained {
+            if since.elapsed() < DRAIN_REMOVED_TIMEOUT {
+                return Some(cmd);
+            }
+            log::warn!("reload: the frames still queued for removed interfaces are dropped");
+        }
+        let Reconfigure { output, infos, interfaces } = cmd;
+        let change = interfaces?;
+        let file_stats =
+            Box::new(FileStats { stats: Arc::clone(stats), ifaces: change.ifaces.clone() });
+        if let Err(e) = self.output.switch_interfaces(output, &infos, file_stats) {
+            log::error!("reload: the new interfaces are not described in the files: {e}");
+        }
+        self.merger
+            .change_sources(|id| new_ids.get(id as usize).copied().flatten(), change.sources);
+        self.ifaces = change.ifaces;
+        None
+    }
+}
+
+/// The writer thread: merges every queue's hand-off ring into the rotating pcapng writer.
 fn write_loop(
-    mut writer: Output,
-    mut merger: Merger,
+    mut state: WriterState,
     buffer_bytes: u64,
-    reconfigured: &mpsc::Receiver<(OutputConfig, Vec<InterfaceInfo>)>,
+    reconfigured: &mpsc::Receiver<Reconfigure>,
     stop: &AtomicBool,
-    stats: &Stats,
+    stats: &Arc<Stats>,
     ends: &Ends,
 ) -> anyhow::Result<Summary> {
     let mut total = 0u64;
     let mut ended = false;
-    // Counts of discarded frames; nobody reads them.
-    let mut discarded = vec![0u64; stats.ifaces.len()];
     let mut nap = Nap::new(buffer_bytes / 4, WRITER_MAX_NAP_NS);
     // Bytes taken from the rings since the writer last slept.
     let mut round_bytes = 0u64;
     let mut last_tick = Instant::now();
     let mut reported_error = false;
-    let mut delivered = vec![0u64; stats.ifaces.len()];
+    // Frames written per interface id since they were last added to the shared counters.
+    let mut delivered = vec![0u64; state.ifaces.len()];
+    // Frames handed to the output over the whole run, interfaces removed since included.
+    let mut handed = 0u64;
+    // A change of interfaces waiting for the rings of removed ones to empty, and since when.
+    let mut switching: Option<(Reconfigure, Instant)> = None;
     loop {
         stats.writer_heartbeat_ms.store(xsk::monotonic_ns() / 1_000_000, Relaxed);
-        let counters = writer.counters();
+        let counters = state.output.counters();
         stats.write_losses.store(counters.packets_lost_to_errors, Relaxed);
         stats.files_closed.store(counters.files_closed, Relaxed);
         stats.bytes_written.store(counters.bytes_written, Relaxed);
         // Before taking frames: the next file started after a reload follows the new settings.
-        if let Ok((output, interfaces)) = reconfigured.try_recv()
-            && let Err(e) = writer.reconfigure(output, &interfaces)
+        if switching.is_none()
+            && let Ok(cmd) = reconfigured.try_recv()
         {
-            log::error!("reload: output settings not applied: {e}");
+            if cmd.interfaces.is_some() {
+                switching = Some((cmd, Instant::now()));
+            } else if let Err(e) = state.output.reconfigure(cmd.output, &cmd.infos) {
+                log::error!("reload: output settings not applied: {e}");
+            }
+        }
+        if let Some((cmd, since)) = switching.take() {
+            handed += add_delivered(&state.ifaces, &mut delivered);
+            switching = state.switch_interfaces(cmd, since, stats).map(|c| (c, since));
+            delivered.resize(state.ifaces.len(), 0);
         }
         if let Ok(mut current) = stats.current_file.try_lock()
-            && current.as_deref() != writer.current_path()
+            && current.as_deref() != state.output.current_path()
         {
-            *current = writer.current_path().map(PathBuf::from);
+            *current = state.output.current_path().map(PathBuf::from);
         }
         // Past the frame limit, frames are taken and discarded: the run is ending.
         let room = ends
             .limit
             .map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(total)).unwrap_or(usize::MAX));
         let round = if room == 0 {
-            let mut discard = Discard;
-            write_round(&mut merger, &mut discard, realtime_ns(), RECORDS_PER_ROUND, &mut discarded)
+            let mut discarded = vec![0u64; state.ifaces.len()];
+            write_round(
+                &mut state.merger,
+                &mut Discard,
+                realtime_ns(),
+                RECORDS_PER_ROUND,
+                &mut discarded,
+            )
         } else {
             write_round(
-                &mut merger,
-                &mut writer,
+                &mut state.merger,
+                &mut state.output,
                 realtime_ns(),
                 RECORDS_PER_ROUND.min(room),
                 &mut delivered,
@@ -887,7 +1209,7 @@ fn write_loop(
         if room != 0 {
             total += n as u64;
         }
-        if !ended && (ends.limit.is_some_and(|l| total >= l) || writer.finished()) {
+        if !ended && (ends.limit.is_some_and(|l| total >= l) || state.output.finished()) {
             ended = true;
             ends.control.request_shutdown();
         }
@@ -899,33 +1221,32 @@ fn write_loop(
             reported_error = true;
         }
         if n > 0 {
-            for (s, d) in stats.ifaces.iter().zip(delivered.iter_mut()) {
-                if *d > 0 {
-                    s.delivered.fetch_add(std::mem::take(d), Relaxed);
-                }
-            }
+            handed += add_delivered(&state.ifaces, &mut delivered);
         }
         if last_tick.elapsed() >= Duration::from_millis(100) {
-            if let Err(e) = writer.tick(realtime_ns()) {
+            if let Err(e) = state.output.tick(realtime_ns()) {
                 log::error!("rotating the output file: {}", crate::bpf::error_chain(&e));
             }
             last_tick = Instant::now();
         }
         if n < RECORDS_PER_ROUND {
             // Workers are joined before `stop` is set, so finished rings stay finished.
-            if stop.load(Relaxed) && merger.is_finished() {
+            if stop.load(Relaxed) && state.merger.is_finished() {
                 break;
             }
             // Caught up: let records gather instead of waking for every few of them. An empty
-            // round lengthens the pause too: idle, the writer wakes only for its ticks.
-            let pause = nap.after_round(std::mem::take(&mut round_bytes));
+            // round lengthens the pause too: idle, the writer wakes only for its ticks. While
+            // removed interfaces drain, it looks again soon.
+            let mut pause = nap.after_round(std::mem::take(&mut round_bytes));
+            if switching.is_some() {
+                pause = pause.min(Duration::from_millis(1));
+            }
             std::thread::sleep(pause);
         }
     }
-    stats.write_losses.store(writer.counters().packets_lost_to_errors, Relaxed);
-    let closed_before = writer.counters().files_closed;
-    let last_file = writer.close(realtime_ns()).context("closing the output file")?;
-    let handed: u64 = stats.ifaces.iter().map(|s| s.delivered.load(Relaxed)).sum();
+    stats.write_losses.store(state.output.counters().packets_lost_to_errors, Relaxed);
+    let closed_before = state.output.counters().files_closed;
+    let last_file = state.output.close(realtime_ns()).context("closing the output file")?;
     let frames_written = handed.saturating_sub(stats.write_losses.load(Relaxed));
     Ok(Summary {
         frames_written,
@@ -933,4 +1254,17 @@ fn write_loop(
         last_file,
         interfaces: Vec::new(),
     })
+}
+
+/// Adds the writer's per-interface counts to the shared counters and zeroes them. Returns
+/// how many frames that was.
+fn add_delivered(ifaces: &[Arc<IfaceStats>], delivered: &mut [u64]) -> u64 {
+    let mut sum = 0;
+    for (s, d) in ifaces.iter().zip(delivered.iter_mut()) {
+        if *d > 0 {
+            sum += *d;
+            s.delivered.fetch_add(std::mem::take(d), Relaxed);
+        }
+    }
+    sum
 }

@@ -102,9 +102,23 @@ impl Lab {
     /// Writes a config: `capture` and `output` lines are added to the defaults below, `targets`
     /// is appended verbatim.
     pub fn config(&self, capture: &str, output: &str, targets: &str) -> PathBuf {
+        self.config_on(&[&format!("name = \"{CAPTURE_IF}\"")], capture, output, targets)
+    }
+
+    /// Like [`Lab::config`], with one `[[interface]]` table per entry of `interfaces` (its
+    /// lines, e.g. `name = "cap1"`).
+    pub fn config_on(
+        &self,
+        interfaces: &[&str],
+        capture: &str,
+        output: &str,
+        targets: &str,
+    ) -> PathBuf {
+        let interfaces: String =
+            interfaces.iter().map(|i| format!("[[interface]]\n{i}\n\n")).collect();
         let text = format!(
             "[capture]\n{capture}\n\n[output]\ndirectory = \"{}\"\nprefix = \"t\"\n{output}\n\n\
-             [[interface]]\nname = \"{CAPTURE_IF}\"\n\n{targets}\n",
+             {interfaces}{targets}\n",
             self.out_dir().display()
         );
         let path = self.dir.path().join("capture.toml");
@@ -127,10 +141,19 @@ impl Lab {
 
     /// Sends frames from the peer, paced so veth's 256-frame XDP ring never overflows.
     pub fn send(&self, frames: &[Vec<u8>]) {
-        let peer = self.veth.peer.clone();
+        self.send_from(&self.veth.peer, frames);
+    }
+
+    /// Another veth pair in the lab's namespace (removed with the namespace).
+    pub fn add_pair(&self, capture: &str, peer: &str, queues: u32) -> VethPair {
+        VethPair::create(&self.ns, capture, peer, queues).expect("creating a second veth pair")
+    }
+
+    /// Like [`Lab::send`], from the interface `peer` of the lab's namespace.
+    pub fn send_from(&self, peer: &str, frames: &[Vec<u8>]) {
         let sent = self
             .ns
-            .run(|| RawSender::open(&peer)?.send_all(frames, Pace::default()))
+            .run(|| RawSender::open(peer)?.send_all(frames, Pace::default()))
             .expect("sending frames");
         assert_eq!(sent, frames.len() as u64);
         // Let NAPI finish the last frames before anyone detaches the program.
@@ -156,7 +179,12 @@ impl Lab {
 
     /// The id of the XDP program attached to the capture interface, if any.
     pub fn xdp_prog_id(&self) -> Option<u64> {
-        let out = self.ns.command("ip").args(["-d", "link", "show", CAPTURE_IF]).output().ok()?;
+        self.xdp_prog_id_of(CAPTURE_IF)
+    }
+
+    /// The id of the XDP program attached to `ifname` in the lab's namespace, if any.
+    pub fn xdp_prog_id_of(&self, ifname: &str) -> Option<u64> {
+        let out = self.ns.command("ip").args(["-d", "link", "show", ifname]).output().ok()?;
         let text = String::from_utf8_lossy(&out.stdout).into_owned();
         let rest = text.split("prog/xdp id ").nth(1)?;
         rest.split_whitespace().next()?.parse().ok()
@@ -254,14 +282,24 @@ impl Daemon {
     }
 
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) {
+        self.wait_for_log_count(needle, 1, timeout);
+    }
+
+    /// Waits until `count` log lines contain `needle` (e.g. the second "reloaded:").
+    pub fn wait_for_log_count(&self, needle: &str, count: usize, timeout: Duration) {
         let start = Instant::now();
         while start.elapsed() < timeout {
-            if self.log.lock().expect("log lock").iter().any(|l| l.contains(needle)) {
+            let lines = self.log.lock().expect("log lock");
+            if lines.iter().filter(|l| l.contains(needle)).count() >= count {
                 return;
             }
+            drop(lines);
             std::thread::sleep(Duration::from_millis(20));
         }
-        panic!("daemon never logged {needle:?} within {timeout:?}; log:\n{}", self.log_text());
+        panic!(
+            "daemon did not log {needle:?} {count} time(s) within {timeout:?}; log:\n{}",
+            self.log_text()
+        );
     }
 
     pub fn signal(&self, sig: i32) {

@@ -117,3 +117,101 @@ fn an_invalid_reload_is_rejected_and_capture_goes_on() {
     assert!(names.iter().any(|n| n.starts_with("t_")), "{names:?}");
     assert!(names.iter().any(|n| n.starts_with("renamed_00001_")), "{names:?}");
 }
+
+/// Frames to A only, ids from `start`.
+fn to_a(start: u32, n: u32) -> Vec<Vec<u8>> {
+    (start..start + n).map(|i| test_frame(A, X, &[], i, 100)).collect()
+}
+
+#[test]
+fn reload_adds_and_removes_an_interface_without_touching_the_other() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let _second = lab.add_pair("cap1", "gen1", 1);
+    let (cap0, cap1) = ("name = \"cap0\"", "name = \"cap1\"");
+    let config = lab.config_on(&[cap0], "", "", TARGET_A);
+    let daemon = lab.start(&config);
+    let prog = lab.xdp_prog_id().expect("an XDP program on cap0");
+    assert_eq!(lab.xdp_prog_id_of("cap1"), None);
+
+    // Steady traffic on cap0 while cap1 is added, used and removed again.
+    std::thread::scope(|s| {
+        let pace = capture_lab::Pace { burst: 8, pause: Duration::from_millis(3) };
+        let lab = &lab;
+        let sender = s.spawn(move || lab.send_paced(&to_a(0, 3000), pace));
+        std::thread::sleep(Duration::from_millis(200));
+        lab.config_on(&[cap0, cap1], "", "", TARGET_A);
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_log_count("reloaded:", 1, Duration::from_secs(5));
+        assert!(lab.xdp_prog_id_of("cap1").is_some(), "cap1 attached by the reload");
+        lab.send_from("gen1", &to_a(20_000, 100));
+        lab.config_on(&[cap0], "", "", TARGET_A);
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_log_count("reloaded:", 2, Duration::from_secs(5));
+        sender.join().unwrap();
+    });
+    assert_eq!(lab.xdp_prog_id_of("cap1"), None, "cap1 detached by the second reload");
+    lab.send_from("gen1", &to_a(30_000, 50));
+    assert_eq!(lab.xdp_prog_id(), Some(prog), "cap0 kept its program throughout");
+    let log = daemon.log_handle();
+    assert!(daemon.stop().0.success());
+    assert!(!log.text().contains("restarting"), "{}", log.text());
+    assert!(log.text().contains("stopped: 3100 frame(s) written"), "{}", log.text());
+
+    let (files, parts) = lab.files();
+    assert!(parts.is_empty(), "{parts:?}");
+    assert!(files.len() >= 3, "a new file at each change of interfaces: {files:?}");
+    let mut on = Vec::new();
+    for file in &files {
+        let f = read_pcapng(file);
+        assert_eq!(capinfos_count(file), f.packets.len() as u64, "{}", file.display());
+        for p in &f.packets {
+            let name = &f.interfaces[p.interface_id as usize].0;
+            on.push((frame_id(&p.data).unwrap(), name.clone()));
+        }
+    }
+    let got = |iface: &str| {
+        let mut ids: Vec<u32> = on.iter().filter(|(_, n)| n == iface).map(|(i, _)| *i).collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(got("cap0"), (0..3000).collect::<Vec<_>>(), "every frame on cap0");
+    assert_eq!(got("cap1"), (20_000..20_100).collect::<Vec<_>>(), "cap1 while it was configured");
+}
+
+#[test]
+fn reload_restarts_an_interface_whose_socket_settings_changed() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("ring_size = 1024", "", TARGET_A);
+    let daemon = lab.start(&config);
+    let prog = lab.xdp_prog_id().expect("attached");
+    lab.send(&to_a(0, 100));
+    lab.config("ring_size = 2048", "", TARGET_A);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("reloaded:", Duration::from_secs(5));
+    assert!(
+        daemon.log_text().contains("restarting the capture on cap0 to apply ring_size"),
+        "{}",
+        daemon.log_text()
+    );
+    let after = lab.xdp_prog_id().expect("attached again");
+    assert_ne!(after, prog, "new sockets, new program");
+    lab.send(&to_a(100, 100));
+    // An interface that does not exist: rejected, and nothing changes.
+    lab.config_on(&["name = \"cap0\"", "name = \"nope0\""], "ring_size = 4096", "", TARGET_A);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("reload rejected", Duration::from_secs(5));
+    assert!(daemon.log_text().contains("nope0"), "{}", daemon.log_text());
+    assert_eq!(lab.xdp_prog_id(), Some(after), "a rejected reload changes nothing");
+    lab.send(&to_a(200, 100));
+    assert!(daemon.stop().0.success());
+
+    let (files, _) = lab.files();
+    assert!(files.len() >= 2, "{files:?}");
+    assert_eq!(ids(&read_all(&files)), (0..300).collect::<Vec<_>>());
+}

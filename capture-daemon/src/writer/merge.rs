@@ -91,6 +91,27 @@ impl Merger {
         Some(i)
     }
 
+    /// True once every ring of interface `interface_id` has lost its producer and been emptied.
+    pub fn is_drained(&mut self, interface_id: u32) -> bool {
+        self.sources
+            .iter_mut()
+            .filter(|s| s.interface_id == interface_id)
+            .all(|s| s.consumer.is_finished())
+    }
+
+    /// Gives each ring the interface id `renumber` returns for its current one, and drops the
+    /// rings it returns `None` for (interfaces gone; drain them first). Then adds `new` rings.
+    pub fn change_sources(&mut self, renumber: impl Fn(u32) -> Option<u32>, new: Vec<Source>) {
+        self.sources.retain_mut(|s| match renumber(s.interface_id) {
+            Some(id) => {
+                s.interface_id = id;
+                true
+            }
+            None => false,
+        });
+        self.sources.extend(new);
+    }
+
     /// True once every producer is gone and everything has been handed over.
     pub fn is_finished(&mut self) -> bool {
         self.sources.iter_mut().all(|s| s.consumer.is_finished())
@@ -169,6 +190,33 @@ mod tests {
         p0.publish();
         assert!(collect(&mut m, 5_500).is_empty(), "within the window: wait");
         assert_eq!(collect(&mut m, 6_000), vec![(0, 5_000)], "window over: write");
+    }
+
+    #[test]
+    fn sources_can_be_renumbered_dropped_and_added() {
+        let (mut p0, c0) = channel(1 << 16);
+        let (p1, c1) = channel(1 << 16);
+        let (mut p2, c2) = channel(1 << 16);
+        let mut m = Merger::new(
+            vec![
+                Source { interface_id: 0, consumer: c0, watermark: Arc::default() },
+                Source { interface_id: 1, consumer: c1, watermark: Arc::default() },
+            ],
+            0,
+        );
+        assert!(!m.is_drained(1), "its producer is still there");
+        drop(p1);
+        assert!(m.is_drained(1));
+        // Interface 0 is removed: 1 becomes 0, and a new interface 1 comes.
+        m.change_sources(
+            |id| (id == 1).then_some(0),
+            vec![Source { interface_id: 1, consumer: c2, watermark: Arc::default() }],
+        );
+        p0.push(1, 64, &[0; 64]);
+        p0.publish();
+        p2.push(2, 64, &[0; 64]);
+        p2.publish();
+        assert_eq!(collect(&mut m, 10), vec![(1, 2)], "the dropped ring is not read again");
     }
 
     #[test]

@@ -104,6 +104,22 @@ impl Output {
         }
     }
 
+    /// Finishes the file now and starts the next one with other interfaces (see
+    /// [`RotatingWriter::switch_interfaces`]); a stream's interfaces are fixed.
+    pub fn switch_interfaces(
+        &mut self,
+        policy: Policy,
+        interfaces: &[InterfaceInfo],
+        stats: Box<dyn StatsSource>,
+    ) -> Result<(), WriterError> {
+        match self {
+            Output::Files(w) => w.switch_interfaces(policy, interfaces, stats),
+            Output::Stream(_) => {
+                Err(WriterError::InterfaceCountChanged { was: 0, now: interfaces.len() })
+            }
+        }
+    }
+
     /// True when nothing more can be written (the reader of a stream went away).
     pub fn finished(&self) -> bool {
         matches!(self, Output::Stream(w) if w.closed_by_reader())

@@ -388,7 +388,8 @@ impl RotatingWriter {
     }
 
     /// Takes new output settings and interface descriptions (a config reload). They apply from
-    /// the next file, so the current one stays consistent; the interface count cannot change.
+    /// the next file, so the current one stays consistent; the interface count cannot change
+    /// (that takes [`RotatingWriter::switch_interfaces`]).
     pub fn reconfigure(
         &mut self,
         policy: Policy,
@@ -400,16 +401,47 @@ impl RotatingWriter {
                 now: interfaces.len(),
             });
         }
+        let header = self.header_for(&policy, interfaces)?;
+        self.pending = Some((policy, header));
+        Ok(())
+    }
+
+    /// Changes the set of interfaces (interfaces added to or removed from a running capture).
+    /// pcapng numbers interfaces per section, so this finishes the current file now, with its
+    /// statistics from the old `stats`, and starts the next one with the new interfaces, the new
+    /// `stats` and `policy`. Packets written from here on use the new interface ids.
+    pub fn switch_interfaces(
+        &mut self,
+        policy: Policy,
+        interfaces: &[InterfaceInfo],
+        stats: Box<dyn StatsSource>,
+    ) -> Result<(), WriterError> {
+        let header = self.header_for(&policy, interfaces)?;
+        self.finish_file();
+        self.apply_retention();
+        self.interface_count = u32::try_from(interfaces.len()).unwrap_or(u32::MAX);
+        self.stats = stats;
+        self.pending = Some((policy, header));
+        self.apply_pending();
+        self.try_start_file(self.now_ns);
+        Ok(())
+    }
+
+    /// The SHB and IDBs that start each file written with `policy` and `interfaces`.
+    fn header_for(
+        &self,
+        policy: &Policy,
+        interfaces: &[InterfaceInfo],
+    ) -> Result<Vec<u8>, WriterError> {
         if policy.prefix.is_empty() || policy.prefix.contains(['/', '\0']) {
-            return Err(WriterError::InvalidPrefix { prefix: policy.prefix });
+            return Err(WriterError::InvalidPrefix { prefix: policy.prefix.clone() });
         }
         let mut header = Vec::new();
         encode_shb(&mut header, &self.section);
         for interface in interfaces {
             encode_idb(&mut header, interface);
         }
-        self.pending = Some((policy, header));
-        Ok(())
+        Ok(header)
     }
 
     /// Switches to the reloaded settings, between two files. A new directory or prefix gets its
@@ -426,6 +458,9 @@ impl RotatingWriter {
                 }
                 Err(err) => {
                     self.report_io_error("cannot use the new output directory", dir, &err);
+                    // The old directory stays, but the header must describe the interfaces
+                    // the packets will come from.
+                    self.header = header;
                     return;
                 }
             }
@@ -1814,6 +1849,44 @@ mod tests {
             open(policy(dir.path()), T0).reconfigure(policy(dir.path()), &infos[..1]),
             Err(WriterError::InterfaceCountChanged { was: 2, now: 1 })
         ));
+    }
+
+    #[test]
+    fn switching_interfaces_finishes_the_file_and_renumbers_from_the_next() {
+        let dir = tempfile::tempdir().unwrap();
+        let (old_stats, old_calls) = stats();
+        let mut w =
+            RotatingWriter::open(policy(dir.path()), section(), interfaces(), old_stats, T0)
+                .unwrap();
+        write(&mut w, 0);
+        write(&mut w, 1); // interface 1
+        let (new_stats, new_calls) = stats();
+        let only = vec![InterfaceInfo {
+            name: "eth9".into(),
+            description: "added by a reload".into(),
+            snaplen: 128,
+        }];
+        w.switch_interfaces(policy(dir.path()), &only, new_stats).unwrap();
+        assert_eq!(old_calls.load(Ordering::Relaxed), 2, "the old file's ISBs: old statistics");
+        assert_eq!(finished(dir.path()).len(), 1, "the old file is finished at once");
+        w.write_packet(0, T0 + 5, &[0xaa; 60], 60).unwrap();
+        assert!(
+            matches!(
+                w.write_packet(1, T0 + 6, &[0; 60], 60),
+                Err(WriterError::UnknownInterface { interface_id: 1, count: 1 })
+            ),
+            "ids follow the new list"
+        );
+        w.close(T0).unwrap();
+        assert_eq!(new_calls.load(Ordering::Relaxed), 1, "the new file's ISB: new statistics");
+        let files = finished(dir.path());
+        assert_eq!(files.len(), 2);
+        let (first, second) = (read_back(&files[0]), read_back(&files[1]));
+        assert_complete(&first);
+        assert_eq!((first.idbs.len(), first.packets.len(), first.isbs.len()), (2, 2, 2));
+        assert_eq!((second.idbs.len(), second.packets.len(), second.isbs.len()), (1, 1, 1));
+        assert!(format!("{:?}", second.idbs[0]).contains("eth9"));
+        assert_eq!(second.packets[0].2, vec![0xaa; 60]);
     }
 
     #[test]

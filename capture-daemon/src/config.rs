@@ -147,6 +147,15 @@ pub struct OutputConfig {
     pub keep_bytes: u64,
     /// Delete the oldest files while the file system has less than this free; 0 = no limit.
     pub keep_free_bytes: u64,
+    /// The group the output directory and files are given to; `None`: the daemon's own.
+    pub group: Option<FileGroup>,
+}
+
+/// A group from `[output] group`, looked up when the config is read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FileGroup {
+    pub name: String,
+    pub gid: u32,
 }
 
 impl OutputConfig {
@@ -162,6 +171,7 @@ impl OutputConfig {
             keep_files: 0,
             keep_bytes: 0,
             keep_free_bytes: 0,
+            group: None,
         }
     }
 }
@@ -177,6 +187,7 @@ impl Default for OutputConfig {
             keep_files: 0,
             keep_bytes: 0,
             keep_free_bytes: 0,
+            group: None,
         }
     }
 }
@@ -476,6 +487,19 @@ fn check_directory(s: &str) -> Result<PathBuf, String> {
     Ok(PathBuf::from(s))
 }
 
+fn check_group(s: &str) -> Result<Option<FileGroup>, String> {
+    if s.is_empty() {
+        return Ok(None);
+    }
+    let gid = match s.parse::<u32>() {
+        Ok(gid) => gid,
+        Err(_) => crate::sys::group_id(s).ok_or_else(|| {
+            format!("no group \"{s}\" on this host (see getent group); create it or use \"\"")
+        })?,
+    };
+    Ok(Some(FileGroup { name: s.to_owned(), gid }))
+}
+
 fn check_prefix(s: &str) -> Result<String, String> {
     if s.is_empty() {
         return Err("empty prefix; it starts every file name, e.g. \"capture\"".to_owned());
@@ -684,6 +708,7 @@ value_type!(Size(u64) = SizeValue("a size: integer bytes or a string such as \"1
 value_type!(Count(u64) = IntegerValue("an integer", check_count));
 value_type!(Directory(PathBuf) = StringValue("a directory path (a string)", check_directory));
 value_type!(Prefix(String) = StringValue("a file name prefix (a string)", check_prefix));
+value_type!(GroupValue(Option<FileGroup>) = StringValue("a group name (a string)", check_group));
 value_type!(IfName(String) = StringValue("an interface name (a string)", check_ifname));
 value_type!(
     XdpModeValue(XdpMode) = StringValue("\"auto\", \"native\" or \"generic\"", check_xdp_mode)
@@ -843,6 +868,7 @@ struct RawOutput {
     keep_files: Option<Count>,
     keep_bytes: Option<Size>,
     keep_free_bytes: Option<Size>,
+    group: Option<GroupValue>,
 }
 
 impl TableName for RawOutput {
@@ -947,6 +973,7 @@ impl RawConfig {
                 keep_files: r.keep_files.map_or(d.keep_files, |v| v.0),
                 keep_bytes: r.keep_bytes.map_or(d.keep_bytes, |v| v.0),
                 keep_free_bytes: r.keep_free_bytes.map_or(d.keep_free_bytes, |v| v.0),
+                group: r.group.map_or(d.group, |v| v.0),
             }
         };
         let interfaces = validate_interfaces(self.interface, text)?;
@@ -1278,6 +1305,7 @@ rotate_packets = 1000000
 keep_files = 48
 keep_bytes = "2 TiB"
 keep_free_bytes = "50 GiB"
+group = "0"
 
 [[interface]]
 name = "enp65s0f0"
@@ -1325,6 +1353,7 @@ mac = "ff:ff:ff:ff:ff:ff"
                 keep_files: 48,
                 keep_bytes: 2 << 40,
                 keep_free_bytes: 50 << 30,
+                group: Some(FileGroup { name: "0".into(), gid: 0 }),
             }
         );
         assert_eq!(
@@ -1617,6 +1646,16 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     }
 
     // --- value errors, with positions --------------------------------------------------------
+
+    #[test]
+    fn output_group_is_looked_up_when_the_config_is_read() {
+        let text = |g: &str| with_base(&format!("[output]\ngroup = \"{g}\""));
+        // "root" is group 0 on every Linux host.
+        assert_eq!(ok(&text("root")).output.group, Some(FileGroup { name: "root".into(), gid: 0 }));
+        assert_eq!(ok(&text("")).output.group, None);
+        let e = err(&text("no-such-group-x"));
+        assert!(e.contains(":2:9: key `group`: no group \"no-such-group-x\" on this host"), "{e}");
+    }
 
     #[test]
     fn vlan_errors_name_line_column_and_key() {
@@ -2060,7 +2099,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&with_base("[output]\nrotate_minutes = 5")),
             format!(
-                "{P}:2:1: key `rotate_minutes`: unknown field `rotate_minutes`, expected one of `directory`, `prefix`, `rotate_bytes`, `rotate_seconds`, `rotate_packets`, `keep_files`, `keep_bytes`, `keep_free_bytes`"
+                "{P}:2:1: key `rotate_minutes`: unknown field `rotate_minutes`, expected one of `directory`, `prefix`, `rotate_bytes`, `rotate_seconds`, `rotate_packets`, `keep_files`, `keep_bytes`, `keep_free_bytes`, `group`"
             )
         );
         assert_eq!(

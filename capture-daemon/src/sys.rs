@@ -95,3 +95,34 @@ mod tests {
         assert!(super::effective_caps().is_some());
     }
 }
+
+/// The id of group `name` in this host's group database (`/etc/group`, NSS), if it exists.
+pub fn group_id(name: &str) -> Option<u32> {
+    let cname = std::ffi::CString::new(name).ok()?;
+    let mut buf = vec![0u8; 16 * 1024];
+    // SAFETY: `group` is plain data the call fills; `buf` outlives the call and its length is
+    // passed; `result` is set to null or to `&group`.
+    unsafe {
+        let mut group: libc::group = std::mem::zeroed();
+        let mut result: *mut libc::group = std::ptr::null_mut();
+        let rc = libc::getgrnam_r(
+            cname.as_ptr(),
+            &raw mut group,
+            buf.as_mut_ptr().cast(),
+            buf.len(),
+            &raw mut result,
+        );
+        (rc == 0 && !result.is_null()).then_some(group.gr_gid)
+    }
+}
+
+/// Gives `fd` (a file or a directory) to group `gid`, keeping its owner.
+pub fn fchown_group(fd: std::os::fd::BorrowedFd<'_>, gid: u32) -> std::io::Result<()> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: plain syscall on a valid fd; uid -1 leaves the owner unchanged.
+    if unsafe { libc::fchown(fd.as_raw_fd(), u32::MAX, gid) } == 0 {
+        Ok(())
+    } else {
+        Err(std::io::Error::last_os_error())
+    }
+}

@@ -155,3 +155,52 @@ fn after_kill_9_the_next_start_recovers_the_unfinished_file() {
         capinfos_count(f);
     }
 }
+
+#[test]
+fn output_group_owns_the_directory_and_every_file() {
+    if !root_or_skip() {
+        return;
+    }
+    use std::os::unix::fs::MetadataExt as _;
+    let lab = Lab::new(1);
+    // A gid no account uses: only the daemon's chown can have put it there.
+    let config = lab.config("", "rotate_packets = 50\ngroup = \"4242\"", ALL);
+    let daemon = lab.start(&config);
+    lab.send(&frames(0..120, 100));
+    assert!(daemon.stop().0.success());
+    let out = lab.out_dir();
+    assert_eq!(std::fs::metadata(&out).unwrap().gid(), 4242, "the directory");
+    let files = finished(&out);
+    assert_eq!(files.len(), 3, "{files:?}");
+    for f in &files {
+        let m = std::fs::metadata(f).unwrap();
+        assert_eq!((m.gid(), m.mode() & 0o777), (4242, 0o640), "{}", f.display());
+    }
+
+    // Without CAP_CHOWN and not a member of the group: refused at start-up, nothing attached.
+    // (A new directory: keeping a group a directory already has needs no privilege.) `timeout`
+    // so that a daemon that wrongly starts cannot hang the test.
+    let fresh = lab.dir.path().join("fresh");
+    let config = lab.dir.path().join("group.toml");
+    std::fs::write(
+        &config,
+        format!(
+            "[output]\ndirectory = \"{}\"\ngroup = \"4242\"\n[[interface]]\nname = \"{CAPTURE_IF}\"\n{ALL}",
+            fresh.display()
+        ),
+    )
+    .unwrap();
+    let out = lab
+        .ns
+        .command("timeout")
+        .args(["20", "setpriv", "--bounding-set=-chown", "--clear-groups"])
+        .arg(daemon_bin())
+        .args(["run", "--config", config.to_str().unwrap()])
+        .output()
+        .expect("setpriv");
+    let text = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{text}");
+    assert!(text.contains("cannot give") && text.contains("to group 4242"), "{text}");
+    assert!(text.contains("CAP_CHOWN"), "{text}");
+    assert!(!lab.xdp_attached());
+}

@@ -17,6 +17,7 @@ use std::ffi::CString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
+use std::os::fd::AsFd as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{
     DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _,
@@ -24,6 +25,8 @@ use std::os::unix::fs::{
 use std::path::{Path, PathBuf};
 
 use log::{info, warn};
+
+use crate::config::FileGroup;
 
 use super::pcapng::{
     InterfaceInfo, InterfaceStats, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb,
@@ -131,6 +134,18 @@ pub enum WriterError {
         /// Its permission bits.
         mode: u32,
     },
+    #[error(
+        "cannot give {} to group {group}: {source} (the daemon needs CAP_CHOWN or to be a member \
+         of the group, e.g. SupplementaryGroups={group} in its systemd unit)",
+        path.display()
+    )]
+    Group {
+        /// The output directory.
+        path: PathBuf,
+        /// The group's name as configured.
+        group: String,
+        source: io::Error,
+    },
     #[error("the number of interfaces cannot change while writing (was {was}, now {now})")]
     InterfaceCountChanged { was: u32, now: usize },
     #[error("packet for interface {interface_id}, but only {count} interfaces are described")]
@@ -231,7 +246,7 @@ impl RotatingWriter {
             return Err(WriterError::InvalidPrefix { prefix: policy.prefix });
         }
         let dir = &policy.directory;
-        prepare_dir(dir)?;
+        prepare_dir(dir, policy.group.as_ref())?;
         let entries = scan(dir, &policy.prefix)
             .map_err(|source| WriterError::ReadDir { path: dir.clone(), source })?;
         for entry in entries.iter().filter(|e| e.part) {
@@ -448,9 +463,13 @@ impl RotatingWriter {
     /// own sequence (continuing whatever that directory holds).
     fn apply_pending(&mut self) {
         let Some((policy, header)) = self.pending.take() else { return };
-        if policy.directory != self.policy.directory || policy.prefix != self.policy.prefix {
+        if policy.directory != self.policy.directory
+            || policy.prefix != self.policy.prefix
+            || policy.group != self.policy.group
+        {
             let dir = &policy.directory;
-            let prepared = prepare_dir(dir).map_err(|e| io::Error::other(e.to_string()));
+            let prepared = prepare_dir(dir, policy.group.as_ref())
+                .map_err(|e| io::Error::other(e.to_string()));
             match prepared.and_then(|()| scan(dir, &policy.prefix)) {
                 Ok(entries) => {
                     self.next_seq =
@@ -540,12 +559,20 @@ impl RotatingWriter {
         }
         // O_EXCL (create_new): never overwrite; O_NOFOLLOW: never write through a symlink
         // someone planted under our name. 0640: readable by the service's group only.
-        OpenOptions::new()
+        let file = OpenOptions::new()
             .write(true)
             .create_new(true)
             .mode(FILE_MODE)
             .custom_flags(libc::O_NOFOLLOW)
-            .open(path)
+            .open(path)?;
+        if let Some(group) = &self.policy.group
+            && let Err(err) = crate::sys::fchown_group(file.as_fd(), group.gid)
+        {
+            // The directory was given to the group, so this should not happen; the frames
+            // matter more than the file's group.
+            self.report_io_error("cannot give the capture file to its group", path, &err);
+        }
+        Ok(file)
     }
 
     /// Writes the buffer at the end of the file's good data. On error the buffer's packets are
@@ -749,7 +776,7 @@ struct Entry {
 
 /// Creates the output directory (and parents) with mode 0750 if missing, and refuses one that
 /// everybody may write to.
-fn prepare_dir(dir: &Path) -> Result<(), WriterError> {
+fn prepare_dir(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
@@ -761,6 +788,27 @@ fn prepare_dir(dir: &Path) -> Result<(), WriterError> {
         .mode();
     if mode & 0o002 != 0 {
         return Err(WriterError::WorldWritable { path: dir.to_path_buf(), mode: mode & 0o7777 });
+    }
+    if let Some(group) = group {
+        // Checked here, at start-up and on reload, so that giving each file to the group
+        // later cannot fail for want of permission.
+        let give = || -> io::Result<()> {
+            let d = File::open(dir)?;
+            crate::sys::fchown_group(d.as_fd(), group.gid)
+        };
+        give().map_err(|source| WriterError::Group {
+            path: dir.to_path_buf(),
+            group: group.name.clone(),
+            source,
+        })?;
+        if mode & 0o050 != 0o050 {
+            warn!(
+                "{}: group {} cannot list it (mode {:o}); chmod g+rx to let it read the files",
+                dir.display(),
+                group.name,
+                mode & 0o7777
+            );
+        }
     }
     Ok(())
 }

@@ -24,5 +24,6 @@ pub mod oneshot;
 pub mod status;
 pub mod stop;
 pub mod sys;
+pub mod watch;
 pub mod writer;
 pub mod xsk;

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use capture_daemon::config::{self, Config};
-use capture_daemon::{check, daemon, status};
+use capture_daemon::stop::Stop;
+use capture_daemon::{check, daemon, status, watch};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -26,11 +27,14 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Capture until SIGINT or SIGTERM.
+    /// Capture until SIGINT or SIGTERM; SIGHUP reloads the configuration.
     Run {
         /// Configuration file.
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
+        /// Also reload when the configuration file's content changes (as SIGHUP does).
+        #[arg(long)]
+        watch_config: bool,
     },
     /// Show what a running daemon is doing (reads its metrics endpoint twice, a second apart);
     /// exits non-zero when none answers.
@@ -93,14 +97,31 @@ fn install_signals(control: &daemon::Control) -> anyhow::Result<()> {
 
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
-        Command::Run { config } => {
+        Command::Run { config, watch_config } => {
             let cfg = Config::load(&config)?;
             let control = daemon::Control::new().context("creating the control socket")?;
             install_signals(&control)?;
+            let watch_stop = Stop::new().context("creating the watcher's stop signal")?;
+            let watcher = if watch_config {
+                let control = control.clone();
+                let handle = watch::spawn(&config, watch_stop.clone(), move || {
+                    control.request_reload();
+                })
+                .with_context(|| format!("watching {}", config.display()))?;
+                log::info!("reloading when {} changes", config.display());
+                Some(handle)
+            } else {
+                None
+            };
             let path = config.clone();
             let reload = Box::new(move || Config::load(&path).map_err(anyhow::Error::from));
             let opts = daemon::RunOptions { reload: Some(reload), ..Default::default() };
-            let summary = daemon::run(cfg, &control, opts)?;
+            let summary = daemon::run(cfg, &control, opts);
+            watch_stop.raise();
+            if let Some(w) = watcher {
+                let _ = w.join();
+            }
+            let summary = summary?;
             log::info!(
                 "stopped: {} frame(s) written, {} file(s) closed",
                 summary.frames_written,

@@ -86,16 +86,6 @@ pub fn kernel_version() -> Option<(u32, u32)> {
     Some((major, minor))
 }
 
-#[cfg(test)]
-mod tests {
-    #[test]
-    fn host_facts_are_readable() {
-        assert!(super::kernel_version().is_some());
-        assert!(super::os_release().starts_with("Linux "));
-        assert!(super::effective_caps().is_some());
-    }
-}
-
 /// The id of group `name` in this host's group database (`/etc/group`, NSS), if it exists.
 pub fn group_id(name: &str) -> Option<u32> {
     let cname = std::ffi::CString::new(name).ok()?;
@@ -124,5 +114,15 @@ pub fn fchown_group(fd: std::os::fd::BorrowedFd<'_>, gid: u32) -> std::io::Resul
         Ok(())
     } else {
         Err(std::io::Error::last_os_error())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn host_facts_are_readable() {
+        assert!(super::kernel_version().is_some());
+        assert!(super::os_release().starts_with("Linux "));
+        assert!(super::effective_caps().is_some());
     }
 }

@@ -245,17 +245,27 @@ pub struct Daemon {
 
 impl Daemon {
     pub fn start(ns: &NetNs, config: &Path) -> Daemon {
-        let d = Self::spawn(ns, config);
+        Self::start_with(ns, config, &[])
+    }
+
+    /// Starts `run --config CONFIG` with more arguments, and waits until it captures.
+    pub fn start_with(ns: &NetNs, config: &Path, args: &[&str]) -> Daemon {
+        let d = Self::spawn_with(ns, config, args);
         d.wait_for_log("capturing on", Duration::from_secs(20));
         d
     }
 
     /// Starts without waiting (for start-up failure tests).
     pub fn spawn(ns: &NetNs, config: &Path) -> Daemon {
+        Self::spawn_with(ns, config, &[])
+    }
+
+    fn spawn_with(ns: &NetNs, config: &Path, args: &[&str]) -> Daemon {
         let mut child = ns
             .command(daemon_bin().to_str().expect("utf-8 path"))
             .args(["run", "--config"])
             .arg(config)
+            .args(args)
             .stderr(Stdio::piped())
             .stdout(Stdio::null())
             .spawn()

@@ -215,3 +215,36 @@ fn reload_restarts_an_interface_whose_socket_settings_changed() {
     assert!(files.len() >= 2, "{files:?}");
     assert_eq!(ids(&read_all(&files)), (0..300).collect::<Vec<_>>());
 }
+
+#[test]
+fn watch_config_reloads_when_the_file_is_replaced() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("", "", TARGET_A);
+    let daemon = Daemon::start_with(&lab.ns, &config, &["--watch-config"]);
+    lab.send(&mixed(0, 20));
+    // The way editors and config tools save: a new file renamed over the old one.
+    let new = lab.config("", "", TARGET_B);
+    let tmp = config.with_extension("new");
+    std::fs::rename(&new, &tmp).unwrap();
+    std::fs::rename(&tmp, &config).unwrap();
+    daemon.wait_for_log("changed; reloading", Duration::from_secs(5));
+    daemon.wait_for_log("reloaded:", Duration::from_secs(5));
+    lab.send(&mixed(100, 20));
+    // A broken save is rejected like a broken SIGHUP reload; capture goes on.
+    std::fs::write(&config, "[[interface]]\nname = \"cap0\"\n[[target]]\nname = \"x\"\nvlan = 0\n")
+        .unwrap();
+    daemon.wait_for_log("reload rejected", Duration::from_secs(5));
+    lab.send(&mixed(200, 20));
+    let log = daemon.log_handle();
+    assert!(daemon.stop().0.success());
+    assert_eq!(log.text().matches("reloaded:").count(), 1, "{}", log.text());
+    let (files, _) = lab.files();
+    let want: Vec<u32> = (0..20)
+        .filter(|i| i % 2 == 0)
+        .chain((100..120).chain(200..220).filter(|i| i % 2 == 1))
+        .collect();
+    assert_eq!(ids(&read_all(&files)), want);
+}

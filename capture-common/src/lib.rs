@@ -123,8 +123,10 @@ pub struct Counters {
     pub truncated_tags: u64,
     /// Frames with more VLAN tags than the two the parser reads.
     pub deep_tags: u64,
+    /// Bytes on the wire of the frames counted in `matched` (before slicing).
+    pub matched_bytes: u64,
 }
-const _: () = assert!(size_of::<Counters>() == 12 * 8);
+const _: () = assert!(size_of::<Counters>() == 13 * 8);
 
 impl Counters {
     /// Adds `other` field by field (summing the per-CPU copies).
@@ -142,6 +144,7 @@ impl Counters {
             runts,
             truncated_tags,
             deep_tags,
+            matched_bytes,
         } = other;
         self.seen += seen;
         self.matched += matched;
@@ -155,20 +158,23 @@ impl Counters {
         self.runts += runts;
         self.truncated_tags += truncated_tags;
         self.deep_tags += deep_tags;
+        self.matched_bytes += matched_bytes;
     }
 }
 
-/// Per-CPU frame counts per target slot (single entry of the `TARGET_HITS` per-CPU array).
+/// Per-CPU frame and byte counts per target slot (single entry of the `TARGET_HITS` per-CPU
+/// array). Bytes are on the wire, before slicing.
 #[repr(C)]
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct TargetHits {
     pub frames: [u64; MAX_TARGETS],
+    pub bytes: [u64; MAX_TARGETS],
 }
-const _: () = assert!(size_of::<TargetHits>() == MAX_TARGETS * 8);
+const _: () = assert!(size_of::<TargetHits>() == 2 * MAX_TARGETS * 8);
 
 impl Default for TargetHits {
     fn default() -> Self {
-        Self { frames: [0; MAX_TARGETS] }
+        Self { frames: [0; MAX_TARGETS], bytes: [0; MAX_TARGETS] }
     }
 }
 

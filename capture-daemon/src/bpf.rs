@@ -73,11 +73,19 @@ impl KernelCounters {
 
     /// Frames matched per target slot, summed over CPUs.
     pub fn target_frames(&self) -> [u64; MAX_TARGETS] {
-        let mut sum = [0u64; MAX_TARGETS];
+        self.target_hits().frames
+    }
+
+    /// Frames and wire bytes per target slot, summed over CPUs.
+    pub fn target_hits(&self) -> TargetHits {
+        let mut sum = TargetHits::default();
         if let Ok(per_cpu) = self.hits.get(&0, 0) {
             for h in per_cpu.iter() {
-                for (s, f) in sum.iter_mut().zip(h.frames.iter()) {
+                for (s, f) in sum.frames.iter_mut().zip(h.frames.iter()) {
                     *s += f;
+                }
+                for (s, b) in sum.bytes.iter_mut().zip(h.bytes.iter()) {
+                    *s += b;
                 }
             }
         }

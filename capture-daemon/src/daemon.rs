@@ -159,6 +159,12 @@ fn render_metrics(stats: &Stats) -> String {
         };
         counter(&mut e, "capture_frames_seen_total", "Frames the XDP program ran on.", k.seen);
         counter(&mut e, "capture_frames_matched_total", "Frames matching a target.", k.matched);
+        counter(
+            &mut e,
+            "capture_bytes_matched_total",
+            "Bytes on the wire of the frames matching a target.",
+            k.matched_bytes,
+        );
         counter(&mut e, "capture_frames_sliced_total", "Matched frames cut to snaplen.", k.sliced);
         counter(
             &mut e,
@@ -184,14 +190,22 @@ fn render_metrics(stats: &Stats) -> String {
             "Frames whose VLAN tag was cut short.",
             k.truncated_tags,
         );
-        let hits = s.kernel.target_frames();
+        let hits = s.kernel.target_hits();
         for (target, slot) in &targets {
+            let labels = [("interface", name.as_str()), ("target", target.as_str())];
             e.sample(
                 "capture_target_frames_total",
                 "counter",
                 "Frames matching each target.",
-                &[("interface", name), ("target", target)],
-                hits[*slot] as f64,
+                &labels,
+                hits.frames[*slot] as f64,
+            );
+            e.sample(
+                "capture_target_bytes_total",
+                "counter",
+                "Bytes on the wire of the frames matching each target.",
+                &labels,
+                hits.bytes[*slot] as f64,
             );
         }
         let sum = |f: fn(&QueueStats) -> u64| s.queues.iter().map(|(_, q)| f(q)).sum::<u64>();

@@ -65,11 +65,12 @@ fn answer(mut conn: TcpStream, render: &impl Fn() -> String) -> io::Result<()> {
     )
 }
 
-/// Builds the text exposition format: `# HELP`/`# TYPE` once per metric, then its samples.
+/// Builds the text exposition format: `# HELP`/`# TYPE` once per metric, then all its samples
+/// together (the format wants each metric's lines in one group, whatever order they come in).
 #[derive(Default)]
 pub struct Exposition {
-    out: String,
-    described: Vec<&'static str>,
+    /// Per metric, in order of first use: its name and its lines so far.
+    families: Vec<(&'static str, String)>,
 }
 
 impl Exposition {
@@ -82,27 +83,31 @@ impl Exposition {
         value: f64,
     ) {
         use std::fmt::Write as _;
-        if !self.described.contains(&name) {
-            self.described.push(name);
-            let _ = writeln!(self.out, "# HELP {name} {help}\n# TYPE {name} {kind}");
-        }
-        self.out.push_str(name);
+        let i = match self.families.iter().position(|(n, _)| *n == name) {
+            Some(i) => i,
+            None => {
+                self.families.push((name, format!("# HELP {name} {help}\n# TYPE {name} {kind}\n")));
+                self.families.len() - 1
+            }
+        };
+        let out = &mut self.families[i].1;
+        out.push_str(name);
         if !labels.is_empty() {
-            self.out.push('{');
+            out.push('{');
             for (i, (k, v)) in labels.iter().enumerate() {
                 if i > 0 {
-                    self.out.push(',');
+                    out.push(',');
                 }
                 let v = v.replace('\\', "\\\\").replace('"', "\\\"").replace('\n', "\\n");
-                let _ = write!(self.out, "{k}=\"{v}\"");
+                let _ = write!(out, "{k}=\"{v}\"");
             }
-            self.out.push('}');
+            out.push('}');
         }
-        let _ = writeln!(self.out, " {value}");
+        let _ = writeln!(out, " {value}");
     }
 
     pub fn finish(self) -> String {
-        self.out
+        self.families.into_iter().map(|(_, lines)| lines).collect()
     }
 }
 
@@ -161,10 +166,17 @@ mod tests {
             &[("interface", "eth0"), ("target", "a\"b")],
             3.0,
         );
-        e.sample("capture_x_total", "counter", "X.", &[("interface", "eth1")], 4.0);
         e.sample("capture_up", "gauge", "Up.", &[], 1.0);
+        e.sample("capture_x_total", "counter", "X.", &[("interface", "eth1")], 4.0);
         let text = e.finish();
         assert_eq!(text.matches("# TYPE capture_x_total counter").count(), 1);
+        // Each metric's lines stay together, though eth1's sample came after capture_up.
+        let names: Vec<&str> = text
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .map(|l| l.split(['{', ' ']).next().unwrap())
+            .collect();
+        assert_eq!(names, ["capture_x_total", "capture_x_total", "capture_up"], "{text}");
         let samples = parse(&text);
         assert_eq!(samples["capture_up"], 1.0);
         let key = samples.keys().find(|k| k.contains("eth0")).unwrap();

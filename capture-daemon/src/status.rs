@@ -78,7 +78,13 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
         for (k, v) in second.iter().filter(|(k, _)| {
             k.starts_with("capture_target_frames_total{") && label(k, "interface") == i
         }) {
-            println!("    target {}: {v:.0} frames", label(k, "target").unwrap_or("?"));
+            let bytes_key =
+                k.replacen("capture_target_frames_total", "capture_target_bytes_total", 1);
+            let bytes = second.get(&bytes_key).copied().unwrap_or(0.0);
+            println!(
+                "    target {}: {v:.0} frames, {bytes:.0} bytes",
+                label(k, "target").unwrap_or("?")
+            );
         }
     }
     let lost = sum(&second, "capture_write_error_frames_total", None);

@@ -130,7 +130,7 @@ fn match_frame(ctx: &XdpContext, cfg: &FilterConfig, p: &Parsed) -> u64 {
 }
 
 #[inline(always)]
-fn count_hits(matched: u64) {
+fn count_hits(matched: u64, len: u64) {
     let Some(hits) = TARGET_HITS.get_ptr_mut(0) else { return };
     // SAFETY: per-CPU map, single entry.
     let hits = unsafe { &mut *hits };
@@ -139,6 +139,7 @@ fn count_hits(matched: u64) {
     while m != 0 && slot < MAX_TARGETS {
         if m & 1 != 0 {
             hits.frames[slot] += 1;
+            hits.bytes[slot] += len;
         }
         m >>= 1;
         slot += 1;
@@ -160,8 +161,10 @@ fn try_capture(ctx: &XdpContext) -> Result<u32, u32> {
         c.unmatched_passed += 1;
         return Ok(XDP_PASS);
     }
+    let orig_len = (ctx.data_end() - ctx.data()) as u32;
     c.matched += 1;
-    count_hits(matched);
+    c.matched_bytes += u64::from(orig_len);
+    count_hits(matched, u64::from(orig_len));
 
     // Check for a socket before touching the frame: without one the frame goes on unmodified.
     let queue = ctx.rx_queue_index();
@@ -171,7 +174,6 @@ fn try_capture(ctx: &XdpContext) -> Result<u32, u32> {
     }
 
     let tstamp_ns = unsafe { bpf_ktime_get_ns() };
-    let orig_len = (ctx.data_end() - ctx.data()) as u32;
     let snaplen = cfg.snaplen;
     if snaplen != 0 && orig_len > snaplen {
         // SAFETY: helper call on our own context; shrinking by less than the frame length.

@@ -498,11 +498,32 @@ fn metrics_and_status_show_true_numbers() {
         "{body}"
     );
     assert!(body.contains("capture_current_file{path=\""), "{body}");
+    assert!(body.contains("capture_bytes_matched_total{interface=\"cap0\"} 12300\n"), "{body}");
+    assert!(
+        body.contains("capture_target_bytes_total{interface=\"cap0\",target=\"all\"} 12300\n"),
+        "{body}"
+    );
+    // docs/operations.md lists exactly the metrics the daemon serves.
+    let docs =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../docs/operations.md"))
+            .unwrap();
+    let served: std::collections::BTreeSet<&str> = body
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE "))
+        .filter_map(|l| l.split_whitespace().next())
+        .collect();
+    let documented: std::collections::BTreeSet<&str> = docs
+        .lines()
+        .filter(|l| l.starts_with("| `capture_"))
+        .flat_map(|l| l.split('|').nth(1).unwrap().split(','))
+        .map(|m| m.trim().trim_matches('`'))
+        .collect();
+    assert_eq!(served, documented, "left: served, right: docs/operations.md");
 
     let (code, text) = run_cli(&lab, &["status", "--config", config.to_str().unwrap()]);
     assert_eq!(code, 0, "{text}");
     assert!(text.contains("cap0: seen 123"), "{text}");
-    assert!(text.contains("target all: 123 frames"), "{text}");
+    assert!(text.contains("target all: 123 frames, 12300 bytes"), "{text}");
     assert!(text.contains("drops: none"), "{text}");
     assert!(text.contains(".pcapng.part"), "{text}");
 

@@ -129,6 +129,8 @@ struct Stats {
 struct View {
     targets: Vec<(String, usize)>,
     directory: PathBuf,
+    /// Configured interfaces not captured now.
+    missing: Vec<String>,
 }
 
 impl View {
@@ -140,6 +142,7 @@ impl View {
                 .filter_map(|t| Some((t.name.clone(), slots.slot_of(&t.name)?)))
                 .collect(),
             directory: config.output.directory.clone(),
+            missing: Vec::new(),
         }
     }
 }
@@ -147,11 +150,17 @@ impl View {
 /// The Prometheus exposition of every counter (docs/operations.md lists them).
 fn render_metrics(stats: &Stats) -> String {
     let mut e = Exposition::default();
-    let view = stats.view.read().map(|v| (v.targets.clone(), v.directory.clone()));
-    let Ok((targets, directory)) = view else { return String::new() };
+    let view =
+        stats.view.read().map(|v| (v.targets.clone(), v.directory.clone(), v.missing.clone()));
+    let Ok((targets, directory, missing)) = view else { return String::new() };
     e.sample("capture_up", "gauge", "1 while the daemon captures.", &[], 1.0);
+    let up_help = "1 while the interface is captured, 0 while it is configured but missing.";
+    for name in &missing {
+        e.sample("capture_interface_up", "gauge", up_help, &[("interface", name)], 0.0);
+    }
     for s in stats.interfaces() {
         let name = &s.name;
+        e.sample("capture_interface_up", "gauge", up_help, &[("interface", name)], 1.0);
         let k = s.kernel.totals();
         let iface = [("interface", name.as_str())];
         let counter = |e: &mut Exposition, metric, help, v: u64| {
@@ -327,9 +336,11 @@ impl Stats {
             drops += s.kernel_drops + s.user_drops;
         }
         let file = self.current_file.lock().ok().and_then(|f| f.clone());
+        let missing = self.view.read().map(|v| v.missing.join(", ")).unwrap_or_default();
         format!(
-            "{written} frames written, {drops} dropped; {}",
-            file.map_or_else(|| "no file open".to_owned(), |f| format!("writing {}", f.display()))
+            "{written} frames written, {drops} dropped; {}{}",
+            file.map_or_else(|| "no file open".to_owned(), |f| format!("writing {}", f.display())),
+            if missing.is_empty() { String::new() } else { format!("; NOT CAPTURED: {missing}") }
         )
     }
 
@@ -407,33 +418,32 @@ pub struct ResolvedInterface {
 
 /// Checks that each interface exists and has the queues the config asks for.
 pub fn resolve_interfaces(config: &Config) -> anyhow::Result<Vec<ResolvedInterface>> {
-    config
-        .interfaces
-        .iter()
-        .map(|i| {
-            let rx_queues = netdev::rx_queue_count(&i.name)?;
-            let queues = match &i.queues {
-                Queues::All => (0..rx_queues).collect(),
-                Queues::List(list) => {
-                    if let Some(q) = list.iter().find(|q| **q >= rx_queues) {
-                        bail!(
-                            "interface {}: RX queue {q} does not exist (it has {rx_queues} RX queue{})",
-                            i.name,
-                            if rx_queues == 1 { "" } else { "s" }
-                        );
-                    }
-                    list.clone()
-                }
-            };
-            Ok(ResolvedInterface {
-                name: i.name.clone(),
-                queues,
-                rx_queues,
-                xdp_mode: i.xdp_mode,
-                zero_copy: i.zero_copy,
-            })
-        })
-        .collect()
+    config.interfaces.iter().map(resolve_interface).collect()
+}
+
+/// Checks that the interface exists and has the queues asked for.
+pub fn resolve_interface(i: &InterfaceConfig) -> anyhow::Result<ResolvedInterface> {
+    let rx_queues = netdev::rx_queue_count(&i.name)?;
+    let queues = match &i.queues {
+        Queues::All => (0..rx_queues).collect(),
+        Queues::List(list) => {
+            if let Some(q) = list.iter().find(|q| **q >= rx_queues) {
+                bail!(
+                    "interface {}: RX queue {q} does not exist (it has {rx_queues} RX queue{})",
+                    i.name,
+                    if rx_queues == 1 { "" } else { "s" }
+                );
+            }
+            list.clone()
+        }
+    };
+    Ok(ResolvedInterface {
+        name: i.name.clone(),
+        queues,
+        rx_queues,
+        xdp_mode: i.xdp_mode,
+        zero_copy: i.zero_copy,
+    })
 }
 
 /// "web01 (mac 52:54:00:12:34:56, vlan 100)"
@@ -451,17 +461,16 @@ pub fn describe_target(t: &TargetConfig) -> String {
     format!("{} ({})", t.name, parts.join(", "))
 }
 
-/// The Interface Description Blocks' contents: name, host, targets, snap length.
-fn interface_infos(config: &Config, host: &str) -> Vec<InterfaceInfo> {
-    let targets = config.targets.iter().map(describe_target).collect::<Vec<_>>().join("; ");
-    config
-        .interfaces
+/// The Interface Description Blocks' contents for the interfaces `names`: name, host,
+/// targets, snap length.
+fn interface_infos(config: &Config, names: &[&str], host: &str) -> Vec<InterfaceInfo> {
+    let targets = describe_targets(config);
+    names
         .iter()
-        .map(|i| InterfaceInfo {
-            name: i.name.clone(),
+        .map(|name| InterfaceInfo {
+            name: (*name).to_owned(),
             description: format!(
-                "{} on {host}, captured by capture-daemon; targets: {targets}",
-                i.name
+                "{name} on {host}, captured by capture-daemon; targets: {targets}"
             ),
             snaplen: config.capture.snaplen,
         })
@@ -501,6 +510,9 @@ impl SocketSettings {
 /// queue, and a stop signal of its own, so that a reload can stop one interface alone.
 struct IfaceRun {
     spec: ResolvedInterface,
+    /// The interface's index when it was opened: another index under the same name means the
+    /// interface was deleted and another one created.
+    ifindex: u32,
     settings: SocketSettings,
     filter: Filter,
     workers: Vec<Worker>,
@@ -518,6 +530,7 @@ impl IfaceRun {
         tables: &TargetTables,
     ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
         let stop = Stop::new().context("creating the workers' stop signal")?;
+        let ifindex = netdev::ifindex(&spec.name)?;
         let mut filter = Filter::load(&spec.name, tables)
             .with_context(|| format!("preparing the XDP program for {}", spec.name))?;
         let mut workers = Vec::new();
@@ -568,7 +581,7 @@ impl IfaceRun {
             queues,
             delivered: AtomicU64::new(0),
         });
-        Ok((IfaceRun { spec, settings, filter, workers, stop, stats }, sources))
+        Ok((IfaceRun { spec, ifindex, settings, filter, workers, stop, stats }, sources))
     }
 
     /// Attaches the program: from here on matched frames are captured.
@@ -630,6 +643,10 @@ struct InterfaceChange {
 
 struct Running {
     ifaces: Vec<IfaceRun>,
+    /// Configured interfaces not captured now.
+    missing: Vec<Missing>,
+    /// What the maps of every interface hold (for interfaces started later).
+    tables: TargetTables,
     writer: JoinHandle<anyhow::Result<Summary>>,
     writer_stop: Arc<AtomicBool>,
     reconfigure: mpsc::Sender<Reconfigure>,
@@ -707,6 +724,7 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
             }
             notifier.ready(&running.stats.summary());
         }
+        check_interfaces(&mut running, &config);
         match running.stats.unhealthy() {
             None => notifier.watchdog(),
             Some(why) => {
@@ -783,6 +801,114 @@ impl Metrics {
     }
 }
 
+/// A configured interface that is not captured now: gone from the host, or it failed to
+/// (re)start. The main loop tries it again every second ([`check_interfaces`]).
+struct Missing {
+    config: InterfaceConfig,
+    /// When its last failure to come back was logged.
+    logged: Option<Instant>,
+}
+
+/// How often a missing interface's failure to come back is logged again.
+const MISSING_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Makes `runs` the captured interfaces, in the order of `config.interfaces`: the rings of
+/// those just started get their index as interface id, the writer finishes its file and starts
+/// one describing them, the metrics follow.
+fn install_interfaces(
+    running: &mut Running,
+    config: &Config,
+    runs: Vec<(IfaceRun, Option<Vec<Source>>)>,
+) {
+    let mut runs = runs;
+    runs.sort_by_key(|(r, _)| config.interfaces.iter().position(|i| i.name == r.spec.name));
+    let mut new_sources = Vec::new();
+    for (id, (_, sources)) in (0u32..).zip(&mut runs) {
+        for mut source in sources.take().unwrap_or_default() {
+            source.interface_id = id;
+            new_sources.push(source);
+        }
+    }
+    running.ifaces = runs.into_iter().map(|(r, _)| r).collect();
+    let ifaces: Vec<Arc<IfaceStats>> =
+        running.ifaces.iter().map(|r| Arc::clone(&r.stats)).collect();
+    if let Ok(mut list) = running.stats.ifaces.write() {
+        list.clone_from(&ifaces);
+    }
+    let names: Vec<&str> = running.ifaces.iter().map(|r| r.spec.name.as_str()).collect();
+    let _ = running.reconfigure.send(Reconfigure {
+        output: config.output.clone(),
+        infos: interface_infos(config, &names, &sys::hostname()),
+        interfaces: Some(InterfaceChange { ifaces, sources: new_sources }),
+    });
+    running.publish_missing();
+}
+
+impl Running {
+    /// Names of the missing interfaces, for the metrics and the status line.
+    fn publish_missing(&self) {
+        if let Ok(mut view) = self.stats.view.write() {
+            view.missing = self.missing.iter().map(|m| m.config.name.clone()).collect();
+        }
+    }
+}
+
+/// Once a second: an interface that vanished (deleted, renamed, its driver reloaded) is
+/// dropped from the capture, with an error in the log, and captured again as soon as an
+/// interface of that name is back. Without this the daemon would capture nothing from it,
+/// silently, for as long as it runs.
+fn check_interfaces(running: &mut Running, config: &Config) {
+    let (kept, gone): (Vec<IfaceRun>, Vec<IfaceRun>) = std::mem::take(&mut running.ifaces)
+        .into_iter()
+        .partition(|r| netdev::ifindex(&r.spec.name).ok() == Some(r.ifindex));
+    for r in &gone {
+        log::error!(
+            "{}: the interface is gone (deleted, renamed or its driver reloaded); not captured \
+             until it is back",
+            r.spec.name
+        );
+        if let Some(c) = config.interfaces.iter().find(|i| i.name == r.spec.name) {
+            running.missing.push(Missing { config: c.clone(), logged: Some(Instant::now()) });
+        }
+    }
+    let changed = !gone.is_empty();
+    finish_all(gone);
+
+    let settings = SocketSettings::of(&config.capture);
+    let targets = describe_targets(config);
+    let mut started = Vec::new();
+    let mut still_missing = Vec::new();
+    for mut m in std::mem::take(&mut running.missing) {
+        if netdev::ifindex(&m.config.name).is_err() {
+            still_missing.push(m);
+            continue;
+        }
+        let spec = resolve_interface(&m.config);
+        match spec.and_then(|spec| IfaceRun::start(spec, settings, &running.tables, &targets)) {
+            Ok(s) => {
+                log::info!("{}: back; capturing it again", m.config.name);
+                warn_mirror_mode(&[m.config.name.as_str()]);
+                started.push(s);
+            }
+            Err(e) => {
+                if m.logged.is_none_or(|t| t.elapsed() >= MISSING_LOG_EVERY) {
+                    log::warn!("{}: still not captured: {e:#}", m.config.name);
+                    m.logged = Some(Instant::now());
+                }
+                still_missing.push(m);
+            }
+        }
+    }
+    running.missing = still_missing;
+    if changed || !started.is_empty() {
+        let runs = kept.into_iter().map(|r| (r, None));
+        let runs = runs.chain(started.into_iter().map(|(r, s)| (r, Some(s)))).collect();
+        install_interfaces(running, config, runs);
+    } else {
+        running.ifaces = kept;
+    }
+}
+
 /// Applies a reloaded configuration, changing only what changed:
 /// - targets, `snaplen` and `unmatched` go into the BPF maps of the interfaces that stay, in
 ///   place ([`Filter::update`]): no detach, no new program, no frame of an unchanged target lost;
@@ -791,6 +917,7 @@ impl Metrics {
 /// - an interface whose settings changed (`queues`, `xdp_mode`, `zero_copy`, or the socket
 ///   settings of `[capture]`) is restarted: its sockets must be reopened, which leaves a gap of
 ///   a few milliseconds on it (frames then pass to the host, counted as `no_socket`);
+/// - an interface missing from the host may stay configured: it is captured when it is back;
 /// - `[output]` settings apply from the next file, or at once when the interfaces changed (a
 ///   file describes a fixed set of interfaces);
 /// - `[metrics]` changes restart the endpoint (in the caller).
@@ -800,21 +927,42 @@ fn apply_reload(
     slots: &mut Slots,
     new: Config,
 ) -> anyhow::Result<()> {
-    // Check everything that can be checked before changing anything.
-    let specs = resolve_interfaces(&new)?;
+    // Check everything that can be checked before changing anything. An interface that is
+    // captured or missing now may be absent from the host (it is then missing); a new one may
+    // not: that is most likely a typo.
+    let known = |name: &str| {
+        running.ifaces.iter().any(|r| r.spec.name == name)
+            || running.missing.iter().any(|m| m.config.name == name)
+    };
+    let mut specs = Vec::new();
+    let mut absent = Vec::new();
+    for i in &new.interfaces {
+        match resolve_interface(i) {
+            Ok(spec) => specs.push(spec),
+            Err(_) if known(&i.name) && netdev::ifindex(&i.name).is_err() => absent.push(i.clone()),
+            Err(e) => return Err(e),
+        }
+    }
     let mut new_slots = slots.clone();
     let assigned = new_slots.assign(&new.targets)?;
     let tables = TargetTables::build(&new.capture, &new.targets, &assigned)?;
     let settings = SocketSettings::of(&new.capture);
     let targets = describe_targets(&new);
     let unchanged = |r: &IfaceRun| specs.contains(&r.spec) && r.settings == settings;
+    let was_missing = |name: &str| running.missing.iter().any(|m| m.config.name == name);
 
     // Interfaces new to the capture: opened and attached first, so that a failure (a busy NIC,
-    // a queue that cannot be bound) rejects the reload with nothing changed.
+    // a queue that cannot be bound) rejects the reload with nothing changed. One that was
+    // missing and fails again just stays missing.
     let mut started: Vec<(IfaceRun, Vec<Source>)> = Vec::new();
+    let mut failed = Vec::new();
     for spec in specs.iter().filter(|s| !running.ifaces.iter().any(|r| r.spec.name == s.name)) {
         match IfaceRun::start(spec.clone(), settings, &tables, &targets) {
             Ok(s) => started.push(s),
+            Err(e) if was_missing(&spec.name) => {
+                log::warn!("reload: {} is still not captured: {e:#}", spec.name);
+                failed.push(spec.name.clone());
+            }
             Err(e) => {
                 finish_all(started.into_iter().map(|(r, _)| r).collect());
                 return Err(e.context(format!("adding interface {}", spec.name)));
@@ -850,6 +998,9 @@ fn apply_reload(
                 );
                 restarts.push((spec.clone(), r.spec.clone(), r.settings));
             }
+            None if absent.iter().any(|a| a.name == r.spec.name) => {
+                log::error!("reload: {} is gone from the host; detaching", r.spec.name);
+            }
             None => log::info!("reload: {} is no longer captured; detaching", r.spec.name),
         }
     }
@@ -867,56 +1018,53 @@ fn apply_reload(
                         started.push(s);
                     }
                     Err(e) => {
-                        log::error!("reload: {name} is no longer captured: {e:#}");
+                        log::error!("reload: {name} is not captured: {e:#}");
+                        failed.push(name);
                     }
                 }
             }
         }
     }
 
-    // The new list, in the config's order; a new interface's rings get its index as their id.
-    let mut runs: Vec<(IfaceRun, Option<Vec<Source>>)> = keep
-        .into_iter()
-        .map(|r| (r, None))
-        .chain(started.into_iter().map(|(r, s)| (r, Some(s))))
-        .collect();
-    runs.sort_by_key(|(r, _)| specs.iter().position(|s| s.name == r.spec.name));
-    let mut new_sources = Vec::new();
-    for (id, (_, sources)) in (0u32..).zip(&mut runs) {
-        for mut source in sources.take().unwrap_or_default() {
-            source.interface_id = id;
-            new_sources.push(source);
-        }
-    }
-    running.ifaces = runs.into_iter().map(|(r, _)| r).collect();
-    let ifaces: Vec<Arc<IfaceStats>> =
-        running.ifaces.iter().map(|r| Arc::clone(&r.stats)).collect();
-    if let Ok(mut list) = running.stats.ifaces.write() {
-        list.clone_from(&ifaces);
-    }
-
     *slots = new_slots;
-    let captured = |i: &InterfaceConfig| running.ifaces.iter().any(|r| r.spec.name == i.name);
-    config.interfaces = new.interfaces.into_iter().filter(captured).collect();
-    config.targets = new.targets;
-    config.capture = new.capture;
-    config.output = new.output;
-    config.metrics = new.metrics;
+    running.tables = tables;
+    running.missing = new
+        .interfaces
+        .iter()
+        .filter(|i| absent.iter().any(|a| a.name == i.name) || failed.contains(&i.name))
+        .map(|i| Missing { config: i.clone(), logged: Some(Instant::now()) })
+        .collect();
+    *config = new;
     let new_view = View::of(config, slots);
     if let Ok(mut view) = running.stats.view.write() {
         *view = new_view;
     }
-    let _ = running.reconfigure.send(Reconfigure {
-        output: config.output.clone(),
-        infos: interface_infos(config, &sys::hostname()),
-        interfaces: interfaces_changed.then_some(InterfaceChange { ifaces, sources: new_sources }),
-    });
+    if interfaces_changed {
+        let runs = keep.into_iter().map(|r| (r, None));
+        let runs = runs.chain(started.into_iter().map(|(r, s)| (r, Some(s)))).collect();
+        install_interfaces(running, config, runs);
+    } else {
+        running.ifaces = keep;
+        running.publish_missing();
+        let names: Vec<&str> = running.ifaces.iter().map(|r| r.spec.name.as_str()).collect();
+        let _ = running.reconfigure.send(Reconfigure {
+            output: config.output.clone(),
+            infos: interface_infos(config, &names, &sys::hostname()),
+            interfaces: None,
+        });
+    }
+    let missing: Vec<&str> = running.missing.iter().map(|m| m.config.name.as_str()).collect();
     log::info!(
-        "reloaded: snaplen {}, unmatched {}, interfaces {}, targets: {}; output settings apply \
+        "reloaded: snaplen {}, unmatched {}, interfaces {}{}, targets: {}; output settings apply \
          from the {} file",
         config.capture.snaplen,
         config.capture.unmatched,
-        config.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>().join(", "),
+        running.ifaces.iter().map(|r| r.spec.name.as_str()).collect::<Vec<_>>().join(", "),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(" (missing: {})", missing.join(", "))
+        },
         describe_targets(config),
         if interfaces_changed { "new" } else { "next" }
     );
@@ -988,7 +1136,8 @@ fn start(
         view: RwLock::new(View::default()),
     });
     let host = sys::hostname();
-    let interfaces = interface_infos(config, &host);
+    let names: Vec<&str> = runs.iter().map(|r| r.spec.name.as_str()).collect();
+    let interfaces = interface_infos(config, &names, &host);
     let stats_source =
         Box::new(FileStats { stats: Arc::clone(&stats), ifaces: file_ifaces.clone() });
     let writer = match stream {
@@ -1030,7 +1179,15 @@ fn start(
     };
 
     // Last step: attach. Until here a failure changed nothing on the NICs.
-    let mut running = Running { ifaces: runs, writer, writer_stop, reconfigure, stats };
+    let mut running = Running {
+        ifaces: runs,
+        missing: Vec::new(),
+        tables: tables.clone(),
+        writer,
+        writer_stop,
+        reconfigure,
+        stats,
+    };
     let targets = describe_targets(config);
     for i in 0..running.ifaces.len() {
         if let Err(e) = running.ifaces[i].attach(&targets) {

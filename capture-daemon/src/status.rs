@@ -50,11 +50,18 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
     interfaces.dedup();
     interfaces.sort_unstable();
     interfaces.dedup();
+    let up = |iface: &str| sum(&second, "capture_interface_up", Some(iface)) > 0.0;
+    let (captured, missing): (Vec<&str>, Vec<&str>) = interfaces.iter().partition(|i| up(i));
     println!(
         "capture-daemon at http://{addr}/metrics: capturing on {} interface(s)",
-        interfaces.len()
+        captured.len()
     );
-    for iface in &interfaces {
+    for iface in &missing {
+        println!(
+            "  {iface}: NOT CAPTURED: the interface is missing (captured again once it is back)"
+        );
+    }
+    for iface in &captured {
         let i = Some(*iface);
         println!(
             "  {iface}: seen {:.0} ({:.0}/s), matched {:.0}, written {:.0} ({:.0}/s)",

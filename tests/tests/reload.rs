@@ -248,3 +248,58 @@ fn watch_config_reloads_when_the_file_is_replaced() {
         .collect();
     assert_eq!(ids(&read_all(&files)), want);
 }
+
+#[test]
+fn an_interface_that_vanishes_is_captured_again_when_it_is_back() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let _second = lab.add_pair("cap1", "gen1", 1);
+    let config = lab.config_on(&["name = \"cap0\"", "name = \"cap1\""], "", "", TARGET_A);
+    let daemon = lab.start(&config);
+    let prog = lab.xdp_prog_id().expect("attached to cap0");
+    lab.send_from("gen1", &to_a(0, 50));
+
+    lab.ns.ip(&["link", "del", "cap1"]).expect("deleting cap1");
+    daemon.wait_for_log("cap1: the interface is gone", Duration::from_secs(5));
+    lab.send(&to_a(1000, 50));
+    // While it is gone, a reload that still names it is accepted.
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("reloaded:", Duration::from_secs(5));
+    assert!(daemon.log_text().contains("(missing: cap1)"), "{}", daemon.log_text());
+    let status = lab
+        .ns
+        .command(daemon_bin().to_str().unwrap())
+        .args(["status", "--config", config.to_str().unwrap()])
+        .output()
+        .unwrap();
+    let status = String::from_utf8_lossy(&status.stdout);
+    assert!(status.contains("cap1: NOT CAPTURED"), "{status}");
+    assert!(status.contains("capturing on 1 interface(s)"), "{status}");
+
+    let _again = lab.add_pair("cap1", "gen1", 1);
+    daemon.wait_for_log("cap1: back; capturing it again", Duration::from_secs(5));
+    lab.send_from("gen1", &to_a(100, 50));
+    lab.send(&to_a(1100, 50));
+    assert_eq!(lab.xdp_prog_id(), Some(prog), "cap0 was not touched");
+    assert!(daemon.stop().0.success());
+
+    let (files, parts) = lab.files();
+    assert!(parts.is_empty(), "{parts:?}");
+    let mut on: Vec<(String, u32)> = Vec::new();
+    for file in &files {
+        let f = read_pcapng(file);
+        assert_eq!(capinfos_count(file), f.packets.len() as u64, "{}", file.display());
+        on.extend(f.packets.iter().map(|p| {
+            (f.interfaces[p.interface_id as usize].0.clone(), frame_id(&p.data).unwrap())
+        }));
+    }
+    let got = |iface: &str| {
+        let mut ids: Vec<u32> = on.iter().filter(|(n, _)| n == iface).map(|(_, i)| *i).collect();
+        ids.sort_unstable();
+        ids
+    };
+    assert_eq!(got("cap0"), (1000..1050).chain(1100..1150).collect::<Vec<_>>());
+    assert_eq!(got("cap1"), (0..50).chain(100..150).collect::<Vec<_>>());
+}

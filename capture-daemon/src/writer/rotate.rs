@@ -484,7 +484,9 @@ impl RotatingWriter {
                 }
             }
         }
-        info!("output settings reloaded: next file in {}", policy.directory.display());
+        if policy != self.policy {
+            info!("output settings reloaded: next file in {}", policy.directory.display());
+        }
         self.policy = policy;
         self.header = header;
     }

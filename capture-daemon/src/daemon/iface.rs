@@ -1,0 +1,196 @@
+//! One captured interface as a unit: resolved from the config, its program, sockets and
+//! workers opened, attached, and stopped on its own.
+
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+
+use anyhow::{Context as _, bail};
+
+use super::IfaceStats;
+use crate::bpf::{Filter, TargetTables};
+use crate::config::{CaptureConfig, Config, InterfaceConfig, Queues, XdpMode, ZeroCopy};
+use crate::stop::Stop;
+use crate::writer::Source;
+use crate::xsk::{self, Worker, WorkerSpec};
+use crate::{handoff, netdev};
+
+/// One capture interface, resolved and checked.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResolvedInterface {
+    pub name: String,
+    pub queues: Vec<u32>,
+    pub rx_queues: u32,
+    pub xdp_mode: XdpMode,
+    pub zero_copy: ZeroCopy,
+}
+
+/// Checks that each interface exists and has the queues the config asks for.
+pub fn resolve_interfaces(config: &Config) -> anyhow::Result<Vec<ResolvedInterface>> {
+    config.interfaces.iter().map(resolve_interface).collect()
+}
+
+/// Checks that the interface exists and has the queues asked for.
+pub fn resolve_interface(i: &InterfaceConfig) -> anyhow::Result<ResolvedInterface> {
+    let rx_queues = netdev::rx_queue_count(&i.name)?;
+    let queues = match &i.queues {
+        Queues::All => (0..rx_queues).collect(),
+        Queues::List(list) => {
+            if let Some(q) = list.iter().find(|q| **q >= rx_queues) {
+                bail!(
+                    "interface {}: RX queue {q} does not exist (it has {rx_queues} RX queue{})",
+                    i.name,
+                    if rx_queues == 1 { "" } else { "s" }
+                );
+            }
+            list.clone()
+        }
+    };
+    Ok(ResolvedInterface {
+        name: i.name.clone(),
+        queues,
+        rx_queues,
+        xdp_mode: i.xdp_mode,
+        zero_copy: i.zero_copy,
+    })
+}
+
+/// The settings every socket of a run shares (`[capture]`); sockets opened with other settings
+/// are reopened (their interface restarted) to apply new ones.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct SocketSettings {
+    pub(super) ring_size: u32,
+    pub(super) buffer_bytes: u64,
+    pub(super) busy_poll_us: u32,
+    pub(super) batch_delay_us: u32,
+}
+
+impl SocketSettings {
+    pub(super) fn of(c: &CaptureConfig) -> Self {
+        SocketSettings {
+            ring_size: c.ring_size,
+            buffer_bytes: c.buffer_bytes,
+            busy_poll_us: c.busy_poll_us,
+            batch_delay_us: c.batch_delay_us,
+        }
+    }
+}
+
+/// Everything that captures on one interface: its XDP program, one socket and worker per RX
+/// queue, and a stop signal of its own, so that a reload can stop one interface alone.
+pub(super) struct IfaceRun {
+    pub(super) spec: ResolvedInterface,
+    /// The interface's index when it was opened: another index under the same name means the
+    /// interface was deleted and another one created.
+    pub(super) ifindex: u32,
+    pub(super) settings: SocketSettings,
+    pub(super) filter: Filter,
+    pub(super) workers: Vec<Worker>,
+    pub(super) stop: Stop,
+    pub(super) stats: Arc<IfaceStats>,
+}
+
+impl IfaceRun {
+    /// Loads the program, opens and registers the sockets. Nothing is attached: a failure here
+    /// changes nothing on the NIC. Also returns the hand-off rings for the writer (their
+    /// interface id is set by the caller).
+    pub(super) fn open(
+        spec: ResolvedInterface,
+        settings: SocketSettings,
+        tables: &TargetTables,
+    ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
+        let stop = Stop::new().context("creating the workers' stop signal")?;
+        let ifindex = netdev::ifindex(&spec.name)?;
+        let mut filter = Filter::load(&spec.name, tables)
+            .with_context(|| format!("preparing the XDP program for {}", spec.name))?;
+        let mut workers = Vec::new();
+        let mut sources = Vec::new();
+        let mut queues = Vec::new();
+        // On an error, the stop signal ends the workers started so far.
+        let result = (|| -> anyhow::Result<()> {
+            for &queue in &spec.queues {
+                let buffer = usize::try_from(settings.buffer_bytes).unwrap_or(usize::MAX);
+                let (producer, consumer) = handoff::channel(buffer);
+                let watermark = Arc::new(AtomicU64::new(0));
+                let worker_spec = WorkerSpec {
+                    iface: spec.name.clone(),
+                    queue,
+                    ring_size: settings.ring_size,
+                    watermark: Arc::clone(&watermark),
+                    zero_copy: spec.zero_copy,
+                    busy_poll_us: settings.busy_poll_us,
+                    batch_delay_us: settings.batch_delay_us,
+                };
+                let (worker, fd, mode) = xsk::spawn(worker_spec, producer, stop.clone())
+                    .map_err(anyhow::Error::msg)
+                    .with_context(|| {
+                        format!("opening the AF_XDP socket for {} RX queue {queue}", spec.name)
+                    })?;
+                log::info!(
+                    "{} RX queue {queue}: AF_XDP socket bound in {} mode",
+                    spec.name,
+                    mode.as_str()
+                );
+                queues.push((queue, Arc::clone(&worker.stats)));
+                workers.push(worker);
+                filter.register_socket(queue, fd).with_context(|| {
+                    format!("registering the AF_XDP socket of {} queue {queue}", spec.name)
+                })?;
+                sources.push(Source { interface_id: 0, consumer, watermark });
+            }
+            Ok(())
+        })();
+        if let Err(e) = result {
+            stop.raise();
+            workers.into_iter().for_each(Worker::join);
+            return Err(e);
+        }
+        let stats = Arc::new(IfaceStats {
+            name: spec.name.clone(),
+            kernel: filter.counters(),
+            queues,
+            delivered: AtomicU64::new(0),
+        });
+        Ok((IfaceRun { spec, ifindex, settings, filter, workers, stop, stats }, sources))
+    }
+
+    /// Attaches the program: from here on matched frames are captured.
+    pub(super) fn attach(&mut self, targets: &str) -> anyhow::Result<()> {
+        let mode = self.filter.attach(self.spec.xdp_mode)?;
+        log::info!(
+            "capturing on {} (XDP {mode}, RX queues {:?} of {}): {targets}",
+            self.spec.name,
+            self.spec.queues,
+            self.spec.rx_queues,
+        );
+        Ok(())
+    }
+
+    /// [`IfaceRun::open`] then [`IfaceRun::attach`], undone if attaching fails.
+    pub(super) fn start(
+        spec: ResolvedInterface,
+        settings: SocketSettings,
+        tables: &TargetTables,
+        targets: &str,
+    ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
+        let (mut run, sources) = IfaceRun::open(spec, settings, tables)?;
+        if let Err(e) = run.attach(targets) {
+            finish_all(vec![run]);
+            return Err(e);
+        }
+        Ok((run, sources))
+    }
+}
+
+/// Stops capturing on `runs`: every program is detached first (each NIC is back to normal at
+/// once), then the workers drain their rings and exit, closing their sockets.
+pub(super) fn finish_all(mut runs: Vec<IfaceRun>) {
+    for r in &mut runs {
+        r.filter.detach();
+    }
+    for r in &runs {
+        r.stop.raise();
+    }
+    for r in runs {
+        r.workers.into_iter().for_each(Worker::join);
+    }
+}

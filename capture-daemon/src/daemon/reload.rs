@@ -1,0 +1,314 @@
+//! Changing a running capture: a reloaded configuration (SIGHUP, `--watch-config`) and
+//! interfaces that vanish from the host and come back. Only what changed is touched.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use super::{
+    IfaceRun, IfaceStats, InterfaceChange, Reconfigure, ResolvedInterface, Running, SocketSettings,
+    View, describe_targets, finish_all, interface_infos, resolve_interface, warn_mirror_mode,
+};
+use crate::bpf::{Slots, TargetTables};
+use crate::config::{Config, InterfaceConfig};
+use crate::writer::Source;
+use crate::{netdev, sys};
+
+/// A configured interface that is not captured now: gone from the host, or it failed to
+/// (re)start. The main loop tries it again every second ([`check_interfaces`]).
+pub(super) struct Missing {
+    pub(super) config: InterfaceConfig,
+    /// When its last failure to come back was logged.
+    pub(super) logged: Option<Instant>,
+}
+
+/// How often a missing interface's failure to come back is logged again.
+pub(super) const MISSING_LOG_EVERY: Duration = Duration::from_secs(60);
+
+/// Makes `runs` the captured interfaces, in the order of `config.interfaces`: the rings of
+/// those just started get their index as interface id, the writer finishes its file and starts
+/// one describing them, the metrics follow.
+pub(super) fn install_interfaces(
+    running: &mut Running,
+    config: &Config,
+    runs: Vec<(IfaceRun, Option<Vec<Source>>)>,
+) {
+    let mut runs = runs;
+    runs.sort_by_key(|(r, _)| config.interfaces.iter().position(|i| i.name == r.spec.name));
+    let mut new_sources = Vec::new();
+    for (id, (_, sources)) in (0u32..).zip(&mut runs) {
+        for mut source in sources.take().unwrap_or_default() {
+            source.interface_id = id;
+            new_sources.push(source);
+        }
+    }
+    running.ifaces = runs.into_iter().map(|(r, _)| r).collect();
+    let ifaces: Vec<Arc<IfaceStats>> =
+        running.ifaces.iter().map(|r| Arc::clone(&r.stats)).collect();
+    if let Ok(mut list) = running.stats.ifaces.write() {
+        list.clone_from(&ifaces);
+    }
+    let names: Vec<&str> = running.ifaces.iter().map(|r| r.spec.name.as_str()).collect();
+    let _ = running.reconfigure.send(Reconfigure {
+        output: config.output.clone(),
+        infos: interface_infos(config, &names, &sys::hostname()),
+        interfaces: Some(InterfaceChange { ifaces, sources: new_sources }),
+    });
+    running.publish_missing();
+}
+
+impl Running {
+    /// Names of the missing interfaces, for the metrics and the status line.
+    pub(super) fn publish_missing(&self) {
+        if let Ok(mut view) = self.stats.view.write() {
+            view.missing = self.missing.iter().map(|m| m.config.name.clone()).collect();
+        }
+    }
+}
+
+/// Once a second: an interface that vanished (deleted, renamed, its driver reloaded) is
+/// dropped from the capture, with an error in the log, and captured again as soon as an
+/// interface of that name is back. Without this the daemon would capture nothing from it,
+/// silently, for as long as it runs.
+pub(super) fn check_interfaces(running: &mut Running, config: &Config) {
+    let (kept, gone): (Vec<IfaceRun>, Vec<IfaceRun>) = std::mem::take(&mut running.ifaces)
+        .into_iter()
+        .partition(|r| netdev::ifindex(&r.spec.name).ok() == Some(r.ifindex));
+    for r in &gone {
+        log::error!(
+            "{}: the interface is gone (deleted, renamed or its driver reloaded); not captured \
+             until it is back",
+            r.spec.name
+        );
+        if let Some(c) = config.interfaces.iter().find(|i| i.name == r.spec.name) {
+            running.missing.push(Missing { config: c.clone(), logged: Some(Instant::now()) });
+        }
+    }
+    let changed = !gone.is_empty();
+    finish_all(gone);
+
+    let settings = SocketSettings::of(&config.capture);
+    let targets = describe_targets(config);
+    let mut started = Vec::new();
+    let mut still_missing = Vec::new();
+    for mut m in std::mem::take(&mut running.missing) {
+        if netdev::ifindex(&m.config.name).is_err() {
+            still_missing.push(m);
+            continue;
+        }
+        let spec = resolve_interface(&m.config);
+        match spec.and_then(|spec| IfaceRun::start(spec, settings, &running.tables, &targets)) {
+            Ok(s) => {
+                log::info!("{}: back; capturing it again", m.config.name);
+                warn_mirror_mode(&[m.config.name.as_str()]);
+                started.push(s);
+            }
+            Err(e) => {
+                if m.logged.is_none_or(|t| t.elapsed() >= MISSING_LOG_EVERY) {
+                    log::warn!("{}: still not captured: {e:#}", m.config.name);
+                    m.logged = Some(Instant::now());
+                }
+                still_missing.push(m);
+            }
+        }
+    }
+    running.missing = still_missing;
+    if changed || !started.is_empty() {
+        let runs = kept.into_iter().map(|r| (r, None));
+        let runs = runs.chain(started.into_iter().map(|(r, s)| (r, Some(s)))).collect();
+        install_interfaces(running, config, runs);
+    } else {
+        running.ifaces = kept;
+    }
+}
+
+/// Applies a reloaded configuration, changing only what changed:
+/// - targets, `snaplen` and `unmatched` go into the BPF maps of the interfaces that stay, in
+///   place ([`Filter::update`]): no detach, no new program, no frame of an unchanged target lost;
+/// - interfaces added are opened and attached before anything else changes (if one fails, the
+///   reload is rejected as a whole); interfaces removed are detached and drained;
+/// - an interface whose settings changed (`queues`, `xdp_mode`, `zero_copy`, or the socket
+///   settings of `[capture]`) is restarted: its sockets must be reopened, which leaves a gap of
+///   a few milliseconds on it (frames then pass to the host, counted as `no_socket`);
+/// - an interface missing from the host may stay configured: it is captured when it is back;
+/// - `[output]` settings apply from the next file, or at once when the interfaces changed (a
+///   file describes a fixed set of interfaces);
+/// - `[metrics]` changes restart the endpoint (in the caller).
+pub(super) fn apply_reload(
+    running: &mut Running,
+    config: &mut Config,
+    slots: &mut Slots,
+    new: Config,
+) -> anyhow::Result<()> {
+    // Check everything that can be checked before changing anything. An interface that is
+    // captured or missing now may be absent from the host (it is then missing); a new one may
+    // not: that is most likely a typo.
+    let known = |name: &str| {
+        running.ifaces.iter().any(|r| r.spec.name == name)
+            || running.missing.iter().any(|m| m.config.name == name)
+    };
+    let mut specs = Vec::new();
+    let mut absent = Vec::new();
+    for i in &new.interfaces {
+        match resolve_interface(i) {
+            Ok(spec) => specs.push(spec),
+            Err(_) if known(&i.name) && netdev::ifindex(&i.name).is_err() => absent.push(i.clone()),
+            Err(e) => return Err(e),
+        }
+    }
+    let mut new_slots = slots.clone();
+    let assigned = new_slots.assign(&new.targets)?;
+    let tables = TargetTables::build(&new.capture, &new.targets, &assigned)?;
+    let settings = SocketSettings::of(&new.capture);
+    let targets = describe_targets(&new);
+    let unchanged = |r: &IfaceRun| specs.contains(&r.spec) && r.settings == settings;
+    let was_missing = |name: &str| running.missing.iter().any(|m| m.config.name == name);
+
+    // Interfaces new to the capture: opened and attached first, so that a failure (a busy NIC,
+    // a queue that cannot be bound) rejects the reload with nothing changed. One that was
+    // missing and fails again just stays missing.
+    let mut started: Vec<(IfaceRun, Vec<Source>)> = Vec::new();
+    let mut failed = Vec::new();
+    for spec in specs.iter().filter(|s| !running.ifaces.iter().any(|r| r.spec.name == s.name)) {
+        match IfaceRun::start(spec.clone(), settings, &tables, &targets) {
+            Ok(s) => started.push(s),
+            Err(e) if was_missing(&spec.name) => {
+                log::warn!("reload: {} is still not captured: {e:#}", spec.name);
+                failed.push(spec.name.clone());
+            }
+            Err(e) => {
+                finish_all(started.into_iter().map(|(r, _)| r).collect());
+                return Err(e.context(format!("adding interface {}", spec.name)));
+            }
+        }
+    }
+    if !started.is_empty() {
+        warn_mirror_mode(&started.iter().map(|(r, _)| r.spec.name.as_str()).collect::<Vec<_>>());
+    }
+
+    // The interfaces that stay: new tables in place.
+    for r in running.ifaces.iter_mut().filter(|r| unchanged(r)) {
+        if let Err(e) = r.filter.update(&tables) {
+            finish_all(started.into_iter().map(|(r, _)| r).collect());
+            return Err(
+                anyhow::Error::new(e).context(format!("updating the maps of {}", r.spec.name))
+            );
+        }
+    }
+
+    // The others are stopped; those still configured start again with their new settings.
+    let (keep, gone): (Vec<IfaceRun>, Vec<IfaceRun>) =
+        std::mem::take(&mut running.ifaces).into_iter().partition(|r| unchanged(r));
+    let mut restarts = Vec::new();
+    for r in &gone {
+        match specs.iter().find(|s| s.name == r.spec.name) {
+            Some(spec) => {
+                log::warn!(
+                    "reload: restarting the capture on {} to apply {}: its frames are not captured \
+                     for a few milliseconds",
+                    r.spec.name,
+                    what_changed(&r.spec, r.settings, spec, settings)
+                );
+                restarts.push((spec.clone(), r.spec.clone(), r.settings));
+            }
+            None if absent.iter().any(|a| a.name == r.spec.name) => {
+                log::error!("reload: {} is gone from the host; detaching", r.spec.name);
+            }
+            None => log::info!("reload: {} is no longer captured; detaching", r.spec.name),
+        }
+    }
+    let interfaces_changed = !gone.is_empty() || !started.is_empty();
+    finish_all(gone);
+    for (spec, old_spec, old_settings) in restarts {
+        let name = spec.name.clone();
+        match IfaceRun::start(spec, settings, &tables, &targets) {
+            Ok(s) => started.push(s),
+            Err(e) => {
+                log::error!("reload: cannot restart the capture on {name}: {e:#}");
+                match IfaceRun::start(old_spec, old_settings, &tables, &targets) {
+                    Ok(s) => {
+                        log::warn!("reload: {name} captures with its previous settings");
+                        started.push(s);
+                    }
+                    Err(e) => {
+                        log::error!("reload: {name} is not captured: {e:#}");
+                        failed.push(name);
+                    }
+                }
+            }
+        }
+    }
+
+    *slots = new_slots;
+    running.tables = tables;
+    running.missing = new
+        .interfaces
+        .iter()
+        .filter(|i| absent.iter().any(|a| a.name == i.name) || failed.contains(&i.name))
+        .map(|i| Missing { config: i.clone(), logged: Some(Instant::now()) })
+        .collect();
+    *config = new;
+    let new_view = View::of(config, slots);
+    if let Ok(mut view) = running.stats.view.write() {
+        *view = new_view;
+    }
+    if interfaces_changed {
+        let runs = keep.into_iter().map(|r| (r, None));
+        let runs = runs.chain(started.into_iter().map(|(r, s)| (r, Some(s)))).collect();
+        install_interfaces(running, config, runs);
+    } else {
+        running.ifaces = keep;
+        running.publish_missing();
+        let names: Vec<&str> = running.ifaces.iter().map(|r| r.spec.name.as_str()).collect();
+        let _ = running.reconfigure.send(Reconfigure {
+            output: config.output.clone(),
+            infos: interface_infos(config, &names, &sys::hostname()),
+            interfaces: None,
+        });
+    }
+    let missing: Vec<&str> = running.missing.iter().map(|m| m.config.name.as_str()).collect();
+    log::info!(
+        "reloaded: snaplen {}, unmatched {}, interfaces {}{}, targets: {}; output settings apply \
+         from the {} file",
+        config.capture.snaplen,
+        config.capture.unmatched,
+        running.ifaces.iter().map(|r| r.spec.name.as_str()).collect::<Vec<_>>().join(", "),
+        if missing.is_empty() {
+            String::new()
+        } else {
+            format!(" (missing: {})", missing.join(", "))
+        },
+        describe_targets(config),
+        if interfaces_changed { "new" } else { "next" }
+    );
+    Ok(())
+}
+
+/// "queues, ring_size" — the settings of an interface that differ between two configs.
+pub(super) fn what_changed(
+    old: &ResolvedInterface,
+    old_settings: SocketSettings,
+    new: &ResolvedInterface,
+    settings: SocketSettings,
+) -> String {
+    let mut what = Vec::new();
+    if old.queues != new.queues || old.rx_queues != new.rx_queues {
+        what.push("queues");
+    }
+    if old.xdp_mode != new.xdp_mode {
+        what.push("xdp_mode");
+    }
+    if old.zero_copy != new.zero_copy {
+        what.push("zero_copy");
+    }
+    for (name, changed) in [
+        ("ring_size", old_settings.ring_size != settings.ring_size),
+        ("buffer_bytes", old_settings.buffer_bytes != settings.buffer_bytes),
+        ("busy_poll_us", old_settings.busy_poll_us != settings.busy_poll_us),
+        ("batch_delay_us", old_settings.batch_delay_us != settings.batch_delay_us),
+    ] {
+        if changed {
+            what.push(name);
+        }
+    }
+    what.join(", ")
+}

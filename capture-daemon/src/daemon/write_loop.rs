@@ -1,0 +1,242 @@
+//! The writer thread: takes frames from every hand-off ring in time order and writes them,
+//! switching files when a reload changes the interfaces.
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, mpsc};
+use std::time::{Duration, Instant};
+
+use anyhow::Context as _;
+
+use super::{Control, FileStats, IfaceStats, Stats, Summary};
+use crate::config::OutputConfig;
+use crate::nap::Nap;
+use crate::writer::{
+    InterfaceInfo, Merger, Output, PacketSink, RECORDS_PER_ROUND, Source, WriterError, write_round,
+};
+use crate::xsk::{self, realtime_ns};
+
+/// Longest pause of the writer once it has caught up with every queue. The hand-off rings hold
+/// far more than this at any rate (the pause shrinks when they fill faster than a quarter per
+/// pause), and the output is flushed once a second anyway.
+pub(super) const WRITER_MAX_NAP_NS: u64 = 100_000_000;
+/// Takes records and keeps none (frames beyond `capture -c`).
+pub(super) struct Discard;
+
+impl PacketSink for Discard {
+    fn write_packet(&mut self, _: u32, _: u64, _: &[u8], _: u32) -> Result<(), WriterError> {
+        Ok(())
+    }
+}
+
+/// Bytes a record takes in a hand-off ring besides the frame (header and padding, roughly).
+pub(super) const HANDOFF_RECORD_OVERHEAD: u64 = 20;
+
+/// What the main thread tells the writer after a reload.
+pub(super) struct Reconfigure {
+    pub(super) output: OutputConfig,
+    pub(super) infos: Vec<InterfaceInfo>,
+    /// Set when interfaces were added, removed or restarted.
+    pub(super) interfaces: Option<InterfaceChange>,
+}
+
+pub(super) struct InterfaceChange {
+    /// The interfaces from now on, in file order: an interface's pcapng id is its index here.
+    pub(super) ifaces: Vec<Arc<IfaceStats>>,
+    /// The rings of the interfaces new to the list, with their ids set.
+    pub(super) sources: Vec<Source>,
+}
+
+/// When the writer itself ends a run: after `limit` frames (`capture -c`), or when the reader
+/// of its stream went away. It then asks the main loop to shut down, as a signal would.
+pub(super) struct Ends {
+    pub(super) limit: Option<u64>,
+    pub(super) control: Control,
+}
+
+/// What the writer thread owns: the output, the rings it merges, and the interfaces of the
+/// current file (a ring's interface id indexes `ifaces`).
+pub(super) struct WriterState {
+    pub(super) output: Output,
+    pub(super) merger: Merger,
+    pub(super) ifaces: Vec<Arc<IfaceStats>>,
+}
+
+/// How long the writer waits for the rings of removed interfaces to empty before it switches
+/// files without their last frames.
+pub(super) const DRAIN_REMOVED_TIMEOUT: Duration = Duration::from_secs(10);
+
+impl WriterState {
+    /// Moves to a new set of interfaces, once the rings of the removed ones have been written
+    /// out (their workers are gone, so that happens within the merge window). Returns the
+    /// command back while that is not done yet.
+    pub(super) fn switch_interfaces(
+        &mut self,
+        cmd: Reconfigure,
+        since: Instant,
+        stats: &Arc<Stats>,
+    ) -> Option<Reconfigure> {
+        let change = cmd.interfaces.as_ref()?;
+        let new_ids: Vec<Option<u32>> = self
+            .ifaces
+            .iter()
+            .map(|old| {
+                let pos = change.ifaces.iter().position(|n| Arc::ptr_eq(n, old));
+                pos.and_then(|p| u32::try_from(p).ok())
+            })
+            .collect();
+        let removed = (0u32..).zip(&new_ids).filter(|(_, n)| n.is_none()).map(|(id, _)| id);
+        let drained = removed.clone().all(|id| self.merger.is_drained(id));
+        if !drained {
+            if since.elapsed() < DRAIN_REMOVED_TIMEOUT {
+                return Some(cmd);
+            }
+            log::warn!("reload: the frames still queued for removed interfaces are dropped");
+        }
+        let Reconfigure { output, infos, interfaces } = cmd;
+        let change = interfaces?;
+        let file_stats =
+            Box::new(FileStats { stats: Arc::clone(stats), ifaces: change.ifaces.clone() });
+        if let Err(e) = self.output.switch_interfaces(output, &infos, file_stats) {
+            log::error!("reload: the new interfaces are not described in the files: {e}");
+        }
+        self.merger
+            .change_sources(|id| new_ids.get(id as usize).copied().flatten(), change.sources);
+        self.ifaces = change.ifaces;
+        None
+    }
+}
+
+/// The writer thread: merges every queue's hand-off ring into the rotating pcapng writer.
+pub(super) fn write_loop(
+    mut state: WriterState,
+    buffer_bytes: u64,
+    reconfigured: &mpsc::Receiver<Reconfigure>,
+    stop: &AtomicBool,
+    stats: &Arc<Stats>,
+    ends: &Ends,
+) -> anyhow::Result<Summary> {
+    let mut total = 0u64;
+    let mut ended = false;
+    let mut nap = Nap::new(buffer_bytes / 4, WRITER_MAX_NAP_NS);
+    // Bytes taken from the rings since the writer last slept.
+    let mut round_bytes = 0u64;
+    let mut last_tick = Instant::now();
+    let mut reported_error = false;
+    // Frames written per interface id since they were last added to the shared counters.
+    let mut delivered = vec![0u64; state.ifaces.len()];
+    // Frames handed to the output over the whole run, interfaces removed since included.
+    let mut handed = 0u64;
+    // A change of interfaces waiting for the rings of removed ones to empty, and since when.
+    let mut switching: Option<(Reconfigure, Instant)> = None;
+    loop {
+        stats.writer_heartbeat_ms.store(xsk::monotonic_ns() / 1_000_000, Relaxed);
+        let counters = state.output.counters();
+        stats.write_losses.store(counters.packets_lost_to_errors, Relaxed);
+        stats.files_closed.store(counters.files_closed, Relaxed);
+        stats.bytes_written.store(counters.bytes_written, Relaxed);
+        // Before taking frames: the next file started after a reload follows the new settings.
+        if switching.is_none()
+            && let Ok(cmd) = reconfigured.try_recv()
+        {
+            if cmd.interfaces.is_some() {
+                switching = Some((cmd, Instant::now()));
+            } else if let Err(e) = state.output.reconfigure(cmd.output, &cmd.infos) {
+                log::error!("reload: output settings not applied: {e}");
+            }
+        }
+        if let Some((cmd, since)) = switching.take() {
+            handed += add_delivered(&state.ifaces, &mut delivered);
+            switching = state.switch_interfaces(cmd, since, stats).map(|c| (c, since));
+            delivered.resize(state.ifaces.len(), 0);
+        }
+        if let Ok(mut current) = stats.current_file.try_lock()
+            && current.as_deref() != state.output.current_path()
+        {
+            *current = state.output.current_path().map(PathBuf::from);
+        }
+        // Past the frame limit, frames are taken and discarded: the run is ending.
+        let room = ends
+            .limit
+            .map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(total)).unwrap_or(usize::MAX));
+        let round = if room == 0 {
+            let mut discarded = vec![0u64; state.ifaces.len()];
+            write_round(
+                &mut state.merger,
+                &mut Discard,
+                realtime_ns(),
+                RECORDS_PER_ROUND,
+                &mut discarded,
+            )
+        } else {
+            write_round(
+                &mut state.merger,
+                &mut state.output,
+                realtime_ns(),
+                RECORDS_PER_ROUND.min(room),
+                &mut delivered,
+            )
+        };
+        let n = round.records;
+        if room != 0 {
+            total += n as u64;
+        }
+        if !ended && (ends.limit.is_some_and(|l| total >= l) || state.output.finished()) {
+            ended = true;
+            ends.control.request_shutdown();
+        }
+        round_bytes += round.bytes + n as u64 * HANDOFF_RECORD_OVERHEAD;
+        if let Some(e) = round.error
+            && !reported_error
+        {
+            log::error!("writing a frame: {}", crate::bpf::error_chain(&e));
+            reported_error = true;
+        }
+        if n > 0 {
+            handed += add_delivered(&state.ifaces, &mut delivered);
+        }
+        if last_tick.elapsed() >= Duration::from_millis(100) {
+            if let Err(e) = state.output.tick(realtime_ns()) {
+                log::error!("rotating the output file: {}", crate::bpf::error_chain(&e));
+            }
+            last_tick = Instant::now();
+        }
+        if n < RECORDS_PER_ROUND {
+            // Workers are joined before `stop` is set, so finished rings stay finished.
+            if stop.load(Relaxed) && state.merger.is_finished() {
+                break;
+            }
+            // Caught up: let records gather instead of waking for every few of them. An empty
+            // round lengthens the pause too: idle, the writer wakes only for its ticks. While
+            // removed interfaces drain, it looks again soon.
+            let mut pause = nap.after_round(std::mem::take(&mut round_bytes));
+            if switching.is_some() {
+                pause = pause.min(Duration::from_millis(1));
+            }
+            std::thread::sleep(pause);
+        }
+    }
+    stats.write_losses.store(state.output.counters().packets_lost_to_errors, Relaxed);
+    let closed_before = state.output.counters().files_closed;
+    let last_file = state.output.close(realtime_ns()).context("closing the output file")?;
+    let frames_written = handed.saturating_sub(stats.write_losses.load(Relaxed));
+    Ok(Summary {
+        frames_written,
+        files_closed: closed_before + u64::from(last_file.is_some()),
+        last_file,
+        interfaces: Vec::new(),
+    })
+}
+
+/// Adds the writer's per-interface counts to the shared counters and zeroes them. Returns
+/// how many frames that was.
+pub(super) fn add_delivered(ifaces: &[Arc<IfaceStats>], delivered: &mut [u64]) -> u64 {
+    let mut sum = 0;
+    for (s, d) in ifaces.iter().zip(delivered.iter_mut()) {
+        if *d > 0 {
+            sum += *d;
+            s.delivered.fetch_add(std::mem::take(d), Relaxed);
+        }
+    }
+    sum
+}

@@ -494,6 +494,22 @@ pub fn ids(packets: &[Packet]) -> Vec<u32> {
     ids
 }
 
+/// The test-frame ids in `files` by the name of the interface each packet's file gives it
+/// (interface ids are per file), sorted. Each file must also pass capinfos with its count.
+pub fn ids_by_interface(files: &[PathBuf]) -> std::collections::BTreeMap<String, Vec<u32>> {
+    let mut by: std::collections::BTreeMap<String, Vec<u32>> = std::collections::BTreeMap::new();
+    for file in files {
+        let f = read_pcapng(file);
+        assert_eq!(capinfos_count(file), f.packets.len() as u64, "{}", file.display());
+        for p in &f.packets {
+            let name = f.interfaces[p.interface_id as usize].0.clone();
+            by.entry(name).or_default().extend(frame_id(&p.data));
+        }
+    }
+    by.values_mut().for_each(|v| v.sort_unstable());
+    by
+}
+
 /// `capinfos -c` packet count (capinfos fails on a damaged file, which fails the test).
 pub fn capinfos_count(path: &Path) -> u64 {
     let out =

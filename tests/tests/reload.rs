@@ -163,20 +163,8 @@ fn reload_adds_and_removes_an_interface_without_touching_the_other() {
     let (files, parts) = lab.files();
     assert!(parts.is_empty(), "{parts:?}");
     assert!(files.len() >= 3, "a new file at each change of interfaces: {files:?}");
-    let mut on = Vec::new();
-    for file in &files {
-        let f = read_pcapng(file);
-        assert_eq!(capinfos_count(file), f.packets.len() as u64, "{}", file.display());
-        for p in &f.packets {
-            let name = &f.interfaces[p.interface_id as usize].0;
-            on.push((frame_id(&p.data).unwrap(), name.clone()));
-        }
-    }
-    let got = |iface: &str| {
-        let mut ids: Vec<u32> = on.iter().filter(|(_, n)| n == iface).map(|(i, _)| *i).collect();
-        ids.sort_unstable();
-        ids
-    };
+    let got = ids_by_interface(&files);
+    let got = |iface: &str| got.get(iface).cloned().unwrap_or_default();
     assert_eq!(got("cap0"), (0..3000).collect::<Vec<_>>(), "every frame on cap0");
     assert_eq!(got("cap1"), (20_000..20_100).collect::<Vec<_>>(), "cap1 while it was configured");
 }
@@ -287,19 +275,8 @@ fn an_interface_that_vanishes_is_captured_again_when_it_is_back() {
 
     let (files, parts) = lab.files();
     assert!(parts.is_empty(), "{parts:?}");
-    let mut on: Vec<(String, u32)> = Vec::new();
-    for file in &files {
-        let f = read_pcapng(file);
-        assert_eq!(capinfos_count(file), f.packets.len() as u64, "{}", file.display());
-        on.extend(f.packets.iter().map(|p| {
-            (f.interfaces[p.interface_id as usize].0.clone(), frame_id(&p.data).unwrap())
-        }));
-    }
-    let got = |iface: &str| {
-        let mut ids: Vec<u32> = on.iter().filter(|(n, _)| n == iface).map(|(_, i)| *i).collect();
-        ids.sort_unstable();
-        ids
-    };
+    let got = ids_by_interface(&files);
+    let got = |iface: &str| got.get(iface).cloned().unwrap_or_default();
     assert_eq!(got("cap0"), (1000..1050).chain(1100..1150).collect::<Vec<_>>());
     assert_eq!(got("cap1"), (0..50).chain(100..150).collect::<Vec<_>>());
 }

@@ -118,6 +118,20 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
     }
 
     check_output(&mut r, &config.output.directory);
+    if let Some(group) = &config.output.group {
+        if sys::may_chown_to(group.gid) {
+            r.ok("output group", format!("files go to group {} (gid {})", group.name, group.gid));
+        } else {
+            r.fail(
+                "output group",
+                format!(
+                    "cannot give files to group {} (gid {}): not a member and no CAP_CHOWN; add \
+                     SupplementaryGroups={} to the systemd unit",
+                    group.name, group.gid, group.name
+                ),
+            );
+        }
+    }
     r
 }
 

@@ -106,6 +106,26 @@ pub fn group_id(name: &str) -> Option<u32> {
     }
 }
 
+/// True when this process may give its files to group `gid`: it is a member (effective or
+/// supplementary group), or it has CAP_CHOWN.
+pub fn may_chown_to(gid: u32) -> bool {
+    const CAP_CHOWN: u32 = 0;
+    if effective_caps().is_some_and(|c| c & (1 << CAP_CHOWN) != 0) {
+        return true;
+    }
+    // SAFETY: plain syscalls; the buffer is sized by the first call.
+    unsafe {
+        if libc::getegid() == gid {
+            return true;
+        }
+        let n = libc::getgroups(0, std::ptr::null_mut());
+        let mut groups = vec![0; usize::try_from(n).unwrap_or(0)];
+        let n = libc::getgroups(n, groups.as_mut_ptr());
+        groups.truncate(usize::try_from(n).unwrap_or(0));
+        groups.contains(&gid)
+    }
+}
+
 /// Gives `fd` (a file or a directory) to group `gid`, keeping its owner.
 pub fn fchown_group(fd: std::os::fd::BorrowedFd<'_>, gid: u32) -> std::io::Result<()> {
     use std::os::fd::AsRawFd as _;

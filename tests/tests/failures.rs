@@ -203,4 +203,23 @@ fn output_group_owns_the_directory_and_every_file() {
     assert!(text.contains("cannot give") && text.contains("to group 4242"), "{text}");
     assert!(text.contains("CAP_CHOWN"), "{text}");
     assert!(!lab.xdp_attached());
+
+    // `check` says so beforehand, and says fine when it is.
+    let check = |prefix: &[&str]| {
+        let out = lab
+            .ns
+            .command(prefix[0])
+            .args(&prefix[1..])
+            .arg(daemon_bin())
+            .args(["check", "--config", config.to_str().unwrap()])
+            .output()
+            .expect("check");
+        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
+    };
+    let (code, text) = check(&["setpriv", "--bounding-set=-chown", "--clear-groups"]);
+    assert_eq!(code, Some(1), "{text}");
+    assert!(text.contains("FAIL  output group: cannot give files to group 4242"), "{text}");
+    let (code, text) = check(&["env"]);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("ok    output group: files go to group 4242"), "{text}");
 }

@@ -160,6 +160,8 @@ struct Running {
     missing: Vec<Missing>,
     /// What the maps of every interface hold (for interfaces started later).
     tables: TargetTables,
+    /// The output is one stream (`capture -w`): its interfaces cannot change.
+    stream: bool,
     writer: JoinHandle<anyhow::Result<Summary>>,
     writer_stop: Arc<AtomicBool>,
     reconfigure: mpsc::Sender<Reconfigure>,
@@ -201,7 +203,7 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
     if let Ok(mut view) = running.stats.view.write() {
         *view = View::of(&config, &slots);
     }
-    let mut metrics = Metrics::start(&config.metrics, &running.stats)?;
+    let mut metrics = Metrics::start(&config.metrics, &running.stats);
     let notifier = Notifier::from_env();
     notifier.ready(&running.stats.summary());
     // Signals wake the loop; otherwise it looks around once a second, or more often if
@@ -230,14 +232,16 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
                 Ok(()) => {
                     if config.metrics != metrics.config {
                         metrics.stop();
-                        metrics = Metrics::start(&config.metrics, &running.stats)?;
+                        metrics = Metrics::start(&config.metrics, &running.stats);
                     }
                 }
                 Err(e) => log::error!("reload rejected, the running configuration stays: {e:#}"),
             }
             notifier.ready(&running.stats.summary());
         }
-        check_interfaces(&mut running, &config);
+        if check_interfaces(&mut running, &config) {
+            break;
+        }
         match running.stats.unhealthy() {
             None => notifier.watchdog(),
             Some(why) => {
@@ -269,46 +273,39 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
 /// The metrics endpoint, as configured; restarted by a reload that changes `[metrics]`.
 struct Metrics {
     config: MetricsConfig,
-    stop: Stop,
-    server: Option<JoinHandle<()>>,
+    /// The server and what stops it, while it runs.
+    server: Option<(Stop, JoinHandle<()>)>,
 }
 
 impl Metrics {
-    /// Binds the endpoint if enabled; a taken port costs the endpoint, not the capture.
-    fn start(config: &MetricsConfig, stats: &Arc<Stats>) -> anyhow::Result<Metrics> {
-        let stop = Stop::new().context("creating the metrics server's stop signal")?;
+    /// Starts the endpoint if enabled. Whatever fails costs the endpoint, not the capture.
+    fn start(config: &MetricsConfig, stats: &Arc<Stats>) -> Metrics {
         let server = if config.enabled {
-            let listen = config.listen;
-            match std::net::TcpListener::bind(listen) {
-                Ok(listener) => {
-                    let stats = Arc::clone(stats);
-                    match metrics::serve(listener, stop.clone(), move || render_metrics(&stats)) {
-                        Ok(handle) => {
-                            log::info!("metrics: http://{listen}/metrics");
-                            Some(handle)
-                        }
-                        Err(e) => {
-                            log::error!("metrics: {e}; capturing without the endpoint");
-                            None
-                        }
-                    }
-                }
-                Err(e) => {
-                    log::error!(
-                        "metrics: cannot listen on {listen}: {e}; capturing without the endpoint"
-                    );
-                    None
-                }
-            }
+            Self::serve(config.listen, stats)
+                .map_err(|e| log::error!("metrics: {e:#}; capturing without the endpoint"))
+                .ok()
         } else {
             None
         };
-        Ok(Metrics { config: config.clone(), stop, server })
+        Metrics { config: config.clone(), server }
+    }
+
+    fn serve(
+        listen: std::net::SocketAddr,
+        stats: &Arc<Stats>,
+    ) -> anyhow::Result<(Stop, JoinHandle<()>)> {
+        let stop = Stop::new().context("creating the server's stop signal")?;
+        let listener = std::net::TcpListener::bind(listen)
+            .with_context(|| format!("cannot listen on {listen}"))?;
+        let stats = Arc::clone(stats);
+        let handle = metrics::serve(listener, stop.clone(), move || render_metrics(&stats))?;
+        log::info!("metrics: http://{listen}/metrics");
+        Ok((stop, handle))
     }
 
     fn stop(&mut self) {
-        self.stop.raise();
-        if let Some(server) = self.server.take() {
+        if let Some((stop, server)) = self.server.take() {
+            stop.raise();
             let _ = server.join();
         }
     }
@@ -339,12 +336,13 @@ fn start(
     }
     let file_ifaces: Vec<Arc<IfaceStats>> = runs.iter().map(|r| Arc::clone(&r.stats)).collect();
     let stats = Arc::new(Stats {
-        start_ns: realtime_ns(),
         ifaces: RwLock::new(file_ifaces.clone()),
         writer_heartbeat_ms: AtomicU64::new(xsk::monotonic_ns() / 1_000_000),
         current_file: std::sync::Mutex::new(None),
         write_losses: AtomicU64::new(0),
         files_closed: AtomicU64::new(0),
+        retired_frames: AtomicU64::new(0),
+        retired_drops: AtomicU64::new(0),
         bytes_written: AtomicU64::new(0),
         view: RwLock::new(View::default()),
     });
@@ -353,6 +351,7 @@ fn start(
     let interfaces = interface_infos(config, &names, &host);
     let stats_source =
         Box::new(FileStats { stats: Arc::clone(&stats), ifaces: file_ifaces.clone() });
+    let is_stream = stream.is_some();
     let writer = match stream {
         Some(out) => {
             StreamWriter::open(out, &section_info(), &interfaces, stats_source).map(Output::Stream)
@@ -396,6 +395,7 @@ fn start(
         ifaces: runs,
         missing: Vec::new(),
         tables: tables.clone(),
+        stream: is_stream,
         writer,
         writer_stop,
         reconfigure,

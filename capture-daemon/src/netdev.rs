@@ -48,13 +48,28 @@ struct IfReq {
 
 /// The interface index, or an error that says the interface is missing.
 pub fn ifindex(name: &str) -> anyhow::Result<u32> {
-    let c = CString::new(name).with_context(|| format!("interface name {name:?}"))?;
+    match lookup(name).with_context(|| format!("looking up interface {name}"))? {
+        Some(index) => Ok(index),
+        None => bail!(
+            "interface {name} not found (see `ip link`; inside a container or netns, run there)"
+        ),
+    }
+}
+
+/// The index of interface `name`: `None` when there is no such interface, an error when the
+/// lookup itself failed (out of file descriptors, say), which says nothing about the interface.
+pub fn lookup(name: &str) -> io::Result<Option<u32>> {
+    let c = CString::new(name).map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
     // SAFETY: valid NUL-terminated string.
     let index = unsafe { libc::if_nametoindex(c.as_ptr()) };
-    if index == 0 {
-        bail!("interface {name} not found (see `ip link`; inside a container or netns, run there)");
+    if index != 0 {
+        return Ok(Some(index));
     }
-    Ok(index)
+    let err = io::Error::last_os_error();
+    match err.raw_os_error() {
+        Some(libc::ENODEV | libc::ENXIO) => Ok(None),
+        _ => Err(err),
+    }
 }
 
 fn ethtool(name: &str, data: *mut libc::c_void) -> io::Result<()> {

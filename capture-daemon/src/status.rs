@@ -43,7 +43,8 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
     let second = metrics::scrape(addr).unwrap_or_else(|_| first.clone());
     let secs = t0.elapsed().as_secs_f64();
     let rate = |name: &str, iface: Option<&str>| {
-        (sum(&second, name, iface) - sum(&first, name, iface)) / secs
+        // Never below 0: an interface restarted between the scrapes starts its counts again.
+        ((sum(&second, name, iface) - sum(&first, name, iface)) / secs).max(0.0)
     };
 
     let mut interfaces: Vec<&str> = second.keys().filter_map(|k| label(k, "interface")).collect();

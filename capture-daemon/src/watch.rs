@@ -1,10 +1,13 @@
 //! `run --watch-config`: reload when the configuration file changes, as on SIGHUP.
 //!
 //! The directory is watched, not the file: editors and configuration tools replace a file by
-//! renaming a new one over it, and a watch on the old inode would never see that. Any event in
-//! the directory only makes the watcher look: it reloads once things have been quiet for
-//! [`SETTLE`] and the file's content differs from what it last saw, so a half-written file is
-//! not read mid-write, and touching the file or editing a neighbour does nothing.
+//! renaming a new one over it, and a watch on the old inode would never see that. An event on
+//! the file's name only makes the watcher look: it reloads once the name has been quiet for
+//! [`SETTLE`] (or [`SETTLE_MAX`] after the first event, however busy) and the file's content
+//! differs from what it last saw, so a half-written file is not read mid-write, and touching
+//! the file does nothing. When the file is a symbolic link (a Kubernetes ConfigMap swaps a
+//! `..data` link next to it), every event in the directory counts, since any may move the
+//! link's target.
 
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
@@ -14,8 +17,10 @@ use std::time::{Duration, Instant};
 
 use crate::stop::{self, Stop};
 
-/// How long the directory must be quiet after a change before the file is read.
+/// How long the file must be quiet after a change before it is read.
 pub const SETTLE: Duration = Duration::from_millis(300);
+/// Longest wait after the first event, for a file that keeps changing.
+pub const SETTLE_MAX: Duration = Duration::from_secs(2);
 
 /// Starts a thread that calls `on_change` each time the content of `path` changes, until `stop`
 /// is raised.
@@ -47,26 +52,42 @@ pub fn spawn(
         return Err(io::Error::new(e.kind(), format!("watching {}: {e}", dir.display())));
     }
     let mut seen = std::fs::read(&path).ok();
+    let name = path.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
+    let any_event = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
     std::thread::Builder::new().name("config-watch".into()).spawn(move || {
-        // When the last event came, while a change is waiting to settle.
-        let mut changed_at: Option<Instant> = None;
-        let mut buf = [0u8; 4096];
+        // While a change waits to settle: when its first and its last event came.
+        let mut pending: Option<(Instant, Instant)> = None;
+        // Room for many events at once (each is 16 bytes plus a name of up to 256).
+        let mut buf = [0u8; 16 * 1024];
         while !stop.is_raised() {
-            let timeout = changed_at.map_or(Duration::from_secs(60), |t| {
-                SETTLE.saturating_sub(t.elapsed()).max(Duration::from_millis(1))
+            let settled = |(first, last): (Instant, Instant)| {
+                last.elapsed() >= SETTLE || first.elapsed() >= SETTLE_MAX
+            };
+            let timeout = pending.map_or(Duration::from_secs(60), |(first, last)| {
+                let wait = SETTLE.saturating_sub(last.elapsed());
+                wait.min(SETTLE_MAX.saturating_sub(first.elapsed())).max(Duration::from_millis(1))
             });
             let [events, _] = stop::wait_readable([fd.as_raw_fd(), stop.fd().as_raw_fd()], timeout);
             if events {
-                // SAFETY: reading into our buffer; non-blocking fd. The events themselves do
-                // not matter, only that something happened in the directory.
-                while unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) } > 0
-                {
+                let mut hit = false;
+                loop {
+                    // SAFETY: reading into our buffer; non-blocking fd.
+                    let n =
+                        unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+                    let Ok(n) = usize::try_from(n) else { break };
+                    if n == 0 {
+                        break;
+                    }
+                    hit |= any_event || names(&buf[..n]).any(|n| n == name.as_slice());
                 }
-                changed_at = Some(Instant::now());
+                if hit {
+                    let now = Instant::now();
+                    pending = Some((pending.map_or(now, |(first, _)| first), now));
+                }
                 continue;
             }
-            if changed_at.is_some_and(|t| t.elapsed() >= SETTLE) {
-                changed_at = None;
+            if pending.is_some_and(settled) {
+                pending = None;
                 // A missing file (mid-replace, or deleted) is not a change to act on.
                 if let Ok(now) = std::fs::read(&path)
                     && seen.as_ref() != Some(&now)
@@ -77,6 +98,17 @@ pub fn spawn(
                 }
             }
         }
+    })
+}
+
+/// The names in a buffer of `struct inotify_event`s (wd, mask, cookie, len, then `len` bytes
+/// of NUL-padded name).
+fn names(mut buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+    std::iter::from_fn(move || {
+        let len = u32::from_ne_bytes(buf.get(12..16)?.try_into().ok()?) as usize;
+        let name = buf.get(16..16 + len)?;
+        buf = &buf[16 + len..];
+        Some(name.split(|b| *b == 0).next().unwrap_or_default())
     })
 }
 
@@ -121,6 +153,18 @@ mod tests {
         std::fs::write(&tmp, "a = 3\n").unwrap();
         std::fs::rename(&tmp, &path).unwrap();
         assert_eq!(settle(&count, 2), 2, "replaced by rename");
+
+        // A neighbour written without pause does not hold a change back.
+        let busy = dir.path().join("busy.log");
+        let writer = std::thread::spawn(move || {
+            for i in 0..200 {
+                std::fs::write(&busy, format!("{i}\n")).unwrap();
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        std::fs::write(&path, "a = 4\n").unwrap();
+        assert_eq!(settle(&count, 3), 3, "next to a busy file");
+        writer.join().unwrap();
 
         stop.raise();
         handle.join().unwrap();

@@ -261,8 +261,29 @@ impl Daemon {
     }
 
     fn spawn_with(ns: &NetNs, config: &Path, args: &[&str]) -> Daemon {
-        let mut child = ns
-            .command(daemon_bin().to_str().expect("utf-8 path"))
+        Self::spawn_via(ns, &[], config, args)
+    }
+
+    /// Starts `WRAPPER... capture-daemon run --config CONFIG ARGS` (e.g. under `setpriv`, which
+    /// execs the daemon, so signals still reach it) and waits until it captures.
+    pub fn start_via(ns: &NetNs, wrapper: &[&str], config: &Path, args: &[&str]) -> Daemon {
+        let d = Self::spawn_via(ns, wrapper, config, args);
+        d.wait_for_log("capturing on", Duration::from_secs(20));
+        d
+    }
+
+    fn spawn_via(ns: &NetNs, wrapper: &[&str], config: &Path, args: &[&str]) -> Daemon {
+        let bin = daemon_bin();
+        let bin = bin.to_str().expect("utf-8 path");
+        let mut command = match wrapper.split_first() {
+            Some((first, rest)) => {
+                let mut c = ns.command(first);
+                c.args(rest).arg(bin);
+                c
+            }
+            None => ns.command(bin),
+        };
+        let mut child = command
             .args(["run", "--config"])
             .arg(config)
             .args(args)

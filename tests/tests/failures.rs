@@ -180,7 +180,11 @@ fn output_group_owns_the_directory_and_every_file() {
     // Without CAP_CHOWN and not a member of the group: refused at start-up, nothing attached.
     // (A new directory: keeping a group a directory already has needs no privilege.) `timeout`
     // so that a daemon that wrongly starts cannot hang the test.
+    // The directory already has the group: keeping it needs no privilege, giving the files
+    // to it does, and that must be what is checked.
     let fresh = lab.dir.path().join("fresh");
+    std::fs::create_dir(&fresh).unwrap();
+    std::os::unix::fs::chown(&fresh, None, Some(4242)).unwrap();
     let config = lab.dir.path().join("group.toml");
     std::fs::write(
         &config,
@@ -222,4 +226,21 @@ fn output_group_owns_the_directory_and_every_file() {
     let (code, text) = check(&["env"]);
     assert_eq!(code, Some(0), "{text}");
     assert!(text.contains("ok    output group: files go to group 4242"), "{text}");
+
+    // A reload that asks for such a group is rejected, and the capture goes on as it was.
+    let plain = lab.config("", "", ALL);
+    let daemon = Daemon::start_via(
+        &lab.ns,
+        &["setpriv", "--bounding-set=-chown", "--clear-groups"],
+        &plain,
+        &[],
+    );
+    lab.config("", "group = \"4242\"", ALL);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log("reload rejected", Duration::from_secs(5));
+    assert!(daemon.log_text().contains("cannot give"), "{}", daemon.log_text());
+    lab.send(&frames(500..510, 100));
+    assert!(daemon.stop().0.success());
+    let last = finished(&lab.out_dir()).pop().unwrap();
+    assert_eq!(ids(&read_pcapng(&last).packets), (500..510).collect::<Vec<_>>());
 }

@@ -11,7 +11,7 @@ use crate::bpf::{Filter, TargetTables};
 use crate::config::{CaptureConfig, Config, InterfaceConfig, Queues, XdpMode, ZeroCopy};
 use crate::stop::Stop;
 use crate::writer::Source;
-use crate::xsk::{self, Worker, WorkerSpec};
+use crate::xsk::{self, Worker, WorkerSpec, realtime_ns};
 use crate::{handoff, netdev};
 
 /// One capture interface, resolved and checked.
@@ -98,10 +98,18 @@ impl IfaceRun {
         settings: SocketSettings,
         tables: &TargetTables,
     ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
+        let filter = load_filter(&spec.name, tables)?;
+        IfaceRun::open_with(filter, spec, settings)
+    }
+
+    /// [`IfaceRun::open`] with the program already loaded.
+    pub(super) fn open_with(
+        mut filter: Filter,
+        spec: ResolvedInterface,
+        settings: SocketSettings,
+    ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
         let stop = Stop::new().context("creating the workers' stop signal")?;
         let ifindex = netdev::ifindex(&spec.name)?;
-        let mut filter = Filter::load(&spec.name, tables)
-            .with_context(|| format!("preparing the XDP program for {}", spec.name))?;
         let mut workers = Vec::new();
         let mut sources = Vec::new();
         let mut queues = Vec::new();
@@ -145,6 +153,7 @@ impl IfaceRun {
             return Err(e);
         }
         let stats = Arc::new(IfaceStats {
+            start_ns: realtime_ns(),
             name: spec.name.clone(),
             kernel: filter.counters(),
             queues,
@@ -172,13 +181,29 @@ impl IfaceRun {
         tables: &TargetTables,
         targets: &str,
     ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
-        let (mut run, sources) = IfaceRun::open(spec, settings, tables)?;
+        let filter = load_filter(&spec.name, tables)?;
+        IfaceRun::start_with(filter, spec, settings, targets)
+    }
+
+    /// [`IfaceRun::start`] with the program already loaded.
+    pub(super) fn start_with(
+        filter: Filter,
+        spec: ResolvedInterface,
+        settings: SocketSettings,
+        targets: &str,
+    ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
+        let (mut run, sources) = IfaceRun::open_with(filter, spec, settings)?;
         if let Err(e) = run.attach(targets) {
             finish_all(vec![run]);
             return Err(e);
         }
         Ok((run, sources))
     }
+}
+
+/// Loads the XDP program for interface `name` (the verifier runs here) with `tables` in its maps.
+pub(super) fn load_filter(name: &str, tables: &TargetTables) -> anyhow::Result<Filter> {
+    Filter::load(name, tables).with_context(|| format!("preparing the XDP program for {name}"))
 }
 
 /// Stops capturing on `runs`: every program is detached first (each NIC is back to normal at

@@ -4,6 +4,9 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use anyhow::Context as _;
+
+use super::iface::load_filter;
 use super::{
     IfaceRun, IfaceStats, InterfaceChange, Reconfigure, ResolvedInterface, Running, SocketSettings,
     View, describe_targets, finish_all, interface_infos, resolve_interface, warn_mirror_mode,
@@ -68,11 +71,23 @@ impl Running {
 /// Once a second: an interface that vanished (deleted, renamed, its driver reloaded) is
 /// dropped from the capture, with an error in the log, and captured again as soon as an
 /// interface of that name is back. Without this the daemon would capture nothing from it,
-/// silently, for as long as it runs.
-pub(super) fn check_interfaces(running: &mut Running, config: &Config) {
+/// silently, for as long as it runs. A one-shot capture to a stream (whose interfaces are
+/// fixed) ends instead, as dumpcap does: returns true then.
+pub(super) fn check_interfaces(running: &mut Running, config: &Config) -> bool {
     let (kept, gone): (Vec<IfaceRun>, Vec<IfaceRun>) = std::mem::take(&mut running.ifaces)
         .into_iter()
-        .partition(|r| netdev::ifindex(&r.spec.name).ok() == Some(r.ifindex));
+        // A failed lookup (no fd left, say) is no sign that the interface is gone.
+        .partition(|r| match netdev::lookup(&r.spec.name) {
+            Ok(index) => index == Some(r.ifindex),
+            Err(_) => true,
+        });
+    if running.stream && !gone.is_empty() {
+        for r in &gone {
+            log::error!("{}: the interface is gone; ending the capture", r.spec.name);
+        }
+        running.ifaces = kept.into_iter().chain(gone).collect();
+        return true;
+    }
     for r in &gone {
         log::error!(
             "{}: the interface is gone (deleted, renamed or its driver reloaded); not captured \
@@ -91,7 +106,7 @@ pub(super) fn check_interfaces(running: &mut Running, config: &Config) {
     let mut started = Vec::new();
     let mut still_missing = Vec::new();
     for mut m in std::mem::take(&mut running.missing) {
-        if netdev::ifindex(&m.config.name).is_err() {
+        if !matches!(netdev::lookup(&m.config.name), Ok(Some(_))) {
             still_missing.push(m);
             continue;
         }
@@ -119,6 +134,7 @@ pub(super) fn check_interfaces(running: &mut Running, config: &Config) {
     } else {
         running.ifaces = kept;
     }
+    false
 }
 
 /// Applies a reloaded configuration, changing only what changed:
@@ -155,6 +171,11 @@ pub(super) fn apply_reload(
             Err(e) => return Err(e),
         }
     }
+    if (&new.output.directory, &new.output.prefix, &new.output.group)
+        != (&config.output.directory, &config.output.prefix, &config.output.group)
+    {
+        crate::writer::rotate::prepare_output(&new.output).context("the new [output] settings")?;
+    }
     let mut new_slots = slots.clone();
     let assigned = new_slots.assign(&new.targets)?;
     let tables = TargetTables::build(&new.capture, &new.targets, &assigned)?;
@@ -185,42 +206,60 @@ pub(super) fn apply_reload(
         warn_mirror_mode(&started.iter().map(|(r, _)| r.spec.name.as_str()).collect::<Vec<_>>());
     }
 
-    // The interfaces that stay: new tables in place.
-    for r in running.ifaces.iter_mut().filter(|r| unchanged(r)) {
+    // The interfaces that stay: new tables in place. Should that fail on one, those already
+    // changed get the running tables back: a rejected reload changes nothing.
+    let mut failure = None;
+    for (i, r) in running.ifaces.iter_mut().filter(|r| unchanged(r)).enumerate() {
         if let Err(e) = r.filter.update(&tables) {
-            finish_all(started.into_iter().map(|(r, _)| r).collect());
-            return Err(
-                anyhow::Error::new(e).context(format!("updating the maps of {}", r.spec.name))
-            );
+            failure = Some((i, r.spec.name.clone(), e));
+            break;
         }
+    }
+    if let Some((updated, name, e)) = failure {
+        for r in running.ifaces.iter_mut().filter(|r| unchanged(r)).take(updated) {
+            let _ = r.filter.update(&running.tables);
+        }
+        finish_all(started.into_iter().map(|(r, _)| r).collect());
+        return Err(anyhow::Error::new(e).context(format!("updating the maps of {name}")));
     }
 
     // The others are stopped; those still configured start again with their new settings.
     let (keep, gone): (Vec<IfaceRun>, Vec<IfaceRun>) =
         std::mem::take(&mut running.ifaces).into_iter().partition(|r| unchanged(r));
+    let mut removed = Vec::new();
     let mut restarts = Vec::new();
-    for r in &gone {
+    for r in gone {
         match specs.iter().find(|s| s.name == r.spec.name) {
             Some(spec) => {
                 log::warn!(
                     "reload: restarting the capture on {} to apply {}: its frames are not captured \
-                     for a few milliseconds",
+                     while its sockets are reopened",
                     r.spec.name,
                     what_changed(&r.spec, r.settings, spec, settings)
                 );
-                restarts.push((spec.clone(), r.spec.clone(), r.settings));
+                restarts.push((r, spec.clone()));
             }
-            None if absent.iter().any(|a| a.name == r.spec.name) => {
-                log::error!("reload: {} is gone from the host; detaching", r.spec.name);
+            None => {
+                if absent.iter().any(|a| a.name == r.spec.name) {
+                    log::error!("reload: {} is gone from the host; detaching", r.spec.name);
+                } else {
+                    log::info!("reload: {} is no longer captured; detaching", r.spec.name);
+                }
+                removed.push(r);
             }
-            None => log::info!("reload: {} is no longer captured; detaching", r.spec.name),
         }
     }
-    let interfaces_changed = !gone.is_empty() || !started.is_empty();
-    finish_all(gone);
-    for (spec, old_spec, old_settings) in restarts {
-        let name = spec.name.clone();
-        match IfaceRun::start(spec, settings, &tables, &targets) {
+    let interfaces_changed = !removed.is_empty() || !restarts.is_empty() || !started.is_empty();
+    finish_all(removed);
+    // One interface after the other, each with its new program loaded (and verified) before
+    // the old one is detached: the gap on each is only the time to reopen its sockets.
+    for (old, spec) in restarts {
+        let (name, old_spec, old_settings) = (spec.name.clone(), old.spec.clone(), old.settings);
+        let filter = load_filter(&name, &tables);
+        finish_all(vec![old]);
+        let restarted =
+            filter.and_then(|filter| IfaceRun::start_with(filter, spec, settings, &targets));
+        match restarted {
             Ok(s) => started.push(s),
             Err(e) => {
                 log::error!("reload: cannot restart the capture on {name}: {e:#}");

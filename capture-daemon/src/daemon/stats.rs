@@ -15,6 +15,8 @@ use crate::xsk::{self, QueueStats, realtime_ns};
 /// Per-interface statistics, shared by the writer (pcapng ISB), the metrics and the status log.
 /// An interface that a reload adds or restarts gets new ones.
 pub(super) struct IfaceStats {
+    /// Wall-clock ns when capture on it started (pcapng isb_starttime).
+    pub(super) start_ns: u64,
     pub(super) name: String,
     pub(super) kernel: Arc<KernelCounters>,
     /// Per captured RX queue: its number and its worker's counters.
@@ -24,7 +26,6 @@ pub(super) struct IfaceStats {
 }
 
 pub(super) struct Stats {
-    pub(super) start_ns: u64,
     /// The interfaces captured now, in the config's order; replaced on reload.
     pub(super) ifaces: RwLock<Vec<Arc<IfaceStats>>>,
     /// CLOCK_MONOTONIC ms when the writer last went round its loop (see `QueueStats`).
@@ -34,6 +35,10 @@ pub(super) struct Stats {
     /// Frames the writer could not write (full disk, I/O errors), all interfaces together.
     pub(super) write_losses: AtomicU64,
     pub(super) files_closed: AtomicU64,
+    /// Frames written and frames dropped on interfaces no longer captured (removed by a
+    /// reload, restarted, vanished), so that totals never go backwards.
+    pub(super) retired_frames: AtomicU64,
+    pub(super) retired_drops: AtomicU64,
     pub(super) bytes_written: AtomicU64,
     /// Names for the metrics' labels; replaced on reload.
     pub(super) view: RwLock<View>,
@@ -244,7 +249,8 @@ impl Stats {
 
     /// One line for systemd's STATUS= and `systemctl status`.
     pub(super) fn summary(&self) -> String {
-        let (mut written, mut drops) = (0, 0);
+        let mut written = self.retired_frames.load(Relaxed);
+        let mut drops = self.retired_drops.load(Relaxed);
         for (i, s) in self.interfaces().iter().enumerate() {
             let s = self.interface_stats(s, i == 0);
             written += s.delivered;
@@ -259,6 +265,13 @@ impl Stats {
         )
     }
 
+    /// Adds the totals of an interface that is no longer captured to the retired counts.
+    pub(super) fn retire(&self, s: &IfaceStats) {
+        let st = self.interface_stats(s, false);
+        self.retired_frames.fetch_add(st.delivered, Relaxed);
+        self.retired_drops.fetch_add(st.kernel_drops + st.user_drops, Relaxed);
+    }
+
     /// The pcapng statistics of one interface; `first` is the first of its file.
     pub(super) fn interface_stats(&self, s: &IfaceStats, first: bool) -> InterfaceStats {
         let k = s.kernel.totals();
@@ -271,7 +284,7 @@ impl Stats {
         }
         let socket_drops: u64 = s.queues.iter().map(|(_, q)| q.kernel_drops()).sum();
         InterfaceStats {
-            start_ns: self.start_ns,
+            start_ns: s.start_ns,
             end_ns: realtime_ns(),
             received: k.seen,
             kernel_drops: socket_drops + k.redirect_failed + k.adjust_failed,

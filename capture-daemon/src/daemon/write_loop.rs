@@ -102,6 +102,9 @@ impl WriterState {
         }
         self.merger
             .change_sources(|id| new_ids.get(id as usize).copied().flatten(), change.sources);
+        for (old, _) in self.ifaces.iter().zip(&new_ids).filter(|(_, id)| id.is_none()) {
+            stats.retire(old);
+        }
         self.ifaces = change.ifaces;
         None
     }
@@ -136,14 +139,12 @@ pub(super) fn write_loop(
         stats.files_closed.store(counters.files_closed, Relaxed);
         stats.bytes_written.store(counters.bytes_written, Relaxed);
         // Before taking frames: the next file started after a reload follows the new settings.
-        if switching.is_none()
+        // Every waiting command is taken, up to a change of interfaces (which waits for the
+        // rings of removed interfaces to drain before the next one may apply).
+        while switching.is_none()
             && let Ok(cmd) = reconfigured.try_recv()
         {
-            if cmd.interfaces.is_some() {
-                switching = Some((cmd, Instant::now()));
-            } else if let Err(e) = state.output.reconfigure(cmd.output, &cmd.infos) {
-                log::error!("reload: output settings not applied: {e}");
-            }
+            accept(&mut state, &mut switching, cmd);
         }
         if let Some((cmd, since)) = switching.take() {
             handed += add_delivered(&state.ifaces, &mut delivered);
@@ -202,9 +203,15 @@ pub(super) fn write_loop(
             last_tick = Instant::now();
         }
         if n < RECORDS_PER_ROUND {
-            // Workers are joined before `stop` is set, so finished rings stay finished.
-            if stop.load(Relaxed) && state.merger.is_finished() {
-                break;
+            // Workers are joined before `stop` is set, so finished rings stay finished; and
+            // commands are sent before it, so the channel is empty for good once stop is seen
+            // and then the channel read empty. Rings that a command brings must be written
+            // too, so the loop ends only with no command left.
+            if stop.load(Relaxed) && switching.is_none() && state.merger.is_finished() {
+                match reconfigured.try_recv() {
+                    Ok(cmd) => accept(&mut state, &mut switching, cmd),
+                    Err(_) => break,
+                }
             }
             // Caught up: let records gather instead of waking for every few of them. An empty
             // round lengthens the pause too: idle, the writer wakes only for its ticks. While
@@ -226,6 +233,20 @@ pub(super) fn write_loop(
         last_file,
         interfaces: Vec::new(),
     })
+}
+
+/// Takes a command: output settings for the next file at once, a change of interfaces as the
+/// pending switch.
+fn accept(
+    state: &mut WriterState,
+    switching: &mut Option<(Reconfigure, Instant)>,
+    cmd: Reconfigure,
+) {
+    if cmd.interfaces.is_some() {
+        *switching = Some((cmd, Instant::now()));
+    } else if let Err(e) = state.output.reconfigure(cmd.output, &cmd.infos) {
+        log::error!("reload: output settings not applied: {e}");
+    }
 }
 
 /// Adds the writer's per-interface counts to the shared counters and zeroes them. Returns

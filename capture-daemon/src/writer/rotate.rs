@@ -135,8 +135,9 @@ pub enum WriterError {
         mode: u32,
     },
     #[error(
-        "cannot give {} to group {group}: {source} (the daemon needs CAP_CHOWN or to be a member \
-         of the group, e.g. SupplementaryGroups={group} in its systemd unit)",
+        "cannot give {} to group {group}: {source} (the daemon needs CAP_CHOWN, or to be a \
+         member of the group, e.g. SupplementaryGroups={group} in its systemd unit, and to own \
+         the directory)",
         path.display()
     )]
     Group {
@@ -793,8 +794,13 @@ fn prepare_dir(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError>
     }
     if let Some(group) = group {
         // Checked here, at start-up and on reload, so that giving each file to the group
-        // later cannot fail for want of permission.
+        // later cannot fail for want of permission. The directory could already have the
+        // group (which its owner may always keep), so membership is checked as well: that is
+        // what giving our own new files to the group takes.
         let give = || -> io::Result<()> {
+            if !crate::sys::may_chown_to(group.gid) {
+                return Err(io::Error::from_raw_os_error(libc::EPERM));
+            }
             let d = File::open(dir)?;
             crate::sys::fchown_group(d.as_fd(), group.gid)
         };
@@ -813,6 +819,15 @@ fn prepare_dir(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError>
         }
     }
     Ok(())
+}
+
+/// Checks output settings before they are used (a config reload): the prefix, and that the
+/// directory exists or can be created, is not world-writable and can be given to the group.
+pub fn prepare_output(policy: &Policy) -> Result<(), WriterError> {
+    if policy.prefix.is_empty() || policy.prefix.contains(['/', '\0']) {
+        return Err(WriterError::InvalidPrefix { prefix: policy.prefix.clone() });
+    }
+    prepare_dir(&policy.directory, policy.group.as_ref())
 }
 
 /// Files in `dir` named exactly `{prefix}_<digits>_<14 digits>.pcapng[.part]`.

@@ -91,7 +91,15 @@ impl WriterState {
             if since.elapsed() < DRAIN_REMOVED_TIMEOUT {
                 return Some(cmd);
             }
-            log::warn!("reload: the frames still queued for removed interfaces are dropped");
+            // Counted where a frame lost between a worker and the writer is counted.
+            for id in removed {
+                let lost = self.merger.discard(id);
+                let iface = &self.ifaces[id as usize];
+                log::warn!("reload: {lost} frame(s) still queued for {} are dropped", iface.name);
+                if let Some((_, q)) = iface.queues.first() {
+                    q.handoff_drops.fetch_add(lost, Relaxed);
+                }
+            }
         }
         let Reconfigure { output, infos, interfaces } = cmd;
         let change = interfaces?;

@@ -99,6 +99,20 @@ impl Merger {
             .all(|s| s.consumer.is_finished())
     }
 
+    /// Throws away what the rings of interface `interface_id` still hold. Returns how many
+    /// records that was.
+    pub fn discard(&mut self, interface_id: u32) -> u64 {
+        let mut n = 0;
+        for s in self.sources.iter_mut().filter(|s| s.interface_id == interface_id) {
+            while s.consumer.peek().is_some() {
+                s.consumer.advance();
+                n += 1;
+            }
+            s.consumer.release();
+        }
+        n
+    }
+
     /// Gives each ring the interface id `renumber` returns for its current one, and drops the
     /// rings it returns `None` for (interfaces gone; drain them first). Then adds `new` rings.
     pub fn change_sources(&mut self, renumber: impl Fn(u32) -> Option<u32>, new: Vec<Source>) {
@@ -205,7 +219,12 @@ mod tests {
             0,
         );
         assert!(!m.is_drained(1), "its producer is still there");
+        let mut p1 = p1;
+        p1.push(9, 64, &[0; 64]);
+        p1.publish();
         drop(p1);
+        assert!(!m.is_drained(1), "a record is left");
+        assert_eq!(m.discard(1), 1);
         assert!(m.is_drained(1));
         // Interface 0 is removed: 1 becomes 0, and a new interface 1 comes.
         m.change_sources(

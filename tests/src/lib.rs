@@ -79,6 +79,20 @@ pub fn frame_id(data: &[u8]) -> Option<u32> {
     }
 }
 
+/// `capture-daemon` in `ns`, under `wrapper` if any (which must exec it, as `setpriv` and
+/// `timeout` do, so that signals reach the daemon).
+fn daemon_command(ns: &NetNs, wrapper: &[&str]) -> Command {
+    let bin = daemon_bin();
+    match wrapper.split_first() {
+        Some((first, rest)) => {
+            let mut c = ns.command(first);
+            c.args(rest).arg(bin);
+            c
+        }
+        None => ns.command(bin.to_str().expect("utf-8 path")),
+    }
+}
+
 /// A namespace with a veth pair and a scratch directory; everything is removed on drop.
 pub struct Lab {
     pub veth: VethPair,
@@ -158,6 +172,19 @@ impl Lab {
         assert_eq!(sent, frames.len() as u64);
         // Let NAPI finish the last frames before anyone detaches the program.
         std::thread::sleep(Duration::from_millis(300));
+    }
+
+    /// Runs `capture-daemon ARGS` to its end in the lab's namespace, under `wrapper` if any
+    /// (`setpriv ...`, which execs it). Returns the exit code and stdout followed by stderr.
+    pub fn run_daemon(&self, wrapper: &[&str], args: &[&str]) -> (i32, String) {
+        let out =
+            daemon_command(&self.ns, wrapper).args(args).output().expect("running capture-daemon");
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        (out.status.code().unwrap_or(-1), text)
     }
 
     /// Opens a receiver on the capture interface: it sees what XDP passed to the kernel.
@@ -273,17 +300,7 @@ impl Daemon {
     }
 
     fn spawn_via(ns: &NetNs, wrapper: &[&str], config: &Path, args: &[&str]) -> Daemon {
-        let bin = daemon_bin();
-        let bin = bin.to_str().expect("utf-8 path");
-        let mut command = match wrapper.split_first() {
-            Some((first, rest)) => {
-                let mut c = ns.command(first);
-                c.args(rest).arg(bin);
-                c
-            }
-            None => ns.command(bin),
-        };
-        let mut child = command
+        let mut child = daemon_command(ns, wrapper)
             .args(["run", "--config"])
             .arg(config)
             .args(args)

@@ -194,47 +194,28 @@ fn output_group_owns_the_directory_and_every_file() {
         ),
     )
     .unwrap();
-    let out = lab
-        .ns
-        .command("timeout")
-        .args(["20", "setpriv", "--bounding-set=-chown", "--clear-groups"])
-        .arg(daemon_bin())
-        .args(["run", "--config", config.to_str().unwrap()])
-        .output()
-        .expect("setpriv");
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{text}");
+    let no_chown = ["setpriv", "--bounding-set=-chown", "--clear-groups"];
+    let (code, text) = lab.run_daemon(
+        &[&["timeout", "20"][..], &no_chown].concat(),
+        &["run", "--config", config.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{text}");
     assert!(text.contains("cannot give") && text.contains("to group 4242"), "{text}");
     assert!(text.contains("CAP_CHOWN"), "{text}");
     assert!(!lab.xdp_attached());
 
     // `check` says so beforehand, and says fine when it is.
-    let check = |prefix: &[&str]| {
-        let out = lab
-            .ns
-            .command(prefix[0])
-            .args(&prefix[1..])
-            .arg(daemon_bin())
-            .args(["check", "--config", config.to_str().unwrap()])
-            .output()
-            .expect("check");
-        (out.status.code(), String::from_utf8_lossy(&out.stdout).into_owned())
-    };
-    let (code, text) = check(&["setpriv", "--bounding-set=-chown", "--clear-groups"]);
-    assert_eq!(code, Some(1), "{text}");
+    let check = ["check", "--config", config.to_str().unwrap()];
+    let (code, text) = lab.run_daemon(&no_chown, &check);
+    assert_eq!(code, 1, "{text}");
     assert!(text.contains("FAIL  output group: cannot give files to group 4242"), "{text}");
-    let (code, text) = check(&["env"]);
-    assert_eq!(code, Some(0), "{text}");
+    let (code, text) = lab.run_daemon(&[], &check);
+    assert_eq!(code, 0, "{text}");
     assert!(text.contains("ok    output group: files go to group 4242"), "{text}");
 
     // A reload that asks for such a group is rejected, and the capture goes on as it was.
     let plain = lab.config("", "", ALL);
-    let daemon = Daemon::start_via(
-        &lab.ns,
-        &["setpriv", "--bounding-set=-chown", "--clear-groups"],
-        &plain,
-        &[],
-    );
+    let daemon = Daemon::start_via(&lab.ns, &no_chown, &plain, &[]);
     lab.config("", "group = \"4242\"", ALL);
     daemon.signal(libc::SIGHUP);
     daemon.wait_for_log("reload rejected", Duration::from_secs(5));

@@ -291,15 +291,7 @@ fn queue_redirects(lab: &Lab) -> Vec<u64> {
 }
 
 fn run_cli(lab: &Lab, args: &[&str]) -> (i32, String) {
-    let out = lab
-        .ns
-        .command(daemon_bin().to_str().unwrap())
-        .args(args)
-        .output()
-        .expect("running capture-daemon");
-    let text =
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    (out.status.code().unwrap_or(-1), text)
+    lab.run_daemon(&[], args)
 }
 
 #[test]
@@ -355,16 +347,11 @@ fn start_up_failures_are_clear_and_leave_nothing_attached() {
     // Let the unprivileged user read the config, so the privilege check is what stops it.
     std::fs::set_permissions(lab.dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755))
         .unwrap();
-    let out = lab
-        .ns
-        .command("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"])
-        .arg(daemon_bin())
-        .args(["run", "--config", ok_config.to_str().unwrap()])
-        .output()
-        .expect("setpriv");
-    let text = String::from_utf8_lossy(&out.stderr);
-    assert_eq!(out.status.code(), Some(2), "{text}");
+    let (code, text) = lab.run_daemon(
+        &["setpriv", "--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all"],
+        &["run", "--config", ok_config.to_str().unwrap()],
+    );
+    assert_eq!(code, 2, "{text}");
     assert!(text.contains("missing privileges: CAP_NET_ADMIN"), "{text}");
     assert!(!lab.xdp_attached());
 

@@ -30,6 +30,10 @@ const BATCH: u32 = 64;
 const IN_FLIGHT_NS: u64 = 1_000_000;
 /// With busy polling on, how many empty busy polls in a row before the worker sleeps in poll(2).
 const BUSY_POLLS_BEFORE_SLEEP: u32 = 1000;
+/// Binding to a queue another socket has just left: how often to try, and how long to wait
+/// between tries (a second in all; the kernel's clean-up usually takes milliseconds).
+const BIND_BUSY_TRIES: u32 = 200;
+const BIND_BUSY_PAUSE: Duration = Duration::from_millis(5);
 /// How long an idle worker sleeps before looking at its socket statistics again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
@@ -310,14 +314,22 @@ impl RxQueue {
             )
             .map_err(|e| format!("RX ring: {}", errno_msg(&e)))?;
         let rx = user.map_rx().map_err(|e| format!("mapping RX ring: {}", errno_msg(&e)))?;
-        umem.bind(&user).map_err(|e| {
-            format!(
-                "binding AF_XDP socket to {} queue {}: {}",
-                spec.iface,
-                spec.queue,
-                errno_msg(&e)
-            )
-        })?;
+        // A socket closed on this queue a moment ago (a reload restarting the interface) lets
+        // go of it only once the kernel's deferred clean-up has run: until then binding fails
+        // with EBUSY. Wait for that, briefly; anything else fails at once.
+        let mut tries = 0;
+        while let Err(e) = umem.bind(&user) {
+            tries += 1;
+            if e.get_raw().abs() != libc::EBUSY || tries > BIND_BUSY_TRIES {
+                return Err(format!(
+                    "binding AF_XDP socket to {} queue {}: {}",
+                    spec.iface,
+                    spec.queue,
+                    errno_msg(&e)
+                ));
+            }
+            std::thread::sleep(BIND_BUSY_PAUSE);
+        }
         let fd = user.as_raw_fd();
         if spec.busy_poll_us > 0 {
             let budget = i32::try_from(BATCH).unwrap_or(64);

@@ -350,6 +350,11 @@ impl Daemon {
         );
     }
 
+    /// The daemon's process id (`ip netns exec` execs it).
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
     pub fn signal(&self, sig: i32) {
         let pid = self.child.as_ref().expect("running").id();
         // `ip netns exec` execs the daemon, so this pid is the daemon itself.

@@ -9,10 +9,11 @@ use anyhow::{Context as _, bail};
 use super::IfaceStats;
 use crate::bpf::{Filter, TargetTables};
 use crate::config::{CaptureConfig, Config, InterfaceConfig, Queues, XdpMode, ZeroCopy};
+use crate::handoff::{self, Consumer, Producer};
+use crate::netdev;
 use crate::stop::Stop;
 use crate::writer::Source;
 use crate::xsk::{self, Worker, WorkerSpec, realtime_ns};
-use crate::{handoff, netdev};
 
 /// One capture interface, resolved and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -98,16 +99,17 @@ impl IfaceRun {
         settings: SocketSettings,
         tables: &TargetTables,
     ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
-        let filter = load_filter(&spec.name, tables)?;
-        IfaceRun::open_with(filter, spec, settings)
+        let prepared = prepare(&spec, settings, tables)?;
+        IfaceRun::open_with(prepared, spec, settings)
     }
 
-    /// [`IfaceRun::open`] with the program already loaded.
+    /// [`IfaceRun::open`] with what could be [`prepare`]d beforehand.
     pub(super) fn open_with(
-        mut filter: Filter,
+        prepared: Prepared,
         spec: ResolvedInterface,
         settings: SocketSettings,
     ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
+        let Prepared { mut filter, rings } = prepared;
         let stop = Stop::new().context("creating the workers' stop signal")?;
         let ifindex = netdev::ifindex(&spec.name)?;
         let mut workers = Vec::new();
@@ -115,9 +117,7 @@ impl IfaceRun {
         let mut queues = Vec::new();
         // On an error, the stop signal ends the workers started so far.
         let result = (|| -> anyhow::Result<()> {
-            for &queue in &spec.queues {
-                let buffer = usize::try_from(settings.buffer_bytes).unwrap_or(usize::MAX);
-                let (producer, consumer) = handoff::channel(buffer);
+            for (&queue, (producer, consumer)) in spec.queues.iter().zip(rings) {
                 let watermark = Arc::new(AtomicU64::new(0));
                 let worker_spec = WorkerSpec {
                     iface: spec.name.clone(),
@@ -181,18 +181,18 @@ impl IfaceRun {
         tables: &TargetTables,
         targets: &str,
     ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
-        let filter = load_filter(&spec.name, tables)?;
-        IfaceRun::start_with(filter, spec, settings, targets)
+        let prepared = prepare(&spec, settings, tables)?;
+        IfaceRun::start_with(prepared, spec, settings, targets)
     }
 
-    /// [`IfaceRun::start`] with the program already loaded.
+    /// [`IfaceRun::start`] with what could be [`prepare`]d beforehand.
     pub(super) fn start_with(
-        filter: Filter,
+        prepared: Prepared,
         spec: ResolvedInterface,
         settings: SocketSettings,
         targets: &str,
     ) -> anyhow::Result<(IfaceRun, Vec<Source>)> {
-        let (mut run, sources) = IfaceRun::open_with(filter, spec, settings)?;
+        let (mut run, sources) = IfaceRun::open_with(prepared, spec, settings)?;
         if let Err(e) = run.attach(targets) {
             finish_all(vec![run]);
             return Err(e);
@@ -201,9 +201,26 @@ impl IfaceRun {
     }
 }
 
-/// Loads the XDP program for interface `name` (the verifier runs here) with `tables` in its maps.
-pub(super) fn load_filter(name: &str, tables: &TargetTables) -> anyhow::Result<Filter> {
-    Filter::load(name, tables).with_context(|| format!("preparing the XDP program for {name}"))
+/// What can be made for an interface without touching it: its program, loaded (the verifier
+/// runs here) with `tables` in its maps, and one hand-off ring per queue (whose memory is
+/// written once on creation: tens of milliseconds for the default 64 MiB). A restart prepares
+/// these before it stops the old sockets, so that its gap is only the sockets.
+pub(super) struct Prepared {
+    filter: Filter,
+    rings: Vec<(Producer, Consumer)>,
+}
+
+pub(super) fn prepare(
+    spec: &ResolvedInterface,
+    settings: SocketSettings,
+    tables: &TargetTables,
+) -> anyhow::Result<Prepared> {
+    let name = &spec.name;
+    let filter = Filter::load(name, tables)
+        .with_context(|| format!("preparing the XDP program for {name}"))?;
+    let buffer = usize::try_from(settings.buffer_bytes).unwrap_or(usize::MAX);
+    let rings = spec.queues.iter().map(|_| handoff::channel(buffer)).collect();
+    Ok(Prepared { filter, rings })
 }
 
 /// Stops capturing on `runs`: every program is detached first (each NIC is back to normal at

@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context as _;
 
-use super::iface::load_filter;
+use super::iface::prepare;
 use super::{
     IfaceRun, IfaceStats, InterfaceChange, Reconfigure, ResolvedInterface, Running, SocketSettings,
     View, describe_targets, finish_all, interface_infos, resolve_interface, warn_mirror_mode,
@@ -251,16 +251,27 @@ pub(super) fn apply_reload(
     }
     let interfaces_changed = !removed.is_empty() || !restarts.is_empty() || !started.is_empty();
     finish_all(removed);
-    // One interface after the other, each with its new program loaded (and verified) before
-    // the old one is detached: the gap on each is only the time to reopen its sockets.
+    // One interface after the other, each with its new program loaded (and verified) and its
+    // hand-off rings made before the old one is detached: the gap on each is only the time to
+    // close and reopen its sockets.
     for (old, spec) in restarts {
         let (name, old_spec, old_settings) = (spec.name.clone(), old.spec.clone(), old.settings);
-        let filter = load_filter(&name, &tables);
+        let prepared = prepare(&spec, settings, &tables);
+        let gap = Instant::now();
         finish_all(vec![old]);
+        let stopped = gap.elapsed();
         let restarted =
-            filter.and_then(|filter| IfaceRun::start_with(filter, spec, settings, &targets));
+            prepared.and_then(|prepared| IfaceRun::start_with(prepared, spec, settings, &targets));
         match restarted {
-            Ok(s) => started.push(s),
+            Ok(s) => {
+                log::info!(
+                    "reload: {name} restarted; not captured for {} ms ({} ms to stop the old \
+                     sockets)",
+                    gap.elapsed().as_millis(),
+                    stopped.as_millis()
+                );
+                started.push(s);
+            }
             Err(e) => {
                 log::error!("reload: cannot restart the capture on {name}: {e:#}");
                 match IfaceRun::start(old_spec, old_settings, &tables, &targets) {

@@ -708,6 +708,10 @@ impl RotatingWriter {
         let mut count = finished.len() as u64;
         let mut total: u64 = finished.iter().map(|(_, size)| size).sum();
         let current = self.file.as_ref().map(|f| f.final_path.clone());
+        // The newest finished file is always kept: limits smaller than one file (keep_bytes
+        // below rotate_bytes, keep_free_bytes beyond what the disk can give) keep one file, not
+        // none.
+        let newest = finished.last().map(|(e, _)| e.path.clone());
         let dir = self.policy.directory.clone();
         let short_of_space =
             || keep_free != 0 && crate::sys::free_bytes(&dir).is_some_and(|f| f < keep_free);
@@ -720,6 +724,9 @@ impl RotatingWriter {
             }
             if current.as_ref() == Some(&entry.path) {
                 continue;
+            }
+            if newest.as_ref() == Some(&entry.path) {
+                break;
             }
             match fs::remove_file(&entry.path) {
                 Ok(()) => {
@@ -1496,6 +1503,14 @@ mod tests {
             w.write_packet(0, T0 + i, &data, 1000).unwrap();
         }
         assert_eq!(seqs(dir.path()), vec![4]);
+        // A limit smaller than one file keeps the newest file, not none.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            open(Policy { rotate_packets: 1, keep_bytes: size / 2, ..policy(dir.path()) }, T0);
+        for i in 0..3 {
+            w.write_packet(0, T0 + i, &data, 1000).unwrap();
+        }
+        assert_eq!(seqs(dir.path()), vec![3]);
     }
 
     #[test]

@@ -8,7 +8,7 @@
 #![no_main]
 
 use aya_ebpf::{
-    bindings::xdp_action::{XDP_DROP, XDP_PASS},
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
     helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
     macros::{map, xdp},
     maps::{Array, HashMap, PerCpuArray, XskMap},
@@ -174,7 +174,19 @@ fn try_capture(ctx: &XdpContext) -> Result<u32, u32> {
     }
 
     let tstamp_ns = unsafe { bpf_ktime_get_ns() };
+    // The metadata first: if the driver cannot give us room for it, the frame goes on to the
+    // kernel untouched. Slicing comes after, once nothing can fail before the redirect.
+    // SAFETY: helper call on our own context; META_LEN is <= 32 and a multiple of 4.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -META_LEN) } != 0 {
+        c.adjust_failed += 1;
+        return Ok(XDP_PASS);
+    }
+    if ctx.metadata() + size_of::<FrameMeta>() > ctx.data() {
+        c.adjust_failed += 1;
+        return Ok(XDP_PASS);
+    }
     let snaplen = cfg.snaplen;
+    let mut sliced = false;
     if snaplen != 0 && orig_len > snaplen {
         // SAFETY: helper call on our own context; shrinking by less than the frame length.
         if unsafe { bpf_xdp_adjust_tail(ctx.ctx, snaplen as i32 - orig_len as i32) } != 0 {
@@ -182,29 +194,28 @@ fn try_capture(ctx: &XdpContext) -> Result<u32, u32> {
             return Ok(XDP_PASS);
         }
         c.sliced += 1;
+        sliced = true;
     }
-    // SAFETY: helper call on our own context; META_LEN is <= 32 and a multiple of 4.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -META_LEN) } != 0 {
-        c.adjust_failed += 1;
-        return Ok(XDP_PASS);
-    }
+    // A frame cut short must not reach the kernel: past this point failures drop it.
+    let failed = if sliced { XDP_DROP } else { XDP_PASS };
+    // Checked again for the verifier: the helpers above invalidate packet pointers.
     let meta = ctx.metadata();
     if meta + size_of::<FrameMeta>() > ctx.data() {
         c.adjust_failed += 1;
-        return Ok(XDP_PASS);
+        return Ok(failed);
     }
-    // SAFETY: the metadata area [meta, data) was just reserved and bounds-checked.
+    // SAFETY: the metadata area [meta, data) was reserved and bounds-checked just above.
     unsafe {
         *(meta as *mut FrameMeta) = FrameMeta { tstamp_ns, matched, orig_len, magic: META_MAGIC };
     }
-    match XSKS.redirect(queue, u64::from(XDP_PASS)) {
-        Ok(action) if action != XDP_PASS => {
+    match XSKS.redirect(queue, u64::from(failed)) {
+        Ok(action) if action == XDP_REDIRECT => {
             c.redirected += 1;
             Ok(action)
         }
         _ => {
             c.redirect_failed += 1;
-            Err(XDP_PASS)
+            Err(failed)
         }
     }
 }

@@ -21,6 +21,7 @@ use crate::config::ZeroCopy;
 use crate::handoff::Producer;
 use crate::nap::Nap;
 use crate::stop::{self, Stop};
+use crate::writer::merge;
 
 /// UMEM chunk size: one page per frame, the AF_XDP default (frames up to ~3.8 KB in copy mode).
 pub const FRAME_SIZE: u32 = 4096;
@@ -490,15 +491,24 @@ impl RxQueue {
         // Frames taken since the worker last slept.
         let mut round = 0u32;
         let mut full_batches = 0u32;
+        // Stopping: the ring was seen empty once, and is looked at a last time.
+        let mut last_look = false;
         stats.heartbeat_ms.store(monotonic_ns() / 1_000_000, Relaxed);
         loop {
             let stopping = stop.is_raised();
             let n = self.drain(&mut producer, offset, stats, watermark);
-            round += n;
+            round = round.saturating_add(n);
             if n == BATCH {
                 full_batches = full_batches.wrapping_add(1);
                 if full_batches.is_multiple_of(1024) {
                     stats.heartbeat_ms.store(monotonic_ns() / 1_000_000, Relaxed);
+                    // Under overload the ring never empties: the statistics and the clock
+                    // offset must still be refreshed (ring-full drops show up exactly then).
+                    if last_refresh.elapsed() >= Duration::from_secs(1) {
+                        offset = monotonic_to_realtime_offset();
+                        self.refresh_kernel_stats(stats);
+                        last_refresh = Instant::now();
+                    }
                 }
                 continue;
             }
@@ -514,8 +524,15 @@ impl RxQueue {
                 last_refresh = Instant::now();
             }
             if n == 0 && stopping {
-                // The program is detached before stop is set: the ring is empty for good.
-                break;
+                // The program is detached before stop is set, but a NAPI poll already running
+                // may still flush frames it redirected into the ring: look once more after the
+                // time a poll takes, then the ring is empty for good.
+                if last_look {
+                    break;
+                }
+                last_look = true;
+                std::thread::sleep(Duration::from_nanos(IN_FLIGHT_NS));
+                continue;
             }
             if round > 0 {
                 // Traffic is flowing: let the next frames gather in the ring for a moment instead
@@ -550,7 +567,13 @@ impl RxQueue {
                     self.fq.wake();
                 }
                 // Until frames come or the daemon stops; the timeout only refreshes statistics.
-                stop::wait_readable([self.fd, stop.fd().as_raw_fd()], IDLE_WAIT);
+                // While queues are merged, its watermark must stay fresh: wake sooner.
+                let wait = if merge::MERGING.load(Relaxed) {
+                    Duration::from_nanos(merge::IDLE_WAIT_MERGING_NS)
+                } else {
+                    IDLE_WAIT
+                };
+                stop::wait_readable([self.fd, stop.fd().as_raw_fd()], wait);
                 empty_busy_polls = 0;
             }
         }

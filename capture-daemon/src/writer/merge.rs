@@ -8,7 +8,7 @@
 //! With a single queue there is nothing to merge and records go straight through.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use crate::handoff::{Consumer, Record};
 
@@ -23,6 +23,15 @@ pub struct Source {
     pub watermark: Arc<AtomicU64>,
 }
 
+/// True while a writer merges more than one ring. Idle workers then wake often enough to keep
+/// their watermark fresh (see [`IDLE_WAIT_MERGING_NS`]); with one ring nobody reads it, and an idle
+/// worker sleeps longer. One daemon per process, so one flag.
+pub static MERGING: AtomicBool = AtomicBool::new(false);
+
+/// How long an idle worker may sleep while rings are merged: a quarter of the default window,
+/// so a silent queue holds the others back by about that, not by the whole window.
+pub const IDLE_WAIT_MERGING_NS: u64 = DEFAULT_WINDOW_NS / 4;
+
 pub struct Merger {
     sources: Vec<Source>,
     window_ns: u64,
@@ -30,6 +39,7 @@ pub struct Merger {
 
 impl Merger {
     pub fn new(sources: Vec<Source>, window_ns: u64) -> Self {
+        MERGING.store(sources.len() > 1, Ordering::Relaxed);
         Merger { sources, window_ns }
     }
 
@@ -73,6 +83,11 @@ impl Merger {
         let mut oldest: Option<(usize, u64)> = None;
         let mut vouched = u64::MAX;
         for (i, s) in self.sources.iter_mut().enumerate() {
+            // The watermark before the ring: a worker publishes frames, then raises its
+            // watermark past them, so a ring seen empty after the watermark was read holds
+            // nothing up to it. Read the other way round, frames published in between would
+            // be vouched for but not seen, and written out of order.
+            let watermark = s.watermark.load(Ordering::Acquire);
             match s.consumer.peek_ts() {
                 Some(ts) => {
                     if oldest.is_none_or(|(_, o)| ts < o) {
@@ -80,7 +95,7 @@ impl Merger {
                     }
                 }
                 None if s.consumer.is_finished() => {}
-                None => vouched = vouched.min(s.watermark.load(Ordering::Acquire)),
+                None => vouched = vouched.min(watermark),
             }
         }
         let (i, ts) = oldest?;
@@ -124,6 +139,7 @@ impl Merger {
             None => false,
         });
         self.sources.extend(new);
+        MERGING.store(self.sources.len() > 1, Ordering::Relaxed);
     }
 
     /// True once every producer is gone and everything has been handed over.

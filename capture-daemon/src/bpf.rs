@@ -114,6 +114,10 @@ pub struct Filter {
 #[derive(Debug, Clone, Default)]
 pub struct Slots {
     names: Vec<Option<String>>,
+    /// Slots that have had a target: a new target gets a slot never used before while there is
+    /// one, so it does not start with another target's frame counts (the kernel's per-slot
+    /// counters are never reset).
+    used: u64,
 }
 
 impl Slots {
@@ -134,9 +138,12 @@ impl Slots {
             let slot = match self.slot_of(&t.name) {
                 Some(slot) => slot,
                 None => {
-                    let free = self.names.iter().position(Option::is_none);
-                    let slot = free.ok_or(BpfError::TooManyTargets(targets.len()))?;
+                    let free = |slot: &usize| self.names[*slot].is_none();
+                    let fresh = (0..MAX_TARGETS).filter(free).find(|s| self.used & (1 << s) == 0);
+                    let slot = fresh.or_else(|| (0..MAX_TARGETS).find(free));
+                    let slot = slot.ok_or(BpfError::TooManyTargets(targets.len()))?;
                     self.names[slot] = Some(t.name.clone());
+                    self.used |= 1 << slot;
                     slot
                 }
             };
@@ -243,29 +250,43 @@ impl Filter {
         Ok(filter)
     }
 
-    /// Rewrites the maps in place for new tables: no detach, no reload. Order matters for
-    /// frames arriving meanwhile: the MAC and VLAN entries first (new values overwrite old ones
-    /// key by key, and a target that keeps its slot has the same bit in both), then stale
-    /// entries go, the configuration word last. A target present before and after never loses
-    /// its bit at any moment, so none of its frames is missed.
+    /// Rewrites the maps in place for new tables: no detach, no reload. The order makes sure
+    /// a target present before and after never misses a frame meanwhile (at worst a frame
+    /// matches the old or the new definition, for an instant):
+    /// 1. MAC and VLAN entries of the new tables are written (key by key, a target that keeps
+    ///    its slot has its bit in both the old and the new value);
+    /// 2. the configuration word becomes the union of old and new (a target that stops caring
+    ///    about its MAC or VLAN already matches any, before its old entries go);
+    /// 3. stale entries are removed;
+    /// 4. the configuration word becomes the new one.
     pub fn update(&mut self, new: &TargetTables) -> Result<(), BpfError> {
         for (mac, mask) in &new.macs {
             self.macs.insert(mac, mask, 0).map_err(map_err(maps::MACS))?;
+        }
+        for (vid, mask) in &new.vlans {
+            self.vlans.set(u32::from(*vid), mask, 0).map_err(map_err(maps::VLANS))?;
+        }
+        // Until CONFIG is first set, the program passes every frame: no union needed then.
+        if self.tables.config.active != 0 {
+            let (old, next) = (&self.tables.config, &new.config);
+            let union = FilterConfig {
+                active: old.active | next.active,
+                any_mac: old.any_mac | next.any_mac,
+                any_vlan: old.any_vlan | next.any_vlan,
+                ..*next
+            };
+            self.config.set(0, &union, 0).map_err(map_err(maps::CONFIG))?;
         }
         for (mac, _) in &self.tables.macs {
             if !new.macs.iter().any(|(m, _)| m == mac) {
                 self.macs.remove(mac).map_err(map_err(maps::MACS))?;
             }
         }
-        for (vid, mask) in &new.vlans {
-            self.vlans.set(u32::from(*vid), mask, 0).map_err(map_err(maps::VLANS))?;
-        }
         for (vid, _) in &self.tables.vlans {
             if !new.vlans.iter().any(|(v, _)| v == vid) {
                 self.vlans.set(u32::from(*vid), &0u64, 0).map_err(map_err(maps::VLANS))?;
             }
         }
-        // Until CONFIG is first set, the program passes every frame.
         self.config.set(0, &new.config, 0).map_err(map_err(maps::CONFIG))?;
         self.tables = new.clone();
         Ok(())
@@ -409,10 +430,21 @@ mod tests {
         let b = target("b", None, Some(2));
         let c = target("c", None, None);
         assert_eq!(slots.assign(&[a.clone(), b.clone()]).unwrap(), vec![0, 1]);
-        // b stays put when a goes and c comes (c takes a's freed slot); order does not matter.
-        assert_eq!(slots.assign(&[c.clone(), b.clone()]).unwrap(), vec![0, 1]);
+        // b stays put when a goes and c comes; order does not matter. c gets a slot never used
+        // (a's slot 0 still holds a's frame counts in the kernel).
+        assert_eq!(slots.assign(&[c.clone(), b.clone()]).unwrap(), vec![2, 1]);
         assert_eq!(slots.slot_of("b"), Some(1));
-        assert_eq!(slots.assign(&[b, a, c]).unwrap(), vec![1, 2, 0]);
-        assert_eq!(slots.slot_of("a"), Some(2));
+        assert_eq!(slots.assign(&[b, a, c]).unwrap(), vec![1, 3, 2]);
+        assert_eq!(slots.slot_of("a"), Some(3));
+    }
+
+    #[test]
+    fn used_slots_are_reused_once_none_is_fresh() {
+        let mut slots = Slots::default();
+        let many: Vec<_> = (0..MAX_TARGETS).map(|i| target(&i.to_string(), None, None)).collect();
+        slots.assign(&many).unwrap();
+        let mut next = many[1..].to_vec();
+        next.push(target("new", None, None));
+        assert_eq!(slots.assign(&next).unwrap()[MAX_TARGETS - 1], 0, "the only free slot");
     }
 }

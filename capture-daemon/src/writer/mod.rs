@@ -122,16 +122,13 @@ impl Output {
 
     /// True when nothing more can be written (the reader of a stream went away).
     pub fn finished(&self) -> bool {
-        matches!(self, Output::Stream(w) if w.closed_by_reader())
+        matches!(self, Output::Stream(w) if w.ended())
     }
 
     pub fn close(self, now_ns: u64) -> Result<Option<PathBuf>, WriterError> {
         match self {
             Output::Files(w) => w.close(now_ns),
-            Output::Stream(w) => {
-                w.close(now_ns);
-                Ok(None)
-            }
+            Output::Stream(w) => w.close(now_ns).map(|()| None),
         }
     }
 }

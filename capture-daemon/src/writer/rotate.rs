@@ -147,6 +147,8 @@ pub enum WriterError {
         group: String,
         source: io::Error,
     },
+    #[error("writing the capture stream: {0}")]
+    Stream(#[source] io::Error),
     #[error("the number of interfaces cannot change while writing (was {was}, now {now})")]
     InterfaceCountChanged { was: u32, now: usize },
     #[error("packet for interface {interface_id}, but only {count} interfaces are described")]

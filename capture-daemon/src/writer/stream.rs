@@ -20,6 +20,10 @@ pub struct StreamWriter {
     counters: WriterCounters,
     /// The reader went away (EPIPE): nothing more can be written.
     closed_by_reader: bool,
+    /// A write failed otherwise (a full disk, say). Part of a block may have been written, and
+    /// a stream cannot be cut back, so nothing more is written: what came before stays
+    /// readable. The capture ends with this error, as dumpcap's does.
+    failed: Option<io::Error>,
 }
 
 impl StreamWriter {
@@ -38,6 +42,7 @@ impl StreamWriter {
             stats,
             counters: WriterCounters::default(),
             closed_by_reader: false,
+            failed: None,
         };
         encode_shb(&mut w.buf, section);
         for interface in interfaces {
@@ -72,23 +77,27 @@ impl StreamWriter {
         self.flush();
     }
 
-    /// Writes the statistics blocks and flushes.
-    pub fn close(mut self, now_ns: u64) {
+    /// Writes the statistics blocks and flushes. Fails if a write failed on the way.
+    pub fn close(mut self, now_ns: u64) -> Result<(), WriterError> {
         for id in 0..self.interface_count {
             let mut stats = self.stats.stats(id);
             stats.end_ns = now_ns;
             encode_isb(&mut self.buf, id, &stats);
         }
         self.flush();
+        match self.failed.take() {
+            Some(e) => Err(WriterError::Stream(e)),
+            None => Ok(()),
+        }
     }
 
     pub fn counters(&self) -> &WriterCounters {
         &self.counters
     }
 
-    /// True once the reader closed the pipe: the capture has nowhere to go.
-    pub fn closed_by_reader(&self) -> bool {
-        self.closed_by_reader
+    /// True once nothing more can be written: the reader closed the pipe, or a write failed.
+    pub fn ended(&self) -> bool {
+        self.closed_by_reader || self.failed.is_some()
     }
 
     fn flush(&mut self) {
@@ -97,6 +106,8 @@ impl StreamWriter {
         }
         let result = if self.closed_by_reader {
             Err(io::ErrorKind::BrokenPipe.into())
+        } else if self.failed.is_some() {
+            Err(io::Error::other("an earlier write failed"))
         } else {
             self.out.write_all(&self.buf).and_then(|()| self.out.flush())
         };
@@ -110,10 +121,14 @@ impl StreamWriter {
                 self.closed_by_reader = true;
                 self.counters.packets_lost_to_errors += self.buffered_packets;
             }
+            Err(_) if self.failed.is_some() => {
+                self.counters.packets_lost_to_errors += self.buffered_packets;
+            }
             Err(e) => {
                 self.counters.write_errors += 1;
                 self.counters.packets_lost_to_errors += self.buffered_packets;
-                log::warn!("writing the capture stream: {e}");
+                log::error!("writing the capture stream: {e}; the capture ends here");
+                self.failed = Some(e);
             }
         }
         self.buf.clear();
@@ -196,7 +211,7 @@ mod tests {
         }
         w.tick();
         assert_eq!(w.counters().packets_written, 3);
-        w.close(5);
+        w.close(5).unwrap();
         let data = bytes.lock().unwrap().clone();
         let mut reader = pcap_file::pcapng::PcapNgReader::new(&data[..]).unwrap();
         let mut packets = 0;
@@ -213,9 +228,49 @@ mod tests {
     fn a_closed_pipe_ends_the_stream_quietly() {
         let mut w =
             StreamWriter::open(Box::new(Closed), &section(), &iface(), Box::new(NoStats)).unwrap();
-        assert!(w.closed_by_reader());
+        assert!(w.ended());
         w.write_packet(0, 1, &[0; 60], 60).unwrap();
         w.tick();
         assert_eq!(w.counters().write_errors, 0, "a closed pipe is not an error");
+        assert!(w.close(2).is_ok());
+    }
+
+    /// Takes `room` bytes, then fails as a full disk does, halfway through a write.
+    struct Full {
+        bytes: Arc<Mutex<Vec<u8>>>,
+        room: usize,
+    }
+    impl Write for Full {
+        fn write(&mut self, data: &[u8]) -> io::Result<usize> {
+            let mut bytes = self.bytes.lock().unwrap();
+            let n = data.len().min(self.room - bytes.len());
+            if n == 0 {
+                return Err(io::Error::from_raw_os_error(libc::ENOSPC));
+            }
+            bytes.extend_from_slice(&data[..n]);
+            Ok(n)
+        }
+        fn flush(&mut self) -> io::Result<()> {
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn a_failed_write_ends_the_stream_with_an_error_and_nothing_after_it() {
+        let bytes = Arc::new(Mutex::new(Vec::new()));
+        let out = Full { bytes: Arc::clone(&bytes), room: 1000 };
+        let mut w =
+            StreamWriter::open(Box::new(out), &section(), &iface(), Box::new(NoStats)).unwrap();
+        for i in 0..20u8 {
+            w.write_packet(0, 1_700_000_000_000_000_000, &[i; 100], 100).unwrap();
+        }
+        w.tick();
+        assert!(w.ended());
+        let written = bytes.lock().unwrap().len();
+        w.write_packet(0, 1, &[0; 60], 60).unwrap();
+        w.tick();
+        assert_eq!(bytes.lock().unwrap().len(), written, "nothing written after a torn block");
+        let err = w.close(2).unwrap_err();
+        assert!(err.to_string().contains("No space left on device"), "{err}");
     }
 }

@@ -113,6 +113,8 @@ pub struct RunOptions {
     pub stop_after_packets: Option<u64>,
     /// Stop after this long.
     pub stop_after: Option<Duration>,
+    /// `keep_files` counts the file being written, as dumpcap's `-b files:N` does.
+    pub keep_files_include_current: bool,
 }
 
 /// "web01 (mac 52:54:00:12:34:56, vlan 100)"
@@ -183,7 +185,8 @@ fn warn_mirror_mode(names: &[&str]) {
 /// Runs the capture described by `config` until `control.shutdown` is set. `reload` reads the
 /// configuration again when `control.reload` is set (SIGHUP).
 pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Result<Summary> {
-    let RunOptions { reload, stream, stop_after_packets, stop_after } = opts;
+    let RunOptions { reload, stream, stop_after_packets, stop_after, keep_files_include_current } =
+        opts;
     let mut config = config;
     let missing = sys::missing_caps();
     if !missing.is_empty() {
@@ -196,7 +199,8 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
     let mut slots = Slots::default();
     let assigned = slots.assign(&config.targets)?;
     let tables = TargetTables::build(&config.capture, &config.targets, &assigned)?;
-    let mut running = start(&config, ifaces, &tables, stream, stop_after_packets, control)?;
+    let output = OutputOptions { stream, stop_after_packets, keep_files_include_current };
+    let mut running = start(&config, ifaces, &tables, output, control)?;
     let started = Instant::now();
     warn_mirror_mode(&config.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>());
 
@@ -311,14 +315,21 @@ impl Metrics {
     }
 }
 
+/// The parts of [`RunOptions`] that shape the output.
+struct OutputOptions {
+    stream: Option<Box<dyn std::io::Write + Send>>,
+    stop_after_packets: Option<u64>,
+    keep_files_include_current: bool,
+}
+
 fn start(
     config: &Config,
     ifaces: Vec<ResolvedInterface>,
     tables: &TargetTables,
-    stream: Option<Box<dyn std::io::Write + Send>>,
-    stop_after_packets: Option<u64>,
+    output: OutputOptions,
     control: &Control,
 ) -> anyhow::Result<Running> {
+    let OutputOptions { stream, stop_after_packets, keep_files_include_current } = output;
     let settings = SocketSettings::of(&config.capture);
     let mut runs = Vec::new();
     let mut sources = Vec::new();
@@ -363,7 +374,12 @@ fn start(
             stats_source,
             realtime_ns(),
         )
-        .map(Output::Files),
+        .map(|mut w| {
+            if keep_files_include_current {
+                w.keep_files_include_current();
+            }
+            Output::Files(w)
+        }),
     };
     let writer = match writer {
         Ok(w) => w,

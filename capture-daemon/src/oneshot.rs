@@ -79,14 +79,22 @@ impl CaptureArgs {
         }
         let mut output = OutputConfig::unlimited(PathBuf::from("."), "capture");
         for b in &self.ring {
+            let positive = |v: &str| match number(b, v)? {
+                0 => bail!("-b {b}: must be at least 1"),
+                n => Ok(n),
+            };
             match b.split_once(':') {
                 // dumpcap's kB are 1000 bytes.
                 Some(("filesize", v)) => {
-                    output.rotate_bytes = number(b, v)?.saturating_mul(1000).max(4096)
+                    output.rotate_bytes = positive(v)?.saturating_mul(1000).max(4096)
                 }
-                Some(("duration", v)) => output.rotate_seconds = number(b, v)?,
-                Some(("packets", v)) => output.rotate_packets = number(b, v)?,
-                Some(("files", v)) => output.keep_files = number(b, v)?,
+                Some(("duration", v)) => output.rotate_seconds = positive(v)?,
+                Some(("packets", v)) => output.rotate_packets = positive(v)?,
+                // N files on disk in all, the one being written included, as in dumpcap.
+                Some(("files", v)) => match positive(v)? {
+                    1 => bail!("-b {b}: a ring needs at least 2 files"),
+                    n => output.keep_files = n,
+                },
                 _ => bail!("-b {b}: use filesize:KB, duration:SECS, packets:N or files:N"),
             }
         }
@@ -108,6 +116,13 @@ impl CaptureArgs {
             output.prefix = stem.strip_suffix(".pcapng").unwrap_or(stem).to_owned();
             Target::Ring
         };
+        if output.keep_files != 0
+            && (output.rotate_bytes, output.rotate_seconds, output.rotate_packets) == (0, 0, 0)
+        {
+            bail!(
+                "-b files: needs a condition to switch files: -b filesize:, duration: or packets:"
+            );
+        }
         if self.snaplen != 0 && !(14..=65535).contains(&self.snaplen) {
             bail!("-s {}: use 0 (whole frames) or 14..=65535", self.snaplen);
         }
@@ -200,6 +215,7 @@ pub fn run(args: &CaptureArgs, control: &Control) -> anyhow::Result<Summary> {
             stream,
             stop_after_packets: plan.stop_after_packets,
             stop_after: plan.stop_after,
+            keep_files_include_current: true,
         },
     )
 }
@@ -286,6 +302,10 @@ mod tests {
         assert!(e(&["--vlan", "4095", "-w", "-"]).contains("--vlan 4095: use 1..=4094"));
         assert!(e(&["-b", "size:1", "-w", "f"]).contains("-b size:1: use filesize:KB"));
         assert!(e(&["-b", "files:2", "-w", "-"]).contains("cannot be used with -w -"));
+        assert!(e(&["-b", "filesize:0", "-w", "f"]).contains("-b filesize:0: must be at least 1"));
+        assert!(e(&["-b", "duration:0", "-w", "f"]).contains("must be at least 1"));
+        assert!(e(&["-b", "files:1", "-b", "packets:5", "-w", "f"]).contains("at least 2 files"));
+        assert!(e(&["-b", "files:3", "-w", "f"]).contains("needs a condition to switch files"));
         assert!(e(&["-a", "duration:x", "-w", "-"]).contains("is not a whole number"));
         assert!(e(&["-s", "5", "-w", "-"]).contains("-s 5"));
     }

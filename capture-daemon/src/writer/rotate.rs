@@ -215,6 +215,8 @@ pub struct RotatingWriter {
     last_error_log_ns: Option<u64>,
     unlogged_errors: u64,
     counters: WriterCounters,
+    /// `keep_files` counts the file being written (see [`RotatingWriter::keep_files_include_current`]).
+    count_current: bool,
     #[cfg(test)]
     faults: Faults,
 }
@@ -282,6 +284,7 @@ impl RotatingWriter {
             last_error_log_ns: None,
             unlogged_errors: 0,
             counters: WriterCounters::default(),
+            count_current: false,
             #[cfg(test)]
             faults: Faults::default(),
         };
@@ -384,8 +387,16 @@ impl RotatingWriter {
     pub fn close(mut self, now_ns: u64) -> Result<Option<PathBuf>, WriterError> {
         self.now_ns = now_ns;
         let finished = self.finish_file();
+        // No file follows: with `keep_files_include_current`, the last one takes its place.
+        self.count_current = false;
         self.apply_retention();
         Ok(finished)
+    }
+
+    /// Makes `keep_files` count the file being written too, as dumpcap's `-b files:N` does
+    /// (N files on disk in all); by default it counts finished files only.
+    pub fn keep_files_include_current(&mut self) {
+        self.count_current = true;
     }
 
     /// The `.part` file being written, if any (none only after creating one failed).
@@ -685,7 +696,11 @@ impl RotatingWriter {
     /// Deletes the oldest finished files of this prefix while there are more than `keep_files`
     /// or they hold more than `keep_bytes`.
     fn apply_retention(&mut self) {
-        let (keep_files, keep_bytes) = (self.policy.keep_files, self.policy.keep_bytes);
+        let (mut keep_files, keep_bytes) = (self.policy.keep_files, self.policy.keep_bytes);
+        if self.count_current && keep_files > 1 {
+            // A file is being written, or about to be: it takes one of the places.
+            keep_files -= 1;
+        }
         let keep_free = self.policy.keep_free_bytes;
         if keep_files == 0 && keep_bytes == 0 && keep_free == 0 {
             return;
@@ -1513,6 +1528,20 @@ mod tests {
             w.write_packet(0, T0 + i, &data, 1000).unwrap();
         }
         assert_eq!(seqs(dir.path()), vec![3]);
+    }
+
+    #[test]
+    fn keep_files_can_count_the_file_being_written_as_dumpcap_does() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, keep_files: 3, ..policy(dir.path()) }, T0);
+        w.keep_files_include_current();
+        for i in 0..6 {
+            write(&mut w, i);
+            let on_disk = names(dir.path()).len();
+            assert!(on_disk <= 3, "at most 3 files in all while writing: {on_disk}");
+        }
+        w.close(T0).unwrap();
+        assert_eq!(seqs(dir.path()), vec![5, 6, 7], "3 files at the end");
     }
 
     #[test]

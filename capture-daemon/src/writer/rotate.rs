@@ -360,6 +360,16 @@ impl RotatingWriter {
     /// error. Errors are handled inside (counted, logged), so this returns `Ok`.
     pub fn tick(&mut self, now_ns: u64) -> Result<(), WriterError> {
         self.now_ns = now_ns;
+        // The wall clock stepped back (NTP, a VM's clock fixed after boot): timers measured
+        // from a later time would stall until the clock caught up, so they restart from now.
+        if let Some(file) = self.file.as_mut() {
+            file.opened_ns = file.opened_ns.min(now_ns);
+        }
+        self.buffered_since_ns = self.buffered_since_ns.min(now_ns);
+        self.last_open_attempt_ns = self.last_open_attempt_ns.min(now_ns);
+        if let Some(last) = self.last_error_log_ns.as_mut() {
+            *last = (*last).min(now_ns);
+        }
         let Some(file) = &self.file else {
             if now_ns.saturating_sub(self.last_open_attempt_ns) >= REOPEN_INTERVAL_NS {
                 // A reload may have pointed the output somewhere usable.
@@ -431,6 +441,19 @@ impl RotatingWriter {
             });
         }
         let header = self.header_for(&policy, interfaces)?;
+        // The current file ends at the stricter of its old and the new limits: a reload that
+        // adds rotate_seconds to a config without rotation must not wait for a next file that
+        // would never come, and one that loosens a limit must still reach a next file for
+        // its other settings. Everything else applies from the next file.
+        let stricter = |old: u64, new: u64| match (old, new) {
+            (0, n) | (n, 0) => n,
+            (o, n) => o.min(n),
+        };
+        let p = &mut self.policy;
+        p.rotate_bytes = stricter(p.rotate_bytes, policy.rotate_bytes);
+        p.rotate_seconds = stricter(p.rotate_seconds, policy.rotate_seconds);
+        p.rotate_packets = stricter(p.rotate_packets, policy.rotate_packets);
+        self.set_due();
         self.pending = Some((policy, header));
         Ok(())
     }
@@ -1542,6 +1565,30 @@ mod tests {
         }
         w.close(T0).unwrap();
         assert_eq!(seqs(dir.path()), vec![5, 6, 7], "3 files at the end");
+    }
+
+    #[test]
+    fn a_reload_that_adds_rotation_ends_the_current_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(policy(dir.path()), T0); // no rotation at all
+        write(&mut w, 0);
+        let mut p = policy(dir.path());
+        p.rotate_seconds = 60;
+        w.reconfigure(p, &interfaces()).unwrap();
+        w.tick(T0 + 61 * NS_PER_SEC).unwrap();
+        assert_eq!(finished(dir.path()).len(), 1, "rotated by the new limit");
+    }
+
+    #[test]
+    fn a_clock_stepped_back_does_not_stall_time_rotation() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_seconds: 60, ..policy(dir.path()) }, T0);
+        write(&mut w, 0);
+        // The clock goes back an hour: rotation comes 60 s after that, not an hour later.
+        let back = T0 - 3600 * NS_PER_SEC;
+        w.tick(back).unwrap();
+        w.tick(back + 61 * NS_PER_SEC).unwrap();
+        assert_eq!(finished(dir.path()).len(), 1);
     }
 
     #[test]

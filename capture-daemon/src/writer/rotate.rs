@@ -947,8 +947,29 @@ fn recover_part(part: &Path) {
             warn!("cannot lock {}: {err}; recovering anyway", part.display())
         }
     }
+    let meta = match file.metadata() {
+        Ok(meta) => meta,
+        Err(err) => {
+            warn!("cannot read {}: {err}; left alone", part.display());
+            return;
+        }
+    };
+    if !meta.is_file() || std::os::unix::fs::MetadataExt::nlink(&meta) != 1 {
+        warn!("{} is not a plain capture file; left alone", part.display());
+        return;
+    }
+    // Another writer creates its file, then locks it: in between, its fresh file is empty and
+    // unlocked. An empty file that young is left for it (or for the next start).
+    let young = meta
+        .modified()
+        .ok()
+        .and_then(|m| m.elapsed().ok())
+        .is_some_and(|age| age < std::time::Duration::from_secs(10));
+    if meta.len() == 0 && young {
+        return;
+    }
     let result = (|| -> io::Result<Option<u64>> {
-        let len = file.metadata()?.len();
+        let len = meta.len();
         let valid = valid_prefix_len(&file, len)?;
         if valid == 0 {
             return Ok(None);
@@ -1706,8 +1727,14 @@ mod tests {
         fs::write(&short, &shb[..shb.len() - 1]).unwrap();
         let empty = dir.path().join(format!("cap_00004_{T0_STAMP}.pcapng.part"));
         fs::write(&empty, b"").unwrap();
+        // An empty file is removed only once it is not a writer's brand-new file.
+        let minute_ago = std::time::SystemTime::now() - Duration::from_secs(60);
+        File::options().write(true).open(&empty).unwrap().set_modified(minute_ago).unwrap();
+        let young = dir.path().join(format!("cap_00001_{T0_STAMP}.pcapng.part"));
+        fs::write(&young, b"").unwrap();
         let w = open(policy(dir.path()), T0);
         assert!(!short.exists() && !empty.exists());
+        assert!(young.exists(), "a fresh empty file may be another writer's, about to be locked");
         assert!(!dir.path().join(format!("cap_00003_{T0_STAMP}.pcapng")).exists());
         // Their numbers stay used.
         assert_eq!(

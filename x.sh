@@ -9,5 +9,7 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 bash scripts/bootstrap.sh
-export PATH="$HOME/.cargo/bin:$PATH"
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export HOME
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 exec cargo xtask "$@"

@@ -8,8 +8,9 @@ RUST_VERSION=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-to
 BPF_LINKER_VERSION=0.13.0
 # tcpdump, netsniff-ng (also trafgen), valgrind and wireshark-common (dumpcap, capinfos) are what
 # `cargo xtask bench` compares against and measures with; util-linux has taskset; systemd has systemd-analyze (the unit file test).
-APT_PACKAGES=(llvm-22-dev iproute2 ethtool tshark wireshark-common tcpdump procps netsniff-ng
-    valgrind util-linux systemd)
+# gcc and libc6-dev: Rust links through `cc`; curl and ca-certificates: installing rustup.
+APT_PACKAGES=(llvm-22-dev gcc libc6-dev curl ca-certificates iproute2 ethtool tshark
+    wireshark-common tcpdump procps netsniff-ng valgrind util-linux systemd)
 
 say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*" >&2; }
 
@@ -18,7 +19,10 @@ if [ "$(id -u)" != 0 ]; then
     exit 1
 fi
 
-export PATH="$HOME/.cargo/bin:$PATH"
+# A CI agent running as a system service may have no HOME.
+: "${HOME:=$(getent passwd "$(id -u)" | cut -d: -f6)}"
+export HOME
+export PATH="${CARGO_HOME:-$HOME/.cargo}/bin:$PATH"
 
 missing=()
 for p in "${APT_PACKAGES[@]}"; do
@@ -34,19 +38,57 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 
 if ! command -v rustup >/dev/null; then
-    say "rustup not found: this machine kind ships it; install rustup first"
-    exit 1
+    say "installing rustup (no default toolchain: the pinned one follows)"
+    curl --proto '=https' --tlsv1.2 --retry 5 -sSf https://sh.rustup.rs |
+        sh -s -- -y --profile minimal --default-toolchain none --no-modify-path
 fi
-if ! rustup toolchain list | grep -q "^${RUST_VERSION}-"; then
+# Output is read into variables first: `| grep -q` could stop reading early and make the
+# producer fail on a closed pipe, which pipefail would report as "missing".
+toolchains=$(rustup toolchain list)
+if ! grep -q "^${RUST_VERSION}-" <<<"$toolchains"; then
     say "installing Rust ${RUST_VERSION} (pinned in rust-toolchain.toml)"
     rustup toolchain install "${RUST_VERSION}" --profile minimal --component rust-src,clippy,rustfmt
-elif ! rustup component list --toolchain "${RUST_VERSION}" --installed | grep -q '^rust-src'; then
-    rustup component add --toolchain "${RUST_VERSION}" rust-src
+fi
+components=$(rustup component list --toolchain "${RUST_VERSION}" --installed)
+for c in rust-src clippy rustfmt; do
+    if ! grep -q "^${c}" <<<"$components"; then
+        rustup component add --toolchain "${RUST_VERSION}" "$c"
+    fi
+done
+
+# The version alone is not enough: a bpf-linker built with its default LLVM (23) links eBPF
+# objects that rustc 1.98 (LLVM 22) cannot read ("Invalid record").
+linker_ok() {
+    local version libs
+    version=$(bpf-linker --version 2>/dev/null) || return 1
+    libs=$(ldd "$(command -v bpf-linker)" 2>/dev/null) || return 1
+    grep -q "${BPF_LINKER_VERSION}" <<<"$version" && grep -q 'libLLVM.so.22' <<<"$libs"
+}
+if ! linker_ok; then
+    say "installing bpf-linker ${BPF_LINKER_VERSION} against LLVM 22 (about 80 s)"
+    LLVM_PREFIX=/usr/lib/llvm-22 cargo +"${RUST_VERSION}" install --locked --force bpf-linker \
+        --version "${BPF_LINKER_VERSION}" --no-default-features --features llvm-22
 fi
 
-if ! bpf-linker --version 2>/dev/null | grep -q "${BPF_LINKER_VERSION}"; then
-    say "installing bpf-linker ${BPF_LINKER_VERSION} against LLVM 22 (about 80 s)"
-    LLVM_PREFIX=/usr/lib/llvm-22 cargo +"${RUST_VERSION}" install --locked bpf-linker \
-        --version "${BPF_LINKER_VERSION}" --no-default-features --features llvm-22
+# Leftovers of a run that was interrupted (Ctrl-C, a CI timeout): the lab's namespaces are named
+# PREFIX-PID-N; those whose process is gone are deleted, with the test's small tmpfs mounts.
+for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
+    case "$ns" in
+    captest-* | capdemo-* | capbench-* | capexample-* | lab-*)
+        pid=$(sed -E 's/^.*-([0-9]+)-[0-9]+$/\1/' <<<"$ns")
+        if [[ "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null; then
+            say "removing network namespace $ns left by an interrupted run"
+            ip netns delete "$ns" || true
+        fi
+        ;;
+    esac
+done
+if ! pgrep -f 'deps/failures-' >/dev/null; then
+    while read -r dev mnt fstype _; do
+        if [ "$dev" = capfull ] && [ "$fstype" = tmpfs ]; then
+            say "unmounting $mnt left by an interrupted test run"
+            umount "$mnt" || true
+        fi
+    done < <(cat /proc/mounts)
 fi
 say "ready: rustc ${RUST_VERSION}, bpf-linker ${BPF_LINKER_VERSION}, LLVM 22, tshark, tcpdump, netsniff-ng, valgrind"

@@ -164,7 +164,15 @@ pub fn demo(args: &Args) -> anyhow::Result<()> {
     eprintln!("lab: sending {} frames over about {} s", frames.len(), args.seconds);
     let started = Instant::now();
     let peer = veth.peer.clone();
-    let sent = ns.run(|| RawSender::open(&peer)?.send_all(&frames, Pace { burst, pause }))?;
+    let sent = match ns.run(|| RawSender::open(&peer)?.send_all(&frames, Pace { burst, pause })) {
+        Ok(sent) => sent,
+        Err(e) => {
+            // Dropping a Child does not end it: the daemon must not outlive the demo.
+            let _ = daemon.kill();
+            let _ = daemon.wait();
+            return Err(e);
+        }
+    };
     eprintln!(
         "lab: sent {sent} frames in {:.1} s; stopping the daemon",
         started.elapsed().as_secs_f64()
@@ -183,15 +191,13 @@ pub fn demo(args: &Args) -> anyhow::Result<()> {
 }
 
 fn summarize(pcap_dir: &Path, frames: &[Vec<u8>], web: &FakeVm) -> anyhow::Result<()> {
-    let mut files: Vec<PathBuf> = std::fs::read_dir(pcap_dir)?
-        .filter_map(Result::ok)
-        .map(|e| e.path())
-        .filter(|p| p.extension().is_some_and(|e| e == "pcapng"))
-        .collect();
-    files.sort();
-    if files.iter().any(|f| f.to_string_lossy().ends_with(".part")) {
-        bail!("a .part file was left behind");
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(pcap_dir)?.filter_map(Result::ok).map(|e| e.path()).collect();
+    if let Some(part) = files.iter().find(|f| f.to_string_lossy().ends_with(".part")) {
+        bail!("{} was left behind", part.display());
     }
+    files.retain(|p| p.extension().is_some_and(|e| e == "pcapng"));
+    files.sort();
     eprintln!("\n== files in {}", pcap_dir.display());
     let mut by_target: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
     let (mut want_total, mut want_sliced) = (0u64, 0u64);

@@ -54,6 +54,13 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
     }
 
     match sys::kernel_version() {
+        Some((maj, min)) if config.capture.busy_poll_us > 0 && (maj, min) < (5, 11) => r.fail(
+            "kernel",
+            format!(
+                "{}: busy_poll_us needs Linux >= 5.11 (SO_PREFER_BUSY_POLL); set it to 0",
+                sys::os_release()
+            ),
+        ),
         Some((maj, min)) if (maj, min) >= (5, 9) => {
             r.ok("kernel", format!("{} (bpf_link XDP attach needs >= 5.9)", sys::os_release()));
         }
@@ -136,12 +143,32 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
 }
 
 fn check_output(r: &mut Report, dir: &Path) {
-    // The directory itself, or the nearest existing parent `run` would create it under.
+    // The directory itself, or the nearest existing parent `run` would create it under (a
+    // relative path is relative to the working directory).
     let mut existing = dir;
     while !existing.exists() {
         match existing.parent() {
+            Some(p) if p.as_os_str().is_empty() => existing = Path::new("."),
             Some(p) => existing = p,
             None => break,
+        }
+    }
+    if existing == dir {
+        // As `run` does: a directory anyone may write to could be filled or raced by anyone.
+        use std::os::unix::fs::PermissionsExt as _;
+        if let Ok(meta) = std::fs::metadata(dir)
+            && meta.permissions().mode() & 0o002 != 0
+        {
+            r.fail(
+                "output",
+                format!(
+                    "{} is writable by everyone (mode {:o}); run refuses it: use a directory \
+                     only the service can write (e.g. chmod 0750)",
+                    dir.display(),
+                    meta.permissions().mode() & 0o7777
+                ),
+            );
+            return;
         }
     }
     let Ok(c) = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()) else {

@@ -414,9 +414,14 @@ fn check_batch_delay(v: i128) -> Result<u32, String> {
 }
 
 fn check_listen(s: &str) -> Result<std::net::SocketAddr, String> {
-    s.parse().map_err(|_| {
+    let addr: std::net::SocketAddr = s.parse().map_err(|_| {
         format!("\"{s}\" is not an address and port; use e.g. \"127.0.0.1:9464\" or \"[::1]:9464\"")
-    })
+    })?;
+    if addr.port() == 0 {
+        // A port the kernel picks would be one that `status` and Prometheus cannot know.
+        return Err(format!("\"{s}\": port 0 is not a fixed port; use e.g. 9464"));
+    }
+    Ok(addr)
 }
 
 fn check_snaplen(v: i128) -> Result<u32, String> {
@@ -1646,6 +1651,17 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
     }
 
     // --- value errors, with positions --------------------------------------------------------
+
+    #[test]
+    fn metrics_listen_needs_a_fixed_port() {
+        let text = |l: &str| with_base(&format!("[metrics]\nlisten = \"{l}\""));
+        assert_eq!(ok(&text("[::1]:9000")).metrics.listen.port(), 9000);
+        let e = err(&text("127.0.0.1:0"));
+        assert!(
+            e.contains(":2:10: key `listen`: \"127.0.0.1:0\": port 0 is not a fixed port"),
+            "{e}"
+        );
+    }
 
     #[test]
     fn output_group_is_looked_up_when_the_config_is_read() {

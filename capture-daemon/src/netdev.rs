@@ -107,10 +107,24 @@ pub fn rx_queue_count(name: &str) -> anyhow::Result<u32> {
         combined_count: 0,
     };
     match ethtool(name, (&raw mut ch).cast()) {
-        Ok(()) => Ok((ch.combined_count + ch.rx_count).max(1)),
-        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => Ok(1),
+        Ok(()) if ch.combined_count + ch.rx_count > 0 => Ok(ch.combined_count + ch.rx_count),
+        // No channel information (bonds, some virtual devices): the RX queues the kernel made.
+        Ok(()) => Ok(sysfs_rx_queues(name).unwrap_or(1)),
+        Err(e) if e.raw_os_error() == Some(libc::EOPNOTSUPP) => {
+            Ok(sysfs_rx_queues(name).unwrap_or(1))
+        }
         Err(e) => Err(e).with_context(|| format!("asking {name} for its RX queues (ethtool -l)")),
     }
+}
+
+/// The number of `/sys/class/net/NAME/queues/rx-N` directories, if any.
+fn sysfs_rx_queues(name: &str) -> Option<u32> {
+    let dir = std::fs::read_dir(format!("/sys/class/net/{name}/queues")).ok()?;
+    let n = dir
+        .filter_map(Result::ok)
+        .filter(|e| e.file_name().to_string_lossy().starts_with("rx-"))
+        .count();
+    u32::try_from(n).ok().filter(|n| *n > 0)
 }
 
 /// The driver name (`ethtool -i`), e.g. "ixgbe", "mlx5_core", "veth".

@@ -47,7 +47,7 @@ impl Notifier {
     }
 
     pub fn ready(&self, status: &str) {
-        self.send(&format!("READY=1\nSTATUS={status}"));
+        self.send(&format!("READY=1\nSTATUS={}", one_line(status)));
     }
 
     pub fn reloading(&self) {
@@ -55,7 +55,7 @@ impl Notifier {
     }
 
     pub fn status(&self, status: &str) {
-        self.send(&format!("STATUS={status}"));
+        self.send(&format!("STATUS={}", one_line(status)));
     }
 
     pub fn stopping(&self) {
@@ -65,6 +65,11 @@ impl Notifier {
     pub fn watchdog(&self) {
         self.send("WATCHDOG=1");
     }
+}
+
+/// A STATUS= value on one line: a newline (say in a directory name) would start another field.
+fn one_line(s: &str) -> String {
+    s.replace(['\n', '\r'], " ")
 }
 
 #[cfg(test)]

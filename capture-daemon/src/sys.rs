@@ -89,20 +89,29 @@ pub fn kernel_version() -> Option<(u32, u32)> {
 /// The id of group `name` in this host's group database (`/etc/group`, NSS), if it exists.
 pub fn group_id(name: &str) -> Option<u32> {
     let cname = std::ffi::CString::new(name).ok()?;
-    let mut buf = vec![0u8; 16 * 1024];
-    // SAFETY: `group` is plain data the call fills; `buf` outlives the call and its length is
-    // passed; `result` is set to null or to `&group`.
-    unsafe {
-        let mut group: libc::group = std::mem::zeroed();
-        let mut result: *mut libc::group = std::ptr::null_mut();
-        let rc = libc::getgrnam_r(
-            cname.as_ptr(),
-            &raw mut group,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &raw mut result,
-        );
-        (rc == 0 && !result.is_null()).then_some(group.gr_gid)
+    // Large directory groups (LDAP, SSSD) need more room than usual: grow on ERANGE.
+    let mut len = 16 * 1024;
+    loop {
+        let mut buf = vec![0u8; len];
+        // SAFETY: `group` is plain data the call fills; `buf` outlives the call and its length
+        // is passed; `result` is set to null or to `&group`.
+        let (rc, gid) = unsafe {
+            let mut group: libc::group = std::mem::zeroed();
+            let mut result: *mut libc::group = std::ptr::null_mut();
+            let rc = libc::getgrnam_r(
+                cname.as_ptr(),
+                &raw mut group,
+                buf.as_mut_ptr().cast(),
+                buf.len(),
+                &raw mut result,
+            );
+            (rc, (!result.is_null()).then_some(group.gr_gid))
+        };
+        if rc == libc::ERANGE && len < 16 << 20 {
+            len *= 4;
+            continue;
+        }
+        return if rc == 0 { gid } else { None };
     }
 }
 

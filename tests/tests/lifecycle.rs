@@ -392,6 +392,14 @@ fn check_reports_the_host_and_warns_about_mirror_mode() {
     let (code, text) = run_cli(&lab, &["check", "--config", path.to_str().unwrap()]);
     assert_eq!(code, 1, "{text}");
     assert!(text.contains("FAIL  interfaces: interface nosuch0 not found"), "{text}");
+
+    // What run refuses, check refuses too: a world-writable output directory.
+    use std::os::unix::fs::PermissionsExt as _;
+    std::fs::create_dir_all(lab.out_dir()).unwrap();
+    std::fs::set_permissions(lab.out_dir(), std::fs::Permissions::from_mode(0o777)).unwrap();
+    let (code, text) = run_cli(&lab, &["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 1, "{text}");
+    assert!(text.contains("FAIL  output:") && text.contains("writable by everyone"), "{text}");
 }
 
 #[test]

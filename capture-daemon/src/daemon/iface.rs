@@ -6,6 +6,8 @@ use std::sync::atomic::AtomicU64;
 
 use anyhow::{Context as _, bail};
 
+use capture_common::MAX_QUEUES;
+
 use super::IfaceStats;
 use crate::bpf::{Filter, TargetTables};
 use crate::config::{CaptureConfig, Config, InterfaceConfig, Queues, XdpMode, ZeroCopy};
@@ -33,7 +35,13 @@ pub fn resolve_interfaces(config: &Config) -> anyhow::Result<Vec<ResolvedInterfa
 /// Checks that the interface exists and has the queues asked for.
 pub fn resolve_interface(i: &InterfaceConfig) -> anyhow::Result<ResolvedInterface> {
     let rx_queues = netdev::rx_queue_count(&i.name)?;
-    let queues = match &i.queues {
+    let queues: Vec<u32> = match &i.queues {
+        // The XSKMAP has a socket per queue up to MAX_QUEUES; beyond, "all" cannot hold.
+        Queues::All if rx_queues > MAX_QUEUES => bail!(
+            "interface {}: it has {rx_queues} RX queues and at most {MAX_QUEUES} can be \
+             captured; list the queues to capture (queues = [...])",
+            i.name
+        ),
         Queues::All => (0..rx_queues).collect(),
         Queues::List(list) => {
             if let Some(q) = list.iter().find(|q| **q >= rx_queues) {

@@ -75,10 +75,12 @@ pub(super) fn render_metrics(stats: &Stats) -> String {
     let Ok((targets, directory, missing)) = view else { return String::new() };
     e.sample("capture_up", "gauge", "1 while the daemon captures.", &[], 1.0);
     let up_help = "1 while the interface is captured, 0 while it is configured but missing.";
-    for name in &missing {
+    let captured = stats.interfaces();
+    // The two lists are updated one after the other: an interface in both is captured.
+    for name in missing.iter().filter(|m| !captured.iter().any(|s| &s.name == *m)) {
         e.sample("capture_interface_up", "gauge", up_help, &[("interface", name)], 0.0);
     }
-    for s in stats.interfaces() {
+    for s in captured {
         let name = &s.name;
         e.sample("capture_interface_up", "gauge", up_help, &[("interface", name)], 1.0);
         let k = s.kernel.totals();

@@ -7,7 +7,8 @@
 //! differs from what it last saw, so a half-written file is not read mid-write, and touching
 //! the file does nothing. When the file is a symbolic link (a Kubernetes ConfigMap swaps a
 //! `..data` link next to it), every event in the directory counts, since any may move the
-//! link's target.
+//! link's target, and the target's own directory is watched for its name. Lost events
+//! (a queue overflow) count as a change to look at.
 
 use std::io;
 use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
@@ -38,22 +39,33 @@ pub fn spawn(
     }
     // SAFETY: fresh, valid fd.
     let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-    let cdir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
-        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
-    let mask = libc::IN_CLOSE_WRITE
-        | libc::IN_MOVED_TO
-        | libc::IN_CREATE
-        | libc::IN_DELETE
-        | libc::IN_MODIFY
-        | libc::IN_ATTRIB;
-    // SAFETY: valid fd and NUL-terminated path.
-    if unsafe { libc::inotify_add_watch(fd.as_raw_fd(), cdir.as_ptr(), mask) } < 0 {
-        let e = io::Error::last_os_error();
-        return Err(io::Error::new(e.kind(), format!("watching {}: {e}", dir.display())));
-    }
+    let watch = |dir: &Path| -> io::Result<i32> {
+        let cdir = std::ffi::CString::new(dir.as_os_str().as_encoded_bytes())
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+        let mask = libc::IN_CLOSE_WRITE
+            | libc::IN_MOVED_TO
+            | libc::IN_CREATE
+            | libc::IN_DELETE
+            | libc::IN_MODIFY
+            | libc::IN_ATTRIB;
+        // SAFETY: valid fd and NUL-terminated path.
+        let wd = unsafe { libc::inotify_add_watch(fd.as_raw_fd(), cdir.as_ptr(), mask) };
+        if wd < 0 {
+            let e = io::Error::last_os_error();
+            return Err(io::Error::new(e.kind(), format!("watching {}: {e}", dir.display())));
+        }
+        Ok(wd)
+    };
+    let dir_wd = watch(&dir)?;
     let mut seen = std::fs::read(&path).ok();
     let name = path.file_name().map(|n| n.as_encoded_bytes().to_vec()).unwrap_or_default();
     let any_event = path.symlink_metadata().is_ok_and(|m| m.file_type().is_symlink());
+    // A link's target is edited where it lives: its directory is watched for its name too.
+    let target = if any_event { std::fs::canonicalize(&path).ok() } else { None };
+    let target = match target.as_deref().and_then(|t| Some((t.parent()?, t.file_name()?))) {
+        Some((tdir, tname)) => Some((watch(tdir)?, tname.as_encoded_bytes().to_vec())),
+        None => None,
+    };
     std::thread::Builder::new().name("config-watch".into()).spawn(move || {
         // While a change waits to settle: when its first and its last event came.
         let mut pending: Option<(Instant, Instant)> = None;
@@ -78,7 +90,12 @@ pub fn spawn(
                     if n == 0 {
                         break;
                     }
-                    hit |= any_event || names(&buf[..n]).any(|n| n == name.as_slice());
+                    hit |= events_of(&buf[..n]).any(|(wd, mask, n)| {
+                        // Events were lost: look at the file anyway.
+                        mask & libc::IN_Q_OVERFLOW != 0
+                            || (wd == dir_wd && (any_event || n == name.as_slice()))
+                            || target.as_ref().is_some_and(|(twd, tn)| wd == *twd && n == tn)
+                    });
                 }
                 if hit {
                     let now = Instant::now();
@@ -101,14 +118,16 @@ pub fn spawn(
     })
 }
 
-/// The names in a buffer of `struct inotify_event`s (wd, mask, cookie, len, then `len` bytes
-/// of NUL-padded name).
-fn names(mut buf: &[u8]) -> impl Iterator<Item = &[u8]> {
+/// (watch, mask, name) of each event in a buffer of `struct inotify_event`s (wd, mask, cookie,
+/// len, then `len` bytes of NUL-padded name).
+fn events_of(mut buf: &[u8]) -> impl Iterator<Item = (i32, u32, &[u8])> {
     std::iter::from_fn(move || {
+        let wd = i32::from_ne_bytes(buf.get(0..4)?.try_into().ok()?);
+        let mask = u32::from_ne_bytes(buf.get(4..8)?.try_into().ok()?);
         let len = u32::from_ne_bytes(buf.get(12..16)?.try_into().ok()?) as usize;
         let name = buf.get(16..16 + len)?;
         buf = &buf[16 + len..];
-        Some(name.split(|b| *b == 0).next().unwrap_or_default())
+        Some((wd, mask, name.split(|b| *b == 0).next().unwrap_or_default()))
     })
 }
 
@@ -166,6 +185,29 @@ mod tests {
         assert_eq!(settle(&count, 3), 3, "next to a busy file");
         writer.join().unwrap();
 
+        stop.raise();
+        handle.join().unwrap();
+    }
+
+    #[test]
+    fn follows_a_link_to_a_file_elsewhere() {
+        let dir = tempfile::tempdir().unwrap();
+        let real = dir.path().join("real");
+        std::fs::create_dir(&real).unwrap();
+        std::fs::write(real.join("capture.toml"), "a = 1\n").unwrap();
+        let conf = dir.path().join("etc");
+        std::fs::create_dir(&conf).unwrap();
+        let link = conf.join("capture.toml");
+        std::os::unix::fs::symlink(real.join("capture.toml"), &link).unwrap();
+        let count = Arc::new(AtomicU32::new(0));
+        let stop = Stop::new().unwrap();
+        let counter = Arc::clone(&count);
+        let handle = spawn(&link, stop.clone(), move || {
+            counter.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        std::fs::write(real.join("capture.toml"), "a = 2\n").unwrap();
+        assert_eq!(settle(&count, 1), 1, "the link's target edited in its own directory");
         stop.raise();
         handle.join().unwrap();
     }

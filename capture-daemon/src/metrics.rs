@@ -172,13 +172,30 @@ pub fn parse(body: &str) -> Samples {
         .collect()
 }
 
-/// The value of label `label` in a sample key such as `name{a="x",b="y"}`.
-pub fn label<'a>(key: &'a str, label: &str) -> Option<&'a str> {
-    let inner = key.split_once('{')?.1.strip_suffix('}')?;
-    inner.split(',').find_map(|kv| {
-        let (k, v) = kv.split_once('=')?;
-        (k == label).then(|| v.trim_matches('"'))
-    })
+/// The value of label `label` in a sample key such as `name{a="x",b="y\"z"}`, unescaped.
+/// Values are read as the format writes them (quoted, with `\\`, `\"` and `\n` escapes), so
+/// a comma, quote or `=` inside one (a path, an interface name) is read right.
+pub fn label(key: &str, label: &str) -> Option<String> {
+    let mut rest = key.split_once('{')?.1;
+    loop {
+        let (name, after) = rest.split_once("=\"")?;
+        let mut value = String::new();
+        let mut chars = after.char_indices();
+        let end = loop {
+            match chars.next()? {
+                (i, '"') => break i,
+                (_, '\\') => match chars.next()?.1 {
+                    'n' => value.push('\n'),
+                    c => value.push(c),
+                },
+                (_, c) => value.push(c),
+            }
+        };
+        if name.trim_start_matches(',') == label {
+            return Some(value);
+        }
+        rest = &after[end + 1..];
+    }
 }
 
 #[cfg(test)]
@@ -209,7 +226,12 @@ mod tests {
         let samples = parse(&text);
         assert_eq!(samples["capture_up"], 1.0);
         let key = samples.keys().find(|k| k.contains("eth0")).unwrap();
-        assert_eq!(label(key, "interface"), Some("eth0"));
+        assert_eq!(label(key, "interface").as_deref(), Some("eth0"));
+        assert_eq!(label(key, "target").as_deref(), Some("a\"b"), "unescaped");
+        let tricky = r#"capture_current_file{path="/srv/pcap,hv1/x=\"y\"",interface="e,1"}"#;
+        assert_eq!(label(tricky, "path").as_deref(), Some("/srv/pcap,hv1/x=\"y\""));
+        assert_eq!(label(tricky, "interface").as_deref(), Some("e,1"));
+        assert_eq!(label(tricky, "nope"), None);
         assert_eq!(samples[key], 3.0);
     }
 

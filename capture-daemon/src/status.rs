@@ -13,7 +13,7 @@ fn sum(samples: &Samples, name: &str, iface: Option<&str>) -> f64 {
     samples
         .iter()
         .filter(|(k, _)| k.split('{').next() == Some(name))
-        .filter(|(k, _)| iface.is_none_or(|i| label(k, "interface") == Some(i)))
+        .filter(|(k, _)| iface.is_none_or(|i| label(k, "interface").as_deref() == Some(i)))
         .map(|(_, v)| v)
         .sum()
 }
@@ -47,12 +47,13 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
         ((sum(&second, name, iface) - sum(&first, name, iface)) / secs).max(0.0)
     };
 
-    let mut interfaces: Vec<&str> = second.keys().filter_map(|k| label(k, "interface")).collect();
+    let mut interfaces: Vec<String> = second.keys().filter_map(|k| label(k, "interface")).collect();
     interfaces.dedup();
     interfaces.sort_unstable();
     interfaces.dedup();
     let up = |iface: &str| sum(&second, "capture_interface_up", Some(iface)) > 0.0;
-    let (captured, missing): (Vec<&str>, Vec<&str>) = interfaces.iter().partition(|i| up(i));
+    let (captured, missing): (Vec<&str>, Vec<&str>) =
+        interfaces.iter().map(String::as_str).partition(|i| up(i));
     println!(
         "capture-daemon at http://{addr}/metrics: capturing on {} interface(s)",
         captured.len()
@@ -75,23 +76,25 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
         let drops: Vec<String> = second
             .iter()
             .filter(|(k, v)| {
-                k.starts_with("capture_drops_total{") && label(k, "interface") == i && **v > 0.0
+                k.starts_with("capture_drops_total{")
+                    && label(k, "interface").as_deref() == i
+                    && **v > 0.0
             })
-            .map(|(k, v)| format!("{} {v:.0}", label(k, "stage").unwrap_or("?")))
+            .map(|(k, v)| format!("{} {v:.0}", label(k, "stage").unwrap_or_else(|| "?".into())))
             .collect();
         println!(
             "    drops: {}",
             if drops.is_empty() { "none".to_owned() } else { drops.join(", ") }
         );
         for (k, v) in second.iter().filter(|(k, _)| {
-            k.starts_with("capture_target_frames_total{") && label(k, "interface") == i
+            k.starts_with("capture_target_frames_total{") && label(k, "interface").as_deref() == i
         }) {
             let bytes_key =
                 k.replacen("capture_target_frames_total", "capture_target_bytes_total", 1);
             let bytes = second.get(&bytes_key).copied().unwrap_or(0.0);
             println!(
                 "    target {}: {v:.0} frames, {bytes:.0} bytes",
-                label(k, "target").unwrap_or("?")
+                label(k, "target").unwrap_or_else(|| "?".into())
             );
         }
     }
@@ -100,7 +103,7 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
         println!("  frames lost to write errors: {lost:.0}");
     }
     if let Some(file) = second.keys().find(|k| k.starts_with("capture_current_file{")) {
-        println!("  writing {}", label(file, "path").unwrap_or("?"));
+        println!("  writing {}", label(file, "path").unwrap_or_else(|| "?".into()));
     }
     println!(
         "  files closed {:.0}, bytes written {}, disk free {}",

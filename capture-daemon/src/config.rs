@@ -1117,8 +1117,14 @@ fn line_column(text: &str, at: usize) -> (usize, usize) {
     let before = text.get(..at).unwrap_or(text);
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line = before.matches('\n').count() + 1;
-    let column = before[line_start..].chars().count() + 1;
+    let column = without_bom(&before[line_start..], line_start).chars().count() + 1;
     (line, column)
+}
+
+/// `s`, less a byte-order mark if it starts the file (`at` is its offset): the TOML parser
+/// skips one, and an editor shows none, so columns on line 1 do not count it.
+fn without_bom(s: &str, at: usize) -> &str {
+    if at == 0 { s.strip_prefix('\u{feff}').unwrap_or(s) } else { s }
 }
 
 fn syntax_error(e: &toml::de::Error, text: &str, path: &Path) -> ConfigError {
@@ -1149,11 +1155,13 @@ fn snippet(text: &str, span: Range<usize>) -> String {
     };
     let line_start = before.rfind('\n').map_or(0, |i| i + 1);
     let line_end = after.find('\n').map_or(text.len(), |i| start + i);
-    let content = text[line_start..line_end].trim_end_matches('\r');
+    let content = without_bom(&text[line_start..line_end], line_start).trim_end_matches('\r');
     let (line, _) = line_column(text, start);
     // Keep tabs so the carets line up under tab-indented text.
-    let pad: String =
-        before[line_start..].chars().map(|c| if c == '\t' { '\t' } else { ' ' }).collect();
+    let pad: String = without_bom(&before[line_start..], line_start)
+        .chars()
+        .map(|c| if c == '\t' { '\t' } else { ' ' })
+        .collect();
     let end = span.end.clamp(start, line_end);
     let carets = text.get(start..end).map_or(0, |s| s.chars().count()).max(1);
     let gutter = " ".repeat(line.to_string().len());
@@ -2177,8 +2185,12 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         let none = "no [[interface]] configured; add one naming the NIC to capture on, e.g. [[interface]] name = \"enp65s0f0\"";
         assert_eq!(err(""), format!("{P}:1:1: key `interface`: {none}"));
         assert_eq!(err("# only a comment\n"), format!("{P}:1:1: key `interface`: {none}"));
-        // A byte-order mark, as some Windows editors write, is fine.
+        // A byte-order mark, as some Windows editors write, is fine, and not a column.
         ok(&format!("\u{feff}{BASE}"));
+        let e = err(&format!("\u{feff}[capture]\nsnaplen = 5\n{BASE}"));
+        assert!(e.starts_with(&format!("{P}:2:11: key `snaplen`")), "{e}");
+        let e = err(&format!("\u{feff}bogus = 1\n{BASE}"));
+        assert!(e.starts_with(&format!("{P}:1:1: ")), "{e}");
         assert_eq!(
             err(&with_base("[capture]\nsnaplen = 99999999999999999999")),
             format!(

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::bpf::{Filter, TargetTables, error_chain};
 use crate::config::Config;
 use crate::daemon::{describe_target, resolve_interfaces};
+use crate::writer::rotate::refuse_world_writable;
 use crate::{netdev, sys};
 
 /// The banner `check` and the docs use: in mirror mode the capture NIC loses the frames it captures.
@@ -154,20 +155,12 @@ fn check_output(r: &mut Report, dir: &Path) {
         }
     }
     if existing == dir {
-        // As `run` does: a directory anyone may write to could be filled or raced by anyone.
+        // What `run` refuses, with its words.
         use std::os::unix::fs::PermissionsExt as _;
         if let Ok(meta) = std::fs::metadata(dir)
-            && meta.permissions().mode() & 0o002 != 0
+            && let Err(e) = refuse_world_writable(dir, meta.permissions().mode())
         {
-            r.fail(
-                "output",
-                format!(
-                    "{} is writable by everyone (mode {:o}); run refuses it: use a directory \
-                     only the service can write (e.g. chmod 0750)",
-                    dir.display(),
-                    meta.permissions().mode() & 0o7777
-                ),
-            );
+            r.fail("output", e.to_string());
             return;
         }
     }

@@ -247,11 +247,8 @@ impl RotatingWriter {
         stats: Box<dyn StatsSource>,
         now_ns: u64,
     ) -> Result<Self, WriterError> {
-        if policy.prefix.is_empty() || policy.prefix.contains(['/', '\0']) {
-            return Err(WriterError::InvalidPrefix { prefix: policy.prefix });
-        }
+        prepare_output(&policy)?;
         let dir = &policy.directory;
-        prepare_dir(dir, policy.group.as_ref())?;
         let entries = scan(dir, &policy.prefix)
             .map_err(|source| WriterError::ReadDir { path: dir.clone(), source })?;
         for entry in entries.iter().filter(|e| e.part) {
@@ -305,12 +302,7 @@ impl RotatingWriter {
         data: &[u8],
         orig_len: u32,
     ) -> Result<(), WriterError> {
-        if interface_id >= self.interface_count {
-            return Err(WriterError::UnknownInterface {
-                interface_id,
-                count: self.interface_count,
-            });
-        }
+        check_interface(interface_id, self.interface_count)?;
         if self.file.is_none() {
             // Creating the file failed; tick() retries.
             self.counters.packets_lost_to_errors += 1;
@@ -485,9 +477,7 @@ impl RotatingWriter {
         policy: &Policy,
         interfaces: &[InterfaceInfo],
     ) -> Result<Vec<u8>, WriterError> {
-        if policy.prefix.is_empty() || policy.prefix.contains(['/', '\0']) {
-            return Err(WriterError::InvalidPrefix { prefix: policy.prefix.clone() });
-        }
+        check_prefix(&policy.prefix)?;
         let mut header = Vec::new();
         encode_shb(&mut header, &self.section);
         for interface in interfaces {
@@ -836,9 +826,7 @@ fn prepare_dir(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError>
         .map_err(|source| WriterError::CreateDir { path: dir.to_path_buf(), source })?
         .permissions()
         .mode();
-    if mode & 0o002 != 0 {
-        return Err(WriterError::WorldWritable { path: dir.to_path_buf(), mode: mode & 0o7777 });
-    }
+    refuse_world_writable(dir, mode)?;
     if let Some(group) = group {
         // Checked here, at start-up and on reload, so that giving each file to the group
         // later cannot fail for want of permission. The directory could already have the
@@ -871,10 +859,33 @@ fn prepare_dir(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError>
 /// Checks output settings before they are used (a config reload): the prefix, and that the
 /// directory exists or can be created, is not world-writable and can be given to the group.
 pub fn prepare_output(policy: &Policy) -> Result<(), WriterError> {
-    if policy.prefix.is_empty() || policy.prefix.contains(['/', '\0']) {
-        return Err(WriterError::InvalidPrefix { prefix: policy.prefix.clone() });
-    }
+    check_prefix(&policy.prefix)?;
     prepare_dir(&policy.directory, policy.group.as_ref())
+}
+
+/// A prefix names files in the output directory only.
+fn check_prefix(prefix: &str) -> Result<(), WriterError> {
+    if prefix.is_empty() || prefix.contains(['/', '\0']) {
+        return Err(WriterError::InvalidPrefix { prefix: prefix.to_owned() });
+    }
+    Ok(())
+}
+
+/// Refuses an output directory of permission bits `mode` that everybody may write to: anyone
+/// could fill it or plant names in it. `run` and `check` both ask this.
+pub fn refuse_world_writable(dir: &Path, mode: u32) -> Result<(), WriterError> {
+    if mode & 0o002 != 0 {
+        return Err(WriterError::WorldWritable { path: dir.to_path_buf(), mode: mode & 0o7777 });
+    }
+    Ok(())
+}
+
+/// A packet's interface id must name one of the interfaces the output describes.
+pub(super) fn check_interface(interface_id: u32, count: u32) -> Result<(), WriterError> {
+    if interface_id >= count {
+        return Err(WriterError::UnknownInterface { interface_id, count });
+    }
+    Ok(())
 }
 
 /// Files in `dir` named exactly `{prefix}_<digits>_<14 digits>.pcapng[.part]`.

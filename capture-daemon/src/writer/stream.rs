@@ -6,7 +6,7 @@ use std::io::{self, Write};
 use std::path::Path;
 
 use super::pcapng::{InterfaceInfo, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb};
-use super::rotate::{StatsSource, WriterCounters, WriterError};
+use super::rotate::{StatsSource, WriterCounters, WriterError, check_interface};
 
 /// Written out once the buffer holds this much (and at every tick).
 const FLUSH_BYTES: usize = 256 << 10;
@@ -59,12 +59,7 @@ impl StreamWriter {
         data: &[u8],
         orig_len: u32,
     ) -> Result<(), WriterError> {
-        if interface_id >= self.interface_count {
-            return Err(WriterError::UnknownInterface {
-                interface_id,
-                count: self.interface_count,
-            });
-        }
+        check_interface(interface_id, self.interface_count)?;
         encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len);
         self.buffered_packets += 1;
         if self.buf.len() >= FLUSH_BYTES {

@@ -27,22 +27,21 @@ pub(super) struct Missing {
 /// How often a missing interface's failure to come back is logged again.
 pub(super) const MISSING_LOG_EVERY: Duration = Duration::from_secs(60);
 
-/// Makes `runs` the captured interfaces, in the order of `config.interfaces`: the rings of
-/// those just started get their index as interface id, the writer finishes its file and starts
-/// one describing them, the metrics follow.
+/// Makes `kept` and `started` the captured interfaces, in the order of `config.interfaces`: the
+/// rings of those just started get their index as interface id, the writer finishes its file
+/// and starts one describing them, the metrics follow.
 pub(super) fn install_interfaces(
     running: &mut Running,
     config: &Config,
-    runs: Vec<(IfaceRun, Option<Vec<Source>>)>,
+    kept: Vec<IfaceRun>,
+    started: Vec<(IfaceRun, Vec<Source>)>,
 ) {
-    let mut runs = runs;
+    let mut runs: Vec<(IfaceRun, Vec<Source>)> =
+        kept.into_iter().map(|r| (r, Vec::new())).chain(started).collect();
     runs.sort_by_key(|(r, _)| config.interfaces.iter().position(|i| i.name == r.spec.name));
     let mut new_sources = Vec::new();
     for (id, (_, sources)) in (0u32..).zip(&mut runs) {
-        for mut source in sources.take().unwrap_or_default() {
-            source.interface_id = id;
-            new_sources.push(source);
-        }
+        new_sources.extend(sources.drain(..).map(|s| Source { interface_id: id, ..s }));
     }
     running.ifaces = runs.into_iter().map(|(r, _)| r).collect();
     let ifaces: Vec<Arc<IfaceStats>> =
@@ -50,12 +49,7 @@ pub(super) fn install_interfaces(
     if let Ok(mut list) = running.stats.ifaces.write() {
         list.clone_from(&ifaces);
     }
-    let names: Vec<&str> = running.ifaces.iter().map(|r| r.spec.name.as_str()).collect();
-    let _ = running.reconfigure.send(Reconfigure {
-        output: config.output.clone(),
-        infos: interface_infos(config, &names, &sys::hostname()),
-        interfaces: Some(InterfaceChange { ifaces, sources: new_sources }),
-    });
+    running.tell_writer(config, Some(InterfaceChange { ifaces, sources: new_sources }));
     running.publish_missing();
 }
 
@@ -65,6 +59,21 @@ impl Running {
         if let Ok(mut view) = self.stats.view.write() {
             view.missing = self.missing.iter().map(|m| m.config.name.clone()).collect();
         }
+    }
+
+    /// The names of the captured interfaces, in file order.
+    pub(super) fn names(&self) -> Vec<&str> {
+        self.ifaces.iter().map(|r| r.spec.name.as_str()).collect()
+    }
+
+    /// Hands the writer `config`'s output settings and interface descriptions, and `change`
+    /// when the interfaces changed.
+    fn tell_writer(&self, config: &Config, change: Option<InterfaceChange>) {
+        let _ = self.reconfigure.send(Reconfigure {
+            output: config.output.clone(),
+            infos: interface_infos(config, &self.names(), &sys::hostname()),
+            interfaces: change,
+        });
     }
 }
 
@@ -128,9 +137,7 @@ pub(super) fn check_interfaces(running: &mut Running, config: &Config) -> bool {
     }
     running.missing = still_missing;
     if changed || !started.is_empty() {
-        let runs = kept.into_iter().map(|r| (r, None));
-        let runs = runs.chain(started.into_iter().map(|(r, s)| (r, Some(s)))).collect();
-        install_interfaces(running, config, runs);
+        install_interfaces(running, config, kept, started);
     } else {
         running.ifaces = kept;
     }
@@ -143,8 +150,8 @@ pub(super) fn check_interfaces(running: &mut Running, config: &Config) -> bool {
 /// - interfaces added are opened and attached before anything else changes (if one fails, the
 ///   reload is rejected as a whole); interfaces removed are detached and drained;
 /// - an interface whose settings changed (`queues`, `xdp_mode`, `zero_copy`, or the socket
-///   settings of `[capture]`) is restarted: its sockets must be reopened, which leaves a gap of
-///   a few milliseconds on it (frames then pass to the host, counted as `no_socket`);
+///   settings of `[capture]`) is restarted: its sockets must be reopened, which leaves a gap
+///   (logged) in which its frames go to the host, not counted;
 /// - an interface missing from the host may stay configured: it is captured when it is back;
 /// - `[output]` settings apply from the next file, or at once when the interfaces changed (a
 ///   file describes a fixed set of interfaces);
@@ -302,18 +309,11 @@ pub(super) fn apply_reload(
         *view = new_view;
     }
     if interfaces_changed {
-        let runs = keep.into_iter().map(|r| (r, None));
-        let runs = runs.chain(started.into_iter().map(|(r, s)| (r, Some(s)))).collect();
-        install_interfaces(running, config, runs);
+        install_interfaces(running, config, keep, started);
     } else {
         running.ifaces = keep;
         running.publish_missing();
-        let names: Vec<&str> = running.ifaces.iter().map(|r| r.spec.name.as_str()).collect();
-        let _ = running.reconfigure.send(Reconfigure {
-            output: config.output.clone(),
-            infos: interface_infos(config, &names, &sys::hostname()),
-            interfaces: None,
-        });
+        running.tell_writer(config, None);
     }
     let missing: Vec<&str> = running.missing.iter().map(|m| m.config.name.as_str()).collect();
     log::info!(
@@ -321,7 +321,7 @@ pub(super) fn apply_reload(
          from the {} file",
         config.capture.snaplen,
         config.capture.unmatched,
-        running.ifaces.iter().map(|r| r.spec.name.as_str()).collect::<Vec<_>>().join(", "),
+        running.names().join(", "),
         if missing.is_empty() {
             String::new()
         } else {

@@ -382,6 +382,16 @@ impl RxQueue {
         self.free.truncate(start);
     }
 
+    /// About once a second: the kernel's socket statistics, and the clock offset (so NTP steps
+    /// of the wall clock reach the timestamps).
+    fn refresh_if_due(&self, stats: &QueueStats, last_refresh: &mut Instant, offset: &mut i64) {
+        if last_refresh.elapsed() >= Duration::from_secs(1) {
+            *offset = monotonic_to_realtime_offset();
+            self.refresh_kernel_stats(stats);
+            *last_refresh = Instant::now();
+        }
+    }
+
     fn refresh_kernel_stats(&self, stats: &QueueStats) {
         if let Ok(s) = self.user.statistics_v2() {
             stats.kernel_rx_dropped.store(s.rx_dropped, Relaxed);
@@ -504,11 +514,7 @@ impl RxQueue {
                     stats.heartbeat_ms.store(monotonic_ns() / 1_000_000, Relaxed);
                     // Under overload the ring never empties: the statistics and the clock
                     // offset must still be refreshed (ring-full drops show up exactly then).
-                    if last_refresh.elapsed() >= Duration::from_secs(1) {
-                        offset = monotonic_to_realtime_offset();
-                        self.refresh_kernel_stats(stats);
-                        last_refresh = Instant::now();
-                    }
+                    self.refresh_if_due(stats, &mut last_refresh, &mut offset);
                 }
                 continue;
             }
@@ -518,11 +524,7 @@ impl RxQueue {
             // pushed (the kernel fills the ring within one NAPI poll of stamping a frame).
             let now = mono.wrapping_add_signed(offset);
             watermark.fetch_max(now.saturating_sub(IN_FLIGHT_NS), Release);
-            if last_refresh.elapsed() >= Duration::from_secs(1) {
-                offset = monotonic_to_realtime_offset();
-                self.refresh_kernel_stats(stats);
-                last_refresh = Instant::now();
-            }
+            self.refresh_if_due(stats, &mut last_refresh, &mut offset);
             if n == 0 && stopping {
                 // The program is detached before stop is set, but a NAPI poll already running
                 // may still flush frames it redirected into the ring: look once more after the

@@ -178,6 +178,11 @@ impl Default for TargetHits {
     }
 }
 
+/// Direction of a frame, as pcapng's `epb_flags` bits 0-1 say it: received by the interface or
+/// sent by it. XDP sees only received frames; tcx egress sees sent ones.
+pub const DIRECTION_INBOUND: u32 = 1;
+pub const DIRECTION_OUTBOUND: u32 = 2;
+
 /// Ethertypes the parser treats as VLAN tags: 802.1Q, 802.1ad (QinQ) and the pre-standard 0x9100.
 pub const ETH_P_8021Q: u16 = 0x8100;
 pub const ETH_P_8021AD: u16 = 0x88a8;

@@ -36,7 +36,7 @@ use capture_daemon::writer::{
     InterfaceInfo, InterfaceStats, Merger, RECORDS_PER_ROUND, RotatingWriter, SectionInfo, Source,
     StatsSource, merge::DEFAULT_WINDOW_NS, write_round,
 };
-use capture_daemon::xsk::realtime_ns;
+use capture_daemon::source::realtime_ns;
 use clap::Parser;
 
 /// Frames per push batch: what a worker takes from its AF_XDP ring at a time.

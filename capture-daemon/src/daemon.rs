@@ -31,7 +31,7 @@ use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
     InterfaceInfo, Merger, Output, RotatingWriter, SectionInfo, Source, StreamWriter,
 };
-use crate::xsk::{self, realtime_ns};
+use crate::source::{self, realtime_ns};
 
 mod iface;
 mod reload;
@@ -348,7 +348,7 @@ fn start(
     let file_ifaces: Vec<Arc<IfaceStats>> = runs.iter().map(|r| Arc::clone(&r.stats)).collect();
     let stats = Arc::new(Stats {
         ifaces: RwLock::new(file_ifaces.clone()),
-        writer_heartbeat_ms: AtomicU64::new(xsk::monotonic_ns() / 1_000_000),
+        writer_heartbeat_ms: AtomicU64::new(source::monotonic_ns() / 1_000_000),
         current_file: std::sync::Mutex::new(None),
         write_losses: AtomicU64::new(0),
         files_closed: AtomicU64::new(0),

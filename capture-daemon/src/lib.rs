@@ -25,5 +25,6 @@ pub mod status;
 pub mod stop;
 pub mod sys;
 pub mod watch;
+pub mod source;
 pub mod writer;
-pub mod xsk;
+

@@ -51,7 +51,7 @@ impl Notifier {
     }
 
     pub fn reloading(&self) {
-        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::xsk::monotonic_ns() / 1000));
+        self.send(&format!("RELOADING=1\nMONOTONIC_USEC={}", crate::source::monotonic_ns() / 1000));
     }
 
     pub fn status(&self, status: &str) {

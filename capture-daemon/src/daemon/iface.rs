@@ -15,7 +15,8 @@ use crate::handoff::{self, Consumer, Producer};
 use crate::netdev;
 use crate::stop::Stop;
 use crate::writer::Source;
-use crate::xsk::{self, Worker, WorkerSpec, realtime_ns};
+use crate::source::afxdp::{self, Worker, WorkerSpec};
+use crate::source::{Feed, QueueStats, realtime_ns};
 
 /// One capture interface, resolved and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -131,12 +132,13 @@ impl IfaceRun {
                     iface: spec.name.clone(),
                     queue,
                     ring_size: settings.ring_size,
-                    watermark: Arc::clone(&watermark),
                     zero_copy: spec.zero_copy,
                     busy_poll_us: settings.busy_poll_us,
                     batch_delay_us: settings.batch_delay_us,
                 };
-                let (worker, fd, mode) = xsk::spawn(worker_spec, producer, stop.clone())
+                let feed =
+                    Feed::new(producer, Arc::clone(&watermark), Arc::new(QueueStats::default()));
+                let (worker, fd, mode) = afxdp::spawn(worker_spec, feed, stop.clone())
                     .map_err(anyhow::Error::msg)
                     .with_context(|| {
                         format!("opening the AF_XDP socket for {} RX queue {queue}", spec.name)

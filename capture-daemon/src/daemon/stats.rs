@@ -10,7 +10,7 @@ use crate::config::Config;
 use crate::metrics::Exposition;
 use crate::sys;
 use crate::writer::{InterfaceStats, StatsSource};
-use crate::xsk::{self, QueueStats, realtime_ns};
+use crate::source::{self, QueueStats, realtime_ns};
 
 /// Per-interface statistics, shared by the writer (pcapng ISB), the metrics and the status log.
 /// An interface that a reload adds or restarts gets new ones.
@@ -231,7 +231,7 @@ impl Stats {
 
     /// Why the daemon is unhealthy, if it is: a worker or the writer stopped going round.
     pub(super) fn unhealthy(&self) -> Option<String> {
-        let now = xsk::monotonic_ns() / 1_000_000;
+        let now = source::monotonic_ns() / 1_000_000;
         let stale = |beat: u64| now.saturating_sub(beat) > HEARTBEAT_STALE_MS;
         if stale(self.writer_heartbeat_ms.load(Relaxed)) {
             return Some("the writer thread has not run for 10 s".into());

@@ -14,7 +14,7 @@ use crate::nap::Nap;
 use crate::writer::{
     InterfaceInfo, Merger, Output, PacketSink, RECORDS_PER_ROUND, Source, WriterError, write_round,
 };
-use crate::xsk::{self, realtime_ns};
+use crate::source::{self, realtime_ns};
 
 /// Longest pause of the writer once it has caught up with every queue. The hand-off rings hold
 /// far more than this at any rate (the pause shrinks when they fill faster than a quarter per
@@ -141,7 +141,7 @@ pub(super) fn write_loop(
     // A change of interfaces waiting for the rings of removed ones to empty, and since when.
     let mut switching: Option<(Reconfigure, Instant)> = None;
     loop {
-        stats.writer_heartbeat_ms.store(xsk::monotonic_ns() / 1_000_000, Relaxed);
+        stats.writer_heartbeat_ms.store(source::monotonic_ns() / 1_000_000, Relaxed);
         let counters = state.output.counters();
         stats.write_losses.store(counters.packets_lost_to_errors, Relaxed);
         stats.files_closed.store(counters.files_closed, Relaxed);

@@ -10,15 +10,15 @@ use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd as _, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::Release};
+use std::sync::atomic::Ordering::Relaxed;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use capture_common::{FrameMeta, META_MAGIC};
+use capture_common::{DIRECTION_INBOUND, FrameMeta, META_MAGIC};
 use xdpilone::{IfInfo, Socket, SocketConfig, Umem, UmemConfig};
 
 use crate::config::ZeroCopy;
-use crate::handoff::Producer;
+use super::{Feed, QueueStats, monotonic_ns, monotonic_to_realtime_offset, realtime_ns};
 use crate::nap::Nap;
 use crate::stop::{self, Stop};
 use crate::writer::merge;
@@ -38,41 +38,10 @@ const BIND_BUSY_PAUSE: Duration = Duration::from_millis(5);
 /// How long an idle worker sleeps before looking at its socket statistics again.
 const IDLE_WAIT: Duration = Duration::from_secs(1);
 
-/// Counters of one RX queue, written by its worker, read by the writer and the status log.
-#[derive(Debug, Default)]
-pub struct QueueStats {
-    pub frames: AtomicU64,
-    pub bytes: AtomicU64,
-    /// Frames lost because the hand-off ring to the writer was full.
-    pub handoff_drops: AtomicU64,
-    /// Descriptors without our metadata in front (should stay 0; counted, frame still kept).
-    pub bad_meta: AtomicU64,
-    /// From getsockopt(XDP_STATISTICS), refreshed about once a second and at exit.
-    pub kernel_rx_dropped: AtomicU64,
-    pub kernel_rx_ring_full: AtomicU64,
-    pub kernel_fill_ring_empty: AtomicU64,
-    pub kernel_invalid_descs: AtomicU64,
-    /// CLOCK_MONOTONIC in ms when the worker last went round its loop: a stale value means a
-    /// hung worker, and the daemon stops pinging systemd's watchdog.
-    pub heartbeat_ms: AtomicU64,
-}
-
-impl QueueStats {
-    /// Frames the kernel could not put into this socket's ring.
-    pub fn kernel_drops(&self) -> u64 {
-        self.kernel_rx_dropped.load(Relaxed)
-            + self.kernel_rx_ring_full.load(Relaxed)
-            + self.kernel_invalid_descs.load(Relaxed)
-    }
-}
-
 pub struct WorkerSpec {
     pub iface: String,
     pub queue: u32,
     pub ring_size: u32,
-    /// Set to a wall-clock time up to which every frame of this queue has been pushed, so the
-    /// writer can merge queues in time order (see `writer::merge`).
-    pub watermark: Arc<AtomicU64>,
     pub zero_copy: ZeroCopy,
     /// 0 = sleep in poll(2) when idle; otherwise busy-poll this many microseconds per call.
     pub busy_poll_us: u32,
@@ -195,13 +164,6 @@ fn errno_msg(e: &xdpilone::Errno) -> String {
     std::io::Error::from_raw_os_error(e.get_raw().abs()).to_string()
 }
 
-/// Nanoseconds to add to CLOCK_MONOTONIC (what `bpf_ktime_get_ns` returns) to get wall-clock
-/// time. Re-read about once a second so NTP steps of the wall clock show up in the files.
-pub fn monotonic_to_realtime_offset() -> i64 {
-    // Both below 2^63 ns (year 2262).
-    realtime_ns().cast_signed() - monotonic_ns().cast_signed()
-}
-
 /// Opens the socket as `spec.zero_copy` asks: "auto" tries zero-copy and falls back to copy mode.
 fn open_queue(spec: &WorkerSpec) -> Result<RxQueue, String> {
     match spec.zero_copy {
@@ -220,13 +182,12 @@ fn open_queue(spec: &WorkerSpec) -> Result<RxQueue, String> {
 /// socket's fd for the XSKMAP and the mode it was bound in.
 pub fn spawn(
     spec: WorkerSpec,
-    producer: Producer,
+    feed: Feed,
     stop: Stop,
 ) -> Result<(Worker, RawFd, BindMode), String> {
-    let stats = Arc::new(QueueStats::default());
+    let stats = Arc::clone(&feed.stats);
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(RawFd, BindMode), String>>(1);
     let queue = spec.queue;
-    let thread_stats = Arc::clone(&stats);
     let handle = std::thread::Builder::new()
         .name(format!("rx-{}-q{}", spec.iface, spec.queue))
         .spawn(move || {
@@ -238,7 +199,7 @@ pub fn spawn(
                 }
             };
             let _ = tx.send(Ok((ring.fd, ring.mode)));
-            ring.run(producer, &stop, &thread_stats, &spec.watermark);
+            ring.run(feed, &stop);
         })
         .map_err(|e| format!("spawning worker thread: {e}"))?;
     match rx.recv() {
@@ -401,15 +362,9 @@ impl RxQueue {
         }
     }
 
-    /// Drains one batch. Returns how many frames it took.
+    /// Drains one batch into `feed`. Returns how many frames it took.
     #[expect(clippy::cast_possible_truncation, reason = "AF_XDP exists only where usize is 64-bit")]
-    fn drain(
-        &mut self,
-        producer: &mut Producer,
-        offset: i64,
-        stats: &QueueStats,
-        watermark: &AtomicU64,
-    ) -> u32 {
+    fn drain(&mut self, feed: &mut Feed, offset: i64) -> u32 {
         let base = self.area.ptr;
         let umem_len = self.area.len as u64;
         let meta_len = size_of::<FrameMeta>() as u64;
@@ -434,12 +389,10 @@ impl RxQueue {
         reader.release();
         drop(reader);
 
-        let (mut bytes, mut dropped, mut bad) = (0u64, 0u64, 0u64);
-        let mut last_ts = 0;
         for &(addr, len32) in &descs[..n] {
             let len = u64::from(len32);
             if addr < meta_len || addr + len > umem_len {
-                bad += 1;
+                feed.bad_record();
                 if addr < umem_len {
                     self.free.push(addr & self.frame_mask);
                 }
@@ -458,41 +411,23 @@ impl RxQueue {
             let (ts, orig_len) = if meta.magic == META_MAGIC {
                 (meta.tstamp_ns.wrapping_add_signed(offset), meta.orig_len.max(len32))
             } else {
-                bad += 1;
+                feed.bad_record();
                 (realtime_ns(), len32)
             };
-            bytes += len;
-            last_ts = ts;
-            if !producer.push(ts, orig_len, data) {
-                dropped += 1;
-            }
+            // XDP runs on receive only.
+            feed.push(ts, orig_len, DIRECTION_INBOUND, data);
             self.free.push(addr & self.frame_mask);
         }
-        let n = n as u32;
         if n > 0 {
-            producer.publish();
-            // Frames of one queue come in time order: nothing older than this one will follow.
-            watermark.store(last_ts, Release);
+            feed.publish();
             self.refill();
-            stats.frames.fetch_add(u64::from(n), Relaxed);
-            stats.bytes.fetch_add(bytes, Relaxed);
-            if dropped > 0 {
-                stats.handoff_drops.fetch_add(dropped, Relaxed);
-            }
-            if bad > 0 {
-                stats.bad_meta.fetch_add(bad, Relaxed);
-            }
         }
-        n
+        n as u32
     }
 
-    fn run(
-        &mut self,
-        mut producer: Producer,
-        stop: &Stop,
-        stats: &QueueStats,
-        watermark: &AtomicU64,
-    ) {
+    fn run(&mut self, mut feed: Feed, stop: &Stop) {
+        let stats = Arc::clone(&feed.stats);
+        let stats = &*stats;
         let mut offset = monotonic_to_realtime_offset();
         let mut last_refresh = Instant::now();
         let mut empty_busy_polls = 0u32;
@@ -503,15 +438,15 @@ impl RxQueue {
         let mut full_batches = 0u32;
         // Stopping: the ring was seen empty once, and is looked at a last time.
         let mut last_look = false;
-        stats.heartbeat_ms.store(monotonic_ns() / 1_000_000, Relaxed);
+        stats.beat();
         loop {
             let stopping = stop.is_raised();
-            let n = self.drain(&mut producer, offset, stats, watermark);
+            let n = self.drain(&mut feed, offset);
             round = round.saturating_add(n);
             if n == BATCH {
                 full_batches = full_batches.wrapping_add(1);
                 if full_batches.is_multiple_of(1024) {
-                    stats.heartbeat_ms.store(monotonic_ns() / 1_000_000, Relaxed);
+                    stats.beat();
                     // Under overload the ring never empties: the statistics and the clock
                     // offset must still be refreshed (ring-full drops show up exactly then).
                     self.refresh_if_due(stats, &mut last_refresh, &mut offset);
@@ -523,7 +458,7 @@ impl RxQueue {
             // The RX ring is empty: every frame stamped more than IN_FLIGHT_NS ago has been
             // pushed (the kernel fills the ring within one NAPI poll of stamping a frame).
             let now = mono.wrapping_add_signed(offset);
-            watermark.fetch_max(now.saturating_sub(IN_FLIGHT_NS), Release);
+            feed.vouch(now.saturating_sub(IN_FLIGHT_NS));
             self.refresh_if_due(stats, &mut last_refresh, &mut offset);
             if n == 0 && stopping {
                 // The program is detached before stop is set, but a NAPI poll already running
@@ -595,19 +530,3 @@ fn prefetch(p: *const u8) {
     let _ = p;
 }
 
-/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
-pub fn monotonic_ns() -> u64 {
-    clock_ns(libc::CLOCK_MONOTONIC)
-}
-
-/// Wall-clock time in ns since the Unix epoch.
-pub fn realtime_ns() -> u64 {
-    clock_ns(libc::CLOCK_REALTIME)
-}
-
-fn clock_ns(clock: libc::clockid_t) -> u64 {
-    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
-    // SAFETY: valid clock id and out-pointer.
-    unsafe { libc::clock_gettime(clock, &mut ts) };
-    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
-}

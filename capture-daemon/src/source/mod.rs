@@ -1,0 +1,134 @@
+//! Where captured frames come from, and the one way they go on to the writer.
+//!
+//! - [`afxdp`] (mirror mode): XDP redirects matched frames into AF_XDP sockets, one worker per
+//!   RX queue. The frames are taken from the host.
+//! - [`ring`] (tap mode): tcx ingress and egress programs copy matched frames into per-CPU BPF
+//!   ring buffers; the frames go on untouched. One reader per interface.
+//!
+//! Both hand frames over through a [`Feed`]: one hand-off ring, the watermark the writer merges
+//! by, and the counters. The writer knows neither source.
+
+pub mod afxdp;
+pub mod ring;
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::Release};
+
+use crate::handoff::Producer;
+
+/// Counters of one source ring (an RX queue's socket, or a CPU's BPF ring), written by its
+/// worker, read by the writer and the status log.
+#[derive(Debug, Default)]
+pub struct QueueStats {
+    pub frames: AtomicU64,
+    pub bytes: AtomicU64,
+    /// Frames lost because the hand-off ring to the writer was full.
+    pub handoff_drops: AtomicU64,
+    /// Records without our metadata (should stay 0; counted, frame still kept when possible).
+    pub bad_meta: AtomicU64,
+    /// From getsockopt(XDP_STATISTICS), refreshed about once a second and at exit (mirror mode).
+    pub kernel_rx_dropped: AtomicU64,
+    pub kernel_rx_ring_full: AtomicU64,
+    pub kernel_fill_ring_empty: AtomicU64,
+    pub kernel_invalid_descs: AtomicU64,
+    /// CLOCK_MONOTONIC in ms when the worker last went round its loop: a stale value means a
+    /// hung worker, and the daemon stops pinging systemd's watchdog.
+    pub heartbeat_ms: AtomicU64,
+}
+
+impl QueueStats {
+    /// Frames the kernel could not put into this socket's ring.
+    pub fn kernel_drops(&self) -> u64 {
+        self.kernel_rx_dropped.load(Relaxed)
+            + self.kernel_rx_ring_full.load(Relaxed)
+            + self.kernel_invalid_descs.load(Relaxed)
+    }
+
+    pub fn beat(&self) {
+        self.heartbeat_ms.store(monotonic_ns() / 1_000_000, Relaxed);
+    }
+}
+
+/// A source's way into the hand-off: frames are pushed one by one and become visible to the
+/// writer, counted, once per batch ([`Feed::publish`]).
+pub struct Feed {
+    producer: Producer,
+    /// Wall-clock ns up to which every frame of this ring has been pushed (see `writer::merge`).
+    watermark: Arc<AtomicU64>,
+    pub stats: Arc<QueueStats>,
+    frames: u64,
+    bytes: u64,
+    dropped: u64,
+    bad: u64,
+    last_ts: u64,
+}
+
+impl Feed {
+    pub fn new(producer: Producer, watermark: Arc<AtomicU64>, stats: Arc<QueueStats>) -> Feed {
+        Feed { producer, watermark, stats, frames: 0, bytes: 0, dropped: 0, bad: 0, last_ts: 0 }
+    }
+
+    /// Adds one frame to the batch. A full hand-off ring costs the frame (counted).
+    #[inline]
+    pub fn push(&mut self, ts_ns: u64, orig_len: u32, flags: u32, data: &[u8]) {
+        self.frames += 1;
+        self.bytes += data.len() as u64;
+        self.last_ts = ts_ns;
+        if !self.producer.push(ts_ns, orig_len, flags, data) {
+            self.dropped += 1;
+        }
+    }
+
+    /// Counts a record that carried no valid metadata.
+    #[inline]
+    pub fn bad_record(&mut self) {
+        self.bad += 1;
+    }
+
+    /// Ends a batch: the writer sees its frames, the watermark moves past the last one (frames
+    /// of one ring come in time order), the counters take the batch.
+    pub fn publish(&mut self) {
+        if self.frames > 0 {
+            self.producer.publish();
+            self.watermark.store(self.last_ts, Release);
+            self.stats.frames.fetch_add(self.frames, Relaxed);
+            self.stats.bytes.fetch_add(self.bytes, Relaxed);
+        }
+        if self.dropped > 0 {
+            self.stats.handoff_drops.fetch_add(self.dropped, Relaxed);
+        }
+        if self.bad > 0 {
+            self.stats.bad_meta.fetch_add(self.bad, Relaxed);
+        }
+        (self.frames, self.bytes, self.dropped, self.bad) = (0, 0, 0, 0);
+    }
+
+    /// The ring was seen empty at wall-clock `ts_ns`: nothing older will follow.
+    pub fn vouch(&self, ts_ns: u64) {
+        self.watermark.fetch_max(ts_ns, Release);
+    }
+}
+
+/// Nanoseconds to add to CLOCK_MONOTONIC (what `bpf_ktime_get_ns` returns) to get wall-clock
+/// time. Re-read about once a second so NTP steps of the wall clock show up in the files.
+pub fn monotonic_to_realtime_offset() -> i64 {
+    // Both below 2^63 ns (year 2262).
+    realtime_ns().cast_signed() - monotonic_ns().cast_signed()
+}
+
+/// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.
+pub fn monotonic_ns() -> u64 {
+    clock_ns(libc::CLOCK_MONOTONIC)
+}
+
+/// Wall-clock time in ns since the Unix epoch.
+pub fn realtime_ns() -> u64 {
+    clock_ns(libc::CLOCK_REALTIME)
+}
+
+fn clock_ns(clock: libc::clockid_t) -> u64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: valid clock id and out-pointer.
+    unsafe { libc::clock_gettime(clock, &mut ts) };
+    u64::try_from(ts.tv_sec).unwrap_or(0) * 1_000_000_000 + u64::try_from(ts.tv_nsec).unwrap_or(0)
+}

@@ -33,10 +33,22 @@ pub mod maps {
     pub const XSKS: &str = "XSKS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const TARGET_HITS: &str = "TARGET_HITS";
+    /// Tap mode: CPU number -> that CPU's BPF ring buffer (an array of maps).
+    pub const RINGS: &str = "RINGS";
 }
 
-/// Name of the XDP program in the object file.
+/// Name of the XDP program in the object file (mirror mode).
 pub const PROGRAM_NAME: &str = "capture";
+/// Names of the tcx programs (tap mode): the same parser and maps, one program per direction.
+pub const TAP_INGRESS_PROGRAM: &str = "tap_ingress";
+pub const TAP_EGRESS_PROGRAM: &str = "tap_egress";
+
+/// Entries of the `RINGS` array of maps: CPUs beyond this have no ring (their matched frames are
+/// counted in `no_ring`).
+pub const MAX_CPUS: u32 = 1024;
+/// Largest frame a tap-mode record holds; longer frames (GRO/GSO super-frames on the stack's
+/// path) are cut to it, with their original length kept.
+pub const TAP_MAX_CAPLEN: u32 = 65535;
 
 /// What happens to frames no target matches.
 pub const UNMATCHED_PASS: u32 = 0;
@@ -56,8 +68,11 @@ pub struct FilterConfig {
     pub any_mac: u64,
     /// Slots of targets without a VLAN (they accept any VLAN, and untagged frames).
     pub any_vlan: u64,
+    /// Tap mode: a record wakes the reader only once its ring holds this many bytes; below it
+    /// the reader comes by on its own timer. One wake-up per record costs ~1 us of CPU.
+    pub wake_bytes: u64,
 }
-const _: () = assert!(size_of::<FilterConfig>() == 32);
+const _: () = assert!(size_of::<FilterConfig>() == 40);
 
 /// Key of the `MACS` hash map: a MAC address padded to 8 bytes so the key has no padding hole.
 #[repr(C)]
@@ -95,6 +110,26 @@ const _: () = assert!(size_of::<FrameMeta>() <= 32 && size_of::<FrameMeta>().is_
 
 pub const META_MAGIC: u32 = 0xCA97_0001;
 
+/// Tap mode: the head of every BPF ring-buffer record, the frame's first `caplen` bytes right
+/// behind it (the record itself is reserved in size classes, so it may be longer).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct TapMeta {
+    /// `bpf_ktime_get_ns()` when the program saw the frame (CLOCK_MONOTONIC).
+    pub tstamp_ns: u64,
+    /// Bit mask of the target slots the frame matched.
+    pub matched: u64,
+    /// Length of the frame on the wire, VLAN tag included, before slicing.
+    pub orig_len: u32,
+    /// Frame bytes in the record.
+    pub caplen: u32,
+    /// [`DIRECTION_INBOUND`] or [`DIRECTION_OUTBOUND`].
+    pub direction: u32,
+    /// [`META_MAGIC`].
+    pub magic: u32,
+}
+const _: () = assert!(size_of::<TapMeta>() == 32);
+
 /// Per-CPU counters kept by the XDP program (single entry of the `COUNTERS` per-CPU array).
 #[repr(C)]
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -103,7 +138,8 @@ pub struct Counters {
     pub seen: u64,
     /// Frames matching at least one target.
     pub matched: u64,
-    /// Matched frames handed to `bpf_redirect_map` successfully.
+    /// Matched frames handed to user space: redirected to AF_XDP (mirror) or copied into a
+    /// ring (tap).
     pub redirected: u64,
     /// Matched frames whose RX queue had no AF_XDP socket: passed to the kernel untouched.
     pub no_socket: u64,
@@ -125,8 +161,14 @@ pub struct Counters {
     pub deep_tags: u64,
     /// Bytes on the wire of the frames counted in `matched` (before slicing).
     pub matched_bytes: u64,
+    /// Tap mode: matched frames lost because this CPU's ring was full (the reader fell behind).
+    pub ring_full: u64,
+    /// Tap mode: matched frames on a CPU without a ring, or whose copy failed.
+    pub no_ring: u64,
+    /// Frames seen leaving the interface (tcx egress); `seen` counts both directions.
+    pub egress_seen: u64,
 }
-const _: () = assert!(size_of::<Counters>() == 13 * 8);
+const _: () = assert!(size_of::<Counters>() == 16 * 8);
 
 impl Counters {
     /// Adds `other` field by field (summing the per-CPU copies).
@@ -145,6 +187,9 @@ impl Counters {
             truncated_tags,
             deep_tags,
             matched_bytes,
+            ring_full,
+            no_ring,
+            egress_seen,
         } = other;
         self.seen += seen;
         self.matched += matched;
@@ -159,6 +204,9 @@ impl Counters {
         self.truncated_tags += truncated_tags;
         self.deep_tags += deep_tags;
         self.matched_bytes += matched_bytes;
+        self.ring_full += ring_full;
+        self.no_ring += no_ring;
+        self.egress_seen += egress_seen;
     }
 }
 
@@ -200,4 +248,5 @@ mod pod {
     unsafe impl aya::Pod for super::MacKey {}
     unsafe impl aya::Pod for super::Counters {}
     unsafe impl aya::Pod for super::TargetHits {}
+    unsafe impl aya::Pod for super::TapMeta {}
 }

@@ -1,22 +1,34 @@
-//! The kernel side, seen from user space: load the XDP program, fill its maps, attach it with a
-//! bpf_link, register AF_XDP sockets, read its counters.
+//! The kernel side, seen from user space: load the programs, fill their maps, attach them with
+//! bpf_links, register AF_XDP sockets (mirror) or ring buffers (tap), read the counters.
 //!
 //! One [`Filter`] per capture interface: each gets its own program instance and maps, so an
-//! XSKMAP index is always "RX queue of this interface".
+//! XSKMAP index is always "RX queue of this interface" and a ring holds one interface's frames.
+//! Mirror mode attaches the XDP program; tap mode the two tcx programs (ingress and egress).
 
 use std::os::fd::RawFd;
 use std::sync::Arc;
 
-use aya::maps::{Array, HashMap, MapData, PerCpuArray, XskMap};
+use aya::maps::{Array, ArrayOfMaps, HashMap, MapData, PerCpuArray, XskMap};
 use aya::programs::links::{FdLink, Link as _};
-use aya::programs::{Xdp, XdpMode as AyaXdpMode};
+use aya::programs::{
+    LinkOrder, SchedClassifier, TcAttach, TcAttachType, Xdp, XdpMode as AyaXdpMode,
+};
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use capture_common::{
-    Counters, FilterConfig, MAX_TARGETS, MacKey, PROGRAM_NAME, TargetHits, UNMATCHED_DROP,
-    UNMATCHED_PASS, maps,
+    Counters, FilterConfig, MAX_CPUS, MAX_TARGETS, MacKey, PROGRAM_NAME, TAP_EGRESS_PROGRAM,
+    TAP_INGRESS_PROGRAM, TargetHits, UNMATCHED_DROP, UNMATCHED_PASS, maps,
 };
 
 use crate::config::{CaptureConfig, TargetConfig, Unmatched, XdpMode};
+
+/// What a [`Filter`] hands frames over with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Hooks {
+    /// XDP, redirecting into AF_XDP sockets.
+    Mirror,
+    /// tcx ingress and egress, copying into per-CPU rings of this many bytes each.
+    Tap { ring_bytes: u64 },
+}
 
 /// The XDP object built by build.rs from `capture-ebpf`.
 static XDP_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/capture-ebpf"));
@@ -49,6 +61,22 @@ pub enum BpfError {
     LegacyAttach(String),
     #[error("too many targets: {0} (at most {MAX_TARGETS})")]
     TooManyTargets(usize),
+    #[error("creating the ring buffer of CPU {cpu} ({bytes} bytes)")]
+    Ring {
+        cpu: u32,
+        bytes: u64,
+        #[source]
+        source: aya::maps::MapError,
+    },
+    #[error("counting the CPUs ({0})")]
+    Cpus(String),
+    #[error("attaching tcx {hook} to {iface}")]
+    AttachTc {
+        iface: String,
+        hook: &'static str,
+        #[source]
+        source: aya::programs::ProgramError,
+    },
 }
 
 /// Kernel-side counters of one interface, shared with the writer (for the pcapng statistics
@@ -93,10 +121,15 @@ impl KernelCounters {
     }
 }
 
-/// The XDP program loaded for one interface, maps filled, not yet attached.
+/// The programs loaded for one interface, maps filled, not yet attached.
 pub struct Filter {
     ebpf: Ebpf,
+    hooks: Hooks,
     xsks: XskMap<MapData>,
+    /// Tap mode: one ring per CPU, until the reader takes them.
+    rings: Vec<MapData>,
+    /// Tap mode: the ring fill level at which a record wakes the reader.
+    wake_bytes: u64,
     config: Array<MapData, FilterConfig>,
     macs: HashMap<MapData, MacKey, u64>,
     vlans: Array<MapData, u64>,
@@ -104,7 +137,7 @@ pub struct Filter {
     tables: TargetTables,
     counters: Arc<KernelCounters>,
     iface: String,
-    link: Option<FdLink>,
+    links: Vec<FdLink>,
     mode: Option<&'static str>,
 }
 
@@ -214,15 +247,30 @@ fn map_err(name: &'static str) -> impl FnOnce(aya::maps::MapError) -> BpfError {
 }
 
 impl Filter {
-    /// Loads the program (the verifier runs here) and fills its maps. Nothing is attached yet.
-    pub fn load(iface: &str, tables: &TargetTables) -> Result<Self, BpfError> {
+    /// Loads the programs `hooks` needs (the verifier runs here), fills the maps and, in tap
+    /// mode, creates the per-CPU rings. Nothing is attached yet.
+    pub fn load(iface: &str, hooks: Hooks, tables: &TargetTables) -> Result<Self, BpfError> {
         let mut ebpf = EbpfLoader::new().load(XDP_OBJECT).map_err(BpfError::Load)?;
-        let program: &mut Xdp = ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(BpfError::MissingMap(PROGRAM_NAME))?
-            .try_into()
-            .map_err(BpfError::Verify)?;
-        program.load().map_err(BpfError::Verify)?;
+        match hooks {
+            Hooks::Mirror => {
+                let program: &mut Xdp = ebpf
+                    .program_mut(PROGRAM_NAME)
+                    .ok_or(BpfError::MissingMap(PROGRAM_NAME))?
+                    .try_into()
+                    .map_err(BpfError::Verify)?;
+                program.load().map_err(BpfError::Verify)?;
+            }
+            Hooks::Tap { .. } => {
+                for name in [TAP_INGRESS_PROGRAM, TAP_EGRESS_PROGRAM] {
+                    let program: &mut SchedClassifier = ebpf
+                        .program_mut(name)
+                        .ok_or(BpfError::MissingMap(name))?
+                        .try_into()
+                        .map_err(BpfError::Verify)?;
+                    program.load().map_err(BpfError::Verify)?;
+                }
+            }
+        }
 
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(BpfError::MissingMap(name));
         let config = Array::try_from(take(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
@@ -233,21 +281,42 @@ impl Filter {
             PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
         let hits =
             PerCpuArray::try_from(take(maps::TARGET_HITS)?).map_err(map_err(maps::TARGET_HITS))?;
+        let (rings, wake_bytes) = match hooks {
+            Hooks::Mirror => (Vec::new(), 0),
+            Hooks::Tap { ring_bytes } => {
+                let mut outer: ArrayOfMaps<MapData, MapData> =
+                    ArrayOfMaps::try_from(take(maps::RINGS)?).map_err(map_err(maps::RINGS))?;
+                (create_rings(&mut outer, ring_bytes)?, wake_bytes(ring_bytes))
+            }
+        };
 
         let mut filter = Filter {
             ebpf,
+            hooks,
             xsks,
+            rings,
+            wake_bytes,
             config,
             macs,
             vlans,
             tables: TargetTables::default(),
             counters: Arc::new(KernelCounters { counters, hits }),
             iface: iface.to_owned(),
-            link: None,
+            links: Vec::new(),
             mode: None,
         };
         filter.update(tables)?;
         Ok(filter)
+    }
+
+    /// Tap mode: how many per-CPU rings there are (0 in mirror mode).
+    pub fn ring_count(&self) -> usize {
+        self.rings.len()
+    }
+
+    /// Tap mode: the per-CPU rings, index = CPU, for the reader (once).
+    pub fn take_rings(&mut self) -> Vec<MapData> {
+        std::mem::take(&mut self.rings)
     }
 
     /// Rewrites the maps in place for new tables: no detach, no reload. The order makes sure
@@ -260,6 +329,10 @@ impl Filter {
     /// 3. stale entries are removed;
     /// 4. the configuration word becomes the new one.
     pub fn update(&mut self, new: &TargetTables) -> Result<(), BpfError> {
+        let new = &TargetTables {
+            config: FilterConfig { wake_bytes: self.wake_bytes, ..new.config },
+            ..new.clone()
+        };
         for (mac, mask) in &new.macs {
             self.macs.insert(mac, mask, 0).map_err(map_err(maps::MACS))?;
         }
@@ -301,9 +374,51 @@ impl Filter {
         self.xsks.set(queue, fd, 0).map_err(map_err(maps::XSKS))
     }
 
-    /// Attaches with a bpf_link: the kernel detaches it when this process dies, however it dies,
-    /// so a crash never leaves the NIC redirecting frames to nobody.
+    /// Attaches with bpf_links: the kernel detaches them when this process dies, however it
+    /// dies, so a crash never leaves the NIC redirecting frames to nobody. Returns how the
+    /// programs are attached, for the log.
     pub fn attach(&mut self, mode: XdpMode) -> Result<&'static str, BpfError> {
+        match self.hooks {
+            Hooks::Mirror => self.attach_xdp(mode),
+            Hooks::Tap { .. } => self.attach_tcx(),
+        }
+    }
+
+    /// Ingress and egress, each behind any tcx program already there (they see the frame
+    /// first and decide its fate; this one only looks).
+    fn attach_tcx(&mut self) -> Result<&'static str, BpfError> {
+        let iface = std::ffi::CString::new(self.iface.clone())
+            .map_err(|_| BpfError::LegacyAttach(self.iface.clone()))?;
+        for (name, hook, attach_type) in [
+            (TAP_INGRESS_PROGRAM, "ingress", TcAttachType::Ingress),
+            (TAP_EGRESS_PROGRAM, "egress", TcAttachType::Egress),
+        ] {
+            let program: &mut SchedClassifier = self
+                .ebpf
+                .program_mut(name)
+                .ok_or(BpfError::MissingMap(name))?
+                .try_into()
+                .map_err(BpfError::Verify)?;
+            let attach = TcAttach::Tcx { attach_type, order: LinkOrder::default() };
+            let result =
+                program.attach(iface.as_c_str(), attach).and_then(|id| program.take_link(id));
+            let link = match result {
+                Ok(link) => link,
+                Err(source) => {
+                    // Nothing half-attached: the ingress link goes if egress fails.
+                    self.detach();
+                    return Err(BpfError::AttachTc { iface: self.iface.clone(), hook, source });
+                }
+            };
+            let link =
+                FdLink::try_from(link).map_err(|_| BpfError::LegacyAttach(self.iface.clone()))?;
+            self.links.push(link);
+        }
+        self.mode = Some("tcx ingress + egress");
+        Ok("tcx ingress + egress")
+    }
+
+    fn attach_xdp(&mut self, mode: XdpMode) -> Result<&'static str, BpfError> {
         let tries: &[(AyaXdpMode, &'static str)] = match mode {
             XdpMode::Native => &[(AyaXdpMode::Driver, "native")],
             XdpMode::Generic => &[(AyaXdpMode::Skb, "generic")],
@@ -334,7 +449,7 @@ impl Filter {
                                 .map_or_else(String::new, |e: &BpfError| error_chain(e))
                         );
                     }
-                    self.link = Some(link);
+                    self.links.push(link);
                     self.mode = Some(name);
                     return Ok(name);
                 }
@@ -350,10 +465,10 @@ impl Filter {
     /// Detaches the program (frames flow through the kernel as before); maps and counters stay
     /// readable until the `Filter` is dropped.
     pub fn detach(&mut self) {
-        if let Some(link) = self.link.take()
-            && let Err(e) = link.detach()
-        {
-            log::warn!("{}: detaching XDP: {e}", self.iface);
+        for link in self.links.drain(..) {
+            if let Err(e) = link.detach() {
+                log::warn!("{}: detaching: {e}", self.iface);
+            }
         }
     }
 
@@ -366,6 +481,40 @@ impl Drop for Filter {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+/// The fill level at which a tap-mode record wakes the reader: an eighth of the ring, so a
+/// reader woken at once still has seven eighths to absorb what comes while it starts.
+pub fn wake_bytes(ring_bytes: u64) -> u64 {
+    ring_bytes / 8
+}
+
+/// One ring of `bytes` per possible CPU (up to `MAX_CPUS`), each put in `outer` at its CPU's
+/// index, where the tcx programs look them up.
+fn create_rings(
+    outer: &mut ArrayOfMaps<MapData, MapData>,
+    bytes: u64,
+) -> Result<Vec<MapData>, BpfError> {
+    let cpus = aya::util::nr_cpus().map_err(|(what, e)| BpfError::Cpus(format!("{what}: {e}")))?;
+    let max_entries = u32::try_from(bytes).unwrap_or(u32::MAX);
+    let mut rings = Vec::new();
+    for cpu in 0..cpus.get().min(MAX_CPUS) {
+        let def = aya_obj::Map::new_from_params(
+            aya_obj::generated::bpf_map_type::BPF_MAP_TYPE_RINGBUF as u32,
+            0,
+            0,
+            max_entries,
+            0,
+        );
+        let ring = MapData::create(def, "capture_ring", None).map_err(|source| BpfError::Ring {
+            cpu,
+            bytes,
+            source,
+        })?;
+        outer.set(cpu, &ring, 0).map_err(|source| BpfError::Ring { cpu, bytes, source })?;
+        rings.push(ring);
+    }
+    Ok(rings)
 }
 
 /// "outer: inner: innermost" — for log lines, where `{:#}` of anyhow is not at hand.

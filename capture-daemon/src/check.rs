@@ -3,8 +3,8 @@
 use std::fmt::Write as _;
 use std::path::Path;
 
-use crate::bpf::{Filter, TargetTables, error_chain};
-use crate::config::Config;
+use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
+use crate::config::{Config, Mode};
 use crate::daemon::{describe_target, resolve_interfaces};
 use crate::writer::rotate::refuse_world_writable;
 use crate::{netdev, sys};
@@ -90,15 +90,17 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
     match resolve_interfaces(config) {
         Ok(ifaces) => {
             for i in &ifaces {
-                r.ok(
-                    &format!("interface {}", i.name),
-                    format!(
-                        "driver {}, {} RX queue(s), capturing queue(s) {:?}",
-                        netdev::driver(&i.name).unwrap_or_else(|| "unknown".into()),
+                let driver = netdev::driver(&i.name).unwrap_or_else(|| "unknown".into());
+                let detail = match i.mode {
+                    Mode::Mirror => format!(
+                        "driver {driver}, {} RX queue(s), capturing queue(s) {:?}; {}",
                         i.rx_queues,
-                        i.queues
+                        i.queues,
+                        i.mode.meaning()
                     ),
-                );
+                    Mode::Tap => format!("driver {driver}; {}", i.mode.meaning()),
+                };
+                r.ok(&format!("interface {}", i.name), detail);
             }
         }
         Err(e) => r.fail("interfaces", format!("{e:#}")),
@@ -106,18 +108,44 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
 
     let slots: Vec<usize> = (0..config.targets.len()).collect();
     match TargetTables::build(&config.capture, &config.targets, &slots) {
-        Ok(tables) => match Filter::load("check", &tables) {
-            Ok(_) => {
-                r.ok("XDP program", "loaded and accepted by the kernel verifier (not attached)")
+        Ok(tables) => {
+            let modes = |m| config.interfaces.iter().any(|i| i.mode == m);
+            if modes(Mode::Mirror) {
+                match Filter::load("check", Hooks::Mirror, &tables) {
+                    Ok(_) => r.ok(
+                        "XDP program",
+                        "loaded and accepted by the kernel verifier (not attached)",
+                    ),
+                    Err(e) => r.fail("XDP program", error_chain(&e)),
+                }
             }
-            Err(e) => r.fail("XDP program", error_chain(&e)),
-        },
+            if modes(Mode::Tap) {
+                let hooks = Hooks::Tap { ring_bytes: config.capture.tap_ring_bytes };
+                match Filter::load("check", hooks, &tables) {
+                    Ok(f) => r.ok(
+                        "tcx programs",
+                        format!(
+                            "loaded and accepted by the kernel verifier (not attached); {} \
+                             per-CPU rings of {} KiB each per tap-mode interface",
+                            f.ring_count(),
+                            config.capture.tap_ring_bytes / 1024
+                        ),
+                    ),
+                    Err(e) => r.fail("tcx programs", error_chain(&e)),
+                }
+            }
+        }
         Err(e) => r.fail("targets", e.to_string()),
     }
 
     // SAFETY: plain socket call; closed right away.
     let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if fd >= 0 {
+    if !config.interfaces.iter().any(|i| i.mode == Mode::Mirror) {
+        if fd >= 0 {
+            // SAFETY: we own fd.
+            unsafe { libc::close(fd) };
+        }
+    } else if fd >= 0 {
         // SAFETY: we own fd.
         unsafe { libc::close(fd) };
         r.ok("AF_XDP", "socket created");

@@ -42,6 +42,10 @@ const MAX_SNAPLEN: u32 = 65535;
 const MIN_RING_SIZE: u32 = 64;
 const MAX_RING_SIZE: u32 = 65536;
 const MIN_BUFFER_BYTES: u64 = MIB;
+/// A BPF ring buffer is a power-of-two number of pages; below 64 KiB it holds too few frames to
+/// ride out the reader's timer.
+const MIN_TAP_RING_BYTES: u64 = 64 * KIB;
+const MAX_TAP_RING_BYTES: u64 = GIB;
 const MAX_BUFFER_BYTES: u64 = 4 * GIB;
 /// Busy polling longer than a millisecond per call only burns CPU.
 const MAX_BUSY_POLL_US: u32 = 1000;
@@ -96,6 +100,8 @@ pub struct CaptureConfig {
     pub busy_poll_us: u32,
     /// Longest pause, in microseconds, a worker lets frames gather between reads; 0 = none.
     pub batch_delay_us: u32,
+    /// Tap mode: bytes of each per-CPU BPF ring buffer, a power of two in 64 KiB..=1 GiB.
+    pub tap_ring_bytes: u64,
 }
 
 impl Default for CaptureConfig {
@@ -107,6 +113,7 @@ impl Default for CaptureConfig {
             buffer_bytes: 64 * MIB,
             busy_poll_us: 0,
             batch_delay_us: 2000,
+            tap_ring_bytes: 4 * MIB,
         }
     }
 }
@@ -192,13 +199,49 @@ impl Default for OutputConfig {
     }
 }
 
-/// One `[[interface]]`: a NIC to attach the XDP program to.
+/// One `[[interface]]`: an interface to capture on.
 #[derive(Debug, Clone, PartialEq)]
 pub struct InterfaceConfig {
     pub name: String,
+    pub mode: Mode,
     pub queues: Queues,
     pub xdp_mode: XdpMode,
     pub zero_copy: ZeroCopy,
+}
+
+/// How matched frames are handed to the daemon.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Mode {
+    #[default]
+    /// tcx ingress and egress copy them into BPF ring buffers; the frames go on untouched.
+    /// Safe on live interfaces: uplinks, bridges, VM tap devices.
+    Tap,
+    /// XDP redirects them into AF_XDP sockets: the fastest path, but the frames leave the host.
+    /// Only for a NIC fed by a SPAN port or a network TAP.
+    Mirror,
+}
+
+impl Mode {
+    /// What the mode means for the interface, for `check` and the start-up log.
+    pub fn meaning(self) -> &'static str {
+        match self {
+            Mode::Tap => {
+                "tap mode: matched frames are copied in both directions (tcx ingress and                  egress); the interface's traffic goes on untouched"
+            }
+            Mode::Mirror => {
+                "mirror mode: matched frames are taken out of the kernel's path (XDP ->                  AF_XDP); use it only on a NIC fed by a SPAN/TAP port"
+            }
+        }
+    }
+}
+
+impl fmt::Display for Mode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Tap => "tap",
+            Self::Mirror => "mirror",
+        })
+    }
 }
 
 /// Whether AF_XDP sockets bind in zero-copy mode (the NIC writes frames straight into the UMEM).
@@ -375,6 +418,30 @@ fn check_unmatched(s: &str) -> Result<Unmatched, String> {
         "drop" => Ok(Unmatched::Drop),
         _ => Err(format!("unknown verdict \"{s}\"; use \"pass\" or \"drop\"")),
     }
+}
+
+fn check_mode(s: &str) -> Result<Mode, String> {
+    match s {
+        "tap" => Ok(Mode::Tap),
+        "mirror" => Ok(Mode::Mirror),
+        _ => Err(format!("unknown mode \"{s}\"; use \"tap\" or \"mirror\"")),
+    }
+}
+
+fn check_tap_ring_bytes(v: u64) -> Result<u64, String> {
+    if !(MIN_TAP_RING_BYTES..=MAX_TAP_RING_BYTES).contains(&v) {
+        return Err(format!(
+            "ring size {v} bytes is out of range; use a power of two in 64 KiB..=1 GiB"
+        ));
+    }
+    if !v.is_power_of_two() {
+        return Err(format!(
+            "ring size {v} bytes is not a power of two; use e.g. {} ({} MiB)",
+            v.next_power_of_two(),
+            v.next_power_of_two() / MIB
+        ));
+    }
+    Ok(v)
 }
 
 fn check_xdp_mode(s: &str) -> Result<XdpMode, String> {
@@ -718,6 +785,11 @@ value_type!(IfName(String) = StringValue("an interface name (a string)", check_i
 value_type!(
     XdpModeValue(XdpMode) = StringValue("\"auto\", \"native\" or \"generic\"", check_xdp_mode)
 );
+value_type!(ModeValue(Mode) = StringValue("\"tap\" or \"mirror\"", check_mode));
+value_type!(
+    TapRingBytes(u64) =
+        SizeValue("a size: integer bytes or a string such as \"4 MiB\"", check_tap_ring_bytes)
+);
 value_type!(ZeroCopyValue(ZeroCopy) = StringValue("\"auto\", \"on\" or \"off\"", check_zero_copy));
 value_type!(BusyPoll(u32) = IntegerValue("an integer number of microseconds", check_busy_poll));
 value_type!(BatchDelay(u32) = IntegerValue("an integer number of microseconds", check_batch_delay));
@@ -839,12 +911,13 @@ struct RawConfig {
 #[derive(Deserialize, Default)]
 #[serde(deny_unknown_fields, default)]
 struct RawCapture {
-    unmatched: Option<UnmatchedValue>,
+    unmatched: Option<Spanned<UnmatchedValue>>,
     snaplen: Option<Snaplen>,
     ring_size: Option<RingSize>,
     buffer_bytes: Option<BufferBytes>,
     busy_poll_us: Option<BusyPoll>,
     batch_delay_us: Option<BatchDelay>,
+    tap_ring_bytes: Option<TapRingBytes>,
 }
 
 impl TableName for RawCapture {
@@ -884,9 +957,10 @@ impl TableName for RawOutput {
 #[serde(deny_unknown_fields)]
 struct RawInterface {
     name: Option<Spanned<IfName>>,
+    mode: Option<ModeValue>,
     queues: Option<Spanned<RawQueues>>,
-    xdp_mode: Option<XdpModeValue>,
-    zero_copy: Option<ZeroCopyValue>,
+    xdp_mode: Option<Spanned<XdpModeValue>>,
+    zero_copy: Option<Spanned<ZeroCopyValue>>,
 }
 
 impl TableName for RawInterface {
@@ -954,16 +1028,19 @@ impl Problem {
 impl RawConfig {
     /// Checks across entries, then builds the public [`Config`].
     fn validate(self, text: &str) -> Result<Config, Problem> {
+        let unmatched_span;
         let capture = {
             let d = CaptureConfig::default();
             let r = self.capture.map(|s| s.0).unwrap_or_default();
+            unmatched_span = r.unmatched.as_ref().map(Spanned::span);
             CaptureConfig {
-                unmatched: r.unmatched.map_or(d.unmatched, |v| v.0),
+                unmatched: r.unmatched.map_or(d.unmatched, |v| v.into_inner().0),
                 snaplen: r.snaplen.map_or(d.snaplen, |v| v.0),
                 ring_size: r.ring_size.map_or(d.ring_size, |v| v.0),
                 buffer_bytes: r.buffer_bytes.map_or(d.buffer_bytes, |v| v.0),
                 busy_poll_us: r.busy_poll_us.map_or(d.busy_poll_us, |v| v.0),
                 batch_delay_us: r.batch_delay_us.map_or(d.batch_delay_us, |v| v.0),
+                tap_ring_bytes: r.tap_ring_bytes.map_or(d.tap_ring_bytes, |v| v.0),
             }
         };
         let output = {
@@ -982,6 +1059,20 @@ impl RawConfig {
             }
         };
         let interfaces = validate_interfaces(self.interface, text)?;
+        if capture.unmatched == Unmatched::Drop
+            && let Some(tap) = interfaces.iter().find(|i| i.mode == Mode::Tap)
+        {
+            return Err(Problem::new(
+                unmatched_span.unwrap_or(FILE_START),
+                "unmatched",
+                format!(
+                    "\"drop\" applies to mirror mode only, and interface \"{}\" is in tap mode \
+                     (the default), where every frame goes on untouched; remove `unmatched`, or \
+                     set mode = \"mirror\" on interfaces fed by a SPAN/TAP port",
+                    tap.name
+                ),
+            ));
+        }
         let targets = validate_targets(self.target, text)?;
         let metrics = {
             let d = MetricsConfig::default();
@@ -1031,6 +1122,7 @@ fn validate_interfaces(
                 )
             },
         )?;
+        let queue_span = raw.queues.as_ref().map(Spanned::span);
         let queues = match raw.queues {
             None => Queues::All,
             Some(q) => match q.into_inner() {
@@ -1052,9 +1144,29 @@ fn validate_interfaces(
                 }
             },
         };
-        let xdp_mode = raw.xdp_mode.map_or(XdpMode::Auto, |m| m.0);
-        let zero_copy = raw.zero_copy.map_or(ZeroCopy::Auto, |z| z.0);
-        interfaces.push(InterfaceConfig { name, queues, xdp_mode, zero_copy });
+        let mode = raw.mode.map_or(Mode::Tap, |m| m.0);
+        if mode == Mode::Tap {
+            // Keys of the AF_XDP path: in tap mode they would silently do nothing.
+            let spans = [
+                ("queues", queue_span),
+                ("xdp_mode", raw.xdp_mode.as_ref().map(Spanned::span)),
+                ("zero_copy", raw.zero_copy.as_ref().map(Spanned::span)),
+            ];
+            if let Some((key, Some(span))) = spans.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(Problem::new(
+                    span,
+                    key,
+                    format!(
+                        "applies to mirror mode only, and interface \"{name}\" is in tap mode (the \
+                         default: frames are copied, the traffic goes on untouched); remove `{key}`, \
+                         or add mode = \"mirror\" if this NIC is fed by a SPAN/TAP port"
+                    ),
+                ));
+            }
+        }
+        let xdp_mode = raw.xdp_mode.map_or(XdpMode::Auto, |m| m.into_inner().0);
+        let zero_copy = raw.zero_copy.map_or(ZeroCopy::Auto, |z| z.into_inner().0);
+        interfaces.push(InterfaceConfig { name, mode, queues, xdp_mode, zero_copy });
     }
     Ok(interfaces)
 }

@@ -22,16 +22,16 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::bpf::{Slots, TargetTables};
-use crate::config::{Config, MetricsConfig, TargetConfig, format_mac};
+use crate::config::{Config, InterfaceConfig, MetricsConfig, Mode, TargetConfig, format_mac};
 use crate::metrics;
 use crate::notify::Notifier;
+use crate::source::{self, realtime_ns};
 use crate::stop::{self, Stop};
 use crate::sys;
 use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
     InterfaceInfo, Merger, Output, RotatingWriter, SectionInfo, Source, StreamWriter,
 };
-use crate::source::{self, realtime_ns};
 
 mod iface;
 mod reload;
@@ -174,12 +174,17 @@ fn describe_targets(config: &Config) -> String {
     config.targets.iter().map(describe_target).collect::<Vec<_>>().join("; ")
 }
 
-fn warn_mirror_mode(names: &[&str]) {
-    log::warn!(
-        "mirror mode: matched frames are taken out of the kernel's path on {}; use a NIC fed by a \
-         SPAN/TAP port, not a live uplink",
-        names.join(", ")
-    );
+/// The one warning mirror mode deserves, for the interfaces in it.
+fn warn_mirror_mode(interfaces: &[&InterfaceConfig]) {
+    let names: Vec<&str> =
+        (interfaces.iter()).filter(|i| i.mode == Mode::Mirror).map(|i| i.name.as_str()).collect();
+    if !names.is_empty() {
+        log::warn!(
+            "mirror mode: matched frames are taken out of the kernel's path on {}; use a NIC fed \
+             by a SPAN/TAP port, not a live uplink",
+            names.join(", ")
+        );
+    }
 }
 
 /// Runs the capture described by `config` until `control.shutdown` is set. `reload` reads the
@@ -202,7 +207,7 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
     let output = OutputOptions { stream, stop_after_packets, keep_files_include_current };
     let mut running = start(&config, ifaces, &tables, output, control)?;
     let started = Instant::now();
-    warn_mirror_mode(&config.interfaces.iter().map(|i| i.name.as_str()).collect::<Vec<_>>());
+    warn_mirror_mode(&config.interfaces.iter().collect::<Vec<_>>());
 
     if let Ok(mut view) = running.stats.view.write() {
         *view = View::of(&config, &slots);

@@ -91,6 +91,42 @@ fn ethtool(name: &str, data: *mut libc::c_void) -> io::Result<()> {
     Ok(())
 }
 
+/// Puts `ifindex` in promiscuous mode for as long as the returned socket is open, as tcpdump
+/// does: a packet socket's membership, which the kernel counts and drops with the socket, so a
+/// crash never leaves the interface promiscuous. A bridge then passes every frame it forwards
+/// up to its own device too, which is how VM-to-VM traffic becomes visible on `br0`. The socket
+/// (protocol 0) receives nothing.
+pub fn hold_promiscuous(ifindex: u32) -> io::Result<OwnedFd> {
+    // SAFETY: plain socket call; owned right away.
+    let fd = unsafe { libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: fresh fd.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let mr = libc::packet_mreq {
+        mr_ifindex: i32::try_from(ifindex)
+            .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?,
+        mr_type: u16::try_from(libc::PACKET_MR_PROMISC).unwrap_or(1),
+        mr_alen: 0,
+        mr_address: [0; 8],
+    };
+    // SAFETY: setsockopt with a properly sized packet_mreq.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            libc::SOL_PACKET,
+            libc::PACKET_ADD_MEMBERSHIP,
+            (&raw const mr).cast(),
+            libc::socklen_t::try_from(size_of::<libc::packet_mreq>()).unwrap_or(16),
+        )
+    };
+    if rc != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
 /// Number of RX queues: the driver's channel count (combined + rx-only), or 1 for drivers that
 /// do not report channels.
 pub fn rx_queue_count(name: &str) -> anyhow::Result<u32> {

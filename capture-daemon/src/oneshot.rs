@@ -8,17 +8,21 @@ use std::time::Duration;
 use anyhow::{Context as _, bail};
 
 use crate::config::{
-    CaptureConfig, Config, InterfaceConfig, MetricsConfig, OutputConfig, Queues, TargetConfig,
-    XdpMode, ZeroCopy, check_mac,
+    CaptureConfig, Config, InterfaceConfig, MetricsConfig, Mode, OutputConfig, Queues,
+    TargetConfig, XdpMode, ZeroCopy, check_mac,
 };
 use crate::daemon::{self, Control, RunOptions, Summary};
 
 /// Flags of `capture-daemon capture`, named as in dumpcap where dumpcap has them.
 #[derive(clap::Args, Debug, Clone, Default)]
 pub struct CaptureArgs {
-    /// Interface to capture on (mirror mode: matched frames leave the host's path there).
+    /// Interface to capture on.
     #[arg(short = 'i', long = "interface")]
     pub interface: String,
+    /// tap: copy frames in both directions, the traffic goes on untouched; mirror: XDP ->
+    /// AF_XDP, matched frames leave the host's path (only for a NIC fed by a SPAN/TAP port).
+    #[arg(long = "mode", value_name = "MODE", default_value = "tap", value_parser = parse_mode)]
+    pub mode: Mode,
     /// Capture frames to or from this MAC (repeatable).
     #[arg(long = "mac", value_name = "MAC")]
     pub macs: Vec<String>,
@@ -40,6 +44,14 @@ pub struct CaptureArgs {
     /// Output: a file, the file name pattern of a ring buffer (with -b), or - for standard output.
     #[arg(short = 'w', value_name = "FILE")]
     pub write: String,
+}
+
+fn parse_mode(s: &str) -> Result<Mode, String> {
+    match s {
+        "tap" => Ok(Mode::Tap),
+        "mirror" => Ok(Mode::Mirror),
+        _ => Err(format!("unknown mode \"{s}\"; use tap or mirror")),
+    }
 }
 
 /// What the flags mean for a run.
@@ -186,6 +198,7 @@ impl CaptureArgs {
             metrics: MetricsConfig { enabled: false, ..MetricsConfig::default() },
             interfaces: vec![InterfaceConfig {
                 name: self.interface.clone(),
+                mode: self.mode,
                 queues: Queues::All,
                 xdp_mode: XdpMode::Auto,
                 zero_copy: ZeroCopy::Auto,

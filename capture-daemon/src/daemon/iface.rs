@@ -9,19 +9,21 @@ use anyhow::{Context as _, bail};
 use capture_common::MAX_QUEUES;
 
 use super::IfaceStats;
-use crate::bpf::{Filter, TargetTables};
-use crate::config::{CaptureConfig, Config, InterfaceConfig, Queues, XdpMode, ZeroCopy};
+use crate::bpf::{Filter, Hooks, TargetTables};
+use crate::config::{CaptureConfig, Config, InterfaceConfig, Mode, Queues, XdpMode, ZeroCopy};
 use crate::handoff::{self, Consumer, Producer};
 use crate::netdev;
+use crate::source::afxdp::{self, WorkerSpec};
+use crate::source::{Feed, QueueStats, Worker, realtime_ns, ring};
 use crate::stop::Stop;
 use crate::writer::Source;
-use crate::source::afxdp::{self, Worker, WorkerSpec};
-use crate::source::{Feed, QueueStats, realtime_ns};
 
 /// One capture interface, resolved and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ResolvedInterface {
     pub name: String,
+    pub mode: Mode,
+    /// Mirror mode: the RX queues with a socket. Tap mode: none (every queue, both directions).
     pub queues: Vec<u32>,
     pub rx_queues: u32,
     pub xdp_mode: XdpMode,
@@ -35,6 +37,17 @@ pub fn resolve_interfaces(config: &Config) -> anyhow::Result<Vec<ResolvedInterfa
 
 /// Checks that the interface exists and has the queues asked for.
 pub fn resolve_interface(i: &InterfaceConfig) -> anyhow::Result<ResolvedInterface> {
+    if i.mode == Mode::Tap {
+        netdev::ifindex(&i.name)?;
+        return Ok(ResolvedInterface {
+            name: i.name.clone(),
+            mode: i.mode,
+            queues: Vec::new(),
+            rx_queues: netdev::rx_queue_count(&i.name).unwrap_or(0),
+            xdp_mode: i.xdp_mode,
+            zero_copy: i.zero_copy,
+        });
+    }
     let rx_queues = netdev::rx_queue_count(&i.name)?;
     let queues: Vec<u32> = match &i.queues {
         // The XSKMAP has a socket per queue up to MAX_QUEUES; beyond, "all" cannot hold.
@@ -57,6 +70,7 @@ pub fn resolve_interface(i: &InterfaceConfig) -> anyhow::Result<ResolvedInterfac
     };
     Ok(ResolvedInterface {
         name: i.name.clone(),
+        mode: i.mode,
         queues,
         rx_queues,
         xdp_mode: i.xdp_mode,
@@ -72,6 +86,7 @@ pub(super) struct SocketSettings {
     pub(super) buffer_bytes: u64,
     pub(super) busy_poll_us: u32,
     pub(super) batch_delay_us: u32,
+    pub(super) tap_ring_bytes: u64,
 }
 
 impl SocketSettings {
@@ -81,6 +96,7 @@ impl SocketSettings {
             buffer_bytes: c.buffer_bytes,
             busy_poll_us: c.busy_poll_us,
             batch_delay_us: c.batch_delay_us,
+            tap_ring_bytes: c.tap_ring_bytes,
         }
     }
 }
@@ -97,6 +113,8 @@ pub(super) struct IfaceRun {
     pub(super) workers: Vec<Worker>,
     pub(super) stop: Stop,
     pub(super) stats: Arc<IfaceStats>,
+    /// Keeps the interface promiscuous while it is captured (see [`netdev::hold_promiscuous`]).
+    pub(super) promiscuous: Option<std::os::fd::OwnedFd>,
 }
 
 impl IfaceRun {
@@ -121,47 +139,11 @@ impl IfaceRun {
         let Prepared { mut filter, rings } = prepared;
         let stop = Stop::new().context("creating the workers' stop signal")?;
         let ifindex = netdev::ifindex(&spec.name)?;
-        let mut workers = Vec::new();
-        let mut sources = Vec::new();
-        let mut queues = Vec::new();
-        // On an error, the stop signal ends the workers started so far.
-        let result = (|| -> anyhow::Result<()> {
-            for (&queue, (producer, consumer)) in spec.queues.iter().zip(rings) {
-                let watermark = Arc::new(AtomicU64::new(0));
-                let worker_spec = WorkerSpec {
-                    iface: spec.name.clone(),
-                    queue,
-                    ring_size: settings.ring_size,
-                    zero_copy: spec.zero_copy,
-                    busy_poll_us: settings.busy_poll_us,
-                    batch_delay_us: settings.batch_delay_us,
-                };
-                let feed =
-                    Feed::new(producer, Arc::clone(&watermark), Arc::new(QueueStats::default()));
-                let (worker, fd, mode) = afxdp::spawn(worker_spec, feed, stop.clone())
-                    .map_err(anyhow::Error::msg)
-                    .with_context(|| {
-                        format!("opening the AF_XDP socket for {} RX queue {queue}", spec.name)
-                    })?;
-                log::info!(
-                    "{} RX queue {queue}: AF_XDP socket bound in {} mode",
-                    spec.name,
-                    mode.as_str()
-                );
-                queues.push((queue, Arc::clone(&worker.stats)));
-                workers.push(worker);
-                filter.register_socket(queue, fd).with_context(|| {
-                    format!("registering the AF_XDP socket of {} queue {queue}", spec.name)
-                })?;
-                sources.push(Source { interface_id: 0, consumer, watermark });
-            }
-            Ok(())
-        })();
-        if let Err(e) = result {
-            stop.raise();
-            workers.into_iter().for_each(Worker::join);
-            return Err(e);
-        }
+        let opened = match spec.mode {
+            Mode::Mirror => open_sockets(&spec, settings, &mut filter, rings, &stop),
+            Mode::Tap => open_reader(&spec, &mut filter, rings, &stop),
+        };
+        let (workers, queues, sources) = opened?;
         let stats = Arc::new(IfaceStats {
             start_ns: realtime_ns(),
             name: spec.name.clone(),
@@ -169,18 +151,36 @@ impl IfaceRun {
             queues,
             delivered: AtomicU64::new(0),
         });
-        Ok((IfaceRun { spec, ifindex, settings, filter, workers, stop, stats }, sources))
+        let promiscuous = netdev::hold_promiscuous(ifindex)
+            .map_err(|e| {
+                log::warn!(
+                    "{}: cannot set promiscuous mode ({e}); only frames addressed to the host are \
+                     seen",
+                    spec.name
+                );
+            })
+            .ok();
+        Ok((
+            IfaceRun { spec, ifindex, settings, filter, workers, stop, stats, promiscuous },
+            sources,
+        ))
     }
 
     /// Attaches the program: from here on matched frames are captured.
     pub(super) fn attach(&mut self, targets: &str) -> anyhow::Result<()> {
-        let mode = self.filter.attach(self.spec.xdp_mode)?;
-        log::info!(
-            "capturing on {} (XDP {mode}, RX queues {:?} of {}): {targets}",
-            self.spec.name,
-            self.spec.queues,
-            self.spec.rx_queues,
-        );
+        let how = self.filter.attach(self.spec.xdp_mode)?;
+        let name = &self.spec.name;
+        match self.spec.mode {
+            Mode::Mirror => log::info!(
+                "capturing on {name} in mirror mode (XDP {how}, RX queues {:?} of {}): {targets}",
+                self.spec.queues,
+                self.spec.rx_queues,
+            ),
+            Mode::Tap => log::info!(
+                "capturing on {name} in tap mode ({how}, both directions; the traffic goes on \
+                 untouched): {targets}"
+            ),
+        }
         Ok(())
     }
 
@@ -211,6 +211,87 @@ impl IfaceRun {
     }
 }
 
+/// The workers, their counters and the writer's rings of one interface.
+type Opened = (Vec<Worker>, Vec<(u32, Arc<QueueStats>)>, Vec<Source>);
+
+/// Mirror mode: one AF_XDP socket and worker per RX queue, registered in the XSKMAP. On an error,
+/// `stop` ends the workers started so far.
+fn open_sockets(
+    spec: &ResolvedInterface,
+    settings: SocketSettings,
+    filter: &mut Filter,
+    rings: Vec<(Producer, Consumer)>,
+    stop: &Stop,
+) -> anyhow::Result<Opened> {
+    let mut workers = Vec::new();
+    let mut sources = Vec::new();
+    let mut queues = Vec::new();
+    let result = (|| -> anyhow::Result<()> {
+        for (&queue, (producer, consumer)) in spec.queues.iter().zip(rings) {
+            let watermark = Arc::new(AtomicU64::new(0));
+            let worker_spec = WorkerSpec {
+                iface: spec.name.clone(),
+                queue,
+                ring_size: settings.ring_size,
+                zero_copy: spec.zero_copy,
+                busy_poll_us: settings.busy_poll_us,
+                batch_delay_us: settings.batch_delay_us,
+            };
+            let feed = Feed::new(producer, Arc::clone(&watermark), Arc::new(QueueStats::default()));
+            let (worker, fd, mode) = afxdp::spawn(worker_spec, feed, stop.clone())
+                .map_err(anyhow::Error::msg)
+                .with_context(|| {
+                    format!("opening the AF_XDP socket for {} RX queue {queue}", spec.name)
+                })?;
+            log::info!(
+                "{} RX queue {queue}: AF_XDP socket bound in {} mode",
+                spec.name,
+                mode.as_str()
+            );
+            queues.push((queue, Arc::clone(&worker.stats)));
+            workers.push(worker);
+            filter.register_socket(queue, fd).with_context(|| {
+                format!("registering the AF_XDP socket of {} queue {queue}", spec.name)
+            })?;
+            sources.push(Source { interface_id: 0, consumer, watermark });
+        }
+        Ok(())
+    })();
+    if let Err(e) = result {
+        stop.raise();
+        workers.into_iter().for_each(Worker::join);
+        return Err(e);
+    }
+    Ok((workers, queues, sources))
+}
+
+/// Tap mode: one reader for the interface's per-CPU rings, a hand-off ring for each. Its
+/// counters are listed per CPU (the `queue` label of the metrics).
+fn open_reader(
+    spec: &ResolvedInterface,
+    filter: &mut Filter,
+    rings: Vec<(Producer, Consumer)>,
+    stop: &Stop,
+) -> anyhow::Result<Opened> {
+    let cpu_rings = filter.take_rings();
+    let mut feeds = Vec::new();
+    let mut queues = Vec::new();
+    let mut sources = Vec::new();
+    for (cpu, (producer, consumer)) in (0u32..).zip(rings) {
+        let watermark = Arc::new(AtomicU64::new(0));
+        let stats = Arc::new(QueueStats::default());
+        queues.push((cpu, Arc::clone(&stats)));
+        feeds.push(Feed::new(producer, Arc::clone(&watermark), stats));
+        sources.push(Source { interface_id: 0, consumer, watermark });
+    }
+    let cpus = cpu_rings.len();
+    let worker = ring::spawn(&spec.name, cpu_rings, feeds, stop.clone())
+        .map_err(anyhow::Error::msg)
+        .with_context(|| format!("reading the ring buffers of {}", spec.name))?;
+    log::info!("{}: {cpus} per-CPU ring buffers, read by one thread", spec.name);
+    Ok((vec![worker], queues, sources))
+}
+
 /// What can be made for an interface without touching it: its program, loaded (the verifier
 /// runs here) with `tables` in its maps, and one hand-off ring per queue (whose memory is
 /// written once on creation: tens of milliseconds for the default 64 MiB). A restart prepares
@@ -226,10 +307,22 @@ pub(super) fn prepare(
     tables: &TargetTables,
 ) -> anyhow::Result<Prepared> {
     let name = &spec.name;
-    let filter = Filter::load(name, tables)
-        .with_context(|| format!("preparing the XDP program for {name}"))?;
+    let hooks = match spec.mode {
+        Mode::Mirror => Hooks::Mirror,
+        Mode::Tap => Hooks::Tap { ring_bytes: settings.tap_ring_bytes },
+    };
+    let filter = Filter::load(name, hooks, tables)
+        .with_context(|| format!("preparing the {} programs for {name}", spec.mode))?;
     let buffer = usize::try_from(settings.buffer_bytes).unwrap_or(usize::MAX);
-    let rings = spec.queues.iter().map(|_| handoff::channel(buffer)).collect();
+    let rings = match spec.mode {
+        Mode::Mirror => spec.queues.iter().map(|_| handoff::channel(buffer)).collect(),
+        // One per CPU ring, sharing the interface's budget (at least 1 MiB each).
+        Mode::Tap => {
+            let cpus = filter.ring_count().max(1);
+            let each = (buffer / cpus).max(1 << 20);
+            (0..cpus).map(|_| handoff::channel(each)).collect()
+        }
+    };
     Ok(Prepared { filter, rings })
 }
 
@@ -238,6 +331,8 @@ pub(super) fn prepare(
 pub(super) fn finish_all(mut runs: Vec<IfaceRun>) {
     for r in &mut runs {
         r.filter.detach();
+        // Promiscuous mode goes with the capture.
+        drop(r.promiscuous.take());
     }
     for r in &runs {
         r.stop.raise();

@@ -123,7 +123,7 @@ pub(super) fn check_interfaces(running: &mut Running, config: &Config) -> bool {
         match spec.and_then(|spec| IfaceRun::start(spec, settings, &running.tables, &targets)) {
             Ok(s) => {
                 log::info!("{}: back; capturing it again", m.config.name);
-                warn_mirror_mode(&[m.config.name.as_str()]);
+                warn_mirror_mode(&[&m.config]);
                 started.push(s);
             }
             Err(e) => {
@@ -209,9 +209,12 @@ pub(super) fn apply_reload(
             }
         }
     }
-    if !started.is_empty() {
-        warn_mirror_mode(&started.iter().map(|(r, _)| r.spec.name.as_str()).collect::<Vec<_>>());
-    }
+    let added: Vec<&InterfaceConfig> = new
+        .interfaces
+        .iter()
+        .filter(|i| started.iter().any(|(r, _)| r.spec.name == i.name))
+        .collect();
+    warn_mirror_mode(&added);
 
     // The interfaces that stay: new tables in place. Should that fail on one, those already
     // changed get the running tables back: a rejected reload changes nothing.
@@ -344,6 +347,9 @@ pub(super) fn what_changed(
     if old.queues != new.queues || old.rx_queues != new.rx_queues {
         what.push("queues");
     }
+    if old.mode != new.mode {
+        what.push("mode");
+    }
     if old.xdp_mode != new.xdp_mode {
         what.push("xdp_mode");
     }
@@ -355,6 +361,7 @@ pub(super) fn what_changed(
         ("buffer_bytes", old_settings.buffer_bytes != settings.buffer_bytes),
         ("busy_poll_us", old_settings.busy_poll_us != settings.busy_poll_us),
         ("batch_delay_us", old_settings.batch_delay_us != settings.batch_delay_us),
+        ("tap_ring_bytes", old_settings.tap_ring_bytes != settings.tap_ring_bytes),
     ] {
         if changed {
             what.push(name);

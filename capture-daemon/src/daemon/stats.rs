@@ -8,9 +8,9 @@ use std::sync::{Arc, RwLock};
 use crate::bpf::{KernelCounters, Slots};
 use crate::config::Config;
 use crate::metrics::Exposition;
+use crate::source::{self, QueueStats, realtime_ns};
 use crate::sys;
 use crate::writer::{InterfaceStats, StatsSource};
-use crate::source::{self, QueueStats, realtime_ns};
 
 /// Per-interface statistics, shared by the writer (pcapng ISB), the metrics and the status log.
 /// An interface that a reload adds or restarts gets new ones.
@@ -143,6 +143,8 @@ pub(super) fn render_metrics(stats: &Stats) -> String {
         for (stage, v) in [
             ("xdp_redirect_failed", k.redirect_failed),
             ("xdp_adjust_failed", k.adjust_failed),
+            ("ring_full", k.ring_full),
+            ("ring_missing", k.no_ring),
             ("xsk_rx_dropped", sum(|q| q.kernel_rx_dropped.load(Relaxed))),
             ("xsk_rx_ring_full", sum(|q| q.kernel_rx_ring_full.load(Relaxed))),
             ("xsk_fill_ring_empty", sum(|q| q.kernel_fill_ring_empty.load(Relaxed))),
@@ -289,7 +291,11 @@ impl Stats {
             start_ns: s.start_ns,
             end_ns: realtime_ns(),
             received: k.seen,
-            kernel_drops: socket_drops + k.redirect_failed + k.adjust_failed,
+            kernel_drops: socket_drops
+                + k.redirect_failed
+                + k.adjust_failed
+                + k.ring_full
+                + k.no_ring,
             accepted: k.matched,
             delivered: s.delivered.load(Relaxed),
             user_drops,

@@ -11,10 +11,10 @@ use anyhow::Context as _;
 use super::{Control, FileStats, IfaceStats, Stats, Summary};
 use crate::config::OutputConfig;
 use crate::nap::Nap;
+use crate::source::{self, realtime_ns};
 use crate::writer::{
     InterfaceInfo, Merger, Output, PacketSink, RECORDS_PER_ROUND, Source, WriterError, write_round,
 };
-use crate::source::{self, realtime_ns};
 
 /// Longest pause of the writer once it has caught up with every queue. The hand-off rings hold
 /// far more than this at any rate (the pause shrinks when they fill faster than a quarter per

@@ -11,14 +11,13 @@ use std::os::fd::{AsRawFd as _, RawFd};
 use std::ptr::NonNull;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
-use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use capture_common::{DIRECTION_INBOUND, FrameMeta, META_MAGIC};
 use xdpilone::{IfInfo, Socket, SocketConfig, Umem, UmemConfig};
 
+use super::{Feed, QueueStats, Worker, monotonic_ns, monotonic_to_realtime_offset, realtime_ns};
 use crate::config::ZeroCopy;
-use super::{Feed, QueueStats, monotonic_ns, monotonic_to_realtime_offset, realtime_ns};
 use crate::nap::Nap;
 use crate::stop::{self, Stop};
 use crate::writer::merge;
@@ -71,21 +70,6 @@ const SO_PREFER_BUSY_POLL: libc::c_int = 69;
 const SO_BUSY_POLL_BUDGET: libc::c_int = 70;
 const INT_LEN: libc::socklen_t = 4;
 const _: () = assert!(size_of::<libc::c_int>() == INT_LEN as usize);
-
-/// A running worker. Dropping the socket (worker exit) removes it from the XSKMAP in the kernel.
-pub struct Worker {
-    pub queue: u32,
-    pub stats: Arc<QueueStats>,
-    handle: JoinHandle<()>,
-}
-
-impl Worker {
-    pub fn join(self) {
-        if self.handle.join().is_err() {
-            log::error!("worker of RX queue {} panicked", self.queue);
-        }
-    }
-}
 
 /// Page-aligned anonymous memory for a UMEM, unmapped on drop.
 struct Area {
@@ -203,7 +187,9 @@ pub fn spawn(
         })
         .map_err(|e| format!("spawning worker thread: {e}"))?;
     match rx.recv() {
-        Ok(Ok((fd, mode))) => Ok((Worker { queue, stats, handle }, fd, mode)),
+        Ok(Ok((fd, mode))) => {
+            Ok((Worker::new(format!("RX queue {queue}"), stats, handle), fd, mode))
+        }
         Ok(Err(e)) => {
             let _ = handle.join();
             Err(e)
@@ -529,4 +515,3 @@ fn prefetch(p: *const u8) {
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
 }
-

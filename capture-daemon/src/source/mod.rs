@@ -13,6 +13,7 @@ pub mod ring;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed, Ordering::Release};
+use std::thread::JoinHandle;
 
 use crate::handoff::Producer;
 
@@ -46,6 +47,28 @@ impl QueueStats {
 
     pub fn beat(&self) {
         self.heartbeat_ms.store(monotonic_ns() / 1_000_000, Relaxed);
+    }
+}
+
+/// A running source thread (an RX queue's worker, or an interface's ring reader). When it exits
+/// it closes what it read from: a socket leaves the XSKMAP, a ring its last user.
+pub struct Worker {
+    /// What it reads, for messages: "RX queue 3", "rings of 8 CPUs".
+    what: String,
+    /// The counters of the first ring it feeds (the heartbeat the watchdog looks at).
+    pub stats: Arc<QueueStats>,
+    handle: JoinHandle<()>,
+}
+
+impl Worker {
+    pub fn new(what: String, stats: Arc<QueueStats>, handle: JoinHandle<()>) -> Worker {
+        Worker { what, stats, handle }
+    }
+
+    pub fn join(self) {
+        if self.handle.join().is_err() {
+            log::error!("the worker of {} panicked", self.what);
+        }
     }
 }
 

@@ -1,1 +1,192 @@
-//! Tap mode: per-CPU BPF ring buffers filled by the tcx programs (see the module docs of `source`).
+//! Tap mode: one reader thread per interface drains the per-CPU BPF ring buffers the tcx
+//! programs fill, each into its own [`Feed`] (a CPU's ring is in time order; the writer merges
+//! the rings as it merges RX queues).
+//!
+//! No syscall per frame, and few wake-ups: a record wakes the reader only once its ring holds
+//! [`crate::bpf::wake_bytes`] (the program asks with `BPF_RB_FORCE_WAKEUP`, else
+//! `BPF_RB_NO_WAKEUP`); below that the reader comes by every [`POLL`]. The ring fds are in an
+//! edge-triggered epoll set: a ring that holds a few records but was not woken does not make
+//! `epoll_wait` return, so the reader really sleeps between rounds.
+
+use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aya::maps::{Map, MapData, RingBuf};
+use capture_common::{META_MAGIC, TapMeta};
+
+use super::{Feed, Worker, monotonic_ns, monotonic_to_realtime_offset};
+use crate::stop::Stop;
+
+/// How often the reader comes by when no ring asked for it: bounds the delay of sparse frames
+/// and keeps the rings' watermarks fresh for the merge (a quarter of its window is 25 ms).
+pub const POLL: Duration = Duration::from_millis(10);
+/// Records taken from one ring before the next ring's turn.
+const BUDGET: usize = 4096;
+/// Margin for frames stamped but not yet submitted to a ring (the program stamps, reserves and
+/// submits in one run; preemption inside it is the only delay).
+const IN_FLIGHT_NS: u64 = 1_000_000;
+const META: usize = size_of::<TapMeta>();
+
+/// Starts the reader of `rings` (index = CPU), feeding `feeds[i]` from `rings[i]`. Returns once
+/// the rings are mapped (or failed to be).
+pub fn spawn(
+    iface: &str,
+    rings: Vec<MapData>,
+    feeds: Vec<Feed>,
+    stop: Stop,
+) -> Result<Worker, String> {
+    let Some(first) = feeds.first() else { return Err("no ring to read".into()) };
+    let stats = Arc::clone(&first.stats);
+    let what = format!("the rings of {} CPUs of {iface}", rings.len());
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
+    let handle = std::thread::Builder::new()
+        .name(format!("tap-{iface}"))
+        .spawn(move || {
+            let mut reader = match Reader::open(rings, feeds) {
+                Ok(r) => r,
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                    return;
+                }
+            };
+            let _ = tx.send(Ok(()));
+            reader.run(&stop);
+        })
+        .map_err(|e| format!("spawning the ring reader: {e}"))?;
+    match rx.recv() {
+        Ok(Ok(())) => Ok(Worker::new(what, stats, handle)),
+        Ok(Err(e)) => {
+            let _ = handle.join();
+            Err(e)
+        }
+        Err(_) => {
+            let _ = handle.join();
+            Err("the ring reader exited during set-up".into())
+        }
+    }
+}
+
+struct Reader {
+    rings: Vec<RingBuf<MapData>>,
+    feeds: Vec<Feed>,
+    epoll: OwnedFd,
+}
+
+impl Reader {
+    fn open(rings: Vec<MapData>, feeds: Vec<Feed>) -> Result<Reader, String> {
+        // SAFETY: plain epoll_create1; owned right away.
+        let fd = unsafe { libc::epoll_create1(libc::EPOLL_CLOEXEC) };
+        if fd < 0 {
+            return Err(format!("epoll_create1: {}", std::io::Error::last_os_error()));
+        }
+        // SAFETY: fresh fd.
+        let epoll = unsafe { OwnedFd::from_raw_fd(fd) };
+        let mut mapped = Vec::with_capacity(rings.len());
+        for (cpu, data) in rings.into_iter().enumerate() {
+            let ring = RingBuf::try_from(Map::RingBuf(data))
+                .map_err(|e| format!("mapping the ring of CPU {cpu}: {e}"))?;
+            let ring_fd = ring.as_fd().as_raw_fd();
+            add_to_epoll(&epoll, ring_fd, libc::EPOLLIN | libc::EPOLLET)
+                .map_err(|e| format!("watching the ring of CPU {cpu}: {e}"))?;
+            mapped.push(ring);
+        }
+        Ok(Reader { rings: mapped, feeds, epoll })
+    }
+
+    /// Drains ring `i` (up to [`BUDGET`] records) into its feed. Returns the records taken and
+    /// whether the ring was seen empty.
+    fn drain(&mut self, i: usize, offset: i64) -> (usize, bool) {
+        let (ring, feed) = (&mut self.rings[i], &mut self.feeds[i]);
+        let mut n = 0;
+        let mut empty = false;
+        while n < BUDGET {
+            let Some(item) = ring.next() else {
+                empty = true;
+                break;
+            };
+            n += 1;
+            let rec: &[u8] = &item;
+            let Some(head) = rec.get(..META) else {
+                feed.bad_record();
+                continue;
+            };
+            // SAFETY: META bytes, read unaligned into a plain-integer struct.
+            let meta = unsafe { head.as_ptr().cast::<TapMeta>().read_unaligned() };
+            let data = rec.get(META..META + meta.caplen as usize);
+            match data {
+                Some(data) if meta.magic == META_MAGIC => feed.push(
+                    meta.tstamp_ns.wrapping_add_signed(offset),
+                    meta.orig_len,
+                    meta.direction,
+                    data,
+                ),
+                _ => feed.bad_record(),
+            }
+        }
+        feed.publish();
+        (n, empty)
+    }
+
+    fn run(&mut self, stop: &Stop) {
+        let mut offset = monotonic_to_realtime_offset();
+        let mut last_refresh = Instant::now();
+        let stop_fd = stop.fd().as_raw_fd();
+        // Level-triggered: once raised, it wakes every wait.
+        if let Err(e) = add_to_epoll(&self.epoll, stop_fd, libc::EPOLLIN) {
+            log::error!("ring reader: watching the stop signal: {e}; stopping is up to the timer");
+        }
+        let mut last_look = false;
+        loop {
+            let stopping = stop.is_raised();
+            let mut all_empty = true;
+            for i in 0..self.rings.len() {
+                let (_, empty) = self.drain(i, offset);
+                if empty {
+                    // Everything stamped before now (less the margin) is in the feed.
+                    let now = monotonic_ns().wrapping_add_signed(offset);
+                    self.feeds[i].vouch(now.saturating_sub(IN_FLIGHT_NS));
+                }
+                all_empty &= empty;
+            }
+            for f in &self.feeds {
+                f.stats.beat();
+            }
+            if last_refresh.elapsed() >= Duration::from_secs(1) {
+                offset = monotonic_to_realtime_offset();
+                last_refresh = Instant::now();
+            }
+            if !all_empty {
+                continue;
+            }
+            if stopping {
+                // The programs are detached before stop is raised, but one still running on
+                // another CPU may submit a last record: look once more after a moment.
+                if last_look {
+                    break;
+                }
+                last_look = true;
+                std::thread::sleep(Duration::from_nanos(IN_FLIGHT_NS));
+                continue;
+            }
+            wait(&self.epoll, POLL);
+        }
+    }
+}
+
+fn add_to_epoll(epoll: &OwnedFd, fd: RawFd, events: i32) -> std::io::Result<()> {
+    let mut ev = libc::epoll_event { events: events.cast_unsigned(), u64: 0 };
+    // SAFETY: valid epoll and target fds, and an initialised event.
+    if unsafe { libc::epoll_ctl(epoll.as_raw_fd(), libc::EPOLL_CTL_ADD, fd, &raw mut ev) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// Sleeps until a ring asks for the reader, the stop signal, or `timeout`.
+fn wait(epoll: &OwnedFd, timeout: Duration) {
+    let mut events = [libc::epoll_event { events: 0, u64: 0 }; 8];
+    let ms = i32::try_from(timeout.as_millis()).unwrap_or(i32::MAX);
+    // SAFETY: the buffer holds `events.len()` entries.
+    unsafe { libc::epoll_wait(epoll.as_raw_fd(), events.as_mut_ptr(), 8, ms) };
+}

@@ -1,0 +1,115 @@
+//! Mirror mode (XDP): matched frames are sliced, stamped and redirected to the AF_XDP socket of
+//! their RX queue. They leave the host's path.
+
+use aya_ebpf::{
+    bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
+    programs::XdpContext,
+};
+use capture_common::{FrameMeta, META_MAGIC, UNMATCHED_DROP};
+
+use crate::parse::{Packet, match_frame, parse};
+use crate::{CONFIG, XSKS, count_hits, counters};
+
+const META_LEN: i32 = size_of::<FrameMeta>() as i32;
+
+/// Direct packet access: the verifier sees each bounds check.
+struct Xdp<'a>(&'a XdpContext);
+
+impl Packet for Xdp<'_> {
+    #[inline(always)]
+    fn u16_be(&self, offset: usize) -> Option<u16> {
+        let start = self.0.data();
+        if start + offset + 2 > self.0.data_end() {
+            return None;
+        }
+        // SAFETY: bounds checked against data_end just above.
+        Some(u16::from_be_bytes(unsafe { *((start + offset) as *const [u8; 2]) }))
+    }
+
+    #[inline(always)]
+    fn mac(&self, offset: usize) -> Option<[u8; 6]> {
+        let start = self.0.data();
+        if start + offset + 6 > self.0.data_end() {
+            return None;
+        }
+        // SAFETY: bounds checked just above.
+        Some(unsafe { *((start + offset) as *const [u8; 6]) })
+    }
+}
+
+pub fn try_capture(ctx: &XdpContext) -> Result<u32, u32> {
+    let c = counters().ok_or(XDP_PASS)?;
+    c.seen += 1;
+    // No configuration yet (daemon still starting): let everything through.
+    let cfg = CONFIG.get(0).ok_or(XDP_PASS)?;
+    let p = Xdp(ctx);
+    let len = ctx.data_end() - ctx.data();
+    let parsed = parse(&p, len, None, c);
+    let matched = match_frame(&p, cfg, &parsed);
+    if matched == 0 {
+        if cfg.unmatched == UNMATCHED_DROP {
+            c.unmatched_dropped += 1;
+            return Ok(XDP_DROP);
+        }
+        c.unmatched_passed += 1;
+        return Ok(XDP_PASS);
+    }
+    let orig_len = (ctx.data_end() - ctx.data()) as u32;
+    c.matched += 1;
+    c.matched_bytes += u64::from(orig_len);
+    count_hits(matched, u64::from(orig_len));
+
+    // Check for a socket before touching the frame: without one the frame goes on unmodified.
+    let queue = ctx.rx_queue_index();
+    if XSKS.get(queue).is_none() {
+        c.no_socket += 1;
+        return Ok(XDP_PASS);
+    }
+
+    let tstamp_ns = unsafe { bpf_ktime_get_ns() };
+    // The metadata first: if the driver cannot give us room for it, the frame goes on to the
+    // kernel untouched. Slicing comes after, once nothing can fail before the redirect.
+    // SAFETY: helper call on our own context; META_LEN is <= 32 and a multiple of 4.
+    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -META_LEN) } != 0 {
+        c.adjust_failed += 1;
+        return Ok(XDP_PASS);
+    }
+    if ctx.metadata() + size_of::<FrameMeta>() > ctx.data() {
+        c.adjust_failed += 1;
+        return Ok(XDP_PASS);
+    }
+    let snaplen = cfg.snaplen;
+    let mut sliced = false;
+    if snaplen != 0 && orig_len > snaplen {
+        // SAFETY: helper call on our own context; shrinking by less than the frame length.
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, snaplen as i32 - orig_len as i32) } != 0 {
+            c.adjust_failed += 1;
+            return Ok(XDP_PASS);
+        }
+        c.sliced += 1;
+        sliced = true;
+    }
+    // A frame cut short must not reach the kernel: past this point failures drop it.
+    let failed = if sliced { XDP_DROP } else { XDP_PASS };
+    // Checked again for the verifier: the helpers above invalidate packet pointers.
+    let meta = ctx.metadata();
+    if meta + size_of::<FrameMeta>() > ctx.data() {
+        c.adjust_failed += 1;
+        return Ok(failed);
+    }
+    // SAFETY: the metadata area [meta, data) was reserved and bounds-checked just above.
+    unsafe {
+        *(meta as *mut FrameMeta) = FrameMeta { tstamp_ns, matched, orig_len, magic: META_MAGIC };
+    }
+    match XSKS.redirect(queue, u64::from(failed)) {
+        Ok(action) if action == XDP_REDIRECT => {
+            c.redirected += 1;
+            Ok(action)
+        }
+        _ => {
+            c.redirect_failed += 1;
+            Err(failed)
+        }
+    }
+}

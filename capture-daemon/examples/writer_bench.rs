@@ -29,14 +29,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail, ensure};
+use capture_common::DIRECTION_INBOUND;
 use capture_daemon::config::{CaptureConfig, OutputConfig};
 use capture_daemon::handoff::{self, Producer};
-use capture_daemon::writer::pcapng::{BT_EPB, EPB_OVERHEAD, encode_idb, encode_isb, encode_shb};
+use capture_daemon::source::realtime_ns;
+use capture_daemon::writer::pcapng::{BT_EPB, encode_idb, encode_isb, encode_shb, epb_len};
 use capture_daemon::writer::{
     InterfaceInfo, InterfaceStats, Merger, RECORDS_PER_ROUND, RotatingWriter, SectionInfo, Source,
     StatsSource, merge::DEFAULT_WINDOW_NS, write_round,
 };
-use capture_daemon::source::realtime_ns;
 use clap::Parser;
 
 /// Frames per push batch: what a worker takes from its AF_XDP ring at a time.
@@ -47,6 +48,8 @@ const POOL: usize = 256;
 const TS_STEP: u64 = 50;
 /// Packets checked in the finished file: every N/SAMPLES-th, from the first, and the last.
 const SAMPLES: usize = 64;
+/// The epb_flags of every frame: received, as the AF_XDP worker marks them.
+const FLAGS: u32 = DIRECTION_INBOUND;
 
 #[derive(Parser)]
 #[command(about = "Offline benchmark of the writer path: hand-off ring -> merger -> pcapng file")]
@@ -154,7 +157,7 @@ fn main() -> anyhow::Result<()> {
         for (q, (producer, watermark)) in producers.iter_mut().zip(&watermarks).enumerate() {
             let mut last = None;
             for j in (i + q..end).step_by(queues) {
-                if !producer.push(ts(j), orig_len, &pool[j % POOL]) {
+                if !producer.push(ts(j), orig_len, FLAGS, &pool[j % POOL]) {
                     bail!("hand-off ring {q} full at frame {j}: the writer fell behind");
                 }
                 last = Some(ts(j));
@@ -220,7 +223,8 @@ fn check_file(
     let mut isb = Vec::new();
     encode_isb(&mut isb, 0, stats);
     let frame_len = pool[0].len();
-    let epb_len = EPB_OVERHEAD + frame_len.next_multiple_of(4);
+    let padded = 28 + frame_len.next_multiple_of(4);
+    let epb_len = epb_len(frame_len, FLAGS);
     let first_epb = header.len();
     let expected = (first_epb + n * epb_len + isb.len()) as u64;
 
@@ -249,6 +253,10 @@ fn check_file(
             (16, u32::try_from(ts & 0xffff_ffff)?),
             (20, u32::try_from(frame_len)?),
             (24, u32::try_from(frame_len)?),
+            // epb_flags (code 2, length 4), its value, opt_endofopt.
+            (padded, 0x0004_0002),
+            (padded + 4, FLAGS),
+            (padded + 8, 0),
             (block.len() - 4, u32::try_from(epb_len)?),
         ];
         for (at, want) in fields {
@@ -257,7 +265,7 @@ fn check_file(
         }
         ensure!(&block[28..28 + frame_len] == frame, "packet {i}: data differs");
         ensure!(
-            block[28 + frame_len..block.len() - 4].iter().all(|&b| b == 0),
+            block[28 + frame_len..padded].iter().all(|&b| b == 0),
             "packet {i}: padding is not zero"
         );
     }

@@ -1386,6 +1386,7 @@ mod tests {
             c.interfaces,
             vec![InterfaceConfig {
                 name: "eth0".into(),
+                mode: Mode::Tap,
                 queues: Queues::All,
                 xdp_mode: XdpMode::Auto,
                 zero_copy: ZeroCopy::Auto,
@@ -1398,8 +1399,8 @@ mod tests {
     fn defaults_are_the_documented_values() {
         let c = CaptureConfig::default();
         assert_eq!(
-            (c.unmatched, c.snaplen, c.ring_size, c.buffer_bytes),
-            (Unmatched::Pass, 0, 4096, 64 << 20)
+            (c.unmatched, c.snaplen, c.ring_size, c.buffer_bytes, c.tap_ring_bytes),
+            (Unmatched::Pass, 0, 4096, 64 << 20, 4 << 20)
         );
         let o = OutputConfig::default();
         assert_eq!(o.directory, Path::new("/var/lib/capture-daemon"));
@@ -1420,6 +1421,7 @@ ring_size = 2048
 buffer_bytes = 8388608
 busy_poll_us = 50
 batch_delay_us = 500
+tap_ring_bytes = "16 MiB"
 
 [output]
 directory = "/srv/pcap"
@@ -1434,12 +1436,14 @@ group = "0"
 
 [[interface]]
 name = "enp65s0f0"
+mode = "mirror"
 queues = [0, 3, 1]
 xdp_mode = "native"
 zero_copy = "on"
 
 [[interface]]
 name = "bond0.100"
+mode = "mirror"
 xdp_mode = "generic"
 zero_copy = "off"
 
@@ -1465,6 +1469,7 @@ mac = "ff:ff:ff:ff:ff:ff"
                 buffer_bytes: 8 << 20,
                 busy_poll_us: 50,
                 batch_delay_us: 500,
+                tap_ring_bytes: 16 << 20,
             }
         );
         assert_eq!(
@@ -1486,12 +1491,14 @@ mac = "ff:ff:ff:ff:ff:ff"
             vec![
                 InterfaceConfig {
                     name: "enp65s0f0".into(),
+                    mode: Mode::Mirror,
                     queues: Queues::List(vec![0, 3, 1]),
                     xdp_mode: XdpMode::Native,
                     zero_copy: ZeroCopy::On,
                 },
                 InterfaceConfig {
                     name: "bond0.100".into(),
+                    mode: Mode::Mirror,
                     queues: Queues::All,
                     xdp_mode: XdpMode::Generic,
                     zero_copy: ZeroCopy::Off,
@@ -1517,7 +1524,7 @@ mac = "ff:ff:ff:ff:ff:ff"
         let c = ok(r#"
 capture.snaplen = 96
 output = { prefix = "x", keep_files = 3 }
-interface = [{ name = "eth1", queues = [2] }]
+interface = [{ name = "eth1", mode = "mirror", queues = [2] }]
 target = [{ name = "a", vlan = 5 }, { name = "b" }]
 "#);
         assert_eq!(c.capture.snaplen, 96);
@@ -1546,7 +1553,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         ] {
             ok(&with_base(&format!("[{section}]\n{key} = {value}")));
         }
-        ok(&interface("name = \"a23456789012345\"\nqueues = [255, 0]"));
+        ok(&interface("name = \"a23456789012345\"\nmode = \"mirror\"\nqueues = [255, 0]"));
         ok(&target(&format!("name = \"{}\"\nvlan = 1", "t".repeat(64))));
     }
 
@@ -1580,14 +1587,18 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         // The example claims every value it shows is the default.
         assert_eq!(c.capture, CaptureConfig::default());
         assert_eq!(c.output, OutputConfig::default());
+        // A tap-mode interface with every default, and a mirror-mode one with its keys at
+        // their defaults.
+        let mirror = |name: &str| InterfaceConfig {
+            name: name.into(),
+            mode: Mode::Mirror,
+            queues: Queues::All,
+            xdp_mode: XdpMode::Auto,
+            zero_copy: ZeroCopy::Auto,
+        };
         assert_eq!(
             c.interfaces,
-            vec![InterfaceConfig {
-                name: "enp65s0f0".into(),
-                queues: Queues::All,
-                xdp_mode: XdpMode::Auto,
-                zero_copy: ZeroCopy::Auto,
-            }]
+            vec![InterfaceConfig { mode: Mode::Tap, ..mirror("br0") }, mirror("enp65s0f0")]
         );
         assert_eq!(c.targets.len(), 2);
         assert_eq!(c.targets[0].mac.map(|m| format_mac(&m)).as_deref(), Some("52:54:00:12:34:56"));
@@ -1716,10 +1727,18 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         value.unwrap_or_else(|| panic!("config/capture.toml has no {section}.{key}")).to_string()
     }
 
-    /// A minimal valid config with `key = value` in `section`.
+    /// Keys that apply to mirror mode only (an error on a tap-mode interface).
+    const MIRROR_KEYS: [&str; 3] = ["queues", "xdp_mode", "zero_copy"];
+
+    /// A minimal valid config with `key = value` in `section` (a mirror-mode interface for the
+    /// keys of mirror mode).
     fn config_with(section: &str, key: &str, value: &str) -> String {
+        let mirror = MIRROR_KEYS.iter().any(|k| key.starts_with(k));
         match section {
             "interface" if key == "name" => interface(&format!("name = {value}")),
+            "interface" if mirror => {
+                interface(&format!("name = \"eth0\"\nmode = \"mirror\"\n{key} = {value}"))
+            }
             "interface" => interface(&format!("name = \"eth0\"\n{key} = {value}")),
             "target" if key == "name" => target(&format!("name = {value}")),
             "target" => target(&format!("name = \"t\"\n{key} = {value}")),
@@ -1758,6 +1777,9 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
                 };
                 let explicit = ok(&config_with(&section, &key, literal));
                 let implicit = match section.as_str() {
+                    "interface" if MIRROR_KEYS.contains(&key.as_str()) => {
+                        ok(&interface("name = \"eth0\"\nmode = \"mirror\""))
+                    }
                     "interface" => ok(&interface("name = \"eth0\"")),
                     "target" => ok(&target("name = \"t\"")),
                     _ => ok(BASE),
@@ -1768,6 +1790,67 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
                 );
             }
         }
+    }
+
+    #[test]
+    fn interfaces_are_in_tap_mode_unless_they_say_mirror() {
+        let c = ok(&interface("name = \"br0\""));
+        assert_eq!(c.interfaces[0].mode, Mode::Tap);
+        let c = ok(&interface("name = \"span0\"\nmode = \"mirror\"\nxdp_mode = \"native\""));
+        assert_eq!(
+            (c.interfaces[0].mode, c.interfaces[0].xdp_mode),
+            (Mode::Mirror, XdpMode::Native)
+        );
+        assert_eq!(
+            err(&interface("name = \"eth0\"\nmode = \"steal\"")),
+            format!("{P}:3:8: key `mode`: unknown mode \"steal\"; use \"tap\" or \"mirror\"")
+        );
+    }
+
+    #[test]
+    fn mirror_only_settings_on_a_tap_interface_are_errors() {
+        for (line, column) in
+            [("queues = [0]", 10), ("xdp_mode = \"native\"", 12), ("zero_copy = \"on\"", 13)]
+        {
+            let key = line.split(' ').next().unwrap_or_default();
+            let e = err(&interface(&format!("name = \"vnet3\"\n{line}")));
+            assert_eq!(
+                e,
+                format!(
+                    "{P}:3:{column}: key `{key}`: applies to mirror mode only, and interface \"vnet3\" \
+                     is in tap mode (the default: frames are copied, the traffic goes on \
+                     untouched); remove `{key}`, or add mode = \"mirror\" if this NIC is fed by a \
+                     SPAN/TAP port"
+                )
+            );
+        }
+        let e = err(&with_base("[capture]\nunmatched = \"drop\""));
+        assert!(
+            e.starts_with(&format!(
+                "{P}:2:13: key `unmatched`: \"drop\" applies to mirror mode only"
+            )),
+            "{e}"
+        );
+        ok(&interface("name = \"span0\"\nmode = \"mirror\"")
+            .replace("[[interface]]", "[capture]\nunmatched = \"drop\"\n\n[[interface]]"));
+    }
+
+    #[test]
+    fn tap_ring_bytes_is_a_power_of_two_in_range() {
+        let text = |v: &str| with_base(&format!("[capture]\ntap_ring_bytes = {v}"));
+        assert_eq!(ok(&text("\"256 KiB\"")).capture.tap_ring_bytes, 256 << 10);
+        assert_eq!(
+            err(&text("\"3 MiB\"")),
+            format!(
+                "{P}:2:18: key `tap_ring_bytes`: ring size 3145728 bytes is not a power of two; use e.g. 4194304 (4 MiB)"
+            )
+        );
+        assert_eq!(
+            err(&text("4096")),
+            format!(
+                "{P}:2:18: key `tap_ring_bytes`: ring size 4096 bytes is out of range; use a power of two in 64 KiB..=1 GiB"
+            )
+        );
     }
 
     // --- value errors, with positions --------------------------------------------------------
@@ -2154,7 +2237,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err("[capture]\ninterface = 1\n"),
             format!(
-                "{P}:2:1: key `interface`: unknown field `interface`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`"
+                "{P}:2:1: key `interface`: unknown field `interface`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`"
             )
         );
         assert_eq!(
@@ -2229,7 +2312,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&with_base("[capture]\nsnap_len = 64")),
             format!(
-                "{P}:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`"
+                "{P}:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`"
             )
         );
         assert_eq!(
@@ -2241,7 +2324,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&interface("name = \"eth0\"\nqueue = [0]")),
             format!(
-                "{P}:3:1: key `queue`: unknown field `queue`, expected one of `name`, `queues`, `xdp_mode`, `zero_copy`"
+                "{P}:3:1: key `queue`: unknown field `queue`, expected one of `name`, `mode`, `queues`, `xdp_mode`, `zero_copy`"
             )
         );
         assert_eq!(
@@ -2257,7 +2340,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         assert_eq!(
             err(&with_base("[capture.extra]\nx = 1")),
             format!(
-                "{P}:1:10: key `extra`: unknown field `extra`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`"
+                "{P}:1:10: key `extra`: unknown field `extra`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`"
             )
         );
         assert_eq!(
@@ -2327,10 +2410,10 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         );
         assert_eq!(
             err(
-                "interface = [{ name = \"eth0\", mode = \"native\" }]\ntarget = [{ name = \"a\" }]\n"
+                "interface = [{ name = \"eth0\", speed = \"native\" }]\ntarget = [{ name = \"a\" }]\n"
             ),
             format!(
-                "{P}:1:31: key `mode`: unknown field `mode`, expected one of `name`, `queues`, `xdp_mode`, `zero_copy`"
+                "{P}:1:31: key `speed`: unknown field `speed`, expected one of `name`, `mode`, `queues`, `xdp_mode`, `zero_copy`"
             )
         );
     }
@@ -2353,7 +2436,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         let dir = tempfile::tempdir().expect("tempdir");
         let path = dir.path().join("capture.toml");
         std::fs::write(&path, EXAMPLE).expect("write");
-        assert_eq!(Config::load(&path).expect("load").interfaces[0].name, "enp65s0f0");
+        assert_eq!(Config::load(&path).expect("load").interfaces[0].name, "br0");
 
         std::fs::write(&path, target("name = \"a\"\nvlan = 4095")).expect("write");
         let e = Config::load(&path).expect_err("invalid");
@@ -2471,7 +2554,7 @@ target = [{ name = "a", vlan = 5 }, { name = "b" }]
         ),
         (
             "[capture]\nsnap_len = 128\n",
-            "/etc/capture-daemon/capture.toml:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`",
+            "/etc/capture-daemon/capture.toml:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`",
         ),
         (
             "[capture]\nsnaplen = 10\n",

@@ -482,6 +482,15 @@ pub struct Packet {
     pub ts_ns: u128,
     pub orig_len: u32,
     pub data: Vec<u8>,
+    /// The block's epb_flags option, `None` when it has none (see [`direction`]).
+    pub flags: Option<u32>,
+}
+
+/// The direction bits (0-1) of a packet's epb_flags: `Some(capture_common::DIRECTION_INBOUND)`
+/// (1), `Some(capture_common::DIRECTION_OUTBOUND)` (2), `Some(0)` for flags that leave it
+/// unknown, `None` when the block carries no epb_flags at all.
+pub fn direction(p: &Packet) -> Option<u32> {
+    p.flags.map(|f| f & 3)
 }
 
 /// What a pcapng file holds, read by pcap-file (an independent reader).
@@ -516,6 +525,12 @@ pub fn read_pcapng(path: &Path) -> PcapngFile {
                 interface_id: epb.interface_id,
                 ts_ns: epb.timestamp.as_nanos(),
                 orig_len: epb.original_len,
+                flags: epb.options.iter().find_map(|o| match o {
+                    pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption::Flags(f) => {
+                        Some(*f)
+                    }
+                    _ => None,
+                }),
                 data: epb.data.to_vec(),
             }),
             Block::InterfaceStatistics(_) => out.statistics += 1,
@@ -587,5 +602,28 @@ pub fn tshark_fields(path: &Path, fields: &[&str]) -> Vec<Vec<String>> {
     String::from_utf8_lossy(&out.stdout)
         .lines()
         .map(|l| l.split('|').map(str::to_owned).collect())
+        .collect()
+}
+
+/// The direction tshark reads in each packet of `path` (field `frame.packet_flags_direction`),
+/// in file order, as a decimal number: "1" inbound, "2" outbound, "0" unknown, and "" for a
+/// packet without epb_flags. (tshark prints the field in hex, e.g. `0x00000001`; the value is
+/// normalised here so tests do not depend on its formatting.)
+pub fn tshark_directions(path: &Path) -> Vec<String> {
+    tshark_fields(path, &["frame.packet_flags_direction"])
+        .into_iter()
+        .map(|row| {
+            let field = row.first().map_or("", |f| f.trim());
+            if field.is_empty() {
+                return String::new();
+            }
+            let value = match field.strip_prefix("0x") {
+                Some(hex) => u32::from_str_radix(hex, 16),
+                None => field.parse(),
+            };
+            value
+                .unwrap_or_else(|e| panic!("tshark direction {field:?} of {}: {e}", path.display()))
+                .to_string()
+        })
         .collect()
 }

@@ -24,13 +24,20 @@ pub(super) const WRITER_MAX_NAP_NS: u64 = 100_000_000;
 pub(super) struct Discard;
 
 impl PacketSink for Discard {
-    fn write_packet(&mut self, _: u32, _: u64, _: &[u8], _: u32) -> Result<(), WriterError> {
+    fn write_packet(
+        &mut self,
+        _: u32,
+        _: u64,
+        _: &[u8],
+        _: u32,
+        _: u32,
+    ) -> Result<(), WriterError> {
         Ok(())
     }
 }
 
 /// Bytes a record takes in a hand-off ring besides the frame (header and padding, roughly).
-pub(super) const HANDOFF_RECORD_OVERHEAD: u64 = 20;
+pub(super) const HANDOFF_RECORD_OVERHEAD: u64 = 28;
 
 /// What the main thread tells the writer after a reload.
 pub(super) struct Reconfigure {

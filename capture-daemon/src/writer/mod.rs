@@ -21,12 +21,15 @@ pub use stream::StreamWriter;
 
 /// Where the writer thread's records go: anything that takes packets.
 pub trait PacketSink {
+    /// One frame: `flags` is its pcapng epb_flags word (the direction, from the hand-off
+    /// record), written into its Enhanced Packet Block.
     fn write_packet(
         &mut self,
         interface_id: u32,
         ts_ns: u64,
         data: &[u8],
         orig_len: u32,
+        flags: u32,
     ) -> Result<(), WriterError>;
 }
 
@@ -38,8 +41,9 @@ impl PacketSink for RotatingWriter {
         ts: u64,
         data: &[u8],
         orig: u32,
+        flags: u32,
     ) -> Result<(), WriterError> {
-        RotatingWriter::write_packet(self, id, ts, data, orig)
+        RotatingWriter::write_packet(self, id, ts, data, orig, flags)
     }
 }
 
@@ -59,10 +63,11 @@ impl PacketSink for Output {
         ts: u64,
         data: &[u8],
         orig: u32,
+        flags: u32,
     ) -> Result<(), WriterError> {
         match self {
-            Output::Files(w) => w.write_packet(id, ts, data, orig),
-            Output::Stream(w) => w.write_packet(id, ts, data, orig),
+            Output::Files(w) => w.write_packet(id, ts, data, orig, flags),
+            Output::Stream(w) => w.write_packet(id, ts, data, orig, flags),
         }
     }
 }
@@ -161,7 +166,7 @@ pub fn write_round(
     let mut bytes = 0u64;
     let records = merger.pump(now_ns, max, &mut |interface_id, r| {
         bytes += r.data.len() as u64;
-        match writer.write_packet(interface_id, r.ts_ns, r.data, r.orig_len) {
+        match writer.write_packet(interface_id, r.ts_ns, r.data, r.orig_len, r.flags) {
             Ok(()) => delivered[interface_id as usize] += 1,
             Err(e) => {
                 error.get_or_insert(e);
@@ -169,4 +174,52 @@ pub fn write_round(
         }
     });
     Round { records, bytes, error }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::handoff::channel;
+    use capture_common::{DIRECTION_INBOUND, DIRECTION_OUTBOUND};
+    use std::sync::Arc;
+
+    /// Keeps (interface, timestamp, orig_len, flags) of every packet.
+    #[derive(Default)]
+    struct Recorder(Vec<(u32, u64, u32, u32)>);
+
+    impl PacketSink for Recorder {
+        fn write_packet(
+            &mut self,
+            interface_id: u32,
+            ts_ns: u64,
+            _data: &[u8],
+            orig_len: u32,
+            flags: u32,
+        ) -> Result<(), WriterError> {
+            self.0.push((interface_id, ts_ns, orig_len, flags));
+            Ok(())
+        }
+    }
+
+    #[test]
+    fn write_round_passes_each_records_flags() {
+        let (mut p, c) = channel(1 << 16);
+        let mut merger = Merger::new(
+            vec![Source { interface_id: 0, consumer: c, watermark: Arc::default() }],
+            0,
+        );
+        assert!(p.push(1, 60, DIRECTION_INBOUND, &[1; 60]));
+        assert!(p.push(2, 61, DIRECTION_OUTBOUND, &[2; 61]));
+        assert!(p.push(3, 62, 0, &[3; 62]));
+        p.publish();
+        let mut sink = Recorder::default();
+        let mut delivered = [0u64];
+        let round = write_round(&mut merger, &mut sink, 10, RECORDS_PER_ROUND, &mut delivered);
+        assert!(round.error.is_none());
+        assert_eq!((round.records, round.bytes, delivered), (3, 183, [3]));
+        assert_eq!(
+            sink.0,
+            vec![(0, 1, 60, DIRECTION_INBOUND), (0, 2, 61, DIRECTION_OUTBOUND), (0, 3, 62, 0)]
+        );
+    }
 }

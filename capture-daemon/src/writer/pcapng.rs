@@ -4,9 +4,9 @@
 //! thousands of blocks into one `write` call. Everything is little-endian: that is the host order
 //! on our targets, and the Section Header's byte-order magic tells readers so anyway.
 //!
-//! [`encode_epb`] is the per-packet hot path: one `reserve`, the header and trailer stored
-//! straight into the buffer around one copy of the data, no allocation once the buffer has
-//! capacity.
+//! [`encode_epb`] is the per-packet hot path: one `reserve`, the header and the trailer (with
+//! the epb_flags option, when there are flags) stored straight into the buffer around one copy
+//! of the data, no allocation once the buffer has capacity.
 
 use std::io::{self, Read, Seek, Write as _};
 
@@ -31,6 +31,9 @@ pub const MAX_CAPLEN: usize = 262_144;
 
 /// Fixed bytes of an EPB around its data: 28 of header, 4 of trailing length.
 pub const EPB_OVERHEAD: usize = 32;
+/// Option bytes of an EPB with a non-zero epb_flags: the epb_flags option (4 of code and length,
+/// 4 of value) and opt_endofopt (4).
+pub const EPB_FLAGS_OPTIONS_LEN: usize = 12;
 
 // Option codes (pcapng §3.5 and the per-block option tables).
 const OPT_ENDOFOPT: u16 = 0;
@@ -47,6 +50,9 @@ const ISB_IFRECV: u16 = 4;
 const ISB_FILTERACCEPT: u16 = 6;
 const ISB_OSDROP: u16 = 7;
 const ISB_USRDELIV: u16 = 8;
+const EPB_FLAGS: u16 = 2;
+/// The epb_flags option's code and length (4) as one little-endian word.
+const EPB_FLAGS_OPTION_HEAD: u32 = EPB_FLAGS as u32 | (4 << 16);
 
 /// What the Section Header Block says about the capturing machine and program.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -190,36 +196,70 @@ pub fn encode_idb(buf: &mut Vec<u8>, interface: &InterfaceInfo) {
     end_block(buf, start);
 }
 
-/// Appends an Enhanced Packet Block without options.
+/// Appends an Enhanced Packet Block.
 ///
 /// `ts_ns` is nanoseconds since the Unix epoch (the IDB says if_tsresol = 9). The captured length
 /// is `data.len()` (cut to [`MAX_CAPLEN`]); `orig_len` is the frame's length on the wire and
-/// should be >= `data.len()`. Allocates nothing when `buf` has `data.len() + 39` spare bytes
-/// (the block's overhead, up to 3 of padding, and 4 it may touch past the block).
+/// should be >= `data.len()`. `flags` is the epb_flags word (bits 0-1: direction, 1 inbound,
+/// 2 outbound): when non-zero the block carries it as its only option (then opt_endofopt), when
+/// 0 the block has no options. The block is [`epb_len`]`(data.len(), flags)` bytes. Allocates
+/// nothing when `buf` has `data.len() + 51` spare bytes (the block's overhead, up to 3 of
+/// padding, 12 of options, and 4 it may touch past the block).
 #[inline]
-pub fn encode_epb(buf: &mut Vec<u8>, interface_id: u32, ts_ns: u64, data: &[u8], orig_len: u32) {
+pub fn encode_epb(
+    buf: &mut Vec<u8>,
+    interface_id: u32,
+    ts_ns: u64,
+    data: &[u8],
+    orig_len: u32,
+    flags: u32,
+) {
     let data = &data[..data.len().min(MAX_CAPLEN)];
     let caplen = data.len();
     let pad = pad4(caplen);
-    let total = EPB_OVERHEAD + caplen + pad;
+    let total = epb_len(caplen, flags);
     #[expect(clippy::cast_possible_truncation, reason = "data is at most MAX_CAPLEN")]
     let (caplen32, total32) = (caplen as u32, total as u32);
     let head = [BT_EPB, total32, interface_id, ts_high(ts_ns), ts_low(ts_ns), caplen32, orig_len];
 
-    // One reserve, then the header, the data, and padding plus trailing length written straight
-    // into the spare capacity. The tail is one 8-byte store: `pad` zero bytes, the length, and
-    // 4 - pad bytes past the block, which stay outside `len` (hence 4 bytes of extra room).
+    // One reserve, then the header, the data, and padding, options and trailing length written
+    // straight into the spare capacity.
     buf.reserve(total + 4);
-    // SAFETY: `reserve` made room for total + 4 bytes after `len`; the writes below stay within
-    // [len, len + 28 + caplen + 8) = [len, len + total + 4 - pad), and set_len covers exactly the
-    // `total` bytes written (28 header, caplen data, pad zeros, 4 length).
+    // SAFETY: `reserve` made room for total + 4 bytes after `len`. The header and data fill
+    // [len, len + 28 + caplen). Without options, the tail is one 8-byte store at 28 + caplen:
+    // `pad` zero bytes, the length, and 4 - pad bytes past the block, which stay outside `len`
+    // (hence the 4 bytes of extra room). With the flags option, the block goes on for
+    // pad + 16 bytes after the data (>= 8): one 8-byte store puts the `pad` zeros and the option
+    // header, plus 4 - pad bytes that the next store overwrites; then one 12-byte store at
+    // 28 + caplen + pad + 4 ends exactly at `total`. Either way set_len covers exactly the
+    // `total` bytes written.
     unsafe {
         let p = buf.as_mut_ptr().add(buf.len());
         p.cast::<[u32; 7]>().write_unaligned(head.map(u32::to_le));
         std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(28), caplen);
-        p.add(28 + caplen).cast::<u64>().write_unaligned((u64::from(total32) << (8 * pad)).to_le());
+        let tail = p.add(28 + caplen);
+        if flags == 0 {
+            tail.cast::<u64>().write_unaligned((u64::from(total32) << (8 * pad)).to_le());
+        } else {
+            tail.cast::<u64>()
+                .write_unaligned((u64::from(EPB_FLAGS_OPTION_HEAD) << (8 * pad)).to_le());
+            // The flags value, opt_endofopt (code 0, length 0) and the trailing length.
+            tail.add(pad + 4)
+                .cast::<[u32; 3]>()
+                .write_unaligned([flags, 0, total32].map(u32::to_le));
+        }
         buf.set_len(buf.len() + total);
     }
+}
+
+/// Total length of the EPB [`encode_epb`] writes for `caplen` bytes of data (cut to
+/// [`MAX_CAPLEN`]) and these `flags`: [`EPB_OVERHEAD`], the data padded to 4, and
+/// [`EPB_FLAGS_OPTIONS_LEN`] when `flags` is non-zero.
+#[inline]
+pub const fn epb_len(caplen: usize, flags: u32) -> usize {
+    let caplen = if caplen < MAX_CAPLEN { caplen } else { MAX_CAPLEN };
+    let options = if flags == 0 { 0 } else { EPB_FLAGS_OPTIONS_LEN };
+    EPB_OVERHEAD + caplen + pad4(caplen) + options
 }
 
 /// Appends an Interface Statistics Block for `interface_id`. The block's timestamp is
@@ -294,6 +334,8 @@ pub fn valid_prefix_len<R: Read + Seek>(reader: R, len: u64) -> io::Result<u64> 
 #[allow(clippy::cast_possible_truncation, reason = "test data is made from small counters")]
 mod tests {
     use super::*;
+    use capture_common::{DIRECTION_INBOUND, DIRECTION_OUTBOUND};
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
     use pcap_file::pcapng::blocks::interface_description::{
         InterfaceDescriptionOption, InterfaceTsResolution,
     };
@@ -382,27 +424,42 @@ mod tests {
 
     #[test]
     fn epb_layout_and_padding_for_every_remainder() {
-        for len in 0..=9usize {
-            let data: Vec<u8> = (0..len).map(|i| 0xA0 + i as u8).collect();
-            // Appends after existing content, into spare capacity holding stale bytes.
-            let mut buf = vec![0xEE; 64];
-            buf.truncate(3);
-            let ts = 0x1234_5678_9ABC_DEF0u64;
-            encode_epb(&mut buf, 7, ts, &data, 1500);
-            let b = &buf[3..];
-            let total = 32 + len.div_ceil(4) * 4;
-            assert_eq!(b.len(), total, "len {len}");
-            assert_eq!(u32_at(b, 0), BT_EPB);
-            assert_eq!(u32_at(b, 4) as usize, total);
-            assert_eq!(u32_at(b, 8), 7);
-            assert_eq!(u32_at(b, 12), 0x1234_5678);
-            assert_eq!(u32_at(b, 16), 0x9ABC_DEF0);
-            assert_eq!(u32_at(b, 20) as usize, len);
-            assert_eq!(u32_at(b, 24), 1500);
-            assert_eq!(&b[28..28 + len], &data[..]);
-            assert!(b[28 + len..total - 4].iter().all(|&x| x == 0), "padding must be zero");
-            assert_eq!(u32_at(b, total - 4) as usize, total);
-            assert_eq!(&buf[..3], &[0xEE; 3]);
+        for flags in [0, DIRECTION_INBOUND, DIRECTION_OUTBOUND, 0xDEAD_BEEF] {
+            for len in 0..=9usize {
+                let data: Vec<u8> = (0..len).map(|i| 0xA0 + i as u8).collect();
+                // Appends after existing content, into spare capacity holding stale bytes.
+                let mut buf = vec![0xEE; 80];
+                buf.truncate(3);
+                let ts = 0x1234_5678_9ABC_DEF0u64;
+                encode_epb(&mut buf, 7, ts, &data, 1500, flags);
+                let b = &buf[3..];
+                let padded = 28 + len.div_ceil(4) * 4;
+                let options = if flags == 0 { 0 } else { 12 };
+                let total = padded + options + 4;
+                let what = format!("len {len}, flags {flags:#x}");
+                assert_eq!(b.len(), total, "{what}");
+                assert_eq!(epb_len(len, flags), total, "{what}");
+                assert_eq!(u32_at(b, 0), BT_EPB);
+                assert_eq!(u32_at(b, 4) as usize, total);
+                assert_eq!(u32_at(b, 8), 7);
+                assert_eq!(u32_at(b, 12), 0x1234_5678);
+                assert_eq!(u32_at(b, 16), 0x9ABC_DEF0);
+                assert_eq!(u32_at(b, 20) as usize, len);
+                assert_eq!(u32_at(b, 24), 1500);
+                assert_eq!(&b[28..28 + len], &data[..]);
+                assert!(
+                    b[28 + len..padded].iter().all(|&x| x == 0),
+                    "padding must be zero: {what}"
+                );
+                if flags != 0 {
+                    // epb_flags: code 2, length 4, the word; then opt_endofopt.
+                    assert_eq!(&b[padded..padded + 4], &[2, 0, 4, 0], "{what}");
+                    assert_eq!(u32_at(b, padded + 4), flags, "{what}");
+                    assert_eq!(u32_at(b, padded + 8), 0, "{what}");
+                }
+                assert_eq!(u32_at(b, total - 4) as usize, total, "{what}");
+                assert_eq!(&buf[..3], &[0xEE; 3]);
+            }
         }
     }
 
@@ -411,22 +468,31 @@ mod tests {
         let mut buf = Vec::with_capacity(1 << 20);
         let ptr = buf.as_ptr();
         let data = [0x55u8; 1514];
+        let mut want = 0;
         for i in 0..600u64 {
-            encode_epb(&mut buf, 0, i, &data[..(i as usize * 7) % 1515], 1514);
+            let len = (i as usize * 7) % 1515;
+            let flags = (i % 3) as u32;
+            encode_epb(&mut buf, 0, i, &data[..len], 1514, flags);
+            want += epb_len(len, flags);
         }
         assert_eq!(buf.as_ptr(), ptr);
         assert_eq!(buf.capacity(), 1 << 20);
+        assert_eq!(buf.len(), want);
         assert_eq!(blocks(&buf).len(), 600);
     }
 
     #[test]
     fn epb_cuts_oversized_data() {
         let data = vec![1u8; MAX_CAPLEN + 10];
-        let mut buf = Vec::new();
-        encode_epb(&mut buf, 0, 0, &data, 70_000_000);
-        assert_eq!(u32_at(&buf, 20) as usize, MAX_CAPLEN);
-        assert_eq!(u32_at(&buf, 24), 70_000_000);
-        assert_eq!(buf.len(), EPB_OVERHEAD + MAX_CAPLEN);
+        for flags in [0, DIRECTION_OUTBOUND] {
+            let mut buf = Vec::new();
+            encode_epb(&mut buf, 0, 0, &data, 70_000_000, flags);
+            assert_eq!(u32_at(&buf, 20) as usize, MAX_CAPLEN);
+            assert_eq!(u32_at(&buf, 24), 70_000_000);
+            assert_eq!(buf.len(), epb_len(data.len(), flags));
+        }
+        assert_eq!(epb_len(data.len(), 0), EPB_OVERHEAD + MAX_CAPLEN);
+        assert_eq!(epb_len(data.len(), 1), EPB_OVERHEAD + MAX_CAPLEN + EPB_FLAGS_OPTIONS_LEN);
     }
 
     #[test]
@@ -463,15 +529,16 @@ mod tests {
             InterfaceInfo { name: "eth1".into(), description: "vm db-2".into(), snaplen: 128 },
         ];
         let mut buf = header(&ifs);
-        let packets: Vec<(u32, u64, Vec<u8>, u32)> = (0..50u32)
+        // Flags cycle through none, inbound and outbound.
+        let packets: Vec<(u32, u64, Vec<u8>, u32, u32)> = (0..50u32)
             .map(|i| {
                 let len = (i * 37 % 200) as usize;
                 let data = (0..len).map(|b| (b as u32 ^ i) as u8).collect();
-                (i % 2, 1_700_000_000_123_456_789 + u64::from(i) * 1_001, data, 1000 + i)
+                (i % 2, 1_700_000_000_123_456_789 + u64::from(i) * 1_001, data, 1000 + i, i % 3)
             })
             .collect();
-        for (ifid, ts, data, orig) in &packets {
-            encode_epb(&mut buf, *ifid, *ts, data, *orig);
+        for (ifid, ts, data, orig, flags) in &packets {
+            encode_epb(&mut buf, *ifid, *ts, data, *orig, *flags);
         }
         let stats = InterfaceStats {
             start_ns: 1_700_000_000_000_000_001,
@@ -507,11 +574,17 @@ mod tests {
                     assert_eq!(idb.ts_resolution(), InterfaceTsResolution::NANO);
                 }
                 Block::EnhancedPacket(epb) => {
-                    let (ifid, ts, data, orig) = &packets[epbs];
+                    let (ifid, ts, data, orig, flags) = &packets[epbs];
                     assert_eq!(epb.interface_id, *ifid);
                     assert_eq!(epb.timestamp, Duration::from_nanos(*ts));
                     assert_eq!(&epb.data[..], &data[..]);
                     assert_eq!(epb.original_len, *orig);
+                    let want_options = if *flags == 0 {
+                        vec![]
+                    } else {
+                        vec![EnhancedPacketOption::Flags(*flags)]
+                    };
+                    assert_eq!(epb.options, want_options, "packet {epbs}");
                     epbs += 1;
                 }
                 Block::InterfaceStatistics(b) => isb = Some(b.into_owned()),
@@ -572,7 +645,14 @@ mod tests {
     fn valid_prefix_of_whole_stream_is_everything() {
         let mut buf = header(&[InterfaceInfo::default()]);
         for i in 0..10u8 {
-            encode_epb(&mut buf, 0, u64::from(i), &vec![i; usize::from(i) * 3], 100);
+            encode_epb(
+                &mut buf,
+                0,
+                u64::from(i),
+                &vec![i; usize::from(i) * 3],
+                100,
+                u32::from(i % 3),
+            );
         }
         let len = buf.len() as u64;
         assert_eq!(valid_prefix_len(Cursor::new(&buf), len).unwrap(), len);
@@ -581,8 +661,9 @@ mod tests {
     #[test]
     fn valid_prefix_stops_at_every_cut() {
         let mut buf = header(&[InterfaceInfo::default()]);
+        // With and without options, so cuts land inside options and at every offset.
         for i in 0..6u8 {
-            encode_epb(&mut buf, 0, u64::from(i), &[i; 61], 100);
+            encode_epb(&mut buf, 0, u64::from(i), &[i; 61], 100, u32::from(i % 3));
         }
         let ends: Vec<usize> = blocks(&buf).iter().map(|&(_, off, len)| off + len).collect();
         for cut in 0..=buf.len() {
@@ -596,7 +677,7 @@ mod tests {
     fn valid_prefix_rejects_bad_trailer_bad_length_and_foreign_start() {
         let mut buf = header(&[InterfaceInfo::default()]);
         let good = buf.len();
-        encode_epb(&mut buf, 0, 1, &[1, 2, 3, 4], 4);
+        encode_epb(&mut buf, 0, 1, &[1, 2, 3, 4], 4, DIRECTION_INBOUND);
         let len = buf.len();
         // Trailing length copy differs.
         let mut bad = buf.clone();

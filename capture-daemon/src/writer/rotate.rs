@@ -292,8 +292,9 @@ impl RotatingWriter {
     }
 
     /// Appends one packet. `ts_ns`: ns since the Unix epoch; `data`: the captured bytes;
-    /// `orig_len`: the frame's length on the wire. No allocation, and no syscall unless the
-    /// buffer reached 1 MiB or the file is due for rotation.
+    /// `orig_len`: the frame's length on the wire; `flags`: the epb_flags word (direction; 0
+    /// writes no option). No allocation, and no syscall unless the buffer reached 1 MiB or the
+    /// file is due for rotation.
     #[inline]
     pub fn write_packet(
         &mut self,
@@ -301,6 +302,7 @@ impl RotatingWriter {
         ts_ns: u64,
         data: &[u8],
         orig_len: u32,
+        flags: u32,
     ) -> Result<(), WriterError> {
         check_interface(interface_id, self.interface_count)?;
         if self.file.is_none() {
@@ -308,7 +310,7 @@ impl RotatingWriter {
             self.counters.packets_lost_to_errors += 1;
             return Ok(());
         }
-        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len);
+        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len, flags);
         self.buffered_packets += 1;
         if self.buf.len() >= self.due_len || self.buffered_packets >= self.due_packets {
             if self.rotation_due() {
@@ -1059,7 +1061,9 @@ fn sync_dir(dir: &Path) {
 #[allow(clippy::cast_possible_truncation, reason = "test data is made from small counters")]
 mod tests {
     use super::*;
-    use crate::writer::pcapng::{BT_EPB, BT_IDB, BT_ISB, BT_SHB};
+    use crate::writer::pcapng::{BT_EPB, BT_IDB, BT_ISB, BT_SHB, epb_len};
+    use capture_common::{DIRECTION_INBOUND, DIRECTION_OUTBOUND};
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
     use pcap_file::pcapng::blocks::interface_description::{
         InterfaceDescriptionBlock, InterfaceDescriptionOption, InterfaceTsResolution,
     };
@@ -1125,23 +1129,31 @@ mod tests {
         RotatingWriter::open(policy, section(), interfaces(), stats().0, now_ns).unwrap()
     }
 
-    /// A deterministic packet: (interface, timestamp, data, orig_len).
-    fn packet(i: u64) -> (u32, u64, Vec<u8>, u32) {
+    /// A deterministic packet: (interface, timestamp, data, orig_len, epb_flags). The flags
+    /// go round none, inbound, outbound.
+    fn packet(i: u64) -> (u32, u64, Vec<u8>, u32, u32) {
         let len = (i * 97 % 1400 + 14) as usize;
         let data = (0..len).map(|b| (b as u64 ^ i.wrapping_mul(31)) as u8).collect();
-        ((i % 2) as u32, T0 + i * 1_234_567 + 1, data, len as u32 + (i % 3) as u32 * 100)
+        let flags = (i / 2 % 3) as u32;
+        ((i % 2) as u32, T0 + i * 1_234_567 + 1, data, len as u32 + (i % 3) as u32 * 100, flags)
     }
 
     fn write(w: &mut RotatingWriter, i: u64) {
-        let (ifid, ts, data, orig) = packet(i);
-        w.write_packet(ifid, ts, &data, orig).unwrap();
+        let (ifid, ts, data, orig, flags) = packet(i);
+        w.write_packet(ifid, ts, &data, orig, flags).unwrap();
+    }
+
+    /// Bytes of the EPB of a packet as read back.
+    fn epb_bytes(p: &(u32, u64, Vec<u8>, u32, u32)) -> u64 {
+        epb_len(p.2.len(), p.4) as u64
     }
 
     #[derive(Debug)]
     struct Readback {
         shb: SectionHeaderBlock<'static>,
         idbs: Vec<InterfaceDescriptionBlock<'static>>,
-        packets: Vec<(u32, u64, Vec<u8>, u32)>,
+        /// (interface, timestamp, data, orig_len, epb_flags or 0), as [`packet`] makes them.
+        packets: Vec<(u32, u64, Vec<u8>, u32, u32)>,
         isbs: Vec<InterfaceStatisticsBlock<'static>>,
         /// Block types in file order.
         types: Vec<u32>,
@@ -1162,12 +1174,21 @@ mod tests {
         let mut isbs = Vec::new();
         while let Some(block) = reader.next_block() {
             match block.unwrap().0 {
-                Block::EnhancedPacket(p) => packets.push((
-                    p.interface_id,
-                    u64::try_from(p.timestamp.as_nanos()).unwrap(),
-                    p.data.to_vec(),
-                    p.original_len,
-                )),
+                Block::EnhancedPacket(p) => {
+                    // A block carries the flags option only for non-zero flags, and only that.
+                    let flags = match p.options[..] {
+                        [] => 0,
+                        [EnhancedPacketOption::Flags(f)] if f != 0 => f,
+                        ref other => panic!("unexpected EPB options {other:?}"),
+                    };
+                    packets.push((
+                        p.interface_id,
+                        u64::try_from(p.timestamp.as_nanos()).unwrap(),
+                        p.data.to_vec(),
+                        p.original_len,
+                        flags,
+                    ));
+                }
                 Block::InterfaceStatistics(s) => isbs.push(s.into_owned()),
                 Block::InterfaceDescription(_) => {}
                 other => panic!("unexpected block {other:?}"),
@@ -1378,7 +1399,7 @@ mod tests {
             let isb_bytes = 2 * isb_len();
             if k + 1 < files.len() {
                 // Rotated right after the packet that reached the limit.
-                let last_epb = 32 + rb.packets.last().unwrap().2.len().div_ceil(4) as u64 * 4;
+                let last_epb = epb_bytes(rb.packets.last().unwrap());
                 assert!(size - isb_bytes >= 20_000, "file {k}: {size}");
                 assert!(size - isb_bytes - last_epb < 20_000, "file {k}: {size}");
             }
@@ -1442,7 +1463,7 @@ mod tests {
             assert_complete(&rb);
             let size = fs::metadata(f).unwrap().len() - 2 * isb_len();
             if k + 1 < files.len() {
-                let last_epb = 32 + rb.packets.last().unwrap().2.len().div_ceil(4) as u64 * 4;
+                let last_epb = epb_bytes(rb.packets.last().unwrap());
                 assert!(size >= 20_000 && size - last_epb < 20_000, "file {k}: {size}");
             }
             all.extend(rb.packets);
@@ -1518,11 +1539,12 @@ mod tests {
         let data = [0xAB; 1000];
         let mut i = 0;
         while fs::metadata(&part).unwrap().len() == on_disk {
-            w.write_packet(0, T0 + i, &data, 1000).unwrap();
+            w.write_packet(0, T0 + i, &data, 1000, DIRECTION_INBOUND).unwrap();
             i += 1;
             assert!(i < 2000, "never flushed");
         }
-        assert_eq!(i, (FLUSH_BYTES as u64).div_ceil(1032));
+        assert_eq!(epb_len(1000, DIRECTION_INBOUND), 1044);
+        assert_eq!(i, (FLUSH_BYTES as u64).div_ceil(1044));
         assert!(fs::metadata(&part).unwrap().len() - on_disk >= FLUSH_BYTES as u64);
         assert_eq!(w.buf.as_ptr(), ptr, "the buffer never reallocated");
         assert_eq!(w.buf.capacity(), BUF_CAPACITY);
@@ -1548,7 +1570,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
         let data = [1u8; 1000];
-        w.write_packet(0, T0, &data, 1000).unwrap();
+        w.write_packet(0, T0, &data, 1000, DIRECTION_INBOUND).unwrap();
         let size = fs::metadata(&finished(dir.path())[0]).unwrap().len();
         drop(w);
         // Same-size files; the limit lies between two and three of them.
@@ -1556,7 +1578,7 @@ mod tests {
         let mut w =
             open(Policy { rotate_packets: 1, keep_bytes: size * 5 / 2, ..policy(dir.path()) }, T0);
         for i in 0..6 {
-            w.write_packet(0, T0 + i, &data, 1000).unwrap();
+            w.write_packet(0, T0 + i, &data, 1000, DIRECTION_INBOUND).unwrap();
         }
         assert_eq!(seqs(dir.path()), vec![5, 6]);
         assert_eq!(w.counters().files_deleted, 4);
@@ -1572,7 +1594,7 @@ mod tests {
             T0,
         );
         for i in 0..4 {
-            w.write_packet(0, T0 + i, &data, 1000).unwrap();
+            w.write_packet(0, T0 + i, &data, 1000, DIRECTION_INBOUND).unwrap();
         }
         assert_eq!(seqs(dir.path()), vec![4]);
         // A limit smaller than one file keeps the newest file, not none.
@@ -1580,7 +1602,7 @@ mod tests {
         let mut w =
             open(Policy { rotate_packets: 1, keep_bytes: size / 2, ..policy(dir.path()) }, T0);
         for i in 0..3 {
-            w.write_packet(0, T0 + i, &data, 1000).unwrap();
+            w.write_packet(0, T0 + i, &data, 1000, DIRECTION_INBOUND).unwrap();
         }
         assert_eq!(seqs(dir.path()), vec![3]);
     }
@@ -1686,7 +1708,7 @@ mod tests {
         let part = w.current_path().unwrap().to_path_buf();
         drop(w); // a crash: no ISBs, no rename
         let full = fs::metadata(&part).unwrap().len();
-        let last_len = 32 + packet(19).2.len().div_ceil(4) as u64 * 4;
+        let last_len = epb_bytes(&packet(19));
         let file = OpenOptions::new().write(true).open(&part).unwrap();
         file.set_len(full - 10).unwrap();
         drop(file);
@@ -1711,7 +1733,7 @@ mod tests {
         encode_shb(&mut buf, &section());
         encode_idb(&mut buf, &interfaces()[0]);
         let good = buf.len();
-        encode_epb(&mut buf, 0, T0, &[1, 2, 3], 3);
+        encode_epb(&mut buf, 0, T0, &[1, 2, 3], 3, DIRECTION_OUTBOUND);
         let mut bad = buf.clone();
         let n = bad.len();
         bad[n - 4] ^= 1;
@@ -1931,7 +1953,7 @@ mod tests {
     fn unknown_interface_is_a_caller_error() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = open(policy(dir.path()), T0);
-        let err = w.write_packet(2, T0, &[0; 60], 60).unwrap_err();
+        let err = w.write_packet(2, T0, &[0; 60], 60, 0).unwrap_err();
         assert!(
             matches!(err, WriterError::UnknownInterface { interface_id: 2, count: 2 }),
             "{err}"
@@ -2016,6 +2038,55 @@ mod tests {
     }
 
     #[test]
+    fn tshark_reads_the_direction_of_every_packet() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(policy(dir.path()), T0);
+        w.write_packet(0, T0 + 1, &[0x11; 60], 60, DIRECTION_INBOUND).unwrap();
+        w.write_packet(1, T0 + 2, &[0x22; 61], 61, DIRECTION_OUTBOUND).unwrap();
+        w.write_packet(0, T0 + 3, &[0x33; 62], 62, 0).unwrap();
+        let path = w.close(T0 + NS_PER_SEC).unwrap().unwrap();
+        let output = match std::process::Command::new("tshark")
+            .arg("-n")
+            .arg("-r")
+            .arg(&path)
+            .args(["-T", "fields", "-e", "frame.packet_flags_direction"])
+            .output()
+        {
+            Ok(output) => output,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                // Under `cargo xtask test` the Wireshark tools are required, as root is.
+                assert!(
+                    std::env::var_os("CAPTURE_REQUIRE_ROOT").is_none(),
+                    "tshark is not installed (CAPTURE_REQUIRE_ROOT is set)"
+                );
+                println!("note: tshark not installed, skipping the Wireshark direction check");
+                return;
+            }
+            Err(e) => panic!("cannot run tshark: {e}"),
+        };
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(output.status.success(), "tshark failed: {stdout}{stderr}");
+        // tshark prints the field in hex (0x00000001 inbound, 0x00000002 outbound), nothing for
+        // a packet without epb_flags.
+        let directions: Vec<Option<u32>> = stdout
+            .lines()
+            .map(|l| {
+                let l = l.trim();
+                (!l.is_empty()).then(|| {
+                    let hex = l.strip_prefix("0x").unwrap_or_else(|| panic!("not hex: {l:?}"));
+                    u32::from_str_radix(hex, 16).unwrap()
+                })
+            })
+            .collect();
+        assert_eq!(
+            directions,
+            vec![Some(DIRECTION_INBOUND), Some(DIRECTION_OUTBOUND), None],
+            "{stdout}{stderr}"
+        );
+    }
+
+    #[test]
     fn reload_applies_from_the_next_file_in_the_new_place() {
         let dir = tempfile::tempdir().unwrap();
         let other = dir.path().join("moved");
@@ -2065,10 +2136,10 @@ mod tests {
         w.switch_interfaces(policy(dir.path()), &only, new_stats).unwrap();
         assert_eq!(old_calls.load(Ordering::Relaxed), 2, "the old file's ISBs: old statistics");
         assert_eq!(finished(dir.path()).len(), 1, "the old file is finished at once");
-        w.write_packet(0, T0 + 5, &[0xaa; 60], 60).unwrap();
+        w.write_packet(0, T0 + 5, &[0xaa; 60], 60, DIRECTION_OUTBOUND).unwrap();
         assert!(
             matches!(
-                w.write_packet(1, T0 + 6, &[0; 60], 60),
+                w.write_packet(1, T0 + 6, &[0; 60], 60, DIRECTION_INBOUND),
                 Err(WriterError::UnknownInterface { interface_id: 1, count: 1 })
             ),
             "ids follow the new list"
@@ -2083,6 +2154,7 @@ mod tests {
         assert_eq!((second.idbs.len(), second.packets.len(), second.isbs.len()), (1, 1, 1));
         assert!(format!("{:?}", second.idbs[0]).contains("eth9"));
         assert_eq!(second.packets[0].2, vec![0xaa; 60]);
+        assert_eq!(second.packets[0].4, DIRECTION_OUTBOUND);
     }
 
     #[test]

@@ -52,15 +52,17 @@ impl StreamWriter {
         Ok(w)
     }
 
+    /// Appends one packet; `flags` is its epb_flags word (0: none written).
     pub fn write_packet(
         &mut self,
         interface_id: u32,
         ts_ns: u64,
         data: &[u8],
         orig_len: u32,
+        flags: u32,
     ) -> Result<(), WriterError> {
         check_interface(interface_id, self.interface_count)?;
-        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len);
+        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len, flags);
         self.buffered_packets += 1;
         if self.buf.len() >= FLUSH_BYTES {
             self.flush();
@@ -148,6 +150,8 @@ pub fn create_file(path: &Path) -> io::Result<std::fs::File> {
 mod tests {
     use super::*;
     use crate::writer::InterfaceStats;
+    use capture_common::{DIRECTION_INBOUND, DIRECTION_OUTBOUND};
+    use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
     use std::sync::{Arc, Mutex};
 
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -201,8 +205,9 @@ mod tests {
             Box::new(NoStats),
         )
         .unwrap();
-        for i in 0..3u8 {
-            w.write_packet(0, 1_700_000_000_000_000_000 + u64::from(i), &[i; 60], 100).unwrap();
+        let flags = [DIRECTION_INBOUND, DIRECTION_OUTBOUND, 0];
+        for (i, f) in (0..3u8).zip(flags) {
+            w.write_packet(0, 1_700_000_000_000_000_000 + u64::from(i), &[i; 60], 100, f).unwrap();
         }
         w.tick();
         assert_eq!(w.counters().packets_written, 3);
@@ -213,6 +218,11 @@ mod tests {
         while let Some(block) = reader.next_block() {
             if let pcap_file::pcapng::Block::EnhancedPacket(epb) = block.unwrap().0 {
                 assert_eq!((epb.data.len(), epb.original_len), (60, 100));
+                let want = match flags[packets] {
+                    0 => vec![],
+                    f => vec![EnhancedPacketOption::Flags(f)],
+                };
+                assert_eq!(epb.options, want, "packet {packets}");
                 packets += 1;
             }
         }
@@ -224,7 +234,7 @@ mod tests {
         let mut w =
             StreamWriter::open(Box::new(Closed), &section(), &iface(), Box::new(NoStats)).unwrap();
         assert!(w.ended());
-        w.write_packet(0, 1, &[0; 60], 60).unwrap();
+        w.write_packet(0, 1, &[0; 60], 60, DIRECTION_INBOUND).unwrap();
         w.tick();
         assert_eq!(w.counters().write_errors, 0, "a closed pipe is not an error");
         assert!(w.close(2).is_ok());
@@ -257,12 +267,13 @@ mod tests {
         let mut w =
             StreamWriter::open(Box::new(out), &section(), &iface(), Box::new(NoStats)).unwrap();
         for i in 0..20u8 {
-            w.write_packet(0, 1_700_000_000_000_000_000, &[i; 100], 100).unwrap();
+            w.write_packet(0, 1_700_000_000_000_000_000, &[i; 100], 100, DIRECTION_OUTBOUND)
+                .unwrap();
         }
         w.tick();
         assert!(w.ended());
         let written = bytes.lock().unwrap().len();
-        w.write_packet(0, 1, &[0; 60], 60).unwrap();
+        w.write_packet(0, 1, &[0; 60], 60, DIRECTION_INBOUND).unwrap();
         w.tick();
         assert_eq!(bytes.lock().unwrap().len(), written, "nothing written after a torn block");
         let err = w.close(2).unwrap_err();

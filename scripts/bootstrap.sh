@@ -7,10 +7,11 @@ set -euo pipefail
 RUST_VERSION=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
 BPF_LINKER_VERSION=0.13.0
 # tcpdump, netsniff-ng (also trafgen), valgrind and wireshark-common (dumpcap, capinfos) are what
-# `cargo xtask bench` compares against and measures with; util-linux has taskset; systemd has systemd-analyze (the unit file test).
+# `cargo xtask bench` compares against and measures with; util-linux has taskset; systemd has systemd-analyze (the unit file test);
+# bpftool shows the tests which programs are attached (tcx links); iputils-ping is the demo's and the tests' ping.
 # gcc and libc6-dev: Rust links through `cc`; curl and ca-certificates: installing rustup.
 APT_PACKAGES=(llvm-22-dev gcc libc6-dev curl ca-certificates iproute2 ethtool tshark
-    wireshark-common tcpdump procps netsniff-ng valgrind util-linux systemd)
+    wireshark-common tcpdump procps netsniff-ng valgrind util-linux systemd bpftool iputils-ping)
 
 say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*" >&2; }
 

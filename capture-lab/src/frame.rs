@@ -133,6 +133,27 @@ impl Frame {
         self.raw(ETHERTYPE_ARP, &arp)
     }
 
+    /// ARP "target_ip is at sender_mac" answering a request from `target_mac`/`target_ip`,
+    /// which is what a VM's NIC sends back when the host asks for its address.
+    pub fn arp_reply(
+        self,
+        sender_mac: [u8; 6],
+        sender_ip: [u8; 4],
+        target_mac: [u8; 6],
+        target_ip: [u8; 4],
+    ) -> Vec<u8> {
+        let mut arp = Vec::with_capacity(28);
+        arp.extend_from_slice(&1u16.to_be_bytes()); // hardware type: Ethernet
+        arp.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
+        arp.extend_from_slice(&[6, 4]);
+        arp.extend_from_slice(&2u16.to_be_bytes()); // operation: reply
+        arp.extend_from_slice(&sender_mac);
+        arp.extend_from_slice(&sender_ip);
+        arp.extend_from_slice(&target_mac);
+        arp.extend_from_slice(&target_ip);
+        self.raw(ETHERTYPE_ARP, &arp)
+    }
+
     /// Header, tags, `ethertype`, then `payload` verbatim (zero-padded to [`ETH_ZLEN`]).
     pub fn raw(self, ethertype: u16, payload: &[u8]) -> Vec<u8> {
         let len = 14 + 4 * self.tags.len() + payload.len();
@@ -216,6 +237,30 @@ pub fn mac(s: &str) -> [u8; 6] {
     out
 }
 
+/// Parses "52:54:00:00:00:01" (either case) and says what is wrong otherwise; for text that
+/// comes from the system, e.g. /sys/class/net/IF/address, where [`mac`]'s panic would not do.
+pub fn parse_mac(s: &str) -> anyhow::Result<[u8; 6]> {
+    let mut out = [0u8; 6];
+    let mut parts = s.split(':');
+    for byte in &mut out {
+        let part = parts.next().unwrap_or_default();
+        if part.len() != 2 || !part.bytes().all(|b| b.is_ascii_hexdigit()) {
+            anyhow::bail!("{s:?} is not a MAC address like 52:54:00:00:00:01");
+        }
+        *byte = u8::from_str_radix(part, 16)?;
+    }
+    if parts.next().is_some() {
+        anyhow::bail!("{s:?} has more than 6 octets");
+    }
+    Ok(out)
+}
+
+/// "52:54:00:00:00:01", the form `ip` takes and prints.
+pub fn format_mac(mac: [u8; 6]) -> String {
+    let [a, b, c, d, e, f] = mac;
+    format!("{a:02x}:{b:02x}:{c:02x}:{d:02x}:{e:02x}:{f:02x}")
+}
+
 fn len16(len: usize, what: &str) -> u16 {
     u16::try_from(len).unwrap_or_else(|_| panic!("{what} of {len} bytes exceeds IPv4's 65535"))
 }
@@ -245,6 +290,30 @@ mod tests {
         ] {
             assert!(std::panic::catch_unwind(|| mac(bad)).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn parse_and_format_mac_round_trip() {
+        assert_eq!(parse_mac("52:54:00:0A:bc:01").unwrap(), [0x52, 0x54, 0, 0x0a, 0xbc, 1]);
+        assert_eq!(format_mac([0x52, 0x54, 0, 0x0a, 0xbc, 1]), "52:54:00:0a:bc:01");
+        for bad in
+            ["", "52:54:00:00:00", "52:54:00:00:00:01:02", "52:54:00:00:00:1", "+1:54:00:00:00:01"]
+        {
+            assert!(parse_mac(bad).is_err(), "{bad:?} should be rejected");
+        }
+    }
+
+    #[test]
+    fn arp_reply_layout() {
+        let f = Frame::ethernet(DST, SRC).arp_reply(SRC, [10, 0, 9, 2], DST, [10, 0, 9, 1]);
+        assert_eq!(f.len(), ETH_ZLEN);
+        assert_eq!(be16(&f, 12), ETHERTYPE_ARP);
+        let arp = &f[14..42];
+        assert_eq!(arp[..8], [0, 1, 0x08, 0x00, 6, 4, 0, 2]);
+        assert_eq!(&arp[8..14], &SRC);
+        assert_eq!(&arp[14..18], &[10, 0, 9, 2]);
+        assert_eq!(&arp[18..24], &DST);
+        assert_eq!(&arp[24..28], &[10, 0, 9, 1]);
     }
 
     #[test]

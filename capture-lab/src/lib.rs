@@ -1,6 +1,10 @@
 //! Lab helpers shared by the root-only integration tests and `cargo xtask demo`:
 //! network namespaces, veth pairs, an Ethernet frame builder, an AF_PACKET sender
 //! deterministic traffic from fake VMs, and a fast benchmark traffic generator ([`Blaster`]).
+//! For tap mode, hypervisor-shaped topologies where a "VM" namespace or tap really talks to
+//! the "host" through the captured interface: veths across namespaces and bridges
+//! ([`VethTopology`], [`BridgeTopology`]), UDP between namespaces ([`UdpPeer`]) and a tap
+//! device with a VM's NIC behind it ([`TapVm`]).
 //!
 //! Safety rule for everything here: traffic is only ever sent on interfaces created
 //! inside namespaces created by this library, never on the host's own interfaces.
@@ -8,7 +12,11 @@
 mod blast;
 mod frame;
 mod netns;
+mod receiver;
 mod sender;
+mod tap;
+mod topology;
+mod udp;
 mod vms;
 
 use std::ffi::OsStr;
@@ -23,10 +31,18 @@ pub use blast::{
     frame_matches, trafgen_config,
 };
 pub use frame::{
-    ETH_ZLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, Frame, TPID_8021AD, TPID_8021Q, internet_checksum, mac,
+    ETH_ZLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, Frame, TPID_8021AD, TPID_8021Q, format_mac,
+    internet_checksum, mac, parse_mac,
 };
 pub use netns::{NetNs, VethPair};
+pub use receiver::Receiver;
 pub use sender::{Pace, RawSender, pin_current_thread};
+pub use tap::{TAP_LOG_LIMIT, TapVm, TapVmStats};
+pub use topology::{Bridge, BridgeTopology, VethTopology, VmNs};
+pub use udp::{
+    EchoResponder, MAX_UDP_PAYLOAD, SEQ_HEADER_LEN, SeqReport, UdpPeer, parse_seq_payload,
+    seq_payload, udp_exchange,
+};
 pub use vms::{FakeVm, default_gateway, default_vms, vm_traffic, vm_traffic_seeded};
 
 /// Env var that turns "not root, skipping" into a test failure (set it in CI that runs as root,

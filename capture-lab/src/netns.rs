@@ -2,6 +2,7 @@
 //! can be reproduced by hand with the same `ip` commands.
 
 use std::fs::File;
+use std::net::Ipv4Addr;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::MetadataExt;
 use std::path::Path;
@@ -10,6 +11,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use anyhow::{Context, Result, bail};
 
+use crate::frame::{format_mac, parse_mac};
 use crate::{run_cmd, tool_available};
 
 /// Per-process counter; with the pid in the name, parallel tests and processes never collide.
@@ -119,6 +121,73 @@ impl NetNs {
     /// Number of TX queues of an interface in here (`numtxqueues` of `ip -d link show`).
     pub fn num_tx_queues(&self, ifname: &str) -> Result<u32> {
         self.link_detail_number(ifname, "numtxqueues")
+    }
+
+    /// `ip addr add CIDR dev IF`, e.g. `add_addr("eth0", "10.0.0.1/24")`; IPv4 only, since
+    /// IPv6 is off in these namespaces.
+    pub fn add_addr(&self, ifname: &str, cidr: &str) -> Result<()> {
+        check_ifname(ifname)?;
+        check_ipv4_cidr(cidr)?;
+        self.ip(&["addr", "add", cidr, "dev", ifname])
+            .with_context(|| format!("adding {cidr} to {ifname} in {}", self.name))?;
+        Ok(())
+    }
+
+    /// `ip link set dev IF mtu MTU`. Both ends of a veth need it for jumbo frames to cross.
+    pub fn set_mtu(&self, ifname: &str, mtu: u32) -> Result<()> {
+        check_ifname(ifname)?;
+        self.ip(&["link", "set", "dev", ifname, "mtu", &mtu.to_string()])
+            .with_context(|| format!("setting the MTU of {ifname} in {} to {mtu}", self.name))?;
+        Ok(())
+    }
+
+    /// `ip link set dev IF address MAC`: fixed MACs make frames (and captures) predictable.
+    pub fn set_mac(&self, ifname: &str, mac: [u8; 6]) -> Result<()> {
+        check_ifname(ifname)?;
+        let text = format_mac(mac);
+        self.ip(&["link", "set", "dev", ifname, "address", &text])
+            .with_context(|| format!("setting the MAC of {ifname} in {} to {text}", self.name))?;
+        Ok(())
+    }
+
+    /// The MAC of an interface in here, from /sys/class/net/IF/address (read through
+    /// [`NetNs::command`], since /sys of other threads is the host's).
+    pub fn mac_of(&self, ifname: &str) -> Result<[u8; 6]> {
+        check_ifname(ifname)?;
+        let path = format!("/sys/class/net/{ifname}/address");
+        let text = run_cmd(self.command("cat").arg(&path))
+            .with_context(|| format!("reading {path} in {}", self.name))?;
+        parse_mac(text.trim()).with_context(|| format!("{path} in {}", self.name))
+    }
+
+    /// A permanent neighbor (ARP) entry `ip -> mac` on IF, so traffic starts without an ARP
+    /// exchange and a capture sees only the test's own frames. Replaces an existing entry.
+    pub fn add_neighbor(&self, ifname: &str, ip: Ipv4Addr, mac: [u8; 6]) -> Result<()> {
+        check_ifname(ifname)?;
+        let (ip_text, mac_text) = (ip.to_string(), format_mac(mac));
+        self.ip(&[
+            "neigh",
+            "replace",
+            &ip_text,
+            "lladdr",
+            &mac_text,
+            "dev",
+            ifname,
+            "nud",
+            "permanent",
+        ])
+        .with_context(|| {
+            format!("adding neighbor {ip_text} at {mac_text} on {ifname} in {}", self.name)
+        })?;
+        Ok(())
+    }
+
+    /// `ip link set dev IF up`.
+    pub fn set_up(&self, ifname: &str) -> Result<()> {
+        check_ifname(ifname)?;
+        self.ip(&["link", "set", "dev", ifname, "up"])
+            .with_context(|| format!("setting {ifname} up in {}", self.name))?;
+        Ok(())
     }
 
     fn link_detail_number(&self, ifname: &str, key: &str) -> Result<u32> {
@@ -236,10 +305,58 @@ impl VethPair {
         }
         Ok(VethPair { capture: capture.to_owned(), peer: peer.to_owned() })
     }
+
+    /// A veth with one end in each namespace, both up, no addresses: `host_if` (the
+    /// `capture` end, where a hypervisor's daemon attaches) in `host`, `vm_if` (the `peer`)
+    /// in `vm`. This is how a container or a VM namespace really talks to its host, so
+    /// traffic captured on `host_if` is traffic the two namespaces exchange. The pair goes
+    /// away with whichever namespace is deleted first.
+    pub fn create_across(host: &NetNs, vm: &NetNs, host_if: &str, vm_if: &str) -> Result<VethPair> {
+        check_ifname(host_if)?;
+        check_ifname(vm_if)?;
+        if host.name() == vm.name() {
+            bail!("create_across needs two namespaces; use VethPair::create within one");
+        }
+        // `peer ... netns NAME` creates the peer end directly inside the other namespace,
+        // so it never exists in (or is visible from) the host's own namespace.
+        host.ip(&[
+            "link",
+            "add",
+            "name",
+            host_if,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            vm_if,
+            "netns",
+            vm.name(),
+        ])
+        .with_context(|| {
+            format!("creating veth {host_if} in {} with peer {vm_if} in {}", host.name(), vm.name())
+        })?;
+        host.set_up(host_if)?;
+        vm.set_up(vm_if)?;
+        Ok(VethPair { capture: host_if.to_owned(), peer: vm_if.to_owned() })
+    }
+}
+
+/// `a.b.c.d/len`: checked here so a typo fails with a clear message, not iproute2's.
+fn check_ipv4_cidr(cidr: &str) -> Result<()> {
+    let ok = cidr.split_once('/').is_some_and(|(addr, len)| {
+        addr.parse::<Ipv4Addr>().is_ok()
+            && !len.is_empty()
+            && len.bytes().all(|b| b.is_ascii_digit())
+            && len.parse::<u8>().is_ok_and(|len| len <= 32)
+    });
+    if !ok {
+        bail!("{cidr:?} is not an IPv4 address with a prefix length, e.g. 10.0.0.1/24");
+    }
+    Ok(())
 }
 
 /// Interface names go into paths and command lines: keep them to what the kernel accepts.
-fn check_ifname(name: &str) -> Result<()> {
+pub(crate) fn check_ifname(name: &str) -> Result<()> {
     let ok = !name.is_empty()
         && name.len() < libc::IFNAMSIZ
         && name != "."
@@ -259,6 +376,17 @@ mod tests {
     fn rejects_bad_prefix_without_touching_ip() {
         for bad in ["", "a b", "a/b", "x;rm"] {
             assert!(NetNs::create(bad).is_err(), "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn cidr_rules() {
+        for good in ["10.0.0.1/24", "0.0.0.0/0", "10.0.1.11/32"] {
+            assert!(check_ipv4_cidr(good).is_ok(), "{good}");
+        }
+        for bad in ["", "10.0.0.1", "10.0.0.1/", "10.0.0.1/33", "10.0.0/24", "10.0.0.1/+4", "x/24"]
+        {
+            assert!(check_ipv4_cidr(bad).is_err(), "{bad:?}");
         }
     }
 

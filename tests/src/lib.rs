@@ -128,8 +128,14 @@ impl Lab {
         output: &str,
         targets: &str,
     ) -> PathBuf {
-        let interfaces: String =
-            interfaces.iter().map(|i| format!("[[interface]]\n{i}\n\n")).collect();
+        // The tests written for mirror mode say nothing of the mode: they keep it.
+        let interfaces: String = interfaces
+            .iter()
+            .map(|i| {
+                let mode = if i.contains("mode =") { "" } else { "mode = \"mirror\"\n" };
+                format!("[[interface]]\n{mode}{i}\n\n")
+            })
+            .collect();
         let text = format!(
             "[capture]\n{capture}\n\n[output]\ndirectory = \"{}\"\nprefix = \"t\"\n{output}\n\n\
              {interfaces}{targets}\n",

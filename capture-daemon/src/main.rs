@@ -144,7 +144,9 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             let cfg = Config::load(&config)?;
             let report = check::check(&cfg, &config);
             print!("{}", report.render());
-            println!("\n{}", check::MIRROR_WARNING);
+            if cfg.interfaces.iter().any(|i| i.mode == capture_daemon::config::Mode::Mirror) {
+                println!("\n{}", check::MIRROR_WARNING);
+            }
             if report.problems == 0 {
                 println!("\nall checks passed");
                 Ok(ExitCode::SUCCESS)
@@ -158,7 +160,12 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let default_level = if matches!(cli.command, Command::Capture(_)) { "warn" } else { "info" };
+    // The one-shot capture is quiet like dumpcap, but says when it is capturing and how.
+    let default_level = if matches!(cli.command, Command::Capture(_)) {
+        "warn,capture_daemon::daemon::iface=info"
+    } else {
+        "info"
+    };
     init_logging(cli.log_level.as_deref().unwrap_or(default_level));
     match run(cli) {
         Ok(code) => code,

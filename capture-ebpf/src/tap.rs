@@ -61,7 +61,9 @@ pub fn try_tap(ctx: &TcContext, direction: u32) {
     // Read whole, present or not: an Option's payload left undefined on one path becomes a
     // register the verifier sees read before it was written.
     let present = skb.vlan_present != 0;
-    let tag = VlanTag { present, proto: skb.vlan_proto as u16, tci: skb.vlan_tci as u16 };
+    // `vlan_proto` is kept in network byte order, `vlan_tci` in host order.
+    let proto = u16::from_be(skb.vlan_proto as u16);
+    let tag = VlanTag { present, proto, tci: skb.vlan_tci as u16 };
     let p = Skb(ctx);
     let len = skb.len;
     let parsed = parse(&p, len as usize, present.then_some(tag.tci), c);

@@ -332,7 +332,7 @@ fn start_up_failures_are_clear_and_leave_nothing_attached() {
     std::fs::write(
         &q,
         format!(
-            "[output]\ndirectory = \"{}\"\n[[interface]]\nname = \"cap0\"\nqueues = [0, 3]\n{ALL}",
+            "[output]\ndirectory = \"{}\"\n[[interface]]\nname = \"cap0\"\nmode = \"mirror\"\nqueues = [0, 3]\n{ALL}",
             lab.out_dir().display()
         ),
     )
@@ -341,6 +341,12 @@ fn start_up_failures_are_clear_and_leave_nothing_attached() {
     assert_eq!(code, 2, "{text}");
     assert!(text.contains("RX queue 3 does not exist"), "{text}");
     assert!(!lab.xdp_attached());
+    // The same key on a tap-mode interface (the default) would do nothing: an error.
+    let text = std::fs::read_to_string(&q).unwrap().replace("mode = \"mirror\"\n", "");
+    std::fs::write(&q, text).unwrap();
+    let (code, text) = run_cli(&lab, &["run", "--config", q.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains(":5:10: key `queues`: applies to mirror mode only"), "{text}");
 
     // Not privileged: says which capabilities are missing, before touching anything.
     let ok_config = lab.config("", "", ALL);
@@ -407,9 +413,11 @@ fn the_example_config_passes_check_once_its_interface_exists() {
     if !root_or_skip() {
         return;
     }
-    // config/capture.toml names enp65s0f0: create it (a veth) in a namespace and check.
+    // config/capture.toml names br0 (tap mode) and enp65s0f0 (mirror mode): create them (a
+    // bridge and a veth) in a namespace and check.
     let ns = capture_lab::NetNs::create("capexample").unwrap();
     let _veth = capture_lab::VethPair::create(&ns, "enp65s0f0", "peer0", 1).unwrap();
+    let _bridge = capture_lab::Bridge::create(&ns, "br0").unwrap();
     let example = Path::new(env!("CARGO_MANIFEST_DIR")).join("../config/capture.toml");
     let out = ns
         .command(daemon_bin().to_str().unwrap())
@@ -418,7 +426,8 @@ fn the_example_config_passes_check_once_its_interface_exists() {
         .unwrap();
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(out.status.success(), "{text}{}", String::from_utf8_lossy(&out.stderr));
-    let _ = Command::new("true").status();
+    assert!(text.contains("interface br0: driver bridge; tap mode"), "{text}");
+    assert!(text.contains("tcx programs: loaded"), "{text}");
 }
 
 #[test]

@@ -37,7 +37,7 @@ fn start(lab: &Lab, args: &[&str], stdout: Stdio) -> (std::process::Child, mpsc:
             let _ = child.wait();
             panic!("capture never attached");
         };
-        if line.contains("mirror mode") {
+        if line.contains("capturing on") {
             return (child, rx);
         }
     }

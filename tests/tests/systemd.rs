@@ -106,7 +106,9 @@ fn a_stuck_writer_stops_the_watchdog_pings() {
     let notify = NotifySocket::bind(&lab);
     // The output is a pipe nobody reads: once it is full the writer blocks for good, as it
     // would on a hung NFS mount.
-    let mut child = spawn(&lab, &notify, &["capture", "-i", CAPTURE_IF, "-w", "-"], Stdio::piped());
+    // Mirror mode: what is left attached after the kill is visible with `ip link`.
+    let args = ["capture", "-i", CAPTURE_IF, "--mode", "mirror", "-w", "-"];
+    let mut child = spawn(&lab, &notify, &args, Stdio::piped());
     notify.expect("READY=1", Duration::from_secs(20));
     notify.expect("WATCHDOG=1", Duration::from_secs(3));
     let frames: Vec<Vec<u8>> = (0..4000).map(|i| test_frame(A, X, &[], i, 1400)).collect();

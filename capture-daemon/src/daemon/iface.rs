@@ -288,7 +288,7 @@ fn open_reader(
     let worker = ring::spawn(&spec.name, cpu_rings, feeds, stop.clone())
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("reading the ring buffers of {}", spec.name))?;
-    log::info!("{}: {cpus} per-CPU ring buffers, read by one thread", spec.name);
+    log::debug!("{}: {cpus} per-CPU ring buffers, read by one thread", spec.name);
     Ok((vec![worker], queues, sources))
 }
 

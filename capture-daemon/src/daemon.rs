@@ -273,7 +273,7 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
             break;
         }
     }
-    log::info!("stopping: detaching XDP, draining rings, closing the file");
+    log::info!("stopping: detaching the programs, draining the rings, closing the file");
     notifier.stopping();
     metrics.stop();
     stop(running, &config, &slots)

@@ -59,7 +59,7 @@ impl Notifier {
     }
 
     pub fn stopping(&self) {
-        self.send("STOPPING=1\nSTATUS=stopping: detaching XDP, draining, closing the file");
+        self.send("STOPPING=1\nSTATUS=stopping: detaching, draining, closing the file");
     }
 
     pub fn watchdog(&self) {

@@ -353,9 +353,10 @@ fn summarize(
         for line in fields.lines() {
             let cols: Vec<&str> = line.split('|').collect();
             let [src, dst, vlan, len, caplen, direction] = cols[..] else { continue };
-            match direction {
-                "1" => got_in += 1,
-                "2" => got_out += 1,
+            // tshark prints epb_flags' direction in hex: 0x00000001 inbound, 0x00000002 outbound.
+            match u32::from_str_radix(direction.trim().trim_start_matches("0x"), 16) {
+                Ok(1) => got_in += 1,
+                Ok(2) => got_out += 1,
                 _ => {}
             }
             // tshark may find more Ethernet layers inside payloads (tunnels, or heuristics on

@@ -2,7 +2,6 @@
 //! several RX queues — all with the real daemon binary.
 
 use std::path::Path;
-use std::process::Command;
 use std::time::Duration;
 
 use capture_tests::*;

@@ -170,35 +170,17 @@ pub fn spawn(
     stop: Stop,
 ) -> Result<(Worker, RawFd, BindMode), String> {
     let stats = Arc::clone(&feed.stats);
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(RawFd, BindMode), String>>(1);
-    let queue = spec.queue;
-    let handle = std::thread::Builder::new()
-        .name(format!("rx-{}-q{}", spec.iface, spec.queue))
-        .spawn(move || {
-            let mut ring = match open_queue(&spec) {
-                Ok(ring) => ring,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = tx.send(Ok((ring.fd, ring.mode)));
-            ring.run(feed, &stop);
+    let thread = format!("rx-{}-q{}", spec.iface, spec.queue);
+    let what = format!("RX queue {} of {}", spec.queue, spec.iface);
+    let open = move || {
+        open_queue(&spec).map(|ring| {
+            let report = (ring.fd, ring.mode);
+            (ring, report)
         })
-        .map_err(|e| format!("spawning worker thread: {e}"))?;
-    match rx.recv() {
-        Ok(Ok((fd, mode))) => {
-            Ok((Worker::new(format!("RX queue {queue}"), stats, handle), fd, mode))
-        }
-        Ok(Err(e)) => {
-            let _ = handle.join();
-            Err(e)
-        }
-        Err(_) => {
-            let _ = handle.join();
-            Err("worker thread exited during set-up".into())
-        }
-    }
+    };
+    let (worker, (fd, mode)) =
+        Worker::spawn(thread, what, stats, open, move |mut ring: RxQueue| ring.run(feed, &stop))?;
+    Ok((worker, fd, mode))
 }
 
 struct RxQueue {

@@ -61,13 +61,48 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(what: String, stats: Arc<QueueStats>, handle: JoinHandle<()>) -> Worker {
-        Worker { what, stats, handle }
-    }
-
     pub fn join(self) {
         if self.handle.join().is_err() {
             log::error!("the worker of {} panicked", self.what);
+        }
+    }
+}
+
+impl Worker {
+    /// Starts a source thread called `thread`. `open` runs on it first (the rings it maps and
+    /// the UMEM it registers belong to that thread) and its result comes back here: on an error
+    /// the thread has ended and the error is returned; otherwise the thread goes on with `run`
+    /// and the caller gets what `open` reported for it.
+    pub fn spawn<S, T: Send + 'static>(
+        thread: String,
+        what: String,
+        stats: Arc<QueueStats>,
+        open: impl FnOnce() -> Result<(S, T), String> + Send + 'static,
+        run: impl FnOnce(S) + Send + 'static,
+    ) -> Result<(Worker, T), String> {
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<T, String>>(1);
+        let handle = std::thread::Builder::new()
+            .name(thread)
+            .spawn(move || match open() {
+                Ok((state, report)) => {
+                    let _ = tx.send(Ok(report));
+                    run(state);
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(e));
+                }
+            })
+            .map_err(|e| format!("spawning the thread for {what}: {e}"))?;
+        match rx.recv() {
+            Ok(Ok(report)) => Ok((Worker { what, stats, handle }, report)),
+            Ok(Err(e)) => {
+                let _ = handle.join();
+                Err(e)
+            }
+            Err(_) => {
+                let _ = handle.join();
+                Err(format!("the thread for {what} exited during set-up"))
+            }
         }
     }
 }

@@ -39,32 +39,12 @@ pub fn spawn(
     let Some(first) = feeds.first() else { return Err("no ring to read".into()) };
     let stats = Arc::clone(&first.stats);
     let what = format!("the rings of {} CPUs of {iface}", rings.len());
-    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<(), String>>(1);
-    let handle = std::thread::Builder::new()
-        .name(format!("tap-{iface}"))
-        .spawn(move || {
-            let mut reader = match Reader::open(rings, feeds) {
-                Ok(r) => r,
-                Err(e) => {
-                    let _ = tx.send(Err(e));
-                    return;
-                }
-            };
-            let _ = tx.send(Ok(()));
-            reader.run(&stop);
-        })
-        .map_err(|e| format!("spawning the ring reader: {e}"))?;
-    match rx.recv() {
-        Ok(Ok(())) => Ok(Worker::new(what, stats, handle)),
-        Ok(Err(e)) => {
-            let _ = handle.join();
-            Err(e)
-        }
-        Err(_) => {
-            let _ = handle.join();
-            Err("the ring reader exited during set-up".into())
-        }
-    }
+    let open = move || Reader::open(rings, feeds).map(|reader| (reader, ()));
+    let (worker, ()) =
+        Worker::spawn(format!("tap-{iface}"), what, stats, open, move |mut r: Reader| {
+            r.run(&stop);
+        })?;
+    Ok(worker)
 }
 
 struct Reader {

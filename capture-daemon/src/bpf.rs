@@ -262,12 +262,7 @@ impl Filter {
             }
             Hooks::Tap { .. } => {
                 for name in [TAP_INGRESS_PROGRAM, TAP_EGRESS_PROGRAM] {
-                    let program: &mut SchedClassifier = ebpf
-                        .program_mut(name)
-                        .ok_or(BpfError::MissingMap(name))?
-                        .try_into()
-                        .map_err(BpfError::Verify)?;
-                    program.load().map_err(BpfError::Verify)?;
+                    classifier(&mut ebpf, name)?.load().map_err(BpfError::Verify)?;
                 }
             }
         }
@@ -393,12 +388,7 @@ impl Filter {
             (TAP_INGRESS_PROGRAM, "ingress", TcAttachType::Ingress),
             (TAP_EGRESS_PROGRAM, "egress", TcAttachType::Egress),
         ] {
-            let program: &mut SchedClassifier = self
-                .ebpf
-                .program_mut(name)
-                .ok_or(BpfError::MissingMap(name))?
-                .try_into()
-                .map_err(BpfError::Verify)?;
+            let program = classifier(&mut self.ebpf, name)?;
             let attach = TcAttach::Tcx { attach_type, order: LinkOrder::default() };
             let result =
                 program.attach(iface.as_c_str(), attach).and_then(|id| program.take_link(id));
@@ -481,6 +471,14 @@ impl Drop for Filter {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+/// The tcx program `name` of the object.
+fn classifier<'a>(
+    ebpf: &'a mut Ebpf,
+    name: &'static str,
+) -> Result<&'a mut SchedClassifier, BpfError> {
+    ebpf.program_mut(name).ok_or(BpfError::MissingMap(name))?.try_into().map_err(BpfError::Verify)
 }
 
 /// The fill level at which a tap-mode record wakes the reader: an eighth of the ring, so a

@@ -106,11 +106,11 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         Err(e) => r.fail("interfaces", format!("{e:#}")),
     }
 
+    let uses = |m| config.interfaces.iter().any(|i| i.mode == m);
     let slots: Vec<usize> = (0..config.targets.len()).collect();
     match TargetTables::build(&config.capture, &config.targets, &slots) {
         Ok(tables) => {
-            let modes = |m| config.interfaces.iter().any(|i| i.mode == m);
-            if modes(Mode::Mirror) {
+            if uses(Mode::Mirror) {
                 match Filter::load("check", Hooks::Mirror, &tables) {
                     Ok(_) => r.ok(
                         "XDP program",
@@ -119,7 +119,7 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
                     Err(e) => r.fail("XDP program", error_chain(&e)),
                 }
             }
-            if modes(Mode::Tap) {
+            if uses(Mode::Tap) {
                 let hooks = Hooks::Tap { ring_bytes: config.capture.tap_ring_bytes };
                 match Filter::load("check", hooks, &tables) {
                     Ok(f) => r.ok(
@@ -138,19 +138,19 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         Err(e) => r.fail("targets", e.to_string()),
     }
 
-    // SAFETY: plain socket call; closed right away.
-    let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
-    if !config.interfaces.iter().any(|i| i.mode == Mode::Mirror) {
+    if uses(Mode::Mirror) {
+        // SAFETY: plain socket call; closed right away.
+        let fd = unsafe { libc::socket(libc::AF_XDP, libc::SOCK_RAW | libc::SOCK_CLOEXEC, 0) };
         if fd >= 0 {
             // SAFETY: we own fd.
             unsafe { libc::close(fd) };
+            r.ok("AF_XDP", "socket created");
+        } else {
+            r.fail(
+                "AF_XDP",
+                format!("cannot create a socket: {}", std::io::Error::last_os_error()),
+            );
         }
-    } else if fd >= 0 {
-        // SAFETY: we own fd.
-        unsafe { libc::close(fd) };
-        r.ok("AF_XDP", "socket created");
-    } else {
-        r.fail("AF_XDP", format!("cannot create a socket: {}", std::io::Error::last_os_error()));
     }
 
     check_output(&mut r, &config.output.directory);

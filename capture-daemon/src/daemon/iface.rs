@@ -25,6 +25,7 @@ pub struct ResolvedInterface {
     pub mode: Mode,
     /// Mirror mode: the RX queues with a socket. Tap mode: none (every queue, both directions).
     pub queues: Vec<u32>,
+    /// Mirror mode: the RX queues the interface has (0 in tap mode).
     pub rx_queues: u32,
     pub xdp_mode: XdpMode,
     pub zero_copy: ZeroCopy,
@@ -43,7 +44,8 @@ pub fn resolve_interface(i: &InterfaceConfig) -> anyhow::Result<ResolvedInterfac
             name: i.name.clone(),
             mode: i.mode,
             queues: Vec::new(),
-            rx_queues: netdev::rx_queue_count(&i.name).unwrap_or(0),
+            // Not used: a tap-mode capture sees every queue.
+            rx_queues: 0,
             xdp_mode: i.xdp_mode,
             zero_copy: i.zero_copy,
         });

@@ -17,6 +17,8 @@ const IPPROTO_UDP: u8 = 17;
 const IPV4_HEADER_LEN: usize = 20;
 const UDP_HEADER_LEN: usize = 8;
 const ICMP_ECHO_REQUEST: u8 = 8;
+const ARP_REQUEST: u16 = 1;
+const ARP_REPLY: u16 = 2;
 const ICMP_ECHO_REPLY: u8 = 0;
 
 /// An Ethernet header under construction (addresses, VLAN tags, IPv4 TTL);
@@ -121,16 +123,7 @@ impl Frame {
         sender_ip: [u8; 4],
         target_ip: [u8; 4],
     ) -> Vec<u8> {
-        let mut arp = Vec::with_capacity(28);
-        arp.extend_from_slice(&1u16.to_be_bytes()); // hardware type: Ethernet
-        arp.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
-        arp.extend_from_slice(&[6, 4]);
-        arp.extend_from_slice(&1u16.to_be_bytes()); // operation: request
-        arp.extend_from_slice(&sender_mac);
-        arp.extend_from_slice(&sender_ip);
-        arp.extend_from_slice(&[0; 6]);
-        arp.extend_from_slice(&target_ip);
-        self.raw(ETHERTYPE_ARP, &arp)
+        self.arp(ARP_REQUEST, sender_mac, sender_ip, [0; 6], target_ip)
     }
 
     /// ARP "target_ip is at sender_mac" answering a request from `target_mac`/`target_ip`,
@@ -142,11 +135,23 @@ impl Frame {
         target_mac: [u8; 6],
         target_ip: [u8; 4],
     ) -> Vec<u8> {
+        self.arp(ARP_REPLY, sender_mac, sender_ip, target_mac, target_ip)
+    }
+
+    /// An ARP packet for IPv4 over Ethernet with operation `op`.
+    fn arp(
+        self,
+        op: u16,
+        sender_mac: [u8; 6],
+        sender_ip: [u8; 4],
+        target_mac: [u8; 6],
+        target_ip: [u8; 4],
+    ) -> Vec<u8> {
         let mut arp = Vec::with_capacity(28);
         arp.extend_from_slice(&1u16.to_be_bytes()); // hardware type: Ethernet
         arp.extend_from_slice(&ETHERTYPE_IPV4.to_be_bytes());
         arp.extend_from_slice(&[6, 4]);
-        arp.extend_from_slice(&2u16.to_be_bytes()); // operation: reply
+        arp.extend_from_slice(&op.to_be_bytes());
         arp.extend_from_slice(&sender_mac);
         arp.extend_from_slice(&sender_ip);
         arp.extend_from_slice(&target_mac);

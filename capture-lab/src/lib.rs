@@ -41,7 +41,7 @@ pub use tap::{TAP_LOG_LIMIT, TapVm, TapVmStats};
 pub use topology::{Bridge, BridgeTopology, VethTopology, VmNs};
 pub use udp::{
     EchoResponder, MAX_UDP_PAYLOAD, SEQ_HEADER_LEN, SeqReport, UdpPeer, parse_seq_payload,
-    seq_payload, udp_exchange,
+    seq_payload,
 };
 pub use vms::{FakeVm, default_gateway, default_vms, vm_traffic, vm_traffic_seeded};
 

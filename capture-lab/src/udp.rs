@@ -271,19 +271,6 @@ impl UdpPeer {
     }
 }
 
-/// [`UdpPeer::exchange`] as a function: `count` datagrams of `payload_len` bytes from `from`
-/// to `to`, and the echoes that came back within `timeout`.
-pub fn udp_exchange(
-    from: &UdpPeer,
-    to: SocketAddr,
-    count: u32,
-    payload_len: usize,
-    pace: Pace,
-    timeout: Duration,
-) -> Result<SeqReport> {
-    from.exchange(to, count, payload_len, pace, timeout)
-}
-
 /// A thread echoing datagrams back to their senders ([`UdpPeer::spawn_echo`]). Stops on
 /// [`EchoResponder::stop`], on drop, or after 10 minutes at the latest.
 #[derive(Debug)]

@@ -6,7 +6,6 @@
 //! `CAPTURE_DAEMON_BIN`.
 
 use std::io::{BufRead as _, BufReader};
-use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Mutex};
@@ -417,60 +416,16 @@ impl Log {
 }
 
 /// An AF_PACKET receiver on the capture interface: it sees frames XDP passed to the kernel.
-pub struct Receiver {
-    fd: OwnedFd,
-}
+pub struct Receiver(capture_lab::Receiver);
 
 impl Receiver {
     fn open(ifname: &str) -> anyhow::Result<Receiver> {
-        let proto = u16::try_from(libc::ETH_P_ALL).expect("ETH_P_ALL fits u16").to_be();
-        // SAFETY: plain socket call; owned right away.
-        let fd = unsafe {
-            libc::socket(libc::AF_PACKET, libc::SOCK_RAW | libc::SOCK_CLOEXEC, i32::from(proto))
-        };
-        anyhow::ensure!(fd >= 0, "AF_PACKET socket: {}", std::io::Error::last_os_error());
-        // SAFETY: fresh fd.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        let name = std::ffi::CString::new(ifname)?;
-        // SAFETY: valid C string.
-        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
-        anyhow::ensure!(ifindex != 0, "no interface {ifname}");
-        // SAFETY: zeroed sockaddr_ll is valid; fields set below.
-        let mut sll: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-        sll.sll_family = u16::try_from(libc::AF_PACKET).expect("AF_PACKET fits u16");
-        sll.sll_protocol = proto;
-        sll.sll_ifindex = ifindex as i32;
-        // SAFETY: bind with a properly sized sockaddr_ll.
-        let rc = unsafe {
-            libc::bind(
-                fd.as_raw_fd(),
-                (&raw const sll).cast(),
-                libc::socklen_t::try_from(size_of::<libc::sockaddr_ll>()).expect("small struct"),
-            )
-        };
-        anyhow::ensure!(rc == 0, "bind AF_PACKET: {}", std::io::Error::last_os_error());
-        Ok(Receiver { fd })
+        capture_lab::Receiver::open(ifname).map(Receiver)
     }
 
     /// Every frame received so far (does not wait).
     pub fn drain(&self) -> Vec<Vec<u8>> {
-        let mut frames = Vec::new();
-        let mut buf = vec![0u8; 65536];
-        loop {
-            // SAFETY: buffer valid for its length.
-            let n = unsafe {
-                libc::recv(
-                    self.fd.as_raw_fd(),
-                    buf.as_mut_ptr().cast(),
-                    buf.len(),
-                    libc::MSG_DONTWAIT,
-                )
-            };
-            if n <= 0 {
-                return frames;
-            }
-            frames.push(buf[..n as usize].to_vec());
-        }
+        self.0.drain()
     }
 
     /// Ids of the test frames received so far.

@@ -35,9 +35,9 @@ static XDP_OBJECT: &[u8] = include_bytes_aligned!(concat!(env!("OUT_DIR"), "/cap
 
 #[derive(Debug, thiserror::Error)]
 pub enum BpfError {
-    #[error("loading the XDP program into the kernel")]
+    #[error("loading the capture programs (capture-ebpf) into the kernel")]
     Load(#[source] aya::EbpfError),
-    #[error("the kernel verifier rejected the XDP program")]
+    #[error("the kernel verifier rejected a capture program")]
     Verify(#[source] aya::programs::ProgramError),
     #[error("BPF map {name}")]
     Map {
@@ -45,7 +45,7 @@ pub enum BpfError {
         #[source]
         source: aya::maps::MapError,
     },
-    #[error("BPF map {0} missing from the XDP object")]
+    #[error("BPF map {0} missing from the capture-ebpf object")]
     MissingMap(&'static str),
     #[error("attaching XDP to {iface} in {mode} mode")]
     Attach {

@@ -128,21 +128,15 @@ impl Lab {
         targets: &str,
     ) -> PathBuf {
         // The tests written for mirror mode say nothing of the mode: they keep it.
-        let interfaces: String = interfaces
+        let interfaces: Vec<String> = interfaces
             .iter()
             .map(|i| {
                 let mode = if i.contains("mode =") { "" } else { "mode = \"mirror\"\n" };
-                format!("[[interface]]\n{mode}{i}\n\n")
+                format!("{mode}{i}")
             })
             .collect();
-        let text = format!(
-            "[capture]\n{capture}\n\n[output]\ndirectory = \"{}\"\nprefix = \"t\"\n{output}\n\n\
-             {interfaces}{targets}\n",
-            self.out_dir().display()
-        );
-        let path = self.dir.path().join("capture.toml");
-        std::fs::write(&path, text).expect("writing config");
-        path
+        let interfaces: Vec<&str> = interfaces.iter().map(String::as_str).collect();
+        write_config(self.dir.path(), &interfaces, capture, output, targets)
     }
 
     pub fn start(&self, config: &Path) -> Daemon {
@@ -250,23 +244,49 @@ impl Lab {
 
     /// Finished files (sorted by name, i.e. by sequence) and leftover `.part` files.
     pub fn files(&self) -> (Vec<PathBuf>, Vec<PathBuf>) {
-        let mut done = Vec::new();
-        let mut part = Vec::new();
-        if let Ok(entries) = std::fs::read_dir(self.out_dir()) {
-            for e in entries.filter_map(Result::ok) {
-                let p = e.path();
-                let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
-                if name.ends_with(".pcapng.part") {
-                    part.push(p);
-                } else if name.ends_with(".pcapng") {
-                    done.push(p);
-                }
+        capture_files(&self.out_dir())
+    }
+}
+
+/// Writes `dir/capture.toml` with output into `dir/out` (prefix `t`): `capture` and `output`
+/// lines are added to those sections, one `[[interface]]` table per entry of `interfaces` (its
+/// lines, e.g. `name = "cap0"`), `targets` appended verbatim.
+pub fn write_config(
+    dir: &Path,
+    interfaces: &[&str],
+    capture: &str,
+    output: &str,
+    targets: &str,
+) -> PathBuf {
+    let interfaces: String = interfaces.iter().map(|i| format!("[[interface]]\n{i}\n\n")).collect();
+    let text = format!(
+        "[capture]\n{capture}\n\n[output]\ndirectory = \"{}\"\nprefix = \"t\"\n{output}\n\n\
+         {interfaces}{targets}\n",
+        dir.join("out").display()
+    );
+    let path = dir.join("capture.toml");
+    std::fs::write(&path, text).expect("writing config");
+    path
+}
+
+/// Finished capture files in `out` (sorted by name, i.e. by sequence) and leftover `.part` files.
+pub fn capture_files(out: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
+    let mut done = Vec::new();
+    let mut part = Vec::new();
+    if let Ok(entries) = std::fs::read_dir(out) {
+        for e in entries.filter_map(Result::ok) {
+            let p = e.path();
+            let name = p.file_name().unwrap_or_default().to_string_lossy().into_owned();
+            if name.ends_with(".pcapng.part") {
+                part.push(p);
+            } else if name.ends_with(".pcapng") {
+                done.push(p);
             }
         }
-        done.sort();
-        part.sort();
-        (done, part)
     }
+    done.sort();
+    part.sort();
+    (done, part)
 }
 
 /// The daemon process, its stderr collected line by line.
@@ -587,4 +607,232 @@ pub fn tshark_directions(path: &Path) -> Vec<String> {
                 .to_string()
         })
         .collect()
+}
+
+/// A tcx hook of an interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Tcx {
+    Ingress,
+    Egress,
+}
+
+/// Ids of the programs attached to `ifname`'s tcx `hook` in `ns`, in the kernel's order, read
+/// with `BPF_PROG_QUERY` (the Debian 12 bpftool cannot show tcx links).
+pub fn tcx_prog_ids(ns: &NetNs, ifname: &str, hook: Tcx) -> Vec<u32> {
+    const BPF_PROG_QUERY: libc::c_long = 16;
+    const BPF_TCX_INGRESS: u32 = 46;
+    const BPF_TCX_EGRESS: u32 = 47;
+    // The query part of `union bpf_attr` (include/uapi/linux/bpf.h).
+    #[repr(C)]
+    #[derive(Default)]
+    struct Query {
+        target_ifindex: u32,
+        attach_type: u32,
+        query_flags: u32,
+        attach_flags: u32,
+        prog_ids: u64,
+        count: u32,
+        _pad: u32,
+        prog_attach_flags: u64,
+        link_ids: u64,
+        link_attach_flags: u64,
+        revision: u64,
+    }
+    let name = std::ffi::CString::new(ifname).expect("interface name");
+    ns.run(|| {
+        // SAFETY: a NUL-terminated name.
+        let ifindex = unsafe { libc::if_nametoindex(name.as_ptr()) };
+        anyhow::ensure!(ifindex != 0, "no interface {ifname}: {}", std::io::Error::last_os_error());
+        const ROOM: u32 = 64;
+        let mut ids = [0u32; ROOM as usize];
+        let mut q = Query {
+            target_ifindex: ifindex,
+            attach_type: match hook {
+                Tcx::Ingress => BPF_TCX_INGRESS,
+                Tcx::Egress => BPF_TCX_EGRESS,
+            },
+            prog_ids: ids.as_mut_ptr() as u64,
+            count: ROOM,
+            ..Query::default()
+        };
+        // SAFETY: BPF_PROG_QUERY with an attr of the kernel's layout and room for 64 ids.
+        let rc =
+            unsafe { libc::syscall(libc::SYS_bpf, BPF_PROG_QUERY, &raw mut q, size_of::<Query>()) };
+        anyhow::ensure!(rc == 0, "BPF_PROG_QUERY {ifname}: {}", std::io::Error::last_os_error());
+        Ok(ids[..q.count as usize].to_vec())
+    })
+    .expect("querying tcx programs")
+}
+
+/// tcpdump writing every frame it sees on `ifname` (whole, one write per packet) to a pcap
+/// file, for comparing a capture with the tool admins trust.
+pub struct Tcpdump {
+    child: Option<Child>,
+    pub file: PathBuf,
+    stderr: Arc<Mutex<Vec<String>>>,
+}
+
+impl Tcpdump {
+    /// Starts `tcpdump -i IFNAME -w FILE FILTER` in `ns` and waits until it listens.
+    pub fn start(ns: &NetNs, ifname: &str, file: &Path, filter: &str) -> Tcpdump {
+        let mut child = ns
+            .command("tcpdump")
+            // A large kernel buffer (32 MiB): on a loaded machine the default 2 MiB can fill
+            // before tcpdump runs, and the comparison is about the frames, not its speed.
+            .args(["-Z", "root", "-i", ifname, "-s", "0", "-B", "32768", "-U", "--immediate-mode"])
+            .arg("-w")
+            .arg(file)
+            .arg(filter)
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("starting tcpdump");
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let sink = Arc::clone(&stderr);
+        let pipe = child.stderr.take().expect("stderr");
+        std::thread::spawn(move || {
+            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+                sink.lock().expect("tcpdump log").push(line);
+            }
+        });
+        let t = Tcpdump { child: Some(child), file: file.to_owned(), stderr };
+        t.wait_until("tcpdump listening", Duration::from_secs(10), |t| {
+            t.stderr_text().contains("listening on")
+        });
+        t
+    }
+
+    fn stderr_text(&self) -> String {
+        self.stderr.lock().expect("tcpdump log").join("\n")
+    }
+
+    fn wait_until(&self, what: &str, timeout: Duration, done: impl Fn(&Tcpdump) -> bool) {
+        let start = Instant::now();
+        while !done(self) {
+            assert!(
+                start.elapsed() < timeout,
+                "{what}: not within {timeout:?} ({} in the file); tcpdump said: {}",
+                read_pcap(&self.file).len(),
+                self.stderr_text()
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Waits until the file holds `count` packets (tcpdump writes each at once, `-U`; at most
+    /// 15 s), then stops tcpdump and returns what it wrote, checking it reported no drops.
+    pub fn finish(mut self, count: usize) -> Vec<Packet> {
+        let deadline = Instant::now() + Duration::from_secs(15);
+        while read_pcap(&self.file).len() < count && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let mut child = self.child.take().expect("running");
+        // SAFETY: signalling our own child (`ip netns exec` execs tcpdump).
+        unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+        let status = child.wait().expect("waiting for tcpdump");
+        assert!(status.success(), "tcpdump: {status}: {}", self.stderr_text());
+        self.wait_until("tcpdump's summary", Duration::from_secs(5), |t| {
+            t.stderr_text().contains("dropped by kernel")
+        });
+        let text = self.stderr_text();
+        assert!(
+            text.lines().any(|l| l.trim() == "0 packets dropped by kernel"),
+            "tcpdump dropped frames: {text}"
+        );
+        read_pcap(&self.file)
+    }
+}
+
+impl Drop for Tcpdump {
+    fn drop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+}
+
+/// The packets of a pcap (not pcapng) file, as far as it is complete; `interface_id` 0 and
+/// no flags. An absent file has none.
+pub fn read_pcap(path: &Path) -> Vec<Packet> {
+    let Ok(file) = std::fs::File::open(path) else { return Vec::new() };
+    let Ok(mut reader) = pcap_file::pcap::PcapReader::new(file) else { return Vec::new() };
+    let mut out = Vec::new();
+    while let Some(Ok(p)) = reader.next_packet() {
+        out.push(Packet {
+            interface_id: 0,
+            ts_ns: p.timestamp().as_nanos(),
+            orig_len: p.orig_len(),
+            data: p.data().to_vec(),
+            flags: None,
+        });
+    }
+    out
+}
+
+/// An IPv4/UDP datagram seen in a frame: addresses, ports, and the number of a
+/// [`capture_lab::seq_payload`] (None when the payload is not a whole numbered one).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Datagram {
+    pub src: std::net::Ipv4Addr,
+    pub dst: std::net::Ipv4Addr,
+    pub src_port: u16,
+    pub dst_port: u16,
+    pub seq: Option<u32>,
+}
+
+/// The IPv4/UDP datagram in an untagged Ethernet frame, if it is one.
+pub fn datagram(frame: &[u8]) -> Option<Datagram> {
+    if frame.get(12..14)? != [0x08, 0x00] {
+        return None;
+    }
+    let ip = frame.get(14..)?;
+    let ihl = usize::from(ip.first()? & 0x0f) * 4;
+    if ip.get(9) != Some(&17) || ihl < 20 {
+        return None;
+    }
+    let total = usize::from(u16::from_be_bytes([*ip.get(2)?, *ip.get(3)?]));
+    let addr = |at: usize| -> Option<std::net::Ipv4Addr> {
+        Some(<[u8; 4]>::try_from(ip.get(at..at + 4)?).ok()?.into())
+    };
+    let udp = ip.get(ihl..total)?;
+    Some(Datagram {
+        src: addr(12)?,
+        dst: addr(16)?,
+        src_port: u16::from_be_bytes([*udp.first()?, *udp.get(1)?]),
+        dst_port: u16::from_be_bytes([*udp.get(2)?, *udp.get(3)?]),
+        seq: capture_lab::parse_seq_payload(udp.get(8..)?),
+    })
+}
+
+/// Panics unless `got` and `want` hold the same items, each as often (order aside), naming how
+/// many are missing and extra and the first few of each.
+pub fn assert_same_items<T: Ord + Clone + std::fmt::Debug>(got: &[T], want: &[T], what: &str) {
+    let (mut got, mut want) = (got.to_vec(), want.to_vec());
+    got.sort();
+    want.sort();
+    let (mut missing, mut extra) = (Vec::new(), Vec::new());
+    let (mut g, mut w) = (got.iter().peekable(), want.iter().peekable());
+    loop {
+        match (g.peek(), w.peek()) {
+            (Some(a), Some(b)) if a == b => {
+                g.next();
+                w.next();
+            }
+            (Some(a), Some(b)) if a < b => extra.extend(g.next().cloned()),
+            (Some(_), Some(_)) | (None, Some(_)) => missing.extend(w.next().cloned()),
+            (Some(_), None) => extra.extend(g.next().cloned()),
+            (None, None) => break,
+        }
+    }
+    assert!(
+        missing.is_empty() && extra.is_empty(),
+        "{what}: {} expected, {} got; {} missing, first {:?}; {} extra, first {:?}",
+        want.len(),
+        got.len(),
+        missing.len(),
+        &missing[..missing.len().min(5)],
+        extra.len(),
+        &extra[..extra.len().min(5)]
+    );
 }

@@ -1,4 +1,5 @@
-//! Which frames the real XDP program captures, passes or drops, read back from real files.
+//! Which frames the real programs capture, pass or drop, read back from real files: the one
+//! matcher behind XDP (mirror mode) and tcx (tap mode).
 
 use std::time::Duration;
 
@@ -21,39 +22,59 @@ fn case(id: u32, dst: [u8; 6], src: [u8; 6], tags: &[(u16, u16)], captured: bool
     Case { frame: test_frame(dst, src, tags, id, 100), captured }
 }
 
-/// Runs the daemon with `targets`, sends the cases, and checks that exactly the expected frames
-/// are in the file (pcap-file and tshark agree) and that the others reached the kernel.
+/// Runs the daemon with `targets` in each mode, sends the cases, and checks that exactly the
+/// expected frames are in the file (pcap-file and tshark agree), byte for byte and inbound, and
+/// what reached the kernel: in mirror mode the others, in tap mode all of them.
 fn check_matching(targets: &str, cases: &[Case]) {
-    let lab = Lab::new(1);
-    let config = lab.config("", "", targets);
-    let rx = lab.receiver();
-    let daemon = lab.start(&config);
-    let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.frame.clone()).collect();
-    lab.send(&frames);
-    let (status, took) = daemon.stop();
-    assert!(status.success(), "daemon exit: {status}");
-    assert!(took < Duration::from_secs(2), "stop took {took:?}");
+    for mode in ["mirror", "tap"] {
+        let lab = Lab::new(1);
+        let config = lab.config_on(
+            &[&format!("name = \"{CAPTURE_IF}\"\nmode = \"{mode}\"")],
+            "",
+            "",
+            targets,
+        );
+        let rx = lab.receiver();
+        let daemon = lab.start(&config);
+        let frames: Vec<Vec<u8>> = cases.iter().map(|c| c.frame.clone()).collect();
+        lab.send(&frames);
+        let (status, took) = daemon.stop();
+        assert!(status.success(), "{mode}: daemon exit: {status}");
+        assert!(took < Duration::from_secs(2), "{mode}: stop took {took:?}");
 
-    let (files, parts) = lab.files();
-    assert!(parts.is_empty(), "left .part files: {parts:?}");
-    assert_eq!(files.len(), 1, "{files:?}");
-    let want: Vec<u32> =
-        cases.iter().filter(|c| c.captured).filter_map(|c| frame_id(&c.frame)).collect();
-    let passed: Vec<u32> =
-        cases.iter().filter(|c| !c.captured).filter_map(|c| frame_id(&c.frame)).collect();
-    let file = read_pcapng(&files[0]);
-    assert_eq!(ids(&file.packets), want, "captured ids (pcap-file)");
-    // Captured frames are byte-exact copies of what was sent.
-    for p in &file.packets {
-        let id = frame_id(&p.data).expect("test frame");
-        let sent = cases.iter().find(|c| frame_id(&c.frame) == Some(id)).expect("sent");
-        assert_eq!(p.data, sent.frame, "frame {id} bytes");
-        assert_eq!(p.orig_len as usize, sent.frame.len());
+        let (files, parts) = lab.files();
+        assert!(parts.is_empty(), "{mode}: left .part files: {parts:?}");
+        assert_eq!(files.len(), 1, "{mode}: {files:?}");
+        let want: Vec<u32> =
+            cases.iter().filter(|c| c.captured).filter_map(|c| frame_id(&c.frame)).collect();
+        let passed: Vec<u32> = match mode {
+            // Captured frames left the kernel path, the rest went on to the stack.
+            "mirror" => {
+                cases.iter().filter(|c| !c.captured).filter_map(|c| frame_id(&c.frame)).collect()
+            }
+            // Copies: every frame goes on.
+            _ => ids_of(&frames),
+        };
+        let file = read_pcapng(&files[0]);
+        assert_eq!(ids(&file.packets), want, "{mode}: captured ids (pcap-file)");
+        // Captured frames are byte-exact copies of what was sent, VLAN tags included.
+        for p in &file.packets {
+            let id = frame_id(&p.data).expect("test frame");
+            let sent = cases.iter().find(|c| frame_id(&c.frame) == Some(id)).expect("sent");
+            assert_eq!(p.data, sent.frame, "{mode}: frame {id} bytes");
+            assert_eq!(p.orig_len as usize, sent.frame.len());
+            assert_eq!(direction(p), Some(capture_common::DIRECTION_INBOUND), "{mode}: frame {id}");
+        }
+        assert_eq!(capinfos_count(&files[0]), want.len() as u64);
+        assert_eq!(tshark_fields(&files[0], &["frame.number"]).len(), want.len());
+        assert_eq!(rx.ids(), passed, "{mode}: ids the kernel saw (passed)");
     }
-    assert_eq!(capinfos_count(&files[0]), want.len() as u64);
-    assert_eq!(tshark_fields(&files[0], &["frame.number"]).len(), want.len());
-    // Mirror mode: captured frames left the kernel path, the rest went on to the stack.
-    assert_eq!(rx.ids(), passed, "ids the kernel saw (passed)");
+}
+
+fn ids_of(frames: &[Vec<u8>]) -> Vec<u32> {
+    let mut v: Vec<u32> = frames.iter().filter_map(|f| frame_id(f)).collect();
+    v.sort_unstable();
+    v
 }
 
 #[test]
@@ -233,30 +254,42 @@ fn snaplen_slices_in_the_kernel_and_keeps_the_original_length() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new(1);
-    let config =
-        lab.config("snaplen = 64", "", "[[target]]\nname = \"a\"\nmac = \"52:54:00:00:00:0a\"\n");
-    let daemon = lab.start(&config);
-    let frames = vec![
-        test_frame(A, X, &[], 1, 60),
-        test_frame(A, X, &[], 2, 64),
-        test_frame(A, X, &[], 3, 65),
-        test_frame(A, X, &[(Q, 10)], 4, 1514),
-    ];
-    lab.send(&frames);
-    assert!(daemon.stop().0.success());
-    let (files, _) = lab.files();
-    let file = read_pcapng(&files[0]);
-    assert_eq!(file.interfaces, vec![(CAPTURE_IF.to_owned(), 64)], "IDB name and snaplen");
-    let got: Vec<(usize, u32)> = file.packets.iter().map(|p| (p.data.len(), p.orig_len)).collect();
-    assert_eq!(got, vec![(60, 60), (64, 64), (64, 65), (64, 1514)]);
-    for (p, f) in file.packets.iter().zip(&frames) {
-        assert_eq!(p.data[..], f[..p.data.len()], "sliced frames keep their first bytes");
+    for mode in ["mirror", "tap"] {
+        let lab = Lab::new(1);
+        let config = lab.config_on(
+            &[&format!("name = \"{CAPTURE_IF}\"\nmode = \"{mode}\"")],
+            "snaplen = 64",
+            "",
+            "[[target]]\nname = \"a\"\nmac = \"52:54:00:00:00:0a\"\n",
+        );
+        let daemon = lab.start(&config);
+        let frames = vec![
+            test_frame(A, X, &[], 1, 60),
+            test_frame(A, X, &[], 2, 64),
+            test_frame(A, X, &[], 3, 65),
+            // In tap mode the stack holds this tag apart: it is put back, then sliced.
+            test_frame(A, X, &[(Q, 10)], 4, 1514),
+        ];
+        lab.send(&frames);
+        assert!(daemon.stop().0.success());
+        let (files, _) = lab.files();
+        let file = read_pcapng(&files[0]);
+        assert_eq!(file.interfaces, vec![(CAPTURE_IF.to_owned(), 64)], "{mode}: IDB");
+        let got: Vec<(usize, u32)> =
+            file.packets.iter().map(|p| (p.data.len(), p.orig_len)).collect();
+        assert_eq!(got, vec![(60, 60), (64, 64), (64, 65), (64, 1514)], "{mode}");
+        for (p, f) in file.packets.iter().zip(&frames) {
+            assert_eq!(
+                p.data[..],
+                f[..p.data.len()],
+                "{mode}: sliced frames keep their first bytes"
+            );
+        }
+        let rows = tshark_fields(&files[0], &["frame.len", "frame.cap_len"]);
+        let rows: Vec<(String, String)> =
+            rows.into_iter().map(|r| (r[0].clone(), r[1].clone())).collect();
+        assert_eq!(rows[3], ("1514".to_owned(), "64".to_owned()), "{mode}");
     }
-    let rows = tshark_fields(&files[0], &["frame.len", "frame.cap_len"]);
-    let rows: Vec<(String, String)> =
-        rows.into_iter().map(|r| (r[0].clone(), r[1].clone())).collect();
-    assert_eq!(rows[3], ("1514".to_owned(), "64".to_owned()));
 }
 
 #[test]

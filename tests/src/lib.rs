@@ -474,12 +474,23 @@ pub fn direction(p: &Packet) -> Option<u32> {
     p.flags.map(|f| f & 3)
 }
 
+/// The counters of one Interface Statistics Block (None: the option is absent).
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Isb {
+    pub interface_id: u32,
+    pub ifrecv: Option<u64>,
+    pub filteraccept: Option<u64>,
+    pub osdrop: Option<u64>,
+    pub usrdeliv: Option<u64>,
+}
+
 /// What a pcapng file holds, read by pcap-file (an independent reader).
 #[derive(Debug, Default)]
 pub struct PcapngFile {
     pub interfaces: Vec<(String, u32)>,
     pub packets: Vec<Packet>,
     pub statistics: usize,
+    pub isbs: Vec<Isb>,
 }
 
 pub fn read_pcapng(path: &Path) -> PcapngFile {
@@ -514,7 +525,21 @@ pub fn read_pcapng(path: &Path) -> PcapngFile {
                 }),
                 data: epb.data.to_vec(),
             }),
-            Block::InterfaceStatistics(_) => out.statistics += 1,
+            Block::InterfaceStatistics(isb) => {
+                use pcap_file::pcapng::blocks::interface_statistics::InterfaceStatisticsOption as O;
+                out.statistics += 1;
+                let mut counts = Isb { interface_id: isb.interface_id, ..Isb::default() };
+                for o in &isb.options {
+                    match *o {
+                        O::IsbIfRecv(n) => counts.ifrecv = Some(n),
+                        O::IsbFilterAccept(n) => counts.filteraccept = Some(n),
+                        O::IsbOsDrop(n) => counts.osdrop = Some(n),
+                        O::IsbUsrDeliv(n) => counts.usrdeliv = Some(n),
+                        _ => {}
+                    }
+                }
+                out.isbs.push(counts);
+            }
             _ => {}
         }
     }
@@ -835,4 +860,22 @@ pub fn assert_same_items<T: Ord + Clone + std::fmt::Debug>(got: &[T], want: &[T]
         extra.len(),
         &extra[..extra.len().min(5)]
     );
+}
+
+/// The daemon's metrics page (default endpoint, on `ns`'s loopback), HTTP head included.
+pub fn scrape_metrics(ns: &NetNs) -> String {
+    ns.run(|| {
+        use std::io::{Read as _, Write as _};
+        let mut conn = std::net::TcpStream::connect("127.0.0.1:9464")?;
+        conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
+        let mut text = String::new();
+        conn.read_to_string(&mut text)?;
+        Ok(text)
+    })
+    .expect("scraping the metrics endpoint")
+}
+
+/// The value of the sample `series` (name and labels, exactly as exposed) in a metrics page.
+pub fn metric(page: &str, series: &str) -> Option<u64> {
+    page.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }

@@ -478,17 +478,7 @@ fn metrics_and_status_show_true_numbers() {
     let daemon = lab.start(&config);
     lab.send(&frames(0..123, 100));
     // The endpoint listens on the namespace's loopback.
-    let body = lab
-        .ns
-        .run(|| {
-            use std::io::{Read as _, Write as _};
-            let mut conn = std::net::TcpStream::connect("127.0.0.1:9464")?;
-            conn.write_all(b"GET /metrics HTTP/1.0\r\n\r\n")?;
-            let mut text = String::new();
-            conn.read_to_string(&mut text)?;
-            Ok(text)
-        })
-        .expect("scraping the metrics endpoint");
+    let body = scrape_metrics(&lab.ns);
     assert!(body.starts_with("HTTP/1.0 200 OK"), "{body}");
     assert!(body.contains("capture_frames_seen_total{interface=\"cap0\"} 123\n"), "{body}");
     assert!(

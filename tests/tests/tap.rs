@@ -408,3 +408,64 @@ fn datagram_or_slice(p: &Packet) -> Option<Datagram> {
         seq: Some(u32::from_be_bytes([f[42], f[43], f[44], f[45]])),
     })
 }
+
+#[test]
+fn a_full_ring_costs_counted_frames_and_the_traffic_goes_on() {
+    if !root_or_skip() {
+        return;
+    }
+    const SENT: u32 = 400;
+    let lab = Lab::new(1);
+    let config = lab.config_on(
+        &[&format!("name = \"{CAPTURE_IF}\"\nmode = \"tap\"")],
+        "tap_ring_bytes = \"64 KiB\"",
+        "",
+        "[[target]]\nname = \"all\"\n",
+    );
+    let rx = lab.receiver();
+    let daemon = lab.start(&config);
+    // With the reader stopped, 400 KB of frames meet rings of 64 KiB per CPU: most are lost.
+    daemon.signal(libc::SIGSTOP);
+    let frames: Vec<Vec<u8>> = (0..SENT)
+        .map(|i| test_frame([0x52, 0x54, 0, 0, 0, 0x0a], [2, 0, 0, 0, 0, 1], &[], i, 1000))
+        .collect();
+    lab.send(&frames);
+    daemon.signal(libc::SIGCONT);
+    assert_eq!(rx.ids(), (0..SENT).collect::<Vec<_>>(), "tap mode takes nothing away");
+
+    // Every frame is either written or counted as a ring-full drop, in the metrics...
+    let written = "capture_frames_written_total{interface=\"cap0\"}";
+    let ring_full = "capture_drops_total{interface=\"cap0\",stage=\"ring_full\"}";
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    let (w, full) = loop {
+        let page = scrape_metrics(&lab.ns);
+        let (w, full) = (metric(&page, written), metric(&page, ring_full));
+        if w.zip(full).is_some_and(|(w, f)| w + f == u64::from(SENT)) {
+            break (w.unwrap(), full.unwrap());
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "written + ring_full never reached {SENT}: {page}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(full > 0 && w > 0, "written {w}, ring_full {full}");
+    // ...in `status`...
+    let (code, text) = lab.run_daemon(&[], &["status", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains(&format!("ring_full {full}")), "{text}");
+    // ...and in the file: the frames written, and the ISB's counters.
+    let log = daemon.log_handle();
+    assert!(daemon.stop().0.success());
+    assert!(log.text().contains(&format!("drops: kernel {full} ")), "{}", log.text());
+    let (files, _) = lab.files();
+    assert_eq!(files.len(), 1);
+    let file = read_pcapng(&files[0]);
+    assert_eq!(file.packets.len() as u64, w);
+    let isb = file.isbs.last().expect("an ISB at close");
+    assert_eq!(
+        (isb.ifrecv, isb.filteraccept, isb.osdrop, isb.usrdeliv),
+        (Some(u64::from(SENT)), Some(u64::from(SENT)), Some(full), Some(w)),
+        "{isb:?}"
+    );
+}

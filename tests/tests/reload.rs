@@ -345,3 +345,65 @@ fn repeated_reloads_under_traffic_leak_nothing_and_lose_nothing() {
     assert!(!log.text().contains("cannot restart"), "{}", log.text());
     eprintln!("the restart's gap: {} frame(s) at ~2.7 kpps", missing.len());
 }
+
+#[test]
+fn reload_switches_one_interface_between_tap_and_mirror_and_leaves_the_other_alone() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let _second = lab.add_pair("cap1", "gen1", 1);
+    let cap0 = "name = \"cap0\"\nmode = \"tap\"";
+    let (cap1_tap, cap1_mirror) =
+        ("name = \"cap1\"\nmode = \"tap\"", "name = \"cap1\"\nmode = \"mirror\"");
+    let config = lab.config_on(&[cap0, cap1_tap], "", "", TARGET_A);
+    let daemon = lab.start(&config);
+    let tcx = |ifname: &str| {
+        (tcx_prog_ids(&lab.ns, ifname, Tcx::Ingress), tcx_prog_ids(&lab.ns, ifname, Tcx::Egress))
+    };
+    let cap0_programs = tcx("cap0");
+    assert_eq!((cap0_programs.0.len(), cap0_programs.1.len()), (1, 1));
+
+    // Steady traffic on cap0 while cap1 goes to mirror mode and back.
+    std::thread::scope(|s| {
+        let pace = capture_lab::Pace { burst: 8, pause: Duration::from_millis(3) };
+        let lab = &lab;
+        let sender = s.spawn(move || lab.send_paced(&to_a(0, 3000), pace));
+        std::thread::sleep(Duration::from_millis(200));
+        lab.config_on(&[cap0, cap1_mirror], "", "", TARGET_A);
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_log_count("reloaded:", 1, Duration::from_secs(5));
+        assert!(lab.xdp_prog_id_of("cap1").is_some(), "cap1 in mirror mode: XDP");
+        assert_eq!(tcx("cap1"), (vec![], vec![]), "cap1 in mirror mode: no tcx left");
+        lab.send_from("gen1", &to_a(20_000, 100));
+        lab.config_on(&[cap0, cap1_tap], "", "", TARGET_A);
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_log_count("reloaded:", 2, Duration::from_secs(5));
+        sender.join().unwrap();
+    });
+    assert_eq!(lab.xdp_prog_id_of("cap1"), None, "cap1 back in tap mode: no XDP");
+    let back = tcx("cap1");
+    assert_eq!((back.0.len(), back.1.len()), (1, 1), "cap1 back in tap mode: tcx");
+    lab.send_from("gen1", &to_a(30_000, 50));
+    assert_eq!(tcx("cap0"), cap0_programs, "cap0 kept its programs throughout");
+    let log = daemon.log_handle();
+    assert!(daemon.stop().0.success());
+    let text = log.text();
+    assert!(
+        text.contains("restarting the capture on cap1 to apply mode (tap -> mirror):"),
+        "{text}"
+    );
+    assert!(
+        text.contains("restarting the capture on cap1 to apply mode (mirror -> tap):"),
+        "{text}"
+    );
+    assert!(!text.contains("restarting the capture on cap0"), "{text}");
+
+    let (files, parts) = lab.files();
+    assert!(parts.is_empty(), "{parts:?}");
+    let got = ids_by_interface(&files);
+    let got = |iface: &str| got.get(iface).cloned().unwrap_or_default();
+    assert_eq!(got("cap0"), (0..3000).collect::<Vec<_>>(), "every frame on cap0");
+    let cap1: Vec<u32> = (20_000..20_100).chain(30_000..30_050).collect();
+    assert_eq!(got("cap1"), cap1, "cap1 in mirror mode and in tap mode again");
+}

@@ -243,7 +243,7 @@ pub(super) fn apply_reload(
             Some(spec) => {
                 log::warn!(
                     "reload: restarting the capture on {} to apply {}: its frames are not captured \
-                     while its sockets are reopened",
+                     until it is attached anew",
                     r.spec.name,
                     what_changed(&r.spec, r.settings, spec, settings)
                 );
@@ -276,7 +276,7 @@ pub(super) fn apply_reload(
             Ok(s) => {
                 log::info!(
                     "reload: {name} restarted; not captured for {} ms ({} ms to stop the old \
-                     sockets)",
+                     capture)",
                     gap.elapsed().as_millis(),
                     stopped.as_millis()
                 );
@@ -344,17 +344,17 @@ pub(super) fn what_changed(
     settings: SocketSettings,
 ) -> String {
     let mut what = Vec::new();
-    if old.queues != new.queues || old.rx_queues != new.rx_queues {
-        what.push("queues");
-    }
     if old.mode != new.mode {
-        what.push("mode");
+        // The queues follow from the mode (tap mode has none): not a change of their own.
+        what.push(format!("mode ({} -> {})", old.mode, new.mode));
+    } else if old.queues != new.queues || old.rx_queues != new.rx_queues {
+        what.push("queues".to_owned());
     }
     if old.xdp_mode != new.xdp_mode {
-        what.push("xdp_mode");
+        what.push("xdp_mode".to_owned());
     }
     if old.zero_copy != new.zero_copy {
-        what.push("zero_copy");
+        what.push("zero_copy".to_owned());
     }
     for (name, changed) in [
         ("ring_size", old_settings.ring_size != settings.ring_size),
@@ -364,7 +364,7 @@ pub(super) fn what_changed(
         ("tap_ring_bytes", old_settings.tap_ring_bytes != settings.tap_ring_bytes),
     ] {
         if changed {
-            what.push(name);
+            what.push(name.to_owned());
         }
     }
     what.join(", ")

@@ -469,3 +469,60 @@ fn a_full_ring_costs_counted_frames_and_the_traffic_goes_on() {
         "{isb:?}"
     );
 }
+
+#[test]
+fn tcp_super_frames_are_captured_as_the_stack_sees_them_like_tcpdump() {
+    if !root_or_skip() {
+        return;
+    }
+    use std::io::{Read as _, Write as _};
+    const BYTES: usize = 2 << 20;
+    let topo = VethTopology::create(1500).expect("veth topology");
+    let dir = tempfile::tempdir().unwrap();
+    // Rings large enough that a burst of 64 KB super-frames never fills them.
+    let config = write_config(
+        dir.path(),
+        &[&format!("name = \"{}\"", topo.host_if)],
+        "tap_ring_bytes = \"32 MiB\"",
+        "",
+        &target("vm", topo.vm.mac),
+    );
+    let daemon = Daemon::start(&topo.host, &config);
+    let tcpdump = Tcpdump::start(
+        &topo.host,
+        &topo.host_if,
+        &dir.path().join("tcpdump.pcap"),
+        &format!("ether host {}", format_mac(topo.vm.mac)),
+    );
+    let listener = topo
+        .host
+        .run(|| Ok(std::net::TcpListener::bind((topo.host_ip, ECHO_PORT))?))
+        .expect("host listener");
+    let received = std::thread::spawn(move || {
+        let (mut conn, _) = listener.accept().expect("accept");
+        let mut data = Vec::new();
+        conn.read_to_end(&mut data).expect("read");
+        data
+    });
+    let payload: Vec<u8> = (0..=250u8).cycle().take(BYTES).collect();
+    let mut conn = topo
+        .vm
+        .ns
+        .run(|| Ok(std::net::TcpStream::connect((topo.host_ip, ECHO_PORT))?))
+        .expect("VM connects");
+    conn.write_all(&payload).expect("VM sends");
+    drop(conn);
+    assert!(received.join().unwrap() == payload, "the host got the stream intact");
+
+    assert!(daemon.stop().0.success());
+    let ours = captured(&dir.path().join("out"));
+    let theirs = tcpdump.finish(ours.len());
+    assert_same_items(
+        &ours.iter().map(|(_, p)| (p.orig_len, p.data.clone())).collect::<Vec<_>>(),
+        &theirs.iter().map(|p| (p.orig_len, p.data.clone())).collect::<Vec<_>>(),
+        "the daemon's frames against tcpdump's",
+    );
+    // veth passes TSO super-frames on: one record each, longer than the MTU, as tcpdump has them.
+    let longest = ours.iter().map(|(_, p)| p.data.len()).max().unwrap_or(0);
+    assert!(longest > 1514, "no frame above the MTU: longest {longest}");
+}

@@ -515,6 +515,7 @@ rotate_seconds = 0
 
 [[interface]]
 name = "cap0"
+mode = "mirror"
 xdp_mode = "native"
 
 [[target]]

@@ -1,7 +1,7 @@
 //! A fast traffic generator for benchmarks: AF_PACKET with `sendmmsg` in batches and
 //! PACKET_QDISC_BYPASS, pinned to one CPU, flat out or at a fixed packet rate.
 //!
-//! [`FrameSet`] makes the frames (64 B, IMIX, 1514 B; half of them to or from
+//! [`FrameSet`] makes the frames (64 B, IMIX, 1514 B; half of them, or one in N, to or from
 //! [`BENCH_TARGET_MAC`]); [`Blaster`] sends them round-robin. The only syscall per batch is the
 //! `sendmmsg` itself (plus a sleep when rate-limited): no per-frame work beyond filling an iovec.
 
@@ -76,18 +76,29 @@ impl FrameSet {
     /// whole number of cycles match, per size too. Matching frames alternate between `target` as
     /// the destination and as the source; frames differ in their UDP source port.
     pub fn frames(self, target: [u8; 6]) -> Vec<Vec<u8>> {
+        self.frames_one_in(target, 2)
+    }
+
+    /// As [`FrameSet::frames`], but one frame in `one_in` matches (1 = all; 0 is taken as 1):
+    /// for each size a matching frame followed by `one_in - 1` that do not. `one_in = 100` is
+    /// the "haystack": one VM's frames among a busy uplink's. `one_in = 2` is [`FrameSet::frames`].
+    pub fn frames_one_in(self, target: [u8; 6], one_in: usize) -> Vec<Vec<u8>> {
+        let one_in = one_in.max(1);
         // Two matching variants (to, from) per size keep dst and src matches balanced.
         let sizes = self.sizes();
         let rounds = if sizes.len().is_multiple_of(2) { 1 } else { 2 };
-        let mut out = Vec::with_capacity(sizes.len() * rounds * 2);
+        let mut out = Vec::with_capacity(sizes.len() * rounds * one_in);
         let mut n: u16 = 0;
         for round in 0..rounds {
             for (i, &size) in sizes.iter().enumerate() {
                 let to_target = (round * sizes.len() + i).is_multiple_of(2);
                 let (dst, src) = if to_target { (target, OTHER_A) } else { (OTHER_A, target) };
                 out.push(udp_frame(dst, src, size, n));
-                out.push(udp_frame(OTHER_B, OTHER_A, size, n.wrapping_add(1)));
-                n = n.wrapping_add(2);
+                n = n.wrapping_add(1);
+                for _ in 1..one_in {
+                    out.push(udp_frame(OTHER_B, OTHER_A, size, n));
+                    n = n.wrapping_add(1);
+                }
             }
         }
         out
@@ -427,6 +438,37 @@ mod tests {
         assert_eq!((by_dst, by_src), (6, 6));
         let mean = FrameSet::Imix.mean_len();
         assert!((mean - (7.0 * 60.0 + 4.0 * 590.0 + 1514.0) / 12.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn one_in_n_sets_keep_sizes_and_the_dst_src_balance() {
+        // one_in = 2 is the 50/50 set, frame for frame.
+        for set in FrameSet::ALL {
+            assert_eq!(set.frames_one_in(BENCH_TARGET_MAC, 2), set.frames(BENCH_TARGET_MAC));
+        }
+        let frames = FrameSet::Small.frames_one_in(BENCH_TARGET_MAC, 100);
+        assert_eq!(frames.len(), 200);
+        assert!(frames.iter().all(|f| f.len() == 60));
+        let matching: Vec<usize> =
+            (0..frames.len()).filter(|&i| frame_matches(&frames[i], BENCH_TARGET_MAC)).collect();
+        assert_eq!(matching, [0, 100], "1 % match, spread out");
+        assert_eq!(frames[0][0..6], BENCH_TARGET_MAC, "one by destination");
+        assert_eq!(frames[100][6..12], BENCH_TARGET_MAC, "one by source");
+        // IMIX: still 7:4:1, and one frame in 10 of each size matches.
+        let frames = FrameSet::Imix.frames_one_in(BENCH_TARGET_MAC, 10);
+        assert_eq!(frames.len(), 120);
+        for (size, count) in [(60, 70), (590, 40), (1514, 10)] {
+            let of_size: Vec<&Vec<u8>> = frames.iter().filter(|f| f.len() == size).collect();
+            assert_eq!(of_size.len(), count, "size {size}");
+            let m = of_size.iter().filter(|f| frame_matches(f, BENCH_TARGET_MAC)).count();
+            assert_eq!(m * 10, count, "size {size}");
+        }
+        // Every frame matches with 1, and 0 is taken as 1 rather than sending nothing.
+        for one_in in [0, 1] {
+            let frames = FrameSet::Large.frames_one_in(BENCH_TARGET_MAC, one_in);
+            assert_eq!(frames.len(), 2);
+            assert!(frames.iter().all(|f| frame_matches(f, BENCH_TARGET_MAC)));
+        }
     }
 
     #[test]

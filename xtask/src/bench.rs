@@ -1,6 +1,7 @@
-//! `cargo xtask bench`: capture-daemon side by side with tcpdump, dumpcap, netsniff-ng and an
-//! XDP_DROP ceiling, on the same traffic through a veth pair; and `bench writer`, the offline
-//! pcapng writer benchmark. How to run it and what each number means: docs/bench.md.
+//! `cargo xtask bench`: capture-daemon (mirror and tap mode) side by side with tcpdump, dumpcap,
+//! netsniff-ng and an XDP_DROP ceiling, on the same traffic through a veth pair, plus what each
+//! RX hook costs the host; and `bench writer`, the offline pcapng writer benchmark. How to run
+//! it and what each number means: docs/bench.md.
 
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
@@ -27,8 +28,12 @@ const GEN_CPU: usize = 0;
 const CAPTURE_CPU: usize = 1;
 /// The libpcap filter the packet-socket tools get: the same frames as the daemon's target.
 const FILTER: &str = "ether host 52:54:00:00:00:0a";
-/// A MAC that never occurs: the XDP_DROP ceiling's target.
+/// A MAC that never occurs: the target of the XDP_DROP ceiling and of the hook-cost tools.
 const NEVER_MAC: &str = "02:00:00:00:00:01";
+/// tcpdump's filter for the hook cost: evaluated on every frame, matches none.
+const NEVER_FILTER: &str = "ether host 02:00:00:00:00:01";
+/// The haystack load: one frame in this many is the captured VM's (1 %).
+pub const HAYSTACK_ONE_IN: u64 = 100;
 
 #[derive(clap::Args)]
 #[command(args_conflicts_with_subcommands = true)]
@@ -63,10 +68,12 @@ pub struct CaptureArgs {
     /// 1 s).
     #[arg(long, default_value_t = 1200)]
     drain_ms: u64,
-    /// Load: `max` (generator flat out), `fixed` (--rate pps of 64 B frames) or `both`.
-    #[arg(long, value_enum, default_value_t = LoadArg::Both)]
-    load: LoadArg,
-    /// Packet rate of the `fixed` load.
+    /// Loads (comma-separated): `max` (generator flat out), `fixed` (--rate pps of 64 B frames),
+    /// `haystack` (as fixed, 1 % of the frames match), `hook` (flat out 64 B, RX hooks that
+    /// capture nothing, against no hook); `both` = max,fixed.
+    #[arg(long, value_enum, value_delimiter = ',', default_value = "both")]
+    load: Vec<LoadArg>,
+    /// Packet rate of the `fixed` and `haystack` loads.
     #[arg(long, default_value_t = 150_000)]
     rate: u64,
     /// Frame sets for the `max` load (comma-separated): 64, imix, 1514.
@@ -81,7 +88,7 @@ pub struct CaptureArgs {
         long,
         value_enum,
         value_delimiter = ',',
-        default_value = "capture-daemon,tcpdump,dumpcap,netsniff-ng,xdp-drop"
+        default_value = "capture-daemon,capture-daemon-tap,tcpdump,dumpcap,netsniff-ng,xdp-drop"
     )]
     tools: Vec<Tool>,
     /// RX queues of cap0 (1 or 2); with 2, two generator threads on CPU 0 and 1.
@@ -108,10 +115,33 @@ pub struct CaptureArgs {
     tmpfs_size: String,
 }
 
+impl CaptureArgs {
+    /// The loads to run, in table order.
+    fn loads(&self) -> Vec<Load> {
+        let mut loads: Vec<Load> = self
+            .load
+            .iter()
+            .flat_map(|l| match l {
+                LoadArg::Max => &[Load::Max][..],
+                LoadArg::Fixed => &[Load::Fixed],
+                LoadArg::Haystack => &[Load::Haystack],
+                LoadArg::Hook => &[Load::Hook],
+                LoadArg::Both => &[Load::Max, Load::Fixed],
+            })
+            .copied()
+            .collect();
+        loads.sort();
+        loads.dedup();
+        loads
+    }
+}
+
 #[derive(clap::ValueEnum, Clone, Copy, PartialEq, Eq)]
 enum LoadArg {
     Max,
     Fixed,
+    Haystack,
+    Hook,
     Both,
 }
 
@@ -147,29 +177,74 @@ pub enum Tool {
     /// The generator alone: no capture tool, no XDP program (what the others are measured against).
     #[value(skip)]
     Baseline,
+    /// capture-daemon in mirror mode (XDP -> AF_XDP; matched frames leave the host's path).
     CaptureDaemon,
+    /// capture-daemon in tap mode (tcx ingress + egress copy into BPF ring buffers).
+    CaptureDaemonTap,
     Tcpdump,
     Dumpcap,
     NetsniffNg,
     /// capture-daemon with a target that never matches and `unmatched = "drop"`.
     XdpDrop,
+    /// Hook load: capture-daemon's tap programs attached, a target that never matches.
+    #[value(skip)]
+    TapNoMatch,
+    /// Hook load: capture-daemon in mirror mode, a target that never matches, `unmatched = "pass"`.
+    #[value(skip)]
+    XdpPass,
+    /// Hook load: tcpdump with a filter that never matches.
+    #[value(skip)]
+    TcpdumpNoMatch,
 }
+
+/// What the `hook` load runs besides the generator alone, whatever --tools says.
+const HOOK_TOOLS: [Tool; 3] = [Tool::TapNoMatch, Tool::XdpPass, Tool::TcpdumpNoMatch];
 
 impl Tool {
     pub fn name(self) -> &'static str {
         match self {
             Tool::Baseline => "generator-only",
             Tool::CaptureDaemon => "capture-daemon",
+            Tool::CaptureDaemonTap => "capture-daemon-tap",
             Tool::Tcpdump => "tcpdump",
             Tool::Dumpcap => "dumpcap",
             Tool::NetsniffNg => "netsniff-ng",
             Tool::XdpDrop => "xdp-drop",
+            Tool::TapNoMatch => "tap-nomatch",
+            Tool::XdpPass => "xdp-pass",
+            Tool::TcpdumpNoMatch => "tcpdump-nomatch",
         }
     }
 
     /// Whether the tool writes a capture file (so that snaplen matters).
     fn captures(self) -> bool {
-        !matches!(self, Tool::Baseline | Tool::XdpDrop)
+        matches!(
+            self,
+            Tool::CaptureDaemon
+                | Tool::CaptureDaemonTap
+                | Tool::Tcpdump
+                | Tool::Dumpcap
+                | Tool::NetsniffNg
+        )
+    }
+
+    /// capture-daemon's `mode` for the tools that are capture-daemon.
+    pub fn daemon_mode(self) -> Option<&'static str> {
+        match self {
+            Tool::CaptureDaemon | Tool::XdpDrop | Tool::XdpPass => Some("mirror"),
+            Tool::CaptureDaemonTap | Tool::TapNoMatch => Some("tap"),
+            _ => None,
+        }
+    }
+
+    /// Where the tool takes frames from the receive path.
+    pub fn rx_hook(self) -> Option<&'static str> {
+        match self.daemon_mode() {
+            Some("mirror") => Some("xdp"),
+            Some(_) => Some("tcx"),
+            None if self == Tool::Baseline => None,
+            None => Some("packet socket"),
+        }
     }
 }
 
@@ -177,6 +252,8 @@ impl Tool {
 pub enum Load {
     Max,
     Fixed,
+    Haystack,
+    Hook,
 }
 
 impl Load {
@@ -184,6 +261,21 @@ impl Load {
         match self {
             Load::Max => "max",
             Load::Fixed => "fixed",
+            Load::Haystack => "haystack",
+            Load::Hook => "hook",
+        }
+    }
+
+    /// One frame in this many matches the target.
+    pub fn one_in(self) -> u64 {
+        if self == Load::Haystack { HAYSTACK_ONE_IN } else { 2 }
+    }
+
+    /// The generator's rate limit: None = flat out.
+    fn rate(self, fixed_rate: u64) -> Option<u64> {
+        match self {
+            Load::Max | Load::Hook => None,
+            Load::Fixed | Load::Haystack => Some(fixed_rate),
         }
     }
 }
@@ -210,6 +302,9 @@ pub struct RunRecord {
     /// `ethtool -S cap0` deltas (XDP runs only).
     pub xdp_packets: Option<u64>,
     pub xdp_drops: Option<u64>,
+    /// cap0's `otherhost` drops (`ip -s -s link`): frames that got through every hook to the
+    /// IP stack, which drops them there because they are for other hosts' MACs.
+    pub host_rx: Option<u64>,
     /// Frames in the capture file(s), by capinfos.
     pub captured: Option<u64>,
     /// capture-daemon's own count ("written N" of its last log line), and "seen N".
@@ -295,18 +390,18 @@ impl SplitMix {
 fn plan(args: &CaptureArgs, seed: u64) -> Vec<Job> {
     let mut jobs = Vec::new();
     let mut loads = Vec::new();
-    if args.load != LoadArg::Fixed {
-        for &frames in &args.frames {
-            loads.push((Load::Max, frames));
+    for load in args.loads() {
+        if load == Load::Max {
+            loads.extend(args.frames.iter().map(|&f| (load, f)));
+        } else {
+            loads.push((load, FrameSet::Small));
         }
-    }
-    if args.load != LoadArg::Max {
-        loads.push((Load::Fixed, FrameSet::Small));
     }
     for rep in 0..args.reps {
         for &(load, frames) in &loads {
             jobs.push(Job { load, frames, snaplen: None, tool: Tool::Baseline, rep });
-            for &tool in &args.tools {
+            let tools = if load == Load::Hook { &HOOK_TOOLS[..] } else { &args.tools[..] };
+            for &tool in tools {
                 if tool.captures() {
                     for &snaplen in &args.snaplen {
                         jobs.push(Job { load, frames, snaplen: Some(snaplen), tool, rep });
@@ -340,8 +435,8 @@ fn capture(args: &CaptureArgs) -> Result<()> {
     if args.reps == 0 || args.seconds.is_nan() || args.seconds <= 0.0 {
         bail!("--reps and --seconds must be positive");
     }
-    if args.frames.is_empty() || args.snaplen.is_empty() {
-        bail!("--frames and --snaplen need at least one value");
+    if args.frames.is_empty() || args.snaplen.is_empty() || args.load.is_empty() {
+        bail!("--frames, --snaplen and --load need at least one value");
     }
     for &s in &args.snaplen {
         if s != 0 && !(14..=65535).contains(&s) {
@@ -361,9 +456,10 @@ fn capture(args: &CaptureArgs) -> Result<()> {
         );
     }
     let mut needed = vec!["ip", "taskset", "stdbuf", "ethtool", "capinfos", "mount", "umount"];
-    for tool in &args.tools {
+    let hook = args.loads().contains(&Load::Hook);
+    for tool in args.tools.iter().chain(if hook { &HOOK_TOOLS[..] } else { &[] }) {
         match tool {
-            Tool::Tcpdump => needed.push("tcpdump"),
+            Tool::Tcpdump | Tool::TcpdumpNoMatch => needed.push("tcpdump"),
             Tool::Dumpcap => needed.push("dumpcap"),
             Tool::NetsniffNg => needed.push("netsniff-ng"),
             _ => {}
@@ -372,6 +468,8 @@ fn capture(args: &CaptureArgs) -> Result<()> {
     if args.generator == GeneratorArg::Trafgen {
         needed.push("trafgen");
     }
+    needed.sort_unstable();
+    needed.dedup();
     need_tools(&needed)?;
     let seed = args.seed.unwrap_or_else(|| {
         std::time::SystemTime::now()
@@ -436,7 +534,7 @@ fn capture(args: &CaptureArgs) -> Result<()> {
             )
         })?;
         eprintln!(
-            "[{:>3}/{}] {:<14} {:<5} {:<4} snap {:<3} offered {:>7.0} kpps  captured {:>9}  ({:.1} s)",
+            "[{:>3}/{}] {:<18} {:<8} {:<4} snap {:<3} offered {:>7.0} kpps  captured {:>9}  ({:.1} s)",
             i + 1,
             jobs.len(),
             job.tool.name(),
@@ -450,13 +548,22 @@ fn capture(args: &CaptureArgs) -> Result<()> {
         writeln!(runs_file, "{}", report::run_json(job, &rec, &settings))?;
         done.push((*job, rec));
     }
-    drop(ctx);
     let summary = report::summarize(&done, &settings);
     report::print_table(&summary, &settings);
+    let goals = report::goals(&summary, &settings);
+    report::print_goals(&summary, &goals);
     let summary_path = out_dir.join("summary.json");
     std::fs::write(&summary_path, format!("{}\n", report::summary_json(&summary, &settings)))
         .with_context(|| format!("writing {}", summary_path.display()))?;
-    eprintln!("bench: wrote {} and {}", summary_path.display(), runs_path.display());
+    let goals_path = out_dir.join("goals.json");
+    std::fs::write(&goals_path, format!("{}\n", report::goals_json(&goals)))
+        .with_context(|| format!("writing {}", goals_path.display()))?;
+    eprintln!(
+        "bench: wrote {}, {} and {}",
+        summary_path.display(),
+        goals_path.display(),
+        runs_path.display()
+    );
     Ok(())
 }
 
@@ -494,18 +601,22 @@ struct Started {
     stop_signal: i32,
 }
 
+/// `unmatched` is mirror mode's (tap mode refuses the key: its frames always go on).
 fn write_daemon_config(
     path: &Path,
     out: &Path,
     snaplen: u32,
-    unmatched: &str,
+    unmatched: Option<&str>,
     mac: &str,
 ) -> Result<()> {
+    let (unmatched, interface) = match unmatched {
+        Some(u) => (format!("unmatched = \"{u}\"\n"), "mode = \"mirror\"\nxdp_mode = \"native\"\n"),
+        None => (String::new(), "mode = \"tap\"\n"),
+    };
     let text = format!(
         r#"# Written by `cargo xtask bench`.
 [capture]
-unmatched = "{unmatched}"
-snaplen = {snaplen}
+{unmatched}snaplen = {snaplen}
 
 [output]
 directory = "{dir}"
@@ -515,9 +626,7 @@ rotate_seconds = 0
 
 [[interface]]
 name = "cap0"
-mode = "mirror"
-xdp_mode = "native"
-
+{interface}
 [[target]]
 name = "vm"
 mac = "{mac}"
@@ -543,30 +652,35 @@ fn start_tool(ctx: &Ctx, job: &Job, run_dir: &Path) -> Result<Option<Started>> {
     cmd.args(["-c", &cpu]);
     let (marker, signal) = match job.tool {
         Tool::Baseline => return Ok(None),
-        Tool::CaptureDaemon | Tool::XdpDrop => {
+        Tool::CaptureDaemon
+        | Tool::CaptureDaemonTap
+        | Tool::XdpDrop
+        | Tool::XdpPass
+        | Tool::TapNoMatch => {
             let config = run_dir.join("capture.toml");
-            let (unmatched, mac) = if job.tool == Tool::XdpDrop {
-                ("drop", NEVER_MAC.to_owned())
-            } else {
-                let m = BENCH_TARGET_MAC;
-                (
-                    ctx.args.unmatched.name(),
-                    format!(
-                        "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
-                        m[0], m[1], m[2], m[3], m[4], m[5]
-                    ),
-                )
+            let m = BENCH_TARGET_MAC;
+            let target = format!(
+                "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+                m[0], m[1], m[2], m[3], m[4], m[5]
+            );
+            let (unmatched, mac) = match job.tool {
+                Tool::XdpDrop => (Some("drop"), NEVER_MAC),
+                Tool::XdpPass => (Some("pass"), NEVER_MAC),
+                Tool::TapNoMatch => (None, NEVER_MAC),
+                Tool::CaptureDaemonTap => (None, target.as_str()),
+                _ => (Some(ctx.args.unmatched.name()), target.as_str()),
             };
-            write_daemon_config(&config, &pcap_dir, snaplen, unmatched, &mac)?;
+            write_daemon_config(&config, &pcap_dir, snaplen, unmatched, mac)?;
             cmd.arg(&ctx.daemon_bin).args(["run", "--log-level", "info", "--config"]).arg(&config);
             ("capturing on", libc::SIGTERM)
         }
-        Tool::Tcpdump => {
+        Tool::Tcpdump | Tool::TcpdumpNoMatch => {
             let file = pcap_dir.join("tcpdump.pcap");
+            let filter = if job.tool == Tool::Tcpdump { FILTER } else { NEVER_FILTER };
             // -Z root: keep root, so the file can be written wherever the benchmark puts it.
             cmd.args(["tcpdump", "-Z", "root", "-i", "cap0", "-w", path_str(&file)?, "-s"])
                 .arg(snaplen.to_string())
-                .arg(FILTER);
+                .arg(filter);
             ("listening on", libc::SIGTERM)
         }
         Tool::Dumpcap => {
@@ -596,12 +710,10 @@ fn start_tool(ctx: &Ctx, job: &Job, run_dir: &Path) -> Result<Option<Started>> {
 
 /// Sends the traffic of `job` and returns what the generator says it did, and its CPU time.
 fn generate(ctx: &Ctx, job: &Job) -> Result<(BlastReport, u64)> {
-    let frames = job.frames.frames(BENCH_TARGET_MAC);
+    let one_in = usize::try_from(job.load.one_in()).unwrap_or(2);
+    let frames = job.frames.frames_one_in(BENCH_TARGET_MAC, one_in);
     let queues = ctx.lab.queues;
-    let rate = match job.load {
-        Load::Max => None,
-        Load::Fixed => Some(ctx.args.rate),
-    };
+    let rate = job.load.rate(ctx.args.rate);
     if ctx.args.generator == GeneratorArg::Trafgen {
         return trafgen(ctx, &frames, rate);
     }
@@ -683,11 +795,13 @@ fn run_one(ctx: &Ctx, job: &Job, index: usize) -> Result<RunRecord> {
 }
 
 fn measure(ctx: &Ctx, job: &Job, index: usize, run_dir: &Path) -> Result<RunRecord> {
-    let xdp = matches!(job.tool, Tool::CaptureDaemon | Tool::XdpDrop);
+    let xdp = job.tool.rx_hook() == Some("xdp");
     let mut started = start_tool(ctx, job, run_dir)?;
     // Let the tool settle (first page faults of its buffers, the daemon's first stats read).
     proc::sleep(Duration::from_millis(300))?;
     let xdp0 = if xdp { Some(ctx.lab.xdp_counters()?) } else { None };
+    // Starts a process: read before the measured window opens, like the XDP counters.
+    let host0 = ctx.lab.host_rx()?;
     let c0 = ctx.lab.counters()?;
     let u0 = started.as_ref().map(|s| s.proc.usage()).transpose()?;
     let s0 = proc::system_cpu()?;
@@ -722,7 +836,7 @@ fn measure(ctx: &Ctx, job: &Job, index: usize, run_dir: &Path) -> Result<RunReco
             );
         }
         rec.tool_drops = report::tool_drops(job.tool, &done.lines);
-        if xdp {
+        if job.tool.daemon_mode().is_some() {
             (rec.daemon_seen, rec.daemon_written) = report::daemon_counts(&done.lines);
         }
     }
@@ -735,6 +849,7 @@ fn measure(ctx: &Ctx, job: &Job, index: usize, run_dir: &Path) -> Result<RunReco
         rec.xdp_packets = Some(p1.saturating_sub(p0));
         rec.xdp_drops = Some(d1.saturating_sub(d0));
     }
+    rec.host_rx = Some(ctx.lab.host_rx()?.saturating_sub(host0));
     if job.tool.captures() {
         let (captured, bytes) = read_back(&run_dir.join("pcap"))?;
         rec.captured = Some(captured);
@@ -797,8 +912,8 @@ mod tests {
     fn default_plan_covers_every_combination_five_times() {
         let a = args(&[]);
         let jobs = plan(&a, 7);
-        // max: 3 frame sets x (baseline + xdp-drop + 4 tools x 2 snaplens) = 30; fixed: 10.
-        assert_eq!(jobs.len(), 5 * 40);
+        // max: 3 frame sets x (baseline + xdp-drop + 5 tools x 2 snaplens) = 36; fixed: 12.
+        assert_eq!(jobs.len(), 5 * 48);
         let n = |tool: Tool, load: Load| {
             jobs.iter().filter(|j| j.tool == tool && j.load == load).count()
         };
@@ -822,6 +937,66 @@ mod tests {
         assert!(Cli::try_parse_from(["bench", "--frames", "9000"]).is_err());
         assert!(Cli::try_parse_from(["bench", "--queues", "3"]).is_err());
         assert!(Cli::try_parse_from(["bench", "--tools", "baseline"]).is_err());
+        // The hook tools are not for --tools: the hook load always runs all of them.
+        assert!(Cli::try_parse_from(["bench", "--tools", "xdp-pass"]).is_err());
+    }
+
+    #[test]
+    fn loads_expand_and_the_tap_comparison_fits() {
+        assert_eq!(args(&[]).loads(), [Load::Max, Load::Fixed]);
+        assert_eq!(
+            args(&["--load", "hook,both,fixed"]).loads(),
+            [Load::Max, Load::Fixed, Load::Hook]
+        );
+        assert!(Cli::try_parse_from(["bench", "--load", "fast"]).is_err());
+        // The command docs/bench.md gives for the tap comparison.
+        let a = args(&[
+            "--tools",
+            "capture-daemon-tap,tcpdump,dumpcap,netsniff-ng",
+            "--load",
+            "max,fixed,haystack,hook",
+            "--frames",
+            "64",
+            "--snaplen",
+            "0",
+            "--seconds",
+            "3",
+        ]);
+        let jobs = plan(&a, 3);
+        // max, fixed, haystack: baseline + 4 tools; hook: baseline + 3 hook tools.
+        assert_eq!(jobs.len(), 5 * (3 * 5 + 4));
+        let hook: Vec<Tool> = {
+            let mut t: Vec<Tool> = jobs
+                .iter()
+                .filter(|j| j.load == Load::Hook && j.rep == 0)
+                .map(|j| j.tool)
+                .collect();
+            t.sort();
+            t
+        };
+        assert_eq!(hook, [Tool::Baseline, Tool::TapNoMatch, Tool::XdpPass, Tool::TcpdumpNoMatch]);
+        assert!(jobs.iter().all(|j| j.frames == FrameSet::Small));
+        assert!(jobs.iter().filter(|j| !j.tool.captures()).all(|j| j.snaplen.is_none()));
+        assert_eq!(Load::Haystack.one_in(), 100);
+        assert_eq!((Load::Haystack.rate(150_000), Load::Hook.rate(150_000)), (Some(150_000), None));
+    }
+
+    #[test]
+    fn daemon_config_per_mode() -> Result<()> {
+        let dir = std::env::temp_dir().join(format!("xtask-cfg-{}", std::process::id()));
+        std::fs::create_dir_all(&dir)?;
+        let path = dir.join("c.toml");
+        write_daemon_config(&path, &dir, 0, None, NEVER_MAC)?;
+        let tap = std::fs::read_to_string(&path)?;
+        // Tap mode refuses mirror-only keys (xdp_mode, unmatched = "drop").
+        assert!(tap.contains("mode = \"tap\"") && !tap.contains("xdp_mode"), "{tap}");
+        assert!(!tap.contains("unmatched"), "{tap}");
+        write_daemon_config(&path, &dir, 128, Some("drop"), NEVER_MAC)?;
+        let mirror = std::fs::read_to_string(&path)?;
+        assert!(mirror.contains("mode = \"mirror\"\nxdp_mode = \"native\""), "{mirror}");
+        assert!(mirror.contains("unmatched = \"drop\"\nsnaplen = 128"), "{mirror}");
+        std::fs::remove_dir_all(&dir)?;
+        Ok(())
     }
 
     #[test]

@@ -88,6 +88,28 @@ impl Lab {
         let out = run_cmd(self.ns.command("ethtool").args(["-S", CAPTURE_IF]))?;
         Ok(parse_ethtool_xdp(&out))
     }
+
+    /// cap0's `otherhost` counter (`rx_otherhost_dropped` of IFLA_STATS64, which /proc/net/dev
+    /// and sysfs lack): frames that got past XDP, tcx and the packet taps into `ip_rcv`, which
+    /// drops them because they are for other MACs. So: what the host stack received. Starts a
+    /// process: call it outside the measured window.
+    pub fn host_rx(&self) -> Result<u64> {
+        let out =
+            run_cmd(self.ns.command("ip").args(["-s", "-s", "-j", "link", "show", CAPTURE_IF]))?;
+        parse_otherhost(&out)
+            .with_context(|| format!("`ip -s -s -j link` shows no otherhost counter: {out}"))
+    }
+}
+
+/// The `"otherhost":N` of `ip -s -s -j link`. iproute2 prints it with the RX errors, and only
+/// when it is not 0.
+fn parse_otherhost(text: &str) -> Option<u64> {
+    let Some(at) = text.find("\"otherhost\":") else {
+        return text.contains("\"stats64\":{\"rx\":{").then_some(0);
+    };
+    let rest = &text[at + "\"otherhost\":".len()..];
+    let end = rest.find(|c: char| !c.is_ascii_digit()).unwrap_or(rest.len());
+    rest[..end].parse().ok()
 }
 
 /// ((rx packets, rx drop), (tx packets, tx drop)) of one interface in /proc/net/dev.
@@ -190,6 +212,10 @@ mod tests {
                        rx_queue_0_xdp_drops: 4\n     rx_queue_1_xdp_packets: 5\n     rx_queue_1_xdp_drops: 1\n     \
                        tx_queue_0_xdp_xmit: 99\n";
         assert_eq!(parse_ethtool_xdp(ethtool), (15, 5));
+        let ip = r#"[{"ifindex":3,"ifname":"cap0","stats64":{"rx":{"bytes":6180,"packets":102,"fifo_errors":0,"missed_errors":0,"otherhost":100},"tx":{"bytes":176}}}]"#;
+        assert_eq!(parse_otherhost(ip), Some(100));
+        assert_eq!(parse_otherhost(r#"{"stats64":{"rx":{"packets":0}}}"#), Some(0));
+        assert_eq!(parse_otherhost(r#"[{"ifname":"cap0"}]"#), None);
         let c = Counters {
             gen_tx_packets: 100,
             gen_tx_dropped: 7,

@@ -10,8 +10,10 @@ BPF_LINKER_VERSION=0.13.0
 # `cargo xtask bench` compares against and measures with; util-linux has taskset; systemd has systemd-analyze (the unit file test);
 # bpftool shows the tests which programs are attached (tcx links); iputils-ping is the demo's and the tests' ping.
 # gcc and libc6-dev: Rust links through `cc`; curl and ca-certificates: installing rustup.
+# linux-perf: `cargo xtask bench --perf` profiles (Debian 12's perf 6.1 records fine on newer kernels).
 APT_PACKAGES=(llvm-22-dev gcc libc6-dev curl ca-certificates iproute2 ethtool tshark
-    wireshark-common tcpdump procps netsniff-ng valgrind util-linux systemd bpftool iputils-ping)
+    wireshark-common tcpdump procps netsniff-ng valgrind util-linux systemd bpftool iputils-ping
+    linux-perf)
 
 say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*" >&2; }
 

@@ -15,6 +15,7 @@ use capture_lab::{
 
 mod json;
 mod lab;
+mod perf;
 mod proc;
 mod report;
 mod writer;
@@ -113,6 +114,10 @@ pub struct CaptureArgs {
     /// Size of the tmpfs.
     #[arg(long, default_value = "8g")]
     tmpfs_size: String,
+    /// After the measured runs, one more run per row with `perf record -g` on the tool's pid and
+    /// on the whole machine; files in target/bench/perf/ (not in the summary).
+    #[arg(long)]
+    perf: bool,
 }
 
 impl CaptureArgs {
@@ -468,6 +473,9 @@ fn capture(args: &CaptureArgs) -> Result<()> {
     if args.generator == GeneratorArg::Trafgen {
         needed.push("trafgen");
     }
+    if args.perf {
+        needed.push("perf");
+    }
     needed.sort_unstable();
     needed.dedup();
     need_tools(&needed)?;
@@ -564,6 +572,9 @@ fn capture(args: &CaptureArgs) -> Result<()> {
         goals_path.display(),
         runs_path.display()
     );
+    if args.perf {
+        perf::record_all(&ctx, &jobs, &out_dir.join("perf"))?;
+    }
     Ok(())
 }
 

@@ -186,6 +186,10 @@ impl Measured {
         }
     }
 
+    pub fn pid(&self) -> i32 {
+        self.pid
+    }
+
     /// CPU time (sum of every live thread's run time, ns) and I/O counters now.
     pub fn usage(&self) -> Result<Usage> {
         let (syscw, wchar) = read_io(self.pid)?;

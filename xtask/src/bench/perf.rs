@@ -66,17 +66,27 @@ fn record_one(ctx: &Ctx, job: &Job, run_dir: &Path, dir: &Path, stem: &str) -> R
         }
     }
     tool.proc.stop(tool.stop_signal, Duration::from_secs(10))?;
-    for file in [&process, &system] {
-        // A flat profile to read first: without frame pointers the user-space call chains
-        // are mostly noise; `perf report -i FILE` shows the (kernel) call graphs.
-        let out = Command::new("perf")
-            .args(["report", "--stdio", "--no-children", "-g", "none", "--percent-limit", "0.3"])
-            .args(["--sort", "comm,dso,sym", "-i"])
-            .arg(file)
-            .output()
-            .with_context(|| format!("perf report -i {}", file.display()))?;
+    // Flat profiles to read first: without frame pointers the user-space call chains are
+    // mostly noise; `perf report -i FILE` shows the (kernel) call graphs. The machine-wide one
+    // is mostly idle and its softirq work spread thin over many symbols: by process and
+    // object first, then by symbol with a lower threshold.
+    let reports: [(&Path, &[(&str, &str)]); 2] = [
+        (&process, &[("comm,dso,sym", "0.3")]),
+        (&system, &[("comm,dso", "0.1"), ("comm,dso,sym", "0.05")]),
+    ];
+    for (file, views) in reports {
+        let mut text = Vec::new();
+        for (sort, limit) in views {
+            let out = Command::new("perf")
+                .args(["report", "--stdio", "--no-children", "-g", "none", "--percent-limit"])
+                .args([limit, "--sort", sort, "-i"])
+                .arg(file)
+                .output()
+                .with_context(|| format!("perf report -i {}", file.display()))?;
+            text.extend_from_slice(&out.stdout);
+        }
         let txt = file.with_extension("txt");
-        std::fs::write(&txt, &out.stdout).with_context(|| format!("writing {}", txt.display()))?;
+        std::fs::write(&txt, &text).with_context(|| format!("writing {}", txt.display()))?;
     }
     Ok(())
 }

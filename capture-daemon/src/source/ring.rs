@@ -17,10 +17,13 @@ use capture_common::{META_MAGIC, TapMeta};
 
 use super::{Feed, Worker, monotonic_ns, monotonic_to_realtime_offset};
 use crate::stop::Stop;
+use crate::writer::merge;
 
 /// How often the reader comes by when no ring asked for it: bounds the delay of sparse frames
-/// and keeps the rings' watermarks fresh for the merge (a quarter of its window is 25 ms).
-pub const POLL: Duration = Duration::from_millis(10);
+/// and keeps the rings' watermarks fresh for the merge, so a quarter of the merge window (25
+/// ms), as for an idle AF_XDP worker. Every wake-up costs ~20 us of CPU here: at 10 ms they were
+/// half of what a quiet interface cost (docs/bench.md).
+pub const POLL: Duration = Duration::from_nanos(merge::IDLE_WAIT_MERGING_NS);
 /// Records taken from one ring before the next ring's turn.
 const BUDGET: usize = 4096;
 /// Margin for frames stamped but not yet submitted to a ring (the program stamps, reserves and

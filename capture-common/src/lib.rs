@@ -37,8 +37,12 @@ pub mod maps {
     pub const RINGS: &str = "RINGS";
 }
 
-/// Name of the XDP program in the object file (mirror mode).
+/// Name of the XDP program in the object file (mirror mode): a multi-buffer (`xdp.frags`)
+/// program, so native XDP works at any MTU and jumbo frames arrive whole.
 pub const PROGRAM_NAME: &str = "capture";
+/// The same program without multi-buffer support, for kernels before 5.18 that refuse
+/// `xdp.frags` programs.
+pub const PROGRAM_LINEAR_NAME: &str = "capture_linear";
 /// Names of the tcx programs (tap mode): the same parser and maps, one program per direction.
 pub const TAP_INGRESS_PROGRAM: &str = "tap_ingress";
 pub const TAP_EGRESS_PROGRAM: &str = "tap_egress";
@@ -71,8 +75,13 @@ pub struct FilterConfig {
     /// Tap mode: a record wakes the reader only once its ring holds this many bytes; below it
     /// the reader comes by on its own timer. One wake-up per record costs ~1 us of CPU.
     pub wake_bytes: u64,
+    /// Mirror mode: the longest frame the AF_XDP sockets take; longer frames are cut to it (their
+    /// original length kept) instead of being dropped by the kernel. 0 = no limit (the sockets
+    /// take multi-buffer frames).
+    pub frame_limit: u32,
+    pub pad: u32,
 }
-const _: () = assert!(size_of::<FilterConfig>() == 40);
+const _: () = assert!(size_of::<FilterConfig>() == 48);
 
 /// Key of the `MACS` hash map: a MAC address padded to 8 bytes so the key has no padding hole.
 #[repr(C)]

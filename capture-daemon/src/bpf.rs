@@ -15,8 +15,8 @@ use aya::programs::{
 };
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use capture_common::{
-    Counters, FilterConfig, MAX_CPUS, MAX_TARGETS, MacKey, PROGRAM_NAME, TAP_EGRESS_PROGRAM,
-    TAP_INGRESS_PROGRAM, TargetHits, UNMATCHED_DROP, UNMATCHED_PASS, maps,
+    Counters, FilterConfig, MAX_CPUS, MAX_TARGETS, MacKey, PROGRAM_LINEAR_NAME, PROGRAM_NAME,
+    TAP_EGRESS_PROGRAM, TAP_INGRESS_PROGRAM, TargetHits, UNMATCHED_DROP, UNMATCHED_PASS, maps,
 };
 
 use crate::config::{CaptureConfig, TargetConfig, Unmatched, XdpMode};
@@ -130,6 +130,12 @@ pub struct Filter {
     rings: Vec<MapData>,
     /// Tap mode: the ring fill level at which a record wakes the reader.
     wake_bytes: u64,
+    /// Mirror mode: the XDP program loaded ([`PROGRAM_NAME`], or [`PROGRAM_LINEAR_NAME`] where
+    /// the kernel refuses multi-buffer programs).
+    program: &'static str,
+    /// Mirror mode: the longest frame the sockets take whole (0 = any); see
+    /// [`FilterConfig::frame_limit`].
+    frame_limit: u32,
     config: Array<MapData, FilterConfig>,
     macs: HashMap<MapData, MacKey, u64>,
     vlans: Array<MapData, u64>,
@@ -251,14 +257,22 @@ impl Filter {
     /// mode, creates the per-CPU rings. Nothing is attached yet.
     pub fn load(iface: &str, hooks: Hooks, tables: &TargetTables) -> Result<Self, BpfError> {
         let mut ebpf = EbpfLoader::new().load(XDP_OBJECT).map_err(BpfError::Load)?;
+        let mut program = PROGRAM_NAME;
         match hooks {
             Hooks::Mirror => {
-                let program: &mut Xdp = ebpf
-                    .program_mut(PROGRAM_NAME)
-                    .ok_or(BpfError::MissingMap(PROGRAM_NAME))?
-                    .try_into()
-                    .map_err(BpfError::Verify)?;
-                program.load().map_err(BpfError::Verify)?;
+                if let Err(frags_err) = xdp_program(&mut ebpf, PROGRAM_NAME)?.load() {
+                    // Kernels before 5.18 refuse multi-buffer programs; where the linear one
+                    // loads, that was the reason. Otherwise the first error is the one to see.
+                    if xdp_program(&mut ebpf, PROGRAM_LINEAR_NAME)?.load().is_err() {
+                        return Err(BpfError::Verify(frags_err));
+                    }
+                    log::warn!(
+                        "{iface}: the kernel refused the multi-buffer XDP program ({}); using the \
+                         single-buffer one: native XDP may then be refused at MTUs above ~3.5 KB",
+                        error_chain(&frags_err)
+                    );
+                    program = PROGRAM_LINEAR_NAME;
+                }
             }
             Hooks::Tap { .. } => {
                 for name in [TAP_INGRESS_PROGRAM, TAP_EGRESS_PROGRAM] {
@@ -291,6 +305,8 @@ impl Filter {
             xsks,
             rings,
             wake_bytes,
+            program,
+            frame_limit: 0,
             config,
             macs,
             vlans,
@@ -325,7 +341,11 @@ impl Filter {
     /// 4. the configuration word becomes the new one.
     pub fn update(&mut self, new: &TargetTables) -> Result<(), BpfError> {
         let new = &TargetTables {
-            config: FilterConfig { wake_bytes: self.wake_bytes, ..new.config },
+            config: FilterConfig {
+                wake_bytes: self.wake_bytes,
+                frame_limit: self.frame_limit,
+                ..new.config
+            },
             ..new.clone()
         };
         for (mac, mask) in &new.macs {
@@ -358,6 +378,19 @@ impl Filter {
         self.config.set(0, &new.config, 0).map_err(map_err(maps::CONFIG))?;
         self.tables = new.clone();
         Ok(())
+    }
+
+    /// Mirror mode: frames longer than `limit` bytes are cut to it (0 = no limit), for sockets
+    /// that cannot take multi-buffer frames. Set before attaching.
+    pub fn set_frame_limit(&mut self, limit: u32) -> Result<(), BpfError> {
+        self.frame_limit = limit;
+        let tables = self.tables.clone();
+        self.update(&tables)
+    }
+
+    /// Mirror mode: whether the XDP program takes multi-buffer (jumbo) frames.
+    pub fn multi_buffer_program(&self) -> bool {
+        self.program == PROGRAM_NAME
     }
 
     pub fn counters(&self) -> Arc<KernelCounters> {
@@ -416,12 +449,7 @@ impl Filter {
         };
         let iface = std::ffi::CString::new(self.iface.clone())
             .map_err(|_| BpfError::LegacyAttach(self.iface.clone()))?;
-        let program: &mut Xdp = self
-            .ebpf
-            .program_mut(PROGRAM_NAME)
-            .ok_or(BpfError::MissingMap(PROGRAM_NAME))?
-            .try_into()
-            .map_err(BpfError::Verify)?;
+        let program = xdp_program(&mut self.ebpf, self.program)?;
         let mut last_err = None;
         for (i, (aya_mode, name)) in tries.iter().enumerate() {
             match program.attach(iface.as_c_str(), *aya_mode) {
@@ -432,7 +460,8 @@ impl Filter {
                         .map_err(|_| BpfError::LegacyAttach(self.iface.clone()))?;
                     if i > 0 {
                         log::warn!(
-                            "{}: native XDP attach failed ({}); using generic XDP (slower, but complete)",
+                            "{}: native XDP attach failed ({}); using generic XDP (slower; the \
+                             socket lines say which frame lengths are captured whole)",
                             self.iface,
                             last_err
                                 .as_ref()
@@ -471,6 +500,11 @@ impl Drop for Filter {
     fn drop(&mut self) {
         self.detach();
     }
+}
+
+/// The XDP program `name` of the object.
+fn xdp_program<'a>(ebpf: &'a mut Ebpf, name: &'static str) -> Result<&'a mut Xdp, BpfError> {
+    ebpf.program_mut(name).ok_or(BpfError::MissingMap(name))?.try_into().map_err(BpfError::Verify)
 }
 
 /// The tcx program `name` of the object.

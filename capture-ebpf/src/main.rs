@@ -53,9 +53,20 @@ pub type Ring = RingBuf<u8, { 64 * 1024 }>;
 #[btf_map]
 static RINGS: ArrayOfMaps<Ring, { MAX_CPUS as usize }> = ArrayOfMaps::new();
 
-#[xdp]
+/// Multi-buffer (`xdp.frags`): drivers then accept it at any MTU (veth refuses a plain program
+/// once the peer's MTU passes ~3.5 KB) and hand over jumbo frames whole. At small MTUs the frame
+/// simply has no fragments; the one extra helper call per frame costs nothing measurable.
+#[xdp(frags)]
 pub fn capture(ctx: XdpContext) -> u32 {
-    match mirror::try_capture(&ctx) {
+    match mirror::try_capture::<true>(&ctx) {
+        Ok(action) | Err(action) => action,
+    }
+}
+
+/// The same without multi-buffer, for kernels before 5.18, which refuse `xdp.frags` programs.
+#[xdp]
+pub fn capture_linear(ctx: XdpContext) -> u32 {
+    match mirror::try_capture::<false>(&ctx) {
         Ok(action) | Err(action) => action,
     }
 }

@@ -1,9 +1,13 @@
 //! Mirror mode (XDP): matched frames are sliced, stamped and redirected to the AF_XDP socket of
 //! their RX queue. They leave the host's path.
+//!
+//! In a multi-buffer program (`FRAGS`) a frame may continue past `data_end` in fragments (jumbo
+//! frames): the headers are in the first buffer, which is all the parser reads, and the frame's
+//! length comes from `bpf_xdp_get_buff_len`. `bpf_xdp_adjust_tail` cuts across fragments.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail},
+    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
     programs::XdpContext,
 };
 use capture_common::{FrameMeta, META_MAGIC, UNMATCHED_DROP};
@@ -38,13 +42,18 @@ impl Packet for Xdp<'_> {
     }
 }
 
-pub fn try_capture(ctx: &XdpContext) -> Result<u32, u32> {
+pub fn try_capture<const FRAGS: bool>(ctx: &XdpContext) -> Result<u32, u32> {
     let c = counters().ok_or(XDP_PASS)?;
     c.seen += 1;
     // No configuration yet (daemon still starting): let everything through.
     let cfg = CONFIG.get(0).ok_or(XDP_PASS)?;
     let p = Xdp(ctx);
-    let len = ctx.data_end() - ctx.data();
+    let len = if FRAGS {
+        // SAFETY: helper call on our own context.
+        unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize }
+    } else {
+        ctx.data_end() - ctx.data()
+    };
     let parsed = parse(&p, len, None, c);
     let matched = match_frame(&p, cfg, &parsed);
     if matched == 0 {
@@ -55,7 +64,7 @@ pub fn try_capture(ctx: &XdpContext) -> Result<u32, u32> {
         c.unmatched_passed += 1;
         return Ok(XDP_PASS);
     }
-    let orig_len = (ctx.data_end() - ctx.data()) as u32;
+    let orig_len = len as u32;
     c.matched += 1;
     c.matched_bytes += u64::from(orig_len);
     count_hits(matched, u64::from(orig_len));
@@ -79,11 +88,16 @@ pub fn try_capture(ctx: &XdpContext) -> Result<u32, u32> {
         c.adjust_failed += 1;
         return Ok(XDP_PASS);
     }
-    let snaplen = cfg.snaplen;
+    // Sockets that cannot take a multi-buffer frame would drop a longer one: cut it instead.
+    let cut = match (cfg.snaplen, cfg.frame_limit) {
+        (0, limit) => limit,
+        (snaplen, 0) => snaplen,
+        (snaplen, limit) => snaplen.min(limit),
+    };
     let mut sliced = false;
-    if snaplen != 0 && orig_len > snaplen {
+    if cut != 0 && orig_len > cut {
         // SAFETY: helper call on our own context; shrinking by less than the frame length.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, snaplen as i32 - orig_len as i32) } != 0 {
+        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut as i32 - orig_len as i32) } != 0 {
             c.adjust_failed += 1;
             return Ok(XDP_PASS);
         }

@@ -229,6 +229,8 @@ fn open_sockets(
     let mut sources = Vec::new();
     let mut queues = Vec::new();
     let result = (|| -> anyhow::Result<()> {
+        // The XDP program cuts frames to what the sockets take whole (0: any length).
+        let mut frame_limit = 0;
         for (&queue, (producer, consumer)) in spec.queues.iter().zip(rings) {
             let watermark = Arc::new(AtomicU64::new(0));
             let worker_spec = WorkerSpec {
@@ -240,16 +242,17 @@ fn open_sockets(
                 batch_delay_us: settings.batch_delay_us,
             };
             let feed = Feed::new(producer, Arc::clone(&watermark), Arc::new(QueueStats::default()));
-            let (worker, fd, mode) = afxdp::spawn(worker_spec, feed, stop.clone())
+            let (worker, fd, binding) = afxdp::spawn(worker_spec, feed, stop.clone())
                 .map_err(anyhow::Error::msg)
                 .with_context(|| {
                     format!("opening the AF_XDP socket for {} RX queue {queue}", spec.name)
                 })?;
             log::info!(
-                "{} RX queue {queue}: AF_XDP socket bound in {} mode",
+                "{} RX queue {queue}: AF_XDP socket bound in {}",
                 spec.name,
-                mode.as_str()
+                binding.describe()
             );
+            frame_limit = frame_limit.max(binding.frame_limit());
             queues.push((queue, Arc::clone(&worker.stats)));
             workers.push(worker);
             filter.register_socket(queue, fd).with_context(|| {
@@ -257,6 +260,9 @@ fn open_sockets(
             })?;
             sources.push(Source { interface_id: 0, consumer, watermark });
         }
+        filter.set_frame_limit(frame_limit).with_context(|| {
+            format!("setting the longest frame the sockets of {} take", spec.name)
+        })?;
         Ok(())
     })();
     if let Err(e) = result {

@@ -5,6 +5,12 @@
 //! with its metadata into the hand-off ring, give the UMEM frames back through the fill ring,
 //! publish the batch to the writer. When the RX ring is empty it sleeps in poll(2): an idle queue
 //! costs no CPU, a busy one never makes a syscall per frame.
+//!
+//! Sockets are bound with multi-buffer (XDP_USE_SG) where the kernel and driver allow it: a frame
+//! longer than one UMEM frame (jumbo frames) then arrives in several descriptors, each but the
+//! last flagged XDP_PKT_CONTD, and is put back together in [`Reassembly`]. The kernel copies the
+//! XDP metadata in front of the first descriptor only (net/xdp/xsk.c `__xsk_rcv`), where it is
+//! read. Without multi-buffer the XDP program cuts longer frames to [`FRAME_CAPACITY`] instead.
 
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd as _, RawFd};
@@ -22,8 +28,18 @@ use crate::nap::Nap;
 use crate::stop::{self, Stop};
 use crate::writer::merge;
 
-/// UMEM chunk size: one page per frame, the AF_XDP default (frames up to ~3.8 KB in copy mode).
+/// UMEM chunk size: one page per frame, the AF_XDP default.
 pub const FRAME_SIZE: u32 = 4096;
+/// The most frame bytes one UMEM frame takes: the kernel keeps XDP_PACKET_HEADROOM (256 bytes) in
+/// front of the data. Longer frames need several (multi-buffer) or are cut to this.
+pub const FRAME_CAPACITY: u32 = FRAME_SIZE - 256;
+/// Bind flag for multi-buffer sockets (linux/if_xdp.h; Linux >= 6.6).
+const XDP_USE_SG: u16 = 1 << 4;
+/// Descriptor option: more descriptors of this packet follow (linux/if_xdp.h).
+const XDP_PKT_CONTD: u32 = 1;
+/// Largest packet put back together: the first buffer and up to 17 fragments (MAX_SKB_FRAGS),
+/// more than a 64 KiB frame needs. Anything longer is kept cut to this, its length recorded.
+const REASSEMBLY_BYTES: usize = 18 * FRAME_CAPACITY as usize;
 /// Descriptors taken from the RX ring per batch.
 const BATCH: u32 = 64;
 /// Margin for frames the XDP program has stamped but not yet put in the RX ring.
@@ -60,6 +76,37 @@ impl BindMode {
         match self {
             Self::ZeroCopy => "zero-copy",
             Self::Copy => "copy",
+        }
+    }
+}
+
+/// How a socket ended up bound, for the log and the XDP program's frame limit.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Binding {
+    pub mode: BindMode,
+    /// Bound with XDP_USE_SG: frames of any length arrive whole.
+    pub multi_buffer: bool,
+}
+
+impl Binding {
+    /// The longest frame the socket takes whole; 0 = any.
+    pub fn frame_limit(self) -> u32 {
+        if self.multi_buffer { 0 } else { FRAME_CAPACITY }
+    }
+
+    /// What the socket captures, for the start-up log.
+    pub fn describe(self) -> String {
+        if self.multi_buffer {
+            format!(
+                "{} mode with multi-buffer (frames of any length captured whole)",
+                self.mode.as_str()
+            )
+        } else {
+            format!(
+                "{} mode without multi-buffer (the kernel or driver has none): frames longer than \
+                 {FRAME_CAPACITY} bytes are cut to {FRAME_CAPACITY} (original length recorded)",
+                self.mode.as_str()
+            )
         }
     }
 }
@@ -151,30 +198,41 @@ fn errno_msg(e: &xdpilone::Errno) -> String {
 /// Opens the socket as `spec.zero_copy` asks: "auto" tries zero-copy and falls back to copy mode.
 fn open_queue(spec: &WorkerSpec) -> Result<RxQueue, String> {
     match spec.zero_copy {
-        ZeroCopy::On => RxQueue::open(spec, BindMode::ZeroCopy).map_err(|e| {
+        ZeroCopy::On => open_mode(spec, BindMode::ZeroCopy).map_err(|e| {
             format!("{e} (zero_copy = \"on\" needs a driver with AF_XDP zero-copy support; use \"auto\")")
         }),
-        ZeroCopy::Off => RxQueue::open(spec, BindMode::Copy),
-        ZeroCopy::Auto => RxQueue::open(spec, BindMode::ZeroCopy).or_else(|zc_err| {
+        ZeroCopy::Off => open_mode(spec, BindMode::Copy),
+        ZeroCopy::Auto => open_mode(spec, BindMode::ZeroCopy).or_else(|zc_err| {
             log::debug!("{} queue {}: zero-copy bind failed ({zc_err}); using copy mode", spec.iface, spec.queue);
-            RxQueue::open(spec, BindMode::Copy)
+            open_mode(spec, BindMode::Copy)
         }),
     }
 }
 
+/// Opens the socket with multi-buffer, or without where the kernel (before 6.6) or a zero-copy
+/// driver refuses it.
+fn open_mode(spec: &WorkerSpec, mode: BindMode) -> Result<RxQueue, String> {
+    RxQueue::open(spec, Binding { mode, multi_buffer: true }).or_else(|sg_err| {
+        let q = RxQueue::open(spec, Binding { mode, multi_buffer: false })?;
+        log::debug!(
+            "{} queue {}: {} bind with multi-buffer failed ({sg_err}); bound without",
+            spec.iface,
+            spec.queue,
+            mode.as_str()
+        );
+        Ok(q)
+    })
+}
+
 /// Starts the worker of one RX queue. Returns once its socket is bound (or failed to be), with the
-/// socket's fd for the XSKMAP and the mode it was bound in.
-pub fn spawn(
-    spec: WorkerSpec,
-    feed: Feed,
-    stop: Stop,
-) -> Result<(Worker, RawFd, BindMode), String> {
+/// socket's fd for the XSKMAP and how it was bound.
+pub fn spawn(spec: WorkerSpec, feed: Feed, stop: Stop) -> Result<(Worker, RawFd, Binding), String> {
     let stats = Arc::clone(&feed.stats);
     let thread = format!("rx-{}-q{}", spec.iface, spec.queue);
     let what = format!("RX queue {} of {}", spec.queue, spec.iface);
     let open = move || {
         open_queue(&spec).map(|ring| {
-            let report = (ring.fd, ring.mode);
+            let report = (ring.fd, ring.binding);
             (ring, report)
         })
     };
@@ -192,17 +250,19 @@ struct RxQueue {
     _umem: Umem,
     area: Area,
     fd: RawFd,
-    mode: BindMode,
+    binding: Binding,
     busy_poll: bool,
     ring_size: u32,
     batch_delay_ns: u64,
     /// UMEM frame addresses not currently owned by the kernel.
     free: Vec<u64>,
     frame_mask: u64,
+    /// The multi-buffer packet being read (its descriptors can straddle batches).
+    packet: Reassembly,
 }
 
 impl RxQueue {
-    fn open(spec: &WorkerSpec, mode: BindMode) -> Result<Self, String> {
+    fn open(spec: &WorkerSpec, binding: Binding) -> Result<Self, String> {
         let ring = spec.ring_size;
         // Twice as many frames as the RX ring holds: a full RX ring still leaves a full fill ring.
         let frames = ring * 2;
@@ -236,10 +296,11 @@ impl RxQueue {
                     rx_size: NonZeroU32::new(ring),
                     tx_size: None,
                     bind_flags: SocketConfig::XDP_BIND_NEED_WAKEUP
-                        | match mode {
+                        | match binding.mode {
                             BindMode::ZeroCopy => SocketConfig::XDP_BIND_ZEROCOPY,
                             BindMode::Copy => SocketConfig::XDP_BIND_COPY,
-                        },
+                        }
+                        | if binding.multi_buffer { XDP_USE_SG } else { 0 },
                 },
             )
             .map_err(|e| format!("RX ring: {}", errno_msg(&e)))?;
@@ -286,12 +347,13 @@ impl RxQueue {
             _umem: umem,
             area,
             fd,
-            mode,
+            binding,
             busy_poll: spec.busy_poll_us > 0,
             ring_size: spec.ring_size,
             batch_delay_ns: u64::from(spec.batch_delay_us) * 1000,
             free,
             frame_mask: !(u64::from(FRAME_SIZE) - 1),
+            packet: Reassembly::new(),
         };
         q.refill();
         Ok(q)
@@ -330,7 +392,7 @@ impl RxQueue {
         }
     }
 
-    /// Drains one batch into `feed`. Returns how many frames it took.
+    /// Drains one batch into `feed`. Returns how many descriptors it took.
     #[expect(clippy::cast_possible_truncation, reason = "AF_XDP exists only where usize is 64-bit")]
     fn drain(&mut self, feed: &mut Feed, offset: i64) -> u32 {
         let base = self.area.ptr;
@@ -339,11 +401,11 @@ impl RxQueue {
         // First pass: take the descriptors and start loading each frame's metadata line. The
         // kernel wrote those lines on another CPU; fetching them all at once overlaps the cache
         // misses instead of paying them one after another.
-        let mut descs = [(0u64, 0u32); BATCH as usize];
+        let mut descs = [(0u64, 0u32, 0u32); BATCH as usize];
         let mut n = 0usize;
         let mut reader = self.rx.receive(BATCH);
         while let Some(desc) = reader.read() {
-            descs[n] = (desc.addr, desc.len);
+            descs[n] = (desc.addr, desc.len, desc.options);
             n += 1;
             if desc.addr >= meta_len && desc.addr < umem_len {
                 // The metadata line, and the frame's first bytes where they start a new line
@@ -357,34 +419,34 @@ impl RxQueue {
         reader.release();
         drop(reader);
 
-        for &(addr, len32) in &descs[..n] {
-            let len = u64::from(len32);
-            if addr < meta_len || addr + len > umem_len {
-                feed.bad_record();
-                if addr < umem_len {
-                    self.free.push(addr & self.frame_mask);
+        for &(addr, len32, options) in &descs[..n] {
+            let more = options & XDP_PKT_CONTD != 0;
+            let inside = addr.checked_add(u64::from(len32)).is_some_and(|end| end <= umem_len);
+            // SAFETY: the descriptor lies inside the UMEM (checked) and the kernel hands it to
+            // us until we put it back on the fill ring, below.
+            let data = inside.then(|| unsafe {
+                std::slice::from_raw_parts(base.as_ptr().add(addr as usize), len32 as usize)
+            });
+            // Only a packet's first descriptor has the metadata in front (in its chunk's
+            // headroom).
+            let meta = (inside && addr >= meta_len && self.packet.is_idle()).then(|| {
+                // SAFETY: [addr - meta_len, addr) is inside the UMEM (checked above).
+                let meta = unsafe {
+                    base.as_ptr()
+                        .add((addr - meta_len) as usize)
+                        .cast::<FrameMeta>()
+                        .read_unaligned()
+                };
+                if meta.magic == META_MAGIC {
+                    Some((meta.tstamp_ns.wrapping_add_signed(offset), meta.orig_len))
+                } else {
+                    None
                 }
-                continue;
+            });
+            self.packet.take(feed, data, meta.flatten(), more);
+            if addr < umem_len {
+                self.free.push(addr & self.frame_mask);
             }
-            // SAFETY: the descriptor lies inside the UMEM (checked above) and the kernel hands
-            // it to us until we put it back on the fill ring. The metadata sits right in front of
-            // the frame, inside the same chunk's headroom.
-            let (data, meta) = unsafe {
-                let p = base.as_ptr().add(addr as usize);
-                (
-                    std::slice::from_raw_parts(p, len32 as usize),
-                    p.sub(meta_len as usize).cast::<FrameMeta>().read_unaligned(),
-                )
-            };
-            let (ts, orig_len) = if meta.magic == META_MAGIC {
-                (meta.tstamp_ns.wrapping_add_signed(offset), meta.orig_len.max(len32))
-            } else {
-                feed.bad_record();
-                (realtime_ns(), len32)
-            };
-            // XDP runs on receive only.
-            feed.push(ts, orig_len, DIRECTION_INBOUND, data);
-            self.free.push(addr & self.frame_mask);
         }
         if n > 0 {
             feed.publish();
@@ -426,7 +488,10 @@ impl RxQueue {
             // The RX ring is empty: every frame stamped more than IN_FLIGHT_NS ago has been
             // pushed (the kernel fills the ring within one NAPI poll of stamping a frame).
             let now = mono.wrapping_add_signed(offset);
-            feed.vouch(now.saturating_sub(IN_FLIGHT_NS));
+            // A packet half read is older than `now` and still to be pushed.
+            if self.packet.is_idle() {
+                feed.vouch(now.saturating_sub(IN_FLIGHT_NS));
+            }
             self.refresh_if_due(stats, &mut last_refresh, &mut offset);
             if n == 0 && stopping {
                 // The program is detached before stop is set, but a NAPI poll already running
@@ -482,7 +547,109 @@ impl RxQueue {
                 empty_busy_polls = 0;
             }
         }
+        if !self.packet.is_idle() {
+            // The kernel puts all of a packet's descriptors in the ring at once: the rest of
+            // this one is not coming.
+            feed.bad_record();
+            feed.publish();
+        }
         self.refresh_kernel_stats(stats);
+    }
+}
+
+/// Where a multi-buffer packet is put back together from its descriptors: one buffer per
+/// worker, allocated once. Single-descriptor frames go straight from the UMEM to the hand-off.
+struct Reassembly {
+    buf: Box<[u8]>,
+    state: Collect,
+    /// Bytes of the packet kept in `buf` so far.
+    kept: usize,
+    /// Bytes of the packet seen so far (more than `kept` past [`REASSEMBLY_BYTES`]).
+    seen: usize,
+    /// From the first descriptor's metadata: wall-clock timestamp and original length; `None`
+    /// when it had none (counted).
+    meta: Option<(u64, u32)>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Collect {
+    /// The next descriptor starts a packet.
+    Idle,
+    /// A packet's first descriptors are in `buf`; more follow.
+    Packet,
+    /// A packet with an unusable descriptor (counted once): its remaining descriptors are
+    /// given back unread.
+    Skip,
+}
+
+impl Reassembly {
+    fn new() -> Self {
+        Reassembly {
+            buf: vec![0u8; REASSEMBLY_BYTES].into_boxed_slice(),
+            state: Collect::Idle,
+            kept: 0,
+            seen: 0,
+            meta: None,
+        }
+    }
+
+    fn is_idle(&self) -> bool {
+        self.state == Collect::Idle
+    }
+
+    /// Takes one descriptor: `data` is its bytes (`None`: it pointed outside the UMEM), `meta`
+    /// the wall-clock timestamp and original length found in front of it (read only for a
+    /// packet's first descriptor; `None` if missing), `more` its XDP_PKT_CONTD flag.
+    fn take(&mut self, feed: &mut Feed, data: Option<&[u8]>, meta: Option<(u64, u32)>, more: bool) {
+        match (self.state, data) {
+            (Collect::Skip, _) => {}
+            (_, None) => {
+                feed.bad_record();
+                self.state = Collect::Skip;
+            }
+            (Collect::Idle, Some(data)) if !more => {
+                let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
+                let (ts, orig_len) = stamp(feed, meta, len);
+                // XDP runs on receive only.
+                feed.push(ts, orig_len, DIRECTION_INBOUND, data);
+            }
+            (Collect::Idle, Some(data)) => {
+                self.meta = meta;
+                (self.kept, self.seen) = (0, 0);
+                self.append(data);
+                self.state = Collect::Packet;
+            }
+            (Collect::Packet, Some(data)) => {
+                self.append(data);
+                if !more {
+                    let len = u32::try_from(self.seen).unwrap_or(u32::MAX);
+                    let (ts, orig_len) = stamp(feed, self.meta, len);
+                    feed.push(ts, orig_len, DIRECTION_INBOUND, &self.buf[..self.kept]);
+                }
+            }
+        }
+        if !more {
+            self.state = Collect::Idle;
+        }
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        let n = data.len().min(self.buf.len() - self.kept);
+        self.buf[self.kept..self.kept + n].copy_from_slice(&data[..n]);
+        self.kept += n;
+        self.seen += data.len();
+    }
+}
+
+/// A record's timestamp and original length: from the metadata, or (counted) the time now and
+/// the length read when there was none.
+fn stamp(feed: &mut Feed, meta: Option<(u64, u32)>, len: u32) -> (u64, u32) {
+    match meta {
+        Some((ts, orig_len)) => (ts, orig_len.max(len)),
+        None => {
+            feed.bad_record();
+            (realtime_ns(), len)
+        }
     }
 }
 

@@ -112,12 +112,16 @@ pub struct FrameMeta {
     pub orig_len: u32,
     /// [`META_MAGIC`]: lets user space tell real metadata from whatever was in the headroom.
     pub magic: u32,
+    /// Bytes of the frame to keep: the program cuts a frame in the kernel where it safely can,
+    /// and otherwise redirects it whole for user space to cut to this.
+    pub caplen: u32,
+    pub pad: u32,
 }
-const _: () = assert!(size_of::<FrameMeta>() == 24);
+const _: () = assert!(size_of::<FrameMeta>() == 32);
 // The kernel accepts at most 32 bytes of metadata, in multiples of 4.
 const _: () = assert!(size_of::<FrameMeta>() <= 32 && size_of::<FrameMeta>().is_multiple_of(4));
 
-pub const META_MAGIC: u32 = 0xCA97_0001;
+pub const META_MAGIC: u32 = 0xCA97_0002;
 
 /// Tap mode: the head of every BPF ring-buffer record, the frame's first `caplen` bytes right
 /// behind it (the record itself is reserved in size classes, so it may be longer).

@@ -48,11 +48,12 @@ pub fn try_capture<const FRAGS: bool>(ctx: &XdpContext) -> Result<u32, u32> {
     // No configuration yet (daemon still starting): let everything through.
     let cfg = CONFIG.get(0).ok_or(XDP_PASS)?;
     let p = Xdp(ctx);
+    let linear = ctx.data_end() - ctx.data();
     let len = if FRAGS {
         // SAFETY: helper call on our own context.
         unsafe { bpf_xdp_get_buff_len(ctx.ctx) as usize }
     } else {
-        ctx.data_end() - ctx.data()
+        linear
     };
     let parsed = parse(&p, len, None, c);
     let matched = match_frame(&p, cfg, &parsed);
@@ -89,20 +90,29 @@ pub fn try_capture<const FRAGS: bool>(ctx: &XdpContext) -> Result<u32, u32> {
         return Ok(XDP_PASS);
     }
     // Sockets that cannot take a multi-buffer frame would drop a longer one: cut it instead.
-    let cut = match (cfg.snaplen, cfg.frame_limit) {
+    let limit = cfg.frame_limit;
+    let cut = match (cfg.snaplen, limit) {
         (0, limit) => limit,
         (snaplen, 0) => snaplen,
         (snaplen, limit) => snaplen.min(limit),
     };
+    let mut caplen = orig_len;
     let mut sliced = false;
     if cut != 0 && orig_len > cut {
-        // SAFETY: helper call on our own context; shrinking by less than the frame length.
-        if unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut as i32 - orig_len as i32) } != 0 {
-            c.adjust_failed += 1;
-            return Ok(XDP_PASS);
-        }
+        caplen = cut;
         c.sliced += 1;
-        sliced = true;
+        // Cutting off fragments frees their pages, which veth (Linux 6.5 to at least 6.18)
+        // frees to the wrong allocator, corrupting other frames. A fragmented frame the socket
+        // takes whole therefore goes whole, and user space keeps `caplen` bytes of it.
+        let fragmented = len > linear;
+        if !fragmented || (limit != 0 && orig_len > limit) {
+            // SAFETY: helper call on our own context; shrinking by less than the frame length.
+            if unsafe { bpf_xdp_adjust_tail(ctx.ctx, cut as i32 - orig_len as i32) } != 0 {
+                c.adjust_failed += 1;
+                return Ok(XDP_PASS);
+            }
+            sliced = true;
+        }
     }
     // A frame cut short must not reach the kernel: past this point failures drop it.
     let failed = if sliced { XDP_DROP } else { XDP_PASS };
@@ -114,7 +124,8 @@ pub fn try_capture<const FRAGS: bool>(ctx: &XdpContext) -> Result<u32, u32> {
     }
     // SAFETY: the metadata area [meta, data) was reserved and bounds-checked just above.
     unsafe {
-        *(meta as *mut FrameMeta) = FrameMeta { tstamp_ns, matched, orig_len, magic: META_MAGIC };
+        *(meta as *mut FrameMeta) =
+            FrameMeta { tstamp_ns, matched, orig_len, magic: META_MAGIC, caplen, pad: 0 };
     }
     match XSKS.redirect(queue, u64::from(failed)) {
         Ok(action) if action == XDP_REDIRECT => {

@@ -438,7 +438,11 @@ impl RxQueue {
                         .read_unaligned()
                 };
                 if meta.magic == META_MAGIC {
-                    Some((meta.tstamp_ns.wrapping_add_signed(offset), meta.orig_len))
+                    Some(Stamp {
+                        ts: meta.tstamp_ns.wrapping_add_signed(offset),
+                        orig_len: meta.orig_len,
+                        caplen: meta.caplen,
+                    })
                 } else {
                     None
                 }
@@ -566,9 +570,18 @@ struct Reassembly {
     kept: usize,
     /// Bytes of the packet seen so far (more than `kept` past [`REASSEMBLY_BYTES`]).
     seen: usize,
-    /// From the first descriptor's metadata: wall-clock timestamp and original length; `None`
-    /// when it had none (counted).
-    meta: Option<(u64, u32)>,
+    /// From the first descriptor's metadata; `None` when it had none (counted).
+    meta: Option<Stamp>,
+}
+
+/// What the XDP program's metadata says of a frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Stamp {
+    /// Wall-clock ns.
+    ts: u64,
+    orig_len: u32,
+    /// Bytes to keep (the program leaves cutting a fragmented frame to user space).
+    caplen: u32,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -598,9 +611,9 @@ impl Reassembly {
     }
 
     /// Takes one descriptor: `data` is its bytes (`None`: it pointed outside the UMEM), `meta`
-    /// the wall-clock timestamp and original length found in front of it (read only for a
-    /// packet's first descriptor; `None` if missing), `more` its XDP_PKT_CONTD flag.
-    fn take(&mut self, feed: &mut Feed, data: Option<&[u8]>, meta: Option<(u64, u32)>, more: bool) {
+    /// what the metadata in front of it says (read only for a packet's first descriptor; `None`
+    /// if missing), `more` its XDP_PKT_CONTD flag.
+    fn take(&mut self, feed: &mut Feed, data: Option<&[u8]>, meta: Option<Stamp>, more: bool) {
         match (self.state, data) {
             (Collect::Skip, _) => {}
             (_, None) => {
@@ -609,9 +622,9 @@ impl Reassembly {
             }
             (Collect::Idle, Some(data)) if !more => {
                 let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-                let (ts, orig_len) = stamp(feed, meta, len);
+                let (ts, orig_len, keep) = stamp(feed, meta, len);
                 // XDP runs on receive only.
-                feed.push(ts, orig_len, DIRECTION_INBOUND, data);
+                feed.push(ts, orig_len, DIRECTION_INBOUND, &data[..keep]);
             }
             (Collect::Idle, Some(data)) => {
                 self.meta = meta;
@@ -623,8 +636,8 @@ impl Reassembly {
                 self.append(data);
                 if !more {
                     let len = u32::try_from(self.seen).unwrap_or(u32::MAX);
-                    let (ts, orig_len) = stamp(feed, self.meta, len);
-                    feed.push(ts, orig_len, DIRECTION_INBOUND, &self.buf[..self.kept]);
+                    let (ts, orig_len, keep) = stamp(feed, self.meta, len);
+                    feed.push(ts, orig_len, DIRECTION_INBOUND, &self.buf[..keep.min(self.kept)]);
                 }
             }
         }
@@ -641,14 +654,14 @@ impl Reassembly {
     }
 }
 
-/// A record's timestamp and original length: from the metadata, or (counted) the time now and
-/// the length read when there was none.
-fn stamp(feed: &mut Feed, meta: Option<(u64, u32)>, len: u32) -> (u64, u32) {
+/// A record of a frame of `len` bytes read: its timestamp, original length and the bytes to
+/// keep, from the metadata, or (counted) the time now and everything read when there was none.
+fn stamp(feed: &mut Feed, meta: Option<Stamp>, len: u32) -> (u64, u32, usize) {
     match meta {
-        Some((ts, orig_len)) => (ts, orig_len.max(len)),
+        Some(m) => (m.ts, m.orig_len.max(len), m.caplen.min(len) as usize),
         None => {
             feed.bad_record();
-            (realtime_ns(), len)
+            (realtime_ns(), len, len as usize)
         }
     }
 }
@@ -663,4 +676,147 @@ fn prefetch(p: *const u8) {
     }
     #[cfg(not(target_arch = "x86_64"))]
     let _ = p;
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicU64;
+
+    use super::*;
+    use crate::handoff::{self, Consumer};
+
+    fn feed() -> (Feed, Consumer) {
+        let (producer, consumer) = handoff::channel(1 << 20);
+        let feed =
+            Feed::new(producer, Arc::new(AtomicU64::new(0)), Arc::new(QueueStats::default()));
+        (feed, consumer)
+    }
+
+    /// (ts, orig_len, bytes) of every published record.
+    fn records(c: &mut Consumer) -> Vec<(u64, u32, Vec<u8>)> {
+        let mut out = Vec::new();
+        while let Some(r) = c.peek() {
+            out.push((r.ts_ns, r.orig_len, r.data.to_vec()));
+            c.advance();
+        }
+        out
+    }
+
+    fn stamp_of(ts: u64, orig_len: u32, caplen: u32) -> Stamp {
+        Stamp { ts, orig_len, caplen }
+    }
+
+    #[test]
+    fn a_fragmented_frame_sent_whole_is_cut_to_its_caplen() {
+        let (mut feed, mut c) = feed();
+        let mut r = Reassembly::new();
+        let frame = bytes(9000, 9);
+        r.take(&mut feed, Some(&frame[..3840]), Some(stamp_of(3, 9000, 128)), true);
+        r.take(&mut feed, Some(&frame[3840..7680]), None, true);
+        r.take(&mut feed, Some(&frame[7680..]), None, false);
+        let small = bytes(3000, 10);
+        r.take(&mut feed, Some(&small), Some(stamp_of(4, 3000, 100)), false);
+        feed.publish();
+        assert_eq!(
+            records(&mut c),
+            vec![(3, 9000, frame[..128].to_vec()), (4, 3000, small[..100].to_vec())]
+        );
+    }
+
+    fn bytes(len: usize, seed: u8) -> Vec<u8> {
+        (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+    }
+
+    #[test]
+    fn a_single_descriptor_goes_straight_through() {
+        let (mut feed, mut c) = feed();
+        let mut r = Reassembly::new();
+        let frame = bytes(1514, 1);
+        r.take(&mut feed, Some(&frame), Some(stamp_of(7, 1514, 1514)), false);
+        feed.publish();
+        assert_eq!(records(&mut c), vec![(7, 1514, frame)]);
+        assert!(r.is_idle());
+        assert_eq!(feed.stats.bad_meta.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn descriptors_of_one_packet_make_one_record_across_batches() {
+        let (mut feed, mut c) = feed();
+        let mut r = Reassembly::new();
+        let frame = bytes(9000, 2);
+        let (a, rest) = frame.split_at(3840);
+        let (b, tail) = rest.split_at(3840);
+        r.take(&mut feed, Some(a), Some(stamp_of(42, 9000, 9000)), true);
+        // The batch ends here: nothing is published yet, the packet waits.
+        feed.publish();
+        assert!(records(&mut c).is_empty());
+        assert!(!r.is_idle());
+        r.take(&mut feed, Some(b), None, true);
+        r.take(&mut feed, Some(tail), None, false);
+        let next = bytes(60, 3);
+        r.take(&mut feed, Some(&next), Some(stamp_of(43, 60, 60)), false);
+        feed.publish();
+        assert_eq!(records(&mut c), vec![(42, 9000, frame), (43, 60, next)]);
+        assert_eq!(feed.stats.bad_meta.load(Relaxed), 0);
+    }
+
+    #[test]
+    fn a_sliced_packet_keeps_its_original_length() {
+        let (mut feed, mut c) = feed();
+        let mut r = Reassembly::new();
+        let frame = bytes(5000, 4);
+        r.take(&mut feed, Some(&frame[..3840]), Some(stamp_of(1, 9000, 5000)), true);
+        r.take(&mut feed, Some(&frame[3840..]), None, false);
+        feed.publish();
+        assert_eq!(records(&mut c), vec![(1, 9000, frame)]);
+    }
+
+    #[test]
+    fn a_descriptor_outside_the_umem_drops_its_packet_counted() {
+        let (mut feed, mut c) = feed();
+        let mut r = Reassembly::new();
+        let part = bytes(3840, 5);
+        r.take(&mut feed, Some(&part), Some(stamp_of(1, 9000, 9000)), true);
+        r.take(&mut feed, None, None, true);
+        // The rest of the broken packet is given back unread, even a piece that looks whole.
+        r.take(&mut feed, Some(&part), None, false);
+        assert!(r.is_idle());
+        let next = bytes(100, 6);
+        r.take(&mut feed, Some(&next), Some(stamp_of(2, 100, 100)), false);
+        feed.publish();
+        assert_eq!(records(&mut c), vec![(2, 100, next)]);
+        assert_eq!(feed.stats.bad_meta.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_packet_without_metadata_is_kept_and_counted() {
+        let (mut feed, mut c) = feed();
+        let mut r = Reassembly::new();
+        let frame = bytes(4000, 7);
+        r.take(&mut feed, Some(&frame[..3840]), None, true);
+        r.take(&mut feed, Some(&frame[3840..]), None, false);
+        feed.publish();
+        let got = records(&mut c);
+        assert_eq!(got.len(), 1);
+        assert_eq!((got[0].1, &got[0].2), (4000, &frame));
+        assert_eq!(feed.stats.bad_meta.load(Relaxed), 1);
+    }
+
+    #[test]
+    fn a_packet_longer_than_the_buffer_is_cut_with_its_length() {
+        let (mut feed, mut c) = feed();
+        let mut r = Reassembly::new();
+        let piece = bytes(3840, 8);
+        let pieces = REASSEMBLY_BYTES / 3840 + 2;
+        for i in 0..pieces {
+            let meta = (i == 0).then_some(stamp_of(5, 0, u32::MAX));
+            r.take(&mut feed, Some(&piece), meta, i + 1 < pieces);
+        }
+        feed.publish();
+        let got = records(&mut c);
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].1 as usize, pieces * 3840);
+        assert_eq!(got[0].2.len(), REASSEMBLY_BYTES);
+        assert_eq!(&got[0].2[..3840], &piece[..]);
+    }
 }

@@ -6,6 +6,7 @@ use std::path::Path;
 use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
 use crate::config::{Config, Mode};
 use crate::daemon::{describe_target, resolve_interfaces};
+use crate::source::afxdp;
 use crate::writer::rotate::refuse_world_writable;
 use crate::{netdev, sys};
 
@@ -101,6 +102,10 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
                     Mode::Tap => format!("driver {driver}; {}", i.mode.meaning()),
                 };
                 r.ok(&format!("interface {}", i.name), detail);
+                if i.mode == Mode::Mirror {
+                    let frames = mirror_frames(netdev::mtu(&i.name), sys::kernel_version());
+                    r.ok(&format!("interface {} frames", i.name), frames);
+                }
             }
         }
         Err(e) => r.fail("interfaces", format!("{e:#}")),
@@ -112,9 +117,15 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         Ok(tables) => {
             if uses(Mode::Mirror) {
                 match Filter::load("check", Hooks::Mirror, &tables) {
+                    Ok(f) if f.multi_buffer_program() => r.ok(
+                        "XDP program",
+                        "multi-buffer program loaded and accepted by the kernel verifier (not \
+                         attached)",
+                    ),
                     Ok(_) => r.ok(
                         "XDP program",
-                        "loaded and accepted by the kernel verifier (not attached)",
+                        "the kernel refused the multi-buffer program; the single-buffer one \
+                         loaded and was accepted by the verifier (not attached)",
                     ),
                     Err(e) => r.fail("XDP program", error_chain(&e)),
                 }
@@ -171,6 +182,31 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
     r
 }
 
+/// What mirror mode captures of the frames an interface of this MTU carries on this kernel.
+fn mirror_frames(mtu: Option<u32>, kernel: Option<(u32, u32)>) -> String {
+    let cap = afxdp::FRAME_CAPACITY;
+    let Some(mtu) = mtu else { return "MTU unknown".into() };
+    // The Ethernet header and one VLAN tag.
+    if mtu + 18 <= cap {
+        return format!("MTU {mtu}: every frame fits one UMEM frame and is captured whole");
+    }
+    let cut = format!("frames above {cap} bytes are cut to {cap} (original length recorded)");
+    match kernel {
+        Some(v) if v >= (6, 6) => format!(
+            "MTU {mtu}: longer frames span several UMEM frames and are captured whole (AF_XDP \
+             multi-buffer); where a zero-copy driver has no multi-buffer, {cut} (the start-up \
+             log says so per RX queue)"
+        ),
+        Some(v) if v >= (5, 18) => {
+            format!("MTU {mtu}: no AF_XDP multi-buffer before Linux 6.6: {cut}")
+        }
+        _ => format!(
+            "MTU {mtu}: no AF_XDP multi-buffer before Linux 6.6: {cut}; no multi-buffer XDP \
+             before 5.18: native XDP may be refused at this MTU (generic XDP is used then)"
+        ),
+    }
+}
+
 fn check_output(r: &mut Report, dir: &Path) {
     // The directory itself, or the nearest existing parent `run` would create it under (a
     // relative path is relative to the working directory).
@@ -209,4 +245,22 @@ fn check_output(r: &mut Report, dir: &Path) {
     });
     let what = if existing == dir { "writable" } else { "will be created" };
     r.ok("output", format!("{} {what}{free}", dir.display()));
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mirror_frames_say_what_is_cut() {
+        let whole = mirror_frames(Some(1500), Some((5, 10)));
+        assert!(whole.contains("captured whole"), "{whole}");
+        let sg = mirror_frames(Some(9000), Some((6, 18)));
+        assert!(sg.contains("captured whole (AF_XDP multi-buffer)"), "{sg}");
+        let old = mirror_frames(Some(9000), Some((6, 1)));
+        assert!(old.contains("frames above 3840 bytes are cut to 3840"), "{old}");
+        assert!(!old.contains("generic"), "{old}");
+        let older = mirror_frames(Some(9000), Some((5, 15)));
+        assert!(older.contains("cut to 3840") && older.contains("generic XDP"), "{older}");
+    }
 }

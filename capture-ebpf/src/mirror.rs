@@ -2,12 +2,16 @@
 //! their RX queue. They leave the host's path.
 //!
 //! In a multi-buffer program (`FRAGS`) a frame may continue past `data_end` in fragments (jumbo
-//! frames): the headers are in the first buffer, which is all the parser reads, and the frame's
-//! length comes from `bpf_xdp_get_buff_len`. `bpf_xdp_adjust_tail` cuts across fragments.
+//! frames): the frame's length comes from `bpf_xdp_get_buff_len`. The headers are normally in
+//! the first buffer, read directly; where a driver leaves it short (mlx5's striding RQ hands
+//! multi-buffer programs an empty one), they are copied out with `bpf_xdp_load_bytes`.
 
 use aya_ebpf::{
     bindings::xdp_action::{XDP_DROP, XDP_PASS, XDP_REDIRECT},
-    helpers::{bpf_ktime_get_ns, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len},
+    helpers::{
+        bpf_ktime_get_ns, bpf_xdp_adjust_meta, bpf_xdp_adjust_tail, bpf_xdp_get_buff_len,
+        bpf_xdp_load_bytes,
+    },
     programs::XdpContext,
 };
 use capture_common::{FrameMeta, META_MAGIC, UNMATCHED_DROP};
@@ -17,15 +21,31 @@ use crate::{CONFIG, XSKS, count_hits, counters};
 
 const META_LEN: i32 = size_of::<FrameMeta>() as i32;
 
-/// Direct packet access: the verifier sees each bounds check.
-struct Xdp<'a>(&'a XdpContext);
+/// Direct packet access: the verifier sees each bounds check. Past the first buffer of a
+/// multi-buffer frame, a copy through the helper.
+struct Xdp<'a, const FRAGS: bool>(&'a XdpContext);
 
-impl Packet for Xdp<'_> {
+impl<const FRAGS: bool> Xdp<'_, FRAGS> {
+    #[inline(always)]
+    fn load<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        if !FRAGS {
+            return None;
+        }
+        let mut buf = [0u8; N];
+        // SAFETY: helper call on our own context, into a stack buffer of N bytes.
+        let rc = unsafe {
+            bpf_xdp_load_bytes(self.0.ctx, offset as u32, buf.as_mut_ptr().cast(), N as u32)
+        };
+        (rc == 0).then_some(buf)
+    }
+}
+
+impl<const FRAGS: bool> Packet for Xdp<'_, FRAGS> {
     #[inline(always)]
     fn u16_be(&self, offset: usize) -> Option<u16> {
         let start = self.0.data();
         if start + offset + 2 > self.0.data_end() {
-            return None;
+            return self.load::<2>(offset).map(u16::from_be_bytes);
         }
         // SAFETY: bounds checked against data_end just above.
         Some(u16::from_be_bytes(unsafe { *((start + offset) as *const [u8; 2]) }))
@@ -35,7 +55,7 @@ impl Packet for Xdp<'_> {
     fn mac(&self, offset: usize) -> Option<[u8; 6]> {
         let start = self.0.data();
         if start + offset + 6 > self.0.data_end() {
-            return None;
+            return self.load::<6>(offset);
         }
         // SAFETY: bounds checked just above.
         Some(unsafe { *((start + offset) as *const [u8; 6]) })
@@ -47,7 +67,7 @@ pub fn try_capture<const FRAGS: bool>(ctx: &XdpContext) -> Result<u32, u32> {
     c.seen += 1;
     // No configuration yet (daemon still starting): let everything through.
     let cfg = CONFIG.get(0).ok_or(XDP_PASS)?;
-    let p = Xdp(ctx);
+    let p = Xdp::<FRAGS>(ctx);
     let linear = ctx.data_end() - ctx.data();
     let len = if FRAGS {
         // SAFETY: helper call on our own context.

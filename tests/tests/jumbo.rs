@@ -18,7 +18,8 @@ const SIZES: [usize; 8] = [60, 1514, 3000, 3840, 4000, 5000, 8000, 9000];
 /// frames), so bytes reassembled in the wrong order or place cannot compare equal.
 fn jumbo_frame(dst: [u8; 6], src: [u8; 6], id: u32, len: usize) -> Vec<u8> {
     let mut payload = id.to_be_bytes().to_vec();
-    payload.extend((0..len - 14 - 4).map(|i| (i * 7 + id as usize * 13 + i / 251) as u8));
+    payload
+        .extend((0..len - 14 - 4).map(|i| (i * 7 + id as usize * 13 + i / 251).to_le_bytes()[0]));
     let f = Frame::ethernet(dst, src).raw(TEST_ETHERTYPE, &payload);
     assert_eq!(f.len(), len);
     f

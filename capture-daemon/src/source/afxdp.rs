@@ -724,7 +724,7 @@ mod tests {
     }
 
     fn bytes(len: usize, seed: u8) -> Vec<u8> {
-        (0..len).map(|i| (i % 251) as u8 ^ seed).collect()
+        (0..len).map(|i| (i % 251).to_le_bytes()[0] ^ seed).collect()
     }
 
     #[test]

@@ -55,7 +55,7 @@ static RINGS: ArrayOfMaps<Ring, { MAX_CPUS as usize }> = ArrayOfMaps::new();
 
 /// Multi-buffer (`xdp.frags`): drivers then accept it at any MTU (veth refuses a plain program
 /// once the peer's MTU passes ~3.5 KB) and hand over jumbo frames whole. At small MTUs the frame
-/// simply has no fragments; the one extra helper call per frame costs nothing measurable.
+/// simply has no fragments; what it adds per frame is one helper call (bpf_xdp_get_buff_len).
 #[xdp(frags)]
 pub fn capture(ctx: XdpContext) -> u32 {
     match mirror::try_capture::<true>(&ctx) {

@@ -24,11 +24,25 @@ pub const MAX_QUEUES: u32 = 256;
 pub const MAX_MACS: u32 = 1024;
 /// VLAN IDs are 12 bits: the VLAN map is an array indexed by VID.
 pub const VLAN_IDS: u32 = 4096;
+/// Entries of the MAC prefilter (`MAC_FILTER`): an array the verifier inlines, so a frame whose
+/// MACs no target can have costs no hash-map look-up (see [`mac_filter_index`]).
+pub const MAC_FILTER_ENTRIES: u32 = 1 << 14;
+
+/// A MAC's entry in the MAC prefilter: its last two bytes, which differ between the VMs of one
+/// vendor prefix, folded with the third-last. Non-zero where some target's MAC has the same
+/// index; zero means no target names this MAC, and the exact look-up in `MACS` is skipped.
+#[inline(always)]
+#[must_use]
+pub const fn mac_filter_index(mac: [u8; 6]) -> u32 {
+    let low = ((mac[4] as u32) << 8) | mac[5] as u32;
+    (low ^ ((mac[3] as u32) << 6)) & (MAC_FILTER_ENTRIES - 1)
+}
 
 /// BPF map names, shared so both sides agree.
 pub mod maps {
     pub const CONFIG: &str = "CONFIG";
     pub const MACS: &str = "MACS";
+    pub const MAC_FILTER: &str = "MAC_FILTER";
     pub const VLANS: &str = "VLANS";
     pub const XSKS: &str = "XSKS";
     pub const COUNTERS: &str = "COUNTERS";

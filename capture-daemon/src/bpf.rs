@@ -138,6 +138,7 @@ pub struct Filter {
     frame_limit: u32,
     config: Array<MapData, FilterConfig>,
     macs: HashMap<MapData, MacKey, u64>,
+    mac_filter: Array<MapData, u8>,
     vlans: Array<MapData, u64>,
     /// What the maps hold now.
     tables: TargetTables,
@@ -206,6 +207,11 @@ pub struct TargetTables {
 }
 
 impl TargetTables {
+    /// The MAC prefilter's entries that are set: those of every MAC in `macs`.
+    fn mac_filter(&self) -> std::collections::BTreeSet<u32> {
+        self.macs.iter().map(|(mac, _)| capture_common::mac_filter_index(mac.addr)).collect()
+    }
+
     /// Tables for `targets`, target `i` in slot `slots[i]` (see [`Slots::assign`]).
     pub fn build(
         capture: &CaptureConfig,
@@ -284,6 +290,8 @@ impl Filter {
         let mut take = |name: &'static str| ebpf.take_map(name).ok_or(BpfError::MissingMap(name));
         let config = Array::try_from(take(maps::CONFIG)?).map_err(map_err(maps::CONFIG))?;
         let macs = HashMap::try_from(take(maps::MACS)?).map_err(map_err(maps::MACS))?;
+        let mac_filter =
+            Array::try_from(take(maps::MAC_FILTER)?).map_err(map_err(maps::MAC_FILTER))?;
         let vlans = Array::try_from(take(maps::VLANS)?).map_err(map_err(maps::VLANS))?;
         let xsks = XskMap::try_from(take(maps::XSKS)?).map_err(map_err(maps::XSKS))?;
         let counters =
@@ -309,6 +317,7 @@ impl Filter {
             frame_limit: 0,
             config,
             macs,
+            mac_filter,
             vlans,
             tables: TargetTables::default(),
             counters: Arc::new(KernelCounters { counters, hits }),
@@ -348,6 +357,12 @@ impl Filter {
             },
             ..new.clone()
         };
+        // The prefilter never says "no target has this MAC" while one has: its new entries
+        // are set before the MACs go in, its stale ones cleared after they went.
+        let (old_filter, new_filter) = (self.tables.mac_filter(), new.mac_filter());
+        for index in new_filter.difference(&old_filter) {
+            self.mac_filter.set(*index, &1, 0).map_err(map_err(maps::MAC_FILTER))?;
+        }
         for (mac, mask) in &new.macs {
             self.macs.insert(mac, mask, 0).map_err(map_err(maps::MACS))?;
         }
@@ -369,6 +384,9 @@ impl Filter {
             if !new.macs.iter().any(|(m, _)| m == mac) {
                 self.macs.remove(mac).map_err(map_err(maps::MACS))?;
             }
+        }
+        for index in old_filter.difference(&new_filter) {
+            self.mac_filter.set(*index, &0, 0).map_err(map_err(maps::MAC_FILTER))?;
         }
         for (vid, _) in &self.tables.vlans {
             if !new.vlans.iter().any(|(v, _)| v == vid) {

@@ -25,8 +25,8 @@ use aya_ebpf::{
     programs::{TcContext, XdpContext},
 };
 use capture_common::{
-    Counters, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FilterConfig, MAX_CPUS, MAX_MACS, MAX_QUEUES,
-    MAX_TARGETS, MacKey, TargetHits, VLAN_IDS,
+    Counters, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FilterConfig, MAC_FILTER_ENTRIES, MAX_CPUS,
+    MAX_MACS, MAX_QUEUES, MAX_TARGETS, MacKey, TargetHits, VLAN_IDS,
 };
 
 #[map]
@@ -34,6 +34,10 @@ static CONFIG: Array<FilterConfig> = Array::with_max_entries(1, 0);
 /// MAC address -> slots of the targets naming it.
 #[map]
 static MACS: HashMap<MacKey, u64> = HashMap::with_max_entries(MAX_MACS, 0);
+/// Prefilter of `MACS`, by [`capture_common::mac_filter_index`]: non-zero where a target's MAC
+/// may be. An array look-up the verifier inlines, where a hash look-up hashes the key.
+#[map]
+static MAC_FILTER: Array<u8> = Array::with_max_entries(MAC_FILTER_ENTRIES, 0);
 /// VLAN ID -> slots of the targets naming it.
 #[map]
 static VLANS: Array<u64> = Array::with_max_entries(VLAN_IDS, 0);

@@ -91,9 +91,17 @@ fn mac_only_target_matches_source_or_destination_on_any_vlan() {
             case(4, BCAST, A, &[(AD, 7), (Q, 8)], true),
             case(5, X, B, &[], false),
             case(6, BCAST, X, &[(Q, 100)], false),
+            // Same entry of the kernel's MAC prefilter as A, but not A: the exact look-up decides.
+            case(7, NEAR_A, X, &[], false),
+            case(8, X, NEAR_A, &[(Q, 100)], false),
         ],
     );
 }
+
+/// A MAC whose prefilter index (`capture_common::mac_filter_index`) is A's.
+const NEAR_A: [u8; 6] = [0x02, 0, 0, 0, 0x40, 0x0a];
+const _: () =
+    assert!(capture_common::mac_filter_index(NEAR_A) == capture_common::mac_filter_index(A));
 
 #[test]
 fn vlan_only_target_matches_the_outer_tag() {

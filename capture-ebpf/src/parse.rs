@@ -1,6 +1,6 @@
 //! The one parser and matcher of both modes and all hooks: Ethernet, up to two VLAN tags, the
-//! target maps. It reads the frame through [`Packet`], which XDP (direct packet access) and tc
-//! (`bpf_skb_load_bytes`, which also reaches non-linear skbs) each implement.
+//! target maps. It reads the frame through [`Packet`], which XDP and tc each implement (direct
+//! packet access; tc falls back to `bpf_skb_load_bytes` for bytes outside the skb's linear part).
 
 use capture_common::{Counters, FilterConfig, MacKey, is_vlan_ethertype, mac_filter_index};
 

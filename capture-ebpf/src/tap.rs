@@ -18,18 +18,31 @@ use crate::{CONFIG, RINGS, Ring, count_hits, counters};
 
 const META: usize = size_of::<TapMeta>();
 
-/// Through `bpf_skb_load_bytes`: it also reads the paged part of a non-linear skb.
+/// Direct packet access where the bytes are in the skb's linear part (the headers nearly
+/// always are: no helper call), else `bpf_skb_load_bytes`, which also reads the paged part.
 struct Skb<'a>(&'a TcContext);
+
+impl Skb<'_> {
+    #[inline(always)]
+    fn read<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        let start = self.0.data();
+        if start + offset + N <= self.0.data_end() {
+            // SAFETY: bounds checked against data_end just above.
+            return Some(unsafe { *((start + offset) as *const [u8; N]) });
+        }
+        self.0.load::<[u8; N]>(offset).ok()
+    }
+}
 
 impl Packet for Skb<'_> {
     #[inline(always)]
     fn u16_be(&self, offset: usize) -> Option<u16> {
-        self.0.load::<[u8; 2]>(offset).ok().map(u16::from_be_bytes)
+        self.read::<2>(offset).map(u16::from_be_bytes)
     }
 
     #[inline(always)]
     fn mac(&self, offset: usize) -> Option<[u8; 6]> {
-        self.0.load::<[u8; 6]>(offset).ok()
+        self.read::<6>(offset)
     }
 }
 

@@ -99,28 +99,41 @@ fn echo_exchange(client: &UdpPeer, server: UdpPeer) {
     );
 }
 
+/// A VM on a veth, the daemon in tap mode on the host's end with the VM as its target, and
+/// tcpdump on the same interface with the same filter.
+struct VethCapture {
+    // The processes go before the topology they run in.
+    daemon: Daemon,
+    tcpdump: Tcpdump,
+    topo: VethTopology,
+    dir: tempfile::TempDir,
+}
+
+impl VethCapture {
+    /// `capture`: lines for the config's `[capture]` section.
+    fn start(capture: &str) -> VethCapture {
+        let topo = VethTopology::create(1500).expect("veth topology");
+        let dir = tempfile::tempdir().unwrap();
+        let iface = format!("name = \"{}\"", topo.host_if);
+        let config = write_config(dir.path(), &[&iface], capture, "", &target("vm", topo.vm.mac));
+        let daemon = Daemon::start(&topo.host, &config);
+        let tcpdump = Tcpdump::start(
+            &topo.host,
+            &topo.host_if,
+            &dir.path().join("tcpdump.pcap"),
+            &format!("ether host {}", format_mac(topo.vm.mac)),
+        );
+        VethCapture { daemon, tcpdump, topo, dir }
+    }
+}
+
 #[test]
 fn a_vm_on_a_veth_loses_nothing_and_the_capture_equals_tcpdump() {
     if !root_or_skip() {
         return;
     }
-    let topo = VethTopology::create(1500).expect("veth topology");
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(
-        dir.path(),
-        &[&format!("name = \"{}\"", topo.host_if)],
-        "",
-        "",
-        &target("vm", topo.vm.mac),
-    );
-    let daemon = Daemon::start(&topo.host, &config);
+    let VethCapture { topo, dir, daemon, tcpdump } = VethCapture::start("");
     assert!(daemon.log_text().contains("tap mode"), "{}", daemon.log_text());
-    let tcpdump = Tcpdump::start(
-        &topo.host,
-        &topo.host_if,
-        &dir.path().join("tcpdump.pcap"),
-        &format!("ether host {}", format_mac(topo.vm.mac)),
-    );
 
     let vm = UdpPeer::bind(&topo.vm.ns, (topo.vm.ip, 0)).expect("VM socket");
     let host = UdpPeer::bind(&topo.host, (topo.host_ip, ECHO_PORT)).expect("host socket");
@@ -477,23 +490,9 @@ fn tcp_super_frames_are_captured_as_the_stack_sees_them_like_tcpdump() {
     }
     use std::io::{Read as _, Write as _};
     const BYTES: usize = 2 << 20;
-    let topo = VethTopology::create(1500).expect("veth topology");
-    let dir = tempfile::tempdir().unwrap();
     // Rings large enough that a burst of 64 KB super-frames never fills them.
-    let config = write_config(
-        dir.path(),
-        &[&format!("name = \"{}\"", topo.host_if)],
-        "tap_ring_bytes = \"32 MiB\"",
-        "",
-        &target("vm", topo.vm.mac),
-    );
-    let daemon = Daemon::start(&topo.host, &config);
-    let tcpdump = Tcpdump::start(
-        &topo.host,
-        &topo.host_if,
-        &dir.path().join("tcpdump.pcap"),
-        &format!("ether host {}", format_mac(topo.vm.mac)),
-    );
+    let VethCapture { topo, dir, daemon, tcpdump } =
+        VethCapture::start("tap_ring_bytes = \"32 MiB\"");
     let listener = topo
         .host
         .run(|| Ok(std::net::TcpListener::bind((topo.host_ip, ECHO_PORT))?))

@@ -248,6 +248,22 @@ fn ratios<'a>(
     Some((o, out))
 }
 
+/// Prints `header`, a rule, then a row per group, a blank line between (load, frame set)
+/// sections.
+fn print_sections(header: &str, groups: &[Group], mut row: impl FnMut(&Group)) {
+    println!("{header}");
+    println!("{}", "-".repeat(header.chars().count()));
+    let mut last = None;
+    for g in groups {
+        let section = (g.key.load, g.key.frames);
+        if last.is_some() && last != Some(section) {
+            println!();
+        }
+        last = Some(section);
+        row(g);
+    }
+}
+
 fn snap_name(s: Option<u32>) -> String {
     s.map_or_else(|| "-".to_owned(), |s| s.to_string())
 }
@@ -297,15 +313,7 @@ pub fn print_table(groups: &[Group], settings: &Settings) {
         "write sysc/pkt",
         "drops"
     );
-    println!("{header}");
-    println!("{}", "-".repeat(header.chars().count()));
-    let mut last = None;
-    for g in groups {
-        let section = (g.key.load, g.key.frames);
-        if last.is_some() && last != Some(section) {
-            println!();
-        }
-        last = Some(section);
+    print_sections(&header, groups, |g| {
         println!(
             "{:<8} {:<4} {:>4} {:<18} {:>4} {:>9} {:>24} {:>20} {:>22} {:>22} {:>16} {:>9}",
             g.key.load.name(),
@@ -322,7 +330,7 @@ pub fn print_table(groups: &[Group], settings: &Settings) {
             fmt_stat(g.get("write_syscalls_per_packet"), 1.0, 3),
             g.get("tool_drops").map_or_else(|| "-".to_owned(), |s| format!("{:.0}", s.median)),
         );
-    }
+    });
     print_offered_table(groups);
     let mut any = false;
     for g in groups.iter().filter(|g| DAEMON_ROWS.contains(&g.key.tool)) {
@@ -398,15 +406,7 @@ fn print_offered_table(groups: &[Group]) {
         "process CPU ns/offer",
         "system CPU ns/offer"
     );
-    println!("{header}");
-    println!("{}", "-".repeat(header.chars().count()));
-    let mut last = None;
-    for g in groups {
-        let section = (g.key.load, g.key.frames);
-        if last.is_some() && last != Some(section) {
-            println!();
-        }
-        last = Some(section);
+    print_sections(&header, groups, |g| {
         println!(
             "{:<8} {:<4} {:>4} {:<18} {:>9} {:>24} {:>8} {:>22} {:>22}",
             g.key.load.name(),
@@ -422,7 +422,7 @@ fn print_offered_table(groups: &[Group]) {
             fmt_stat(g.get("process_cpu_ns_per_offered"), 1.0, 1),
             fmt_stat(g.get("system_cpu_ns_per_offered"), 1.0, 0),
         );
-    }
+    });
 }
 
 /// One goal of issue #8, checked against the medians of this benchmark run.

@@ -300,11 +300,21 @@ impl Daemon {
         Self::start_with(ns, config, &[])
     }
 
-    /// Starts `run --config CONFIG` with more arguments, and waits until it captures.
+    /// Starts `run --config CONFIG` with more arguments, and waits until it captures on every
+    /// interface of the config.
     pub fn start_with(ns: &NetNs, config: &Path, args: &[&str]) -> Daemon {
         let d = Self::spawn_with(ns, config, args);
-        d.wait_for_log("capturing on", Duration::from_secs(20));
+        d.wait_until_capturing(config);
         d
+    }
+
+    /// Waits for a "capturing on" line per `[[interface]]` of `config`: the daemon attaches its
+    /// interfaces one after the other, and frames sent after the first line could still miss
+    /// the last interface.
+    fn wait_until_capturing(&self, config: &Path) {
+        let text = std::fs::read_to_string(config).unwrap_or_default();
+        let interfaces = text.lines().filter(|l| l.trim() == "[[interface]]").count().max(1);
+        self.wait_for_log_count("capturing on", interfaces, Duration::from_secs(20));
     }
 
     /// Starts without waiting (for start-up failure tests).
@@ -320,7 +330,7 @@ impl Daemon {
     /// execs the daemon, so signals still reach it) and waits until it captures.
     pub fn start_via(ns: &NetNs, wrapper: &[&str], config: &Path, args: &[&str]) -> Daemon {
         let d = Self::spawn_via(ns, wrapper, config, args);
-        d.wait_for_log("capturing on", Duration::from_secs(20));
+        d.wait_until_capturing(config);
         d
     }
 

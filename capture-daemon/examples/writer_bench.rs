@@ -130,7 +130,7 @@ fn main() -> anyhow::Result<()> {
         let watermark = Arc::new(AtomicU64::new(0));
         producers.push(producer);
         watermarks.push(Arc::clone(&watermark));
-        sources.push(Source { interface_id: 0, consumer, watermark });
+        sources.push(Source { interface_id: 0, consumer, watermark, read_together: false });
     }
     let mut merger = Merger::new(sources, DEFAULT_WINDOW_NS);
     let mut delivered = [0u64; 1];

@@ -525,3 +525,44 @@ fn tcp_super_frames_are_captured_as_the_stack_sees_them_like_tcpdump() {
     let longest = ours.iter().map(|(_, p)| p.data.len()).max().unwrap_or(0);
     assert!(longest > 1514, "no frame above the MTU: longest {longest}");
 }
+
+#[test]
+fn an_interface_joining_a_lone_tap_reader_keeps_every_file_in_time_order() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let _second = lab.add_pair("cap1", "gen1", 1);
+    let (cap0, cap1) = ("name = \"cap0\"\nmode = \"tap\"", "name = \"cap1\"\nmode = \"tap\"");
+    let all = "[[target]]\nname = \"all\"\n";
+    let config = lab.config_on(&[cap0], "", "", all);
+    let daemon = lab.start(&config);
+    let frames = |ids: std::ops::Range<u32>| -> Vec<Vec<u8>> {
+        ids.map(|i| test_frame([0x52, 0x54, 0, 0, 0, 0x0a], [2, 0, 0, 0, 0, 1], &[], i, 100))
+            .collect()
+    };
+    // Alone, cap0's reader sleeps up to a second between rounds. cap1 joins under traffic: its
+    // frames must not be written ahead of cap0's older ones still in cap0's rings.
+    std::thread::scope(|s| {
+        let pace = Pace { burst: 8, pause: Duration::from_millis(3) };
+        let lab = &lab;
+        let sender = s.spawn(move || lab.send_paced(&frames(0..3000), pace));
+        std::thread::sleep(Duration::from_millis(300));
+        lab.config_on(&[cap0, cap1], "", "", all);
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_log_count("reloaded:", 1, Duration::from_secs(5));
+        lab.send_from("gen1", &frames(20_000..20_200));
+        sender.join().unwrap();
+    });
+    assert!(daemon.stop().0.success());
+    let (files, parts) = lab.files();
+    assert!(parts.is_empty(), "{parts:?}");
+    for file in &files {
+        let packets = read_pcapng(file).packets;
+        let back = packets.windows(2).position(|w| w[1].ts_ns < w[0].ts_ns);
+        assert!(back.is_none(), "{}: packet {back:?} goes back in time", file.display());
+    }
+    let got = ids_by_interface(&files);
+    assert_eq!(got["cap0"], (0..3000).collect::<Vec<_>>());
+    assert_eq!(got["cap1"], (20_000..20_200).collect::<Vec<_>>());
+}

@@ -258,7 +258,7 @@ fn open_sockets(
             filter.register_socket(queue, fd).with_context(|| {
                 format!("registering the AF_XDP socket of {} queue {queue}", spec.name)
             })?;
-            sources.push(Source { interface_id: 0, consumer, watermark });
+            sources.push(Source { interface_id: 0, consumer, watermark, read_together: false });
         }
         filter.set_frame_limit(frame_limit).with_context(|| {
             format!("setting the longest frame the sockets of {} take", spec.name)
@@ -290,7 +290,7 @@ fn open_reader(
         let stats = Arc::new(QueueStats::default());
         queues.push((cpu, Arc::clone(&stats)));
         feeds.push(Feed::new(producer, Arc::clone(&watermark), stats));
-        sources.push(Source { interface_id: 0, consumer, watermark });
+        sources.push(Source { interface_id: 0, consumer, watermark, read_together: true });
     }
     let cpus = cpu_rings.len();
     let worker = ring::spawn(&spec.name, cpu_rings, feeds, stop.clone())

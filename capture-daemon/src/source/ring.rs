@@ -4,7 +4,8 @@
 //!
 //! No syscall per frame, and few wake-ups: a record wakes the reader only once its ring holds
 //! [`crate::bpf::wake_bytes`] (the program asks with `BPF_RB_FORCE_WAKEUP`, else
-//! `BPF_RB_NO_WAKEUP`); below that the reader comes by every [`POLL`]. The ring fds are in an
+//! `BPF_RB_NO_WAKEUP`); below that the reader comes by every [`POLL`] (once a second when it is
+//! the writer's only source). The ring fds are in an
 //! edge-triggered epoll set: a ring that holds a few records but was not woken does not make
 //! `epoll_wait` return, so the reader really sleeps between rounds.
 
@@ -19,10 +20,11 @@ use super::{Feed, Worker, monotonic_ns, monotonic_to_realtime_offset};
 use crate::stop::Stop;
 use crate::writer::merge;
 
-/// How often the reader comes by when no ring asked for it: bounds the delay of sparse frames
-/// and keeps the rings' watermarks fresh for the merge, so a quarter of the merge window (25
-/// ms), as for an idle AF_XDP worker. Every wake-up costs ~20 us of CPU here: at 10 ms they were
-/// half of what a quiet interface cost (docs/bench.md).
+/// How often the reader comes by when no ring asked for it while the writer also merges other
+/// threads' rings: bounds how long its rings' watermarks hold those back, so a quarter of the
+/// merge window (25 ms), as for an idle AF_XDP worker. Every wake-up costs ~20 us of CPU here:
+/// at 10 ms they were half of what a quiet interface cost (docs/bench.md). When its rings are
+/// the only ones ([`merge::ONE_READER`]), it comes by once a second.
 pub const POLL: Duration = Duration::from_nanos(merge::IDLE_WAIT_MERGING_NS);
 /// Records taken from one ring before the next ring's turn.
 const BUDGET: usize = 4096;
@@ -74,6 +76,10 @@ impl Reader {
                 .map_err(|e| format!("watching the ring of CPU {cpu}: {e}"))?;
             mapped.push(ring);
         }
+        // Edge-triggered and never read: every wake-up the writer sends comes through once.
+        let wake = merge::reader_wake_fd().ok_or("creating the readers' wake-up eventfd")?;
+        add_to_epoll(&epoll, wake, libc::EPOLLIN | libc::EPOLLET)
+            .map_err(|e| format!("watching the readers' wake-up eventfd: {e}"))?;
         Ok(Reader { rings: mapped, feeds, epoll })
     }
 
@@ -152,7 +158,13 @@ impl Reader {
                 std::thread::sleep(Duration::from_nanos(IN_FLIGHT_NS));
                 continue;
             }
-            wait(&self.epoll, POLL);
+            // Alone, this reader's watermarks hold back nobody else's frames: sleep longer.
+            let poll = if merge::ONE_READER.load(std::sync::atomic::Ordering::Relaxed) {
+                Duration::from_nanos(merge::ONE_READER_WAIT_NS)
+            } else {
+                POLL
+            };
+            wait(&self.epoll, poll);
         }
     }
 }

@@ -7,20 +7,25 @@
 //! stops holding the others back, so a stalled worker delays output by at most that window.
 //! With a single queue there is nothing to merge and records go straight through.
 
-use std::sync::Arc;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
 
 use crate::handoff::{Consumer, Record};
 
 /// Default merge window: how long the writer waits for a silent queue before writing past it.
 pub const DEFAULT_WINDOW_NS: u64 = 100_000_000;
 
-/// One RX queue's hand-off ring, as the writer sees it.
+/// One source ring's hand-off ring (an RX queue's, or a CPU's ring of a tap interface), as the
+/// writer sees it.
 pub struct Source {
     pub interface_id: u32,
     pub consumer: Consumer,
-    /// Wall-clock ns up to which the queue's worker has pushed every frame (0 = not yet known).
+    /// Wall-clock ns up to which the ring's worker has pushed every frame (0 = not yet known).
     pub watermark: Arc<AtomicU64>,
+    /// Read by one thread together with every other ring of its interface, in the same rounds
+    /// (tap mode's reader), rather than by a thread of its own (an RX queue's worker).
+    pub read_together: bool,
 }
 
 /// True while a writer merges more than one ring. Idle workers then wake often enough to keep
@@ -32,15 +37,67 @@ pub static MERGING: AtomicBool = AtomicBool::new(false);
 /// so a silent queue holds the others back by about that, not by the whole window.
 pub const IDLE_WAIT_MERGING_NS: u64 = DEFAULT_WINDOW_NS / 4;
 
+/// True while every ring the writer merges belongs to one tap interface, read by one thread.
+/// Its reader drains them all in each round, so their watermarks move together whatever the
+/// pause between rounds: it may then sleep up to [`ONE_READER_WAIT_NS`] (a second, like tcpdump
+/// at low rates) instead of waking 40 times a second to keep watermarks fresh for others.
+pub static ONE_READER: AtomicBool = AtomicBool::new(false);
+
+/// The longest sleep of a tap reader whose rings are the only ones ([`ONE_READER`]).
+pub const ONE_READER_WAIT_NS: u64 = 1_000_000_000;
+
+/// The merge window while [`ONE_READER`] holds. A ring that was found empty at the end of a
+/// round vouches for up to a millisecond before it, so the last frames of the other rings wait
+/// for the next round; the window must outlast the pause between rounds, or they would be
+/// written before frames still in flight. No other thread's ring is waiting meanwhile.
+const ONE_READER_WINDOW_NS: u64 = 4 * ONE_READER_WAIT_NS;
+
+/// Wakes every tap reader at once (an eventfd each reader's epoll watches, edge-triggered, never
+/// read): when a second interface joins, a reader asleep for up to a second must come by and
+/// bring its watermarks up to date before the writer merges the newcomer's frames.
+pub fn reader_wake_fd() -> Option<RawFd> {
+    static FD: OnceLock<Option<OwnedFd>> = OnceLock::new();
+    FD.get_or_init(|| {
+        // SAFETY: plain eventfd call; the fd is owned right away.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        // SAFETY: a fresh, valid fd.
+        (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd) })
+    })
+    .as_ref()
+    .map(AsRawFd::as_raw_fd)
+}
+
 pub struct Merger {
     sources: Vec<Source>,
+    /// The window asked for, and the one in force (longer while [`ONE_READER`] holds).
+    base_window_ns: u64,
     window_ns: u64,
 }
 
 impl Merger {
     pub fn new(sources: Vec<Source>, window_ns: u64) -> Self {
-        MERGING.store(sources.len() > 1, Ordering::Relaxed);
-        Merger { sources, window_ns }
+        let mut m = Merger { sources, base_window_ns: window_ns, window_ns };
+        m.sources_changed();
+        m
+    }
+
+    /// Sets the flags the sources' threads read, and the window, for the current sources.
+    fn sources_changed(&mut self) {
+        MERGING.store(self.sources.len() > 1, Ordering::Relaxed);
+        let first = self.sources.first().map(|s| s.interface_id);
+        let one_reader = first.is_some()
+            && self.sources.iter().all(|s| s.read_together && Some(s.interface_id) == first);
+        self.window_ns = if one_reader { ONE_READER_WINDOW_NS } else { self.base_window_ns };
+        if ONE_READER.swap(one_reader, Ordering::SeqCst) && !one_reader {
+            // A reader may be in its long sleep: it must come by before the newcomers' frames
+            // are merged (they wait for its watermarks, within the now short window).
+            if let Some(fd) = reader_wake_fd() {
+                let one = 1u64;
+                // SAFETY: an 8-byte write to our eventfd; failing only when it would overflow,
+                // and then it is readable anyway.
+                unsafe { libc::write(fd, (&raw const one).cast(), 8) };
+            }
+        }
     }
 
     /// Hands up to `max` records to `sink`, oldest first. `now_ns` is the wall clock, read once
@@ -139,7 +196,7 @@ impl Merger {
             None => false,
         });
         self.sources.extend(new);
-        MERGING.store(self.sources.len() > 1, Ordering::Relaxed);
+        self.sources_changed();
     }
 
     /// True once every producer is gone and everything has been handed over.
@@ -163,7 +220,12 @@ mod tests {
     fn single_queue_passes_straight_through() {
         let (mut p, c) = channel(1 << 16);
         let mut m = Merger::new(
-            vec![Source { interface_id: 3, consumer: c, watermark: Arc::default() }],
+            vec![Source {
+                interface_id: 3,
+                consumer: c,
+                watermark: Arc::default(),
+                read_together: false,
+            }],
             0,
         );
         for ts in [5, 1, 9] {
@@ -185,8 +247,18 @@ mod tests {
         let w1 = Arc::new(AtomicU64::new(0));
         let mut m = Merger::new(
             vec![
-                Source { interface_id: 0, consumer: c0, watermark: Arc::clone(&w0) },
-                Source { interface_id: 0, consumer: c1, watermark: Arc::clone(&w1) },
+                Source {
+                    interface_id: 0,
+                    consumer: c0,
+                    watermark: Arc::clone(&w0),
+                    read_together: false,
+                },
+                Source {
+                    interface_id: 0,
+                    consumer: c1,
+                    watermark: Arc::clone(&w1),
+                    read_together: false,
+                },
             ],
             1_000,
         );
@@ -211,8 +283,18 @@ mod tests {
         let (_p1, c1) = channel(1 << 16);
         let mut m = Merger::new(
             vec![
-                Source { interface_id: 0, consumer: c0, watermark: Arc::default() },
-                Source { interface_id: 1, consumer: c1, watermark: Arc::default() },
+                Source {
+                    interface_id: 0,
+                    consumer: c0,
+                    watermark: Arc::default(),
+                    read_together: false,
+                },
+                Source {
+                    interface_id: 1,
+                    consumer: c1,
+                    watermark: Arc::default(),
+                    read_together: false,
+                },
             ],
             1_000,
         );
@@ -229,8 +311,18 @@ mod tests {
         let (mut p2, c2) = channel(1 << 16);
         let mut m = Merger::new(
             vec![
-                Source { interface_id: 0, consumer: c0, watermark: Arc::default() },
-                Source { interface_id: 1, consumer: c1, watermark: Arc::default() },
+                Source {
+                    interface_id: 0,
+                    consumer: c0,
+                    watermark: Arc::default(),
+                    read_together: false,
+                },
+                Source {
+                    interface_id: 1,
+                    consumer: c1,
+                    watermark: Arc::default(),
+                    read_together: false,
+                },
             ],
             0,
         );
@@ -245,7 +337,12 @@ mod tests {
         // Interface 0 is removed: 1 becomes 0, and a new interface 1 comes.
         m.change_sources(
             |id| (id == 1).then_some(0),
-            vec![Source { interface_id: 1, consumer: c2, watermark: Arc::default() }],
+            vec![Source {
+                interface_id: 1,
+                consumer: c2,
+                watermark: Arc::default(),
+                read_together: false,
+            }],
         );
         p0.push(1, 64, 0, &[0; 64]);
         p0.publish();
@@ -260,8 +357,18 @@ mod tests {
         let (p1, c1) = channel(1 << 16);
         let mut m = Merger::new(
             vec![
-                Source { interface_id: 0, consumer: c0, watermark: Arc::default() },
-                Source { interface_id: 1, consumer: c1, watermark: Arc::default() },
+                Source {
+                    interface_id: 0,
+                    consumer: c0,
+                    watermark: Arc::default(),
+                    read_together: false,
+                },
+                Source {
+                    interface_id: 1,
+                    consumer: c1,
+                    watermark: Arc::default(),
+                    read_together: false,
+                },
             ],
             u64::MAX,
         );
@@ -270,5 +377,27 @@ mod tests {
         drop(p0);
         assert_eq!(collect(&mut m, 0), vec![(0, 7)]);
         assert!(m.is_finished());
+    }
+
+    #[test]
+    fn one_tap_readers_rings_get_the_long_window_until_another_source_joins() {
+        let ring = |interface_id, read_together| Source {
+            interface_id,
+            consumer: channel(1 << 16).1,
+            watermark: Arc::default(),
+            read_together,
+        };
+        // The per-CPU rings of one tap interface: one reader, so the long window.
+        let mut m = Merger::new(vec![ring(0, true), ring(0, true)], DEFAULT_WINDOW_NS);
+        assert_eq!(m.window_ns, ONE_READER_WINDOW_NS);
+        // A second tap interface: another reader's rings, back to the window asked for.
+        m.change_sources(Some, vec![ring(1, true)]);
+        assert_eq!(m.window_ns, DEFAULT_WINDOW_NS);
+        // Gone again: alone once more.
+        m.change_sources(|id| (id == 0).then_some(0), Vec::new());
+        assert_eq!(m.window_ns, ONE_READER_WINDOW_NS);
+        // The RX queues of one mirror interface have a worker each.
+        let m = Merger::new(vec![ring(0, false), ring(0, false)], DEFAULT_WINDOW_NS);
+        assert_eq!(m.window_ns, DEFAULT_WINDOW_NS);
     }
 }

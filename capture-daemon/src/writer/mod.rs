@@ -205,7 +205,12 @@ mod tests {
     fn write_round_passes_each_records_flags() {
         let (mut p, c) = channel(1 << 16);
         let mut merger = Merger::new(
-            vec![Source { interface_id: 0, consumer: c, watermark: Arc::default() }],
+            vec![Source {
+                interface_id: 0,
+                consumer: c,
+                watermark: Arc::default(),
+                read_together: false,
+            }],
             0,
         );
         assert!(p.push(1, 60, DIRECTION_INBOUND, &[1; 60]));

@@ -210,6 +210,11 @@ mod tests {
     use super::*;
     use crate::handoff::channel;
 
+    /// A ring read by a thread of its own (an RX queue's worker).
+    fn source(interface_id: u32, consumer: Consumer, watermark: Arc<AtomicU64>) -> Source {
+        Source { interface_id, consumer, watermark, read_together: false }
+    }
+
     fn collect(m: &mut Merger, now: u64) -> Vec<(u32, u64)> {
         let mut out = Vec::new();
         m.pump(now, usize::MAX, &mut |iface, r| out.push((iface, r.ts_ns)));
@@ -219,15 +224,7 @@ mod tests {
     #[test]
     fn single_queue_passes_straight_through() {
         let (mut p, c) = channel(1 << 16);
-        let mut m = Merger::new(
-            vec![Source {
-                interface_id: 3,
-                consumer: c,
-                watermark: Arc::default(),
-                read_together: false,
-            }],
-            0,
-        );
+        let mut m = Merger::new(vec![source(3, c, Arc::default())], 0);
         for ts in [5, 1, 9] {
             assert!(p.push(ts, 64, 0, &[0; 64]));
         }
@@ -246,20 +243,7 @@ mod tests {
         let w0 = Arc::new(AtomicU64::new(0));
         let w1 = Arc::new(AtomicU64::new(0));
         let mut m = Merger::new(
-            vec![
-                Source {
-                    interface_id: 0,
-                    consumer: c0,
-                    watermark: Arc::clone(&w0),
-                    read_together: false,
-                },
-                Source {
-                    interface_id: 0,
-                    consumer: c1,
-                    watermark: Arc::clone(&w1),
-                    read_together: false,
-                },
-            ],
+            vec![source(0, c0, Arc::clone(&w0)), source(0, c1, Arc::clone(&w1))],
             1_000,
         );
         for ts in [10, 30, 50] {
@@ -281,23 +265,8 @@ mod tests {
     fn a_silent_queue_holds_the_others_back_only_for_the_window() {
         let (mut p0, c0) = channel(1 << 16);
         let (_p1, c1) = channel(1 << 16);
-        let mut m = Merger::new(
-            vec![
-                Source {
-                    interface_id: 0,
-                    consumer: c0,
-                    watermark: Arc::default(),
-                    read_together: false,
-                },
-                Source {
-                    interface_id: 1,
-                    consumer: c1,
-                    watermark: Arc::default(),
-                    read_together: false,
-                },
-            ],
-            1_000,
-        );
+        let mut m =
+            Merger::new(vec![source(0, c0, Arc::default()), source(1, c1, Arc::default())], 1_000);
         p0.push(5_000, 64, 0, &[0; 64]);
         p0.publish();
         assert!(collect(&mut m, 5_500).is_empty(), "within the window: wait");
@@ -309,23 +278,8 @@ mod tests {
         let (mut p0, c0) = channel(1 << 16);
         let (p1, c1) = channel(1 << 16);
         let (mut p2, c2) = channel(1 << 16);
-        let mut m = Merger::new(
-            vec![
-                Source {
-                    interface_id: 0,
-                    consumer: c0,
-                    watermark: Arc::default(),
-                    read_together: false,
-                },
-                Source {
-                    interface_id: 1,
-                    consumer: c1,
-                    watermark: Arc::default(),
-                    read_together: false,
-                },
-            ],
-            0,
-        );
+        let mut m =
+            Merger::new(vec![source(0, c0, Arc::default()), source(1, c1, Arc::default())], 0);
         assert!(!m.is_drained(1), "its producer is still there");
         let mut p1 = p1;
         p1.push(9, 64, 0, &[0; 64]);
@@ -335,15 +289,7 @@ mod tests {
         assert_eq!(m.discard(1), 1);
         assert!(m.is_drained(1));
         // Interface 0 is removed: 1 becomes 0, and a new interface 1 comes.
-        m.change_sources(
-            |id| (id == 1).then_some(0),
-            vec![Source {
-                interface_id: 1,
-                consumer: c2,
-                watermark: Arc::default(),
-                read_together: false,
-            }],
-        );
+        m.change_sources(|id| (id == 1).then_some(0), vec![source(1, c2, Arc::default())]);
         p0.push(1, 64, 0, &[0; 64]);
         p0.publish();
         p2.push(2, 64, 0, &[0; 64]);
@@ -356,20 +302,7 @@ mod tests {
         let (mut p0, c0) = channel(1 << 16);
         let (p1, c1) = channel(1 << 16);
         let mut m = Merger::new(
-            vec![
-                Source {
-                    interface_id: 0,
-                    consumer: c0,
-                    watermark: Arc::default(),
-                    read_together: false,
-                },
-                Source {
-                    interface_id: 1,
-                    consumer: c1,
-                    watermark: Arc::default(),
-                    read_together: false,
-                },
-            ],
+            vec![source(0, c0, Arc::default()), source(1, c1, Arc::default())],
             u64::MAX,
         );
         drop(p1);

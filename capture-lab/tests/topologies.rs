@@ -82,7 +82,8 @@ fn a_tap_vm_answers_the_host_and_logs_what_crossed_the_tap() -> Result<()> {
     let back =
         client.exchange(SocketAddr::from((VM_IP, 9)), COUNT, 500, Pace::default(), TIMEOUT)?;
     ensure!(back.is_complete(COUNT), "the host missed {:?}", back.missing(COUNT));
-    let stats = vm.stats();
+    // The VM writes an echo to the tap before it counts and logs it: the host can have it first.
+    let stats = vm.wait_for(TIMEOUT, |s| s.udp_echoed >= u64::from(COUNT));
     ensure!(stats.udp_echoed == u64::from(COUNT), "{stats:?}");
     ensure!(vm.received_frames().len() == COUNT as usize, "{stats:?}");
     ensure!(vm.sent_frames().len() == COUNT as usize, "{stats:?}");

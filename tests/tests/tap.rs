@@ -233,7 +233,8 @@ fn a_vm_behind_a_tap_device_sees_exactly_what_was_captured() {
         .expect("exchange");
     assert!(report.is_complete(COUNT), "the host missed {:?}", report.missing(COUNT));
     assert!(daemon.stop().0.success());
-    let stats = vm.stats();
+    // The VM writes an echo to the tap before it counts and logs it: the host can have it first.
+    let stats = vm.wait_for(EXCHANGE_TIMEOUT, |s| s.udp_echoed >= u64::from(COUNT));
     assert_eq!(stats.udp_echoed, u64::from(COUNT), "{stats:?}");
     let (to_vm, from_vm) = (vm.received_frames(), vm.sent_frames());
     vm.stop().expect("the VM's NIC ran without error");

@@ -289,6 +289,23 @@ pub fn capture_files(out: &Path) -> (Vec<PathBuf>, Vec<PathBuf>) {
     (done, part)
 }
 
+/// Collects `child`'s stderr line by line on a thread of its own, echoing each line to the
+/// test's stderr behind `echo` (`"daemon | ..."`) if given.
+fn collect_lines(child: &mut Child, echo: Option<&'static str>) -> Arc<Mutex<Vec<String>>> {
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let sink = Arc::clone(&lines);
+    let pipe = child.stderr.take().expect("stderr is piped");
+    std::thread::spawn(move || {
+        for line in BufReader::new(pipe).lines().map_while(Result::ok) {
+            if let Some(name) = echo {
+                eprintln!("{name} | {line}");
+            }
+            sink.lock().expect("log lock").push(line);
+        }
+    });
+    lines
+}
+
 /// The daemon process, its stderr collected line by line.
 pub struct Daemon {
     child: Option<Child>,
@@ -343,15 +360,7 @@ impl Daemon {
             .stdout(Stdio::null())
             .spawn()
             .expect("starting capture-daemon");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let stderr = child.stderr.take().expect("stderr");
-        let sink = Arc::clone(&log);
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                eprintln!("daemon | {line}");
-                sink.lock().expect("log lock").push(line);
-            }
-        });
+        let log = collect_lines(&mut child, Some("daemon"));
         Daemon { child: Some(child), log }
     }
 
@@ -722,14 +731,7 @@ impl Tcpdump {
             .stderr(Stdio::piped())
             .spawn()
             .expect("starting tcpdump");
-        let stderr = Arc::new(Mutex::new(Vec::new()));
-        let sink = Arc::clone(&stderr);
-        let pipe = child.stderr.take().expect("stderr");
-        std::thread::spawn(move || {
-            for line in BufReader::new(pipe).lines().map_while(Result::ok) {
-                sink.lock().expect("tcpdump log").push(line);
-            }
-        });
+        let stderr = collect_lines(&mut child, None);
         let t = Tcpdump { child: Some(child), file: file.to_owned(), stderr };
         t.wait_until("tcpdump listening", Duration::from_secs(10), |t| {
             t.stderr_text().contains("listening on")
@@ -738,7 +740,7 @@ impl Tcpdump {
     }
 
     fn stderr_text(&self) -> String {
-        self.stderr.lock().expect("tcpdump log").join("\n")
+        self.stderr.lock().expect("log lock").join("\n")
     }
 
     fn wait_until(&self, what: &str, timeout: Duration, done: impl Fn(&Tcpdump) -> bool) {

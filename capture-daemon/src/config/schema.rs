@@ -1,0 +1,308 @@
+//! The file's shape: sections and keys (field names here are the keys the parser accepts, and
+//! the docs test reads them), and the checks across entries that need more than one value.
+
+use std::collections::HashMap;
+use std::ops::Range;
+
+use capture_common::MAX_TARGETS;
+use serde::Deserialize;
+use toml::Spanned;
+
+use super::errors::*;
+use super::values::*;
+use super::*;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawConfig {
+    capture: Option<Section<RawCapture>>,
+    output: Option<Section<RawOutput>>,
+    metrics: Option<Section<RawMetrics>>,
+    interface: Option<Spanned<Tables<RawInterface>>>,
+    target: Option<Spanned<Tables<RawTarget>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawCapture {
+    unmatched: Option<Spanned<UnmatchedValue>>,
+    snaplen: Option<Snaplen>,
+    ring_size: Option<RingSize>,
+    buffer_bytes: Option<BufferBytes>,
+    busy_poll_us: Option<BusyPoll>,
+    batch_delay_us: Option<BatchDelay>,
+    tap_ring_bytes: Option<TapRingBytes>,
+}
+
+impl TableName for RawCapture {
+    const ONE: &'static str = "a [capture] table";
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawMetrics {
+    enabled: Option<bool>,
+    listen: Option<ListenAddr>,
+}
+
+impl TableName for RawMetrics {
+    const ONE: &'static str = "a [metrics] table";
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawOutput {
+    directory: Option<Directory>,
+    prefix: Option<Prefix>,
+    rotate_bytes: Option<RotateBytes>,
+    rotate_seconds: Option<Count>,
+    rotate_packets: Option<Count>,
+    keep_files: Option<Count>,
+    keep_bytes: Option<Size>,
+    keep_free_bytes: Option<Size>,
+    group: Option<GroupValue>,
+}
+
+impl TableName for RawOutput {
+    const ONE: &'static str = "an [output] table";
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawInterface {
+    name: Option<Spanned<IfName>>,
+    mode: Option<ModeValue>,
+    queues: Option<Spanned<RawQueues>>,
+    xdp_mode: Option<Spanned<XdpModeValue>>,
+    zero_copy: Option<Spanned<ZeroCopyValue>>,
+}
+
+impl TableName for RawInterface {
+    const ONE: &'static str = "an [[interface]] table";
+    const MANY: &'static str = "one or more [[interface]] tables (note the double brackets)";
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(super) struct RawTarget {
+    name: Option<Spanned<TargetName>>,
+    mac: Option<Mac>,
+    vlan: Option<Vlan>,
+}
+
+impl TableName for RawTarget {
+    const ONE: &'static str = "a [[target]] table";
+    const MANY: &'static str = "one or more [[target]] tables (note the double brackets)";
+}
+
+/// The `name` of one `[[section]]` table: present, and not used by an earlier table (`seen` maps
+/// names to the offset of their first use; `duplicate` words the error from the name and line).
+pub(super) fn unique_name(
+    name: Option<(Range<usize>, String)>,
+    table_span: Range<usize>,
+    section: &str,
+    seen: &mut HashMap<String, usize>,
+    text: &str,
+    duplicate: impl Fn(&str, usize) -> String,
+) -> Result<String, Problem> {
+    let (span, name) = name.ok_or_else(|| {
+        Problem::new(table_span, "name", format!("missing: every [[{section}]] needs a name"))
+    })?;
+    if let Some(&first) = seen.get(&name) {
+        return Err(Problem::new(span, "name", duplicate(&name, line_column(text, first).0)));
+    }
+    seen.insert(name.clone(), span.start);
+    Ok(name)
+}
+
+impl RawConfig {
+    /// Checks across entries, then builds the public [`Config`].
+    pub(super) fn validate(self, text: &str) -> Result<Config, Problem> {
+        let unmatched_span;
+        let capture = {
+            let d = CaptureConfig::default();
+            let r = self.capture.map(|s| s.0).unwrap_or_default();
+            unmatched_span = r.unmatched.as_ref().map(Spanned::span);
+            CaptureConfig {
+                unmatched: r.unmatched.map_or(d.unmatched, |v| v.into_inner().0),
+                snaplen: r.snaplen.map_or(d.snaplen, |v| v.0),
+                ring_size: r.ring_size.map_or(d.ring_size, |v| v.0),
+                buffer_bytes: r.buffer_bytes.map_or(d.buffer_bytes, |v| v.0),
+                busy_poll_us: r.busy_poll_us.map_or(d.busy_poll_us, |v| v.0),
+                batch_delay_us: r.batch_delay_us.map_or(d.batch_delay_us, |v| v.0),
+                tap_ring_bytes: r.tap_ring_bytes.map_or(d.tap_ring_bytes, |v| v.0),
+            }
+        };
+        let output = {
+            let d = OutputConfig::default();
+            let r = self.output.map(|s| s.0).unwrap_or_default();
+            OutputConfig {
+                directory: r.directory.map_or(d.directory, |v| v.0),
+                prefix: r.prefix.map_or(d.prefix, |v| v.0),
+                rotate_bytes: r.rotate_bytes.map_or(d.rotate_bytes, |v| v.0),
+                rotate_seconds: r.rotate_seconds.map_or(d.rotate_seconds, |v| v.0),
+                rotate_packets: r.rotate_packets.map_or(d.rotate_packets, |v| v.0),
+                keep_files: r.keep_files.map_or(d.keep_files, |v| v.0),
+                keep_bytes: r.keep_bytes.map_or(d.keep_bytes, |v| v.0),
+                keep_free_bytes: r.keep_free_bytes.map_or(d.keep_free_bytes, |v| v.0),
+                group: r.group.map_or(d.group, |v| v.0),
+            }
+        };
+        let interfaces = validate_interfaces(self.interface, text)?;
+        if capture.unmatched == Unmatched::Drop
+            && let Some(tap) = interfaces.iter().find(|i| i.mode == Mode::Tap)
+        {
+            return Err(Problem::new(
+                unmatched_span.unwrap_or(FILE_START),
+                "unmatched",
+                format!(
+                    "\"drop\" applies to mirror mode only, and interface \"{}\" is in tap mode \
+                     (the default), where every frame goes on untouched; remove `unmatched`, or \
+                     set mode = \"mirror\" on interfaces fed by a SPAN/TAP port",
+                    tap.name
+                ),
+            ));
+        }
+        let targets = validate_targets(self.target, text)?;
+        let metrics = {
+            let d = MetricsConfig::default();
+            let r = self.metrics.map(|s| s.0).unwrap_or_default();
+            MetricsConfig {
+                enabled: r.enabled.unwrap_or(d.enabled),
+                listen: r.listen.map_or(d.listen, |v| v.0),
+            }
+        };
+        Ok(Config { capture, output, metrics, interfaces, targets })
+    }
+}
+
+pub(super) fn validate_interfaces(
+    raw: Option<Spanned<Tables<RawInterface>>>,
+    text: &str,
+) -> Result<Vec<InterfaceConfig>, Problem> {
+    let tables = match raw {
+        Some(t) if !t.get_ref().0.is_empty() => t.into_inner().0,
+        other => {
+            return Err(Problem::new(
+                other.map_or(FILE_START, |t| t.span()),
+                "interface",
+                "no [[interface]] configured; add one naming the NIC to capture on, e.g. \
+                 [[interface]] name = \"enp65s0f0\""
+                    .to_owned(),
+            ));
+        }
+    };
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut interfaces = Vec::with_capacity(tables.len());
+    for table in tables {
+        let table_span = table.span();
+        let raw = table.into_inner().0;
+        let name = unique_name(
+            raw.name.map(|n| (n.span(), n.into_inner().0)),
+            table_span,
+            "interface",
+            &mut seen,
+            text,
+            |name, line| {
+                format!(
+                    "interface \"{name}\" is already configured on line {line}; list each interface once"
+                )
+            },
+        )?;
+        let queue_span = raw.queues.as_ref().map(Spanned::span);
+        let queues = match raw.queues {
+            None => Queues::All,
+            Some(q) => match q.into_inner() {
+                RawQueues::All => Queues::All,
+                RawQueues::List(list) => {
+                    let mut out: Vec<u32> = Vec::with_capacity(list.len());
+                    for q in list {
+                        let index = q.get_ref().0;
+                        if out.contains(&index) {
+                            return Err(Problem::new(
+                                q.span(),
+                                "queues",
+                                format!("RX queue {index} is listed twice"),
+                            ));
+                        }
+                        out.push(index);
+                    }
+                    Queues::List(out)
+                }
+            },
+        };
+        let mode = raw.mode.map_or(Mode::Tap, |m| m.0);
+        if mode == Mode::Tap {
+            // Keys of the AF_XDP path: in tap mode they would silently do nothing.
+            let spans = [
+                ("queues", queue_span),
+                ("xdp_mode", raw.xdp_mode.as_ref().map(Spanned::span)),
+                ("zero_copy", raw.zero_copy.as_ref().map(Spanned::span)),
+            ];
+            if let Some((key, Some(span))) = spans.into_iter().find(|(_, s)| s.is_some()) {
+                return Err(Problem::new(
+                    span,
+                    key,
+                    format!(
+                        "applies to mirror mode only, and interface \"{name}\" is in tap mode (the \
+                         default: frames are copied, the traffic goes on untouched); remove `{key}`, \
+                         or add mode = \"mirror\" if this NIC is fed by a SPAN/TAP port"
+                    ),
+                ));
+            }
+        }
+        let xdp_mode = raw.xdp_mode.map_or(XdpMode::Auto, |m| m.into_inner().0);
+        let zero_copy = raw.zero_copy.map_or(ZeroCopy::Auto, |z| z.into_inner().0);
+        interfaces.push(InterfaceConfig { name, mode, queues, xdp_mode, zero_copy });
+    }
+    Ok(interfaces)
+}
+
+pub(super) fn validate_targets(
+    raw: Option<Spanned<Tables<RawTarget>>>,
+    text: &str,
+) -> Result<Vec<TargetConfig>, Problem> {
+    let tables = match raw {
+        Some(t) if !t.get_ref().0.is_empty() => t.into_inner().0,
+        other => {
+            return Err(Problem::new(
+                other.map_or(FILE_START, |t| t.span()),
+                "target",
+                "no [[target]] configured: nothing would be captured; add one (a target with \
+                 neither mac nor vlan captures everything)"
+                    .to_owned(),
+            ));
+        }
+    };
+    if let Some(extra) = tables.get(MAX_TARGETS) {
+        return Err(Problem::new(
+            extra.span(),
+            "target",
+            format!(
+                "too many targets: {} configured, at most {MAX_TARGETS} (each takes one bit of the \
+                 XDP program's match mask)",
+                tables.len()
+            ),
+        ));
+    }
+    let mut seen: HashMap<String, usize> = HashMap::new();
+    let mut targets = Vec::with_capacity(tables.len());
+    for table in tables {
+        let table_span = table.span();
+        let raw = table.into_inner().0;
+        let name = unique_name(
+            raw.name.map(|n| (n.span(), n.into_inner().0)),
+            table_span,
+            "target",
+            &mut seen,
+            text,
+            |name, line| {
+                format!(
+                    "target name \"{name}\" is already used on line {line}; target names must be unique"
+                )
+            },
+        )?;
+        targets.push(TargetConfig { name, mac: raw.mac.map(|m| m.0), vlan: raw.vlan.map(|v| v.0) });
+    }
+    Ok(targets)
+}

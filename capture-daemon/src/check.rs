@@ -4,10 +4,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, OutputConfig};
 use crate::daemon::{describe_target, resolve_interfaces};
 use crate::source::afxdp;
-use crate::writer::rotate::refuse_world_writable;
+use crate::sys::FsSpace;
+use crate::writer::rotate::{floor_bytes, refuse_world_writable};
 use crate::{netdev, sys};
 
 /// The banner `check` and the docs use: in mirror mode the capture NIC loses the frames it captures.
@@ -25,6 +26,10 @@ pub struct Report {
 impl Report {
     fn ok(&mut self, what: &str, detail: impl AsRef<str>) {
         self.lines.push(format!("ok    {what}: {}", detail.as_ref()));
+    }
+    /// Works, but probably not as the admin wants: said, not counted as a problem.
+    fn warn(&mut self, what: &str, detail: impl AsRef<str>) {
+        self.lines.push(format!("WARN  {what}: {}", detail.as_ref()));
     }
     fn fail(&mut self, what: &str, detail: impl AsRef<str>) {
         self.problems += 1;
@@ -165,6 +170,10 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
     }
 
     check_output(&mut r, &config.output.directory);
+    match output_bound(&config.output, sys::fs_space(nearest_existing(&config.output.directory))) {
+        Ok(bound) => r.ok("retention", bound),
+        Err(unbounded) => r.warn("retention", unbounded),
+    }
     if let Some(group) = &config.output.group {
         if sys::may_chown_to(group.gid) {
             r.ok("output group", format!("files go to group {} (gid {})", group.name, group.gid));
@@ -207,9 +216,9 @@ fn mirror_frames(mtu: Option<u32>, kernel: Option<(u32, u32)>) -> String {
     }
 }
 
-fn check_output(r: &mut Report, dir: &Path) {
-    // The directory itself, or the nearest existing parent `run` would create it under (a
-    // relative path is relative to the working directory).
+/// The directory itself, or the nearest existing parent `run` would create it under (a relative
+/// path is relative to the working directory).
+fn nearest_existing(dir: &Path) -> &Path {
     let mut existing = dir;
     while !existing.exists() {
         match existing.parent() {
@@ -218,6 +227,64 @@ fn check_output(r: &mut Report, dir: &Path) {
             None => break,
         }
     }
+    existing
+}
+
+/// What keeps the output from filling its file system (`space`: that file system), or why
+/// nothing does.
+fn output_bound(output: &OutputConfig, space: Option<FsSpace>) -> Result<String, String> {
+    let gib = |b: u64| format!("{:.1} GiB", b as f64 / f64::from(1u32 << 30));
+    if output.keep_free_bytes != 0 || output.keep_free_percent != 0 {
+        let Some(space) = space else {
+            return Ok("keeps the free-space floor (the file system's size is unknown)".into());
+        };
+        let floor = floor_bytes(output, space.total);
+        if floor >= space.total {
+            return Err(format!(
+                "keep_free_bytes ({}) is the whole file system ({}): nothing can be written",
+                gib(floor),
+                gib(space.total)
+            ));
+        }
+        let mut s = format!(
+            "keeps {} of {} free (keep_free_percent = {}, keep_free_bytes = {}): the oldest \
+             files are deleted first",
+            gib(floor),
+            gib(space.total),
+            output.keep_free_percent,
+            output.keep_free_bytes
+        );
+        if space.free < floor {
+            let _ = write!(
+                s,
+                "; only {} is free now, so capture starts by deleting old capture files, and \
+                 drops frames if there are none",
+                gib(space.free)
+            );
+        }
+        return Ok(s);
+    }
+    if output.keep_bytes != 0 {
+        return Ok(format!(
+            "at most keep_bytes ({}) plus the file being written",
+            gib(output.keep_bytes)
+        ));
+    }
+    if output.keep_files != 0 && output.rotate_bytes != 0 {
+        return Ok(format!(
+            "at most {} files of up to rotate_bytes ({}) each",
+            output.keep_files + 1,
+            gib(output.rotate_bytes)
+        ));
+    }
+    Err("nothing bounds the output: with keep_free_percent = 0, keep_free_bytes = 0 and \
+         keep_bytes = 0, capture writes until the file system is full; set keep_free_percent \
+         (the default is 10)"
+        .into())
+}
+
+fn check_output(r: &mut Report, dir: &Path) {
+    let existing = nearest_existing(dir);
     if existing == dir {
         // What `run` refuses, with its words.
         use std::os::unix::fs::PermissionsExt as _;
@@ -250,6 +317,30 @@ fn check_output(r: &mut Report, dir: &Path) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn output_bound_names_the_floor_or_warns() {
+        let space = Some(FsSpace { free: 50 << 30, total: 100 << 30 });
+        let mut o = OutputConfig::default();
+        let s = output_bound(&o, space).unwrap();
+        assert!(s.starts_with("keeps 10.0 GiB of 100.0 GiB free"), "{s}");
+        o.keep_free_bytes = 20 << 30;
+        assert!(output_bound(&o, space).unwrap().starts_with("keeps 20.0 GiB"));
+        let low = Some(FsSpace { free: 5 << 30, total: 100 << 30 });
+        assert!(output_bound(&o, low).unwrap().contains("only 5.0 GiB is free now"));
+        o.keep_free_bytes = 200 << 30;
+        assert!(output_bound(&o, space).unwrap_err().contains("nothing can be written"));
+        o = OutputConfig { keep_free_percent: 0, ..OutputConfig::default() };
+        let e = output_bound(&o, space).unwrap_err();
+        assert!(e.starts_with("nothing bounds the output"), "{e}");
+        o.keep_files = 3;
+        assert_eq!(
+            output_bound(&o, space).unwrap(),
+            "at most 4 files of up to rotate_bytes (1.0 GiB) each"
+        );
+        o.keep_bytes = 1 << 40;
+        assert!(output_bound(&o, space).unwrap().starts_with("at most keep_bytes (1024.0 GiB)"));
+    }
 
     #[test]
     fn mirror_frames_say_what_is_cut() {

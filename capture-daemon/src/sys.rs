@@ -50,13 +50,28 @@ pub fn raise_memlock_limit() {
 
 /// Bytes available to unprivileged users on the file system holding `path`.
 pub fn free_bytes(path: &std::path::Path) -> Option<u64> {
+    fs_space(path).map(|s| s.free)
+}
+
+/// A file system's size and the space an unprivileged writer could still use, in bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FsSpace {
+    pub free: u64,
+    pub total: u64,
+}
+
+/// statvfs(3) of the file system holding `path`; `None` if that fails.
+pub fn fs_space(path: &std::path::Path) -> Option<FsSpace> {
     let c = std::ffi::CString::new(path.as_os_str().as_encoded_bytes()).ok()?;
     // SAFETY: statvfs with a valid C string and an out-struct it fills.
     let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    Some(st.f_bavail.saturating_mul(st.f_frsize))
+    Some(FsSpace {
+        free: st.f_bavail.saturating_mul(st.f_frsize),
+        total: st.f_blocks.saturating_mul(st.f_frsize),
+    })
 }
 
 pub fn hostname() -> String {

@@ -2,6 +2,8 @@
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use capture_tests::*;
@@ -70,7 +72,8 @@ fn a_full_disk_counts_its_losses_keeps_files_whole_and_recovers() {
     }
     let lab = Lab::new(1);
     let fs = SmallFs::mount(lab.dir.path().join("small"), "256k");
-    let config = config_in(&lab, &fs.path, "rotate_bytes = 32768");
+    // No floor: this test is about what a full disk does.
+    let config = config_in(&lab, &fs.path, "rotate_bytes = 32768\nkeep_free_percent = 0");
     let daemon = lab.start(&config);
     // ~1 MB of frames into 256 KiB: the disk fills up part way.
     lab.send(&frames(0..2000, 500));
@@ -119,6 +122,67 @@ fn keep_free_bytes_deletes_the_oldest_files_before_the_disk_fills() {
     assert!(!log.contains("No space left"), "retention made room in time: {log}");
     let kept = ids(&read_all(&finished(&fs.path)));
     assert_eq!(kept.last(), Some(&2999), "the newest frames are kept");
+    assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "what is kept is one unbroken stretch");
+}
+
+/// The smallest free space seen on `path` until `stop` is set, sampled every 2 ms.
+fn watch_free_space(path: PathBuf, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut min = u64::MAX;
+        while !stop.load(Ordering::Relaxed) {
+            min = min.min(fs_space(&path).0);
+            std::thread::sleep(Duration::from_millis(2));
+        }
+        min
+    })
+}
+
+/// (free, total) bytes of the file system holding `path`, as an unprivileged writer sees them.
+fn fs_space(path: &Path) -> (u64, u64) {
+    let out = Command::new("stat").args(["-f", "-c", "%a %b %S"]).arg(path).output().unwrap();
+    let text = String::from_utf8(out.stdout).unwrap();
+    let n: Vec<u64> = text.split_whitespace().map(|v| v.parse().unwrap()).collect();
+    (n[0] * n[2], n[1] * n[2])
+}
+
+#[test]
+fn the_default_config_keeps_a_tenth_of_the_disk_free() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let fs = SmallFs::mount(lab.dir.path().join("small"), "16m");
+    // No keep_* key and no rotation limit: before the free-space floor, this filled the disk.
+    let config = config_in(&lab, &fs.path, "");
+    let daemon = lab.start(&config);
+    let stop = Arc::new(AtomicBool::new(false));
+    let watcher = watch_free_space(fs.path.clone(), stop.clone());
+    // ~60 MB of matched frames through a 16 MiB file system.
+    for chunk in 0..10 {
+        lab.send(&frames(chunk * 4300..(chunk + 1) * 4300, 1400));
+    }
+    let log = daemon.log_handle();
+    let (status, _) = daemon.stop();
+    stop.store(true, Ordering::Relaxed);
+    let min_free = watcher.join().unwrap();
+    assert!(status.success());
+    let log = log.text();
+    let (_, total) = fs_space(&fs.path);
+    let floor = total / 10;
+    assert!(
+        min_free >= floor,
+        "the free space went down to {min_free} bytes, below the floor of {floor}: {log}"
+    );
+    assert!(!log.contains("No space left"), "{log}");
+    assert!(log.contains("write-errors 0"), "nothing was lost to a full disk: {log}");
+    assert!(log.contains("to keep within retention limits"), "old files made room: {log}");
+    let files = finished(&fs.path);
+    assert!(files.len() >= 2, "files rotated below rotate_bytes on a small disk: {files:?}");
+    for f in &files {
+        capinfos_count(f); // every file left is whole
+    }
+    let kept = ids(&read_all(&files));
+    assert_eq!(kept.last(), Some(&42_999), "the newest frames are kept");
     assert!(kept.windows(2).all(|w| w[1] == w[0] + 1), "what is kept is one unbroken stretch");
 }
 

@@ -390,7 +390,14 @@ fn check_reports_the_host_and_warns_about_mirror_mode() {
     assert!(text.contains("interface cap0: driver veth, 2 RX queue(s)"), "{text}");
     assert!(text.contains("accepted by the kernel verifier"), "{text}");
     assert!(text.contains("WARNING: mirror mode"), "{text}");
+    assert!(text.contains("ok    retention: keeps ") && text.contains("(keep_free_percent = 10"));
     assert!(!lab.xdp_attached(), "check attaches nothing");
+
+    // Nothing keeps the output from filling the disk: said, but no failure.
+    let unbounded = lab.config("", "keep_free_percent = 0", ALL);
+    let (code, text) = run_cli(&lab, &["check", "--config", unbounded.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+    assert!(text.contains("WARN  retention: nothing bounds the output"), "{text}");
 
     let path = lab.dir.path().join("missing.toml");
     std::fs::write(&path, format!("[[interface]]\nname = \"nosuch0\"\n{ALL}")).unwrap();

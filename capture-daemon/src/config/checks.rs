@@ -26,6 +26,8 @@ pub(super) const MAX_BUSY_POLL_US: u32 = 1000;
 pub(super) const MAX_BATCH_DELAY_US: u32 = 20_000;
 /// Below one page a rotation threshold would rotate on nearly every frame.
 pub(super) const MIN_ROTATE_BYTES: u64 = 4096;
+/// Keeping more free would leave capture almost no room.
+const MAX_KEEP_FREE_PERCENT: u8 = 90;
 /// Room for the writer's timestamp/sequence suffix within NAME_MAX (255).
 pub(super) const MAX_PREFIX_LEN: usize = 128;
 /// IFNAMSIZ - 1.
@@ -175,6 +177,13 @@ pub(super) fn check_count(v: i128) -> Result<u64, String> {
             format!("{v} is too large")
         }
     })
+}
+
+pub(super) fn check_keep_free_percent(v: i128) -> Result<u8, String> {
+    match u8::try_from(v) {
+        Ok(p) if p <= MAX_KEEP_FREE_PERCENT => Ok(p),
+        _ => Err(format!("{v} % cannot be kept free; use 0 (no floor) to {MAX_KEEP_FREE_PERCENT}")),
+    }
 }
 
 pub(super) fn check_directory(s: &str) -> Result<PathBuf, String> {

@@ -48,6 +48,10 @@ use errors::{syntax_error, value_error};
 use schema::RawConfig;
 use sizes::{GIB, MIB};
 
+/// The output file system keeps this much free by default, so capture never fills a disk it
+/// shares with the host (ext4 reserves 5 % for root, and the daemon runs as root).
+pub const DEFAULT_KEEP_FREE_PERCENT: u8 = 10;
+
 /// Where the daemon looks for its configuration unless told otherwise.
 pub const DEFAULT_PATH: &str = "/etc/capture-daemon/capture.toml";
 
@@ -144,8 +148,11 @@ pub struct OutputConfig {
     pub keep_files: u64,
     /// Keep at most this many bytes of files; 0 = no limit.
     pub keep_bytes: u64,
-    /// Delete the oldest files while the file system has less than this free; 0 = no limit.
+    /// Keep at least this much free on the output file system; 0 = no absolute floor.
     pub keep_free_bytes: u64,
+    /// Keep at least this percentage of the output file system free; 0 = no relative floor.
+    /// The floor is the larger of the two.
+    pub keep_free_percent: u8,
     /// The group the output directory and files are given to; `None`: the daemon's own.
     pub group: Option<FileGroup>,
 }
@@ -170,6 +177,7 @@ impl OutputConfig {
             keep_files: 0,
             keep_bytes: 0,
             keep_free_bytes: 0,
+            keep_free_percent: 0,
             group: None,
         }
     }
@@ -186,6 +194,7 @@ impl Default for OutputConfig {
             keep_files: 0,
             keep_bytes: 0,
             keep_free_bytes: 0,
+            keep_free_percent: DEFAULT_KEEP_FREE_PERCENT,
             group: None,
         }
     }

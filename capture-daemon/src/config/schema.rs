@@ -60,6 +60,7 @@ pub(super) struct RawOutput {
     keep_files: Option<Count>,
     keep_bytes: Option<Size>,
     keep_free_bytes: Option<Size>,
+    keep_free_percent: Option<Percent>,
     group: Option<GroupValue>,
 }
 
@@ -145,6 +146,7 @@ impl RawConfig {
                 keep_files: r.keep_files.map_or(d.keep_files, |v| v.0),
                 keep_bytes: r.keep_bytes.map_or(d.keep_bytes, |v| v.0),
                 keep_free_bytes: r.keep_free_bytes.map_or(d.keep_free_bytes, |v| v.0),
+                keep_free_percent: r.keep_free_percent.map_or(d.keep_free_percent, |v| v.0),
                 group: r.group.map_or(d.group, |v| v.0),
             }
         };

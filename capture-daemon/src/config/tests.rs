@@ -96,6 +96,7 @@ rotate_packets = 1000000
 keep_files = 48
 keep_bytes = "2 TiB"
 keep_free_bytes = "50 GiB"
+keep_free_percent = 5
 group = "0"
 
 [[interface]]
@@ -147,6 +148,7 @@ mac = "ff:ff:ff:ff:ff:ff"
             keep_files: 48,
             keep_bytes: 2 << 40,
             keep_free_bytes: 50 << 30,
+            keep_free_percent: 5,
             group: Some(FileGroup { name: "0".into(), gid: 0 }),
         }
     );
@@ -749,7 +751,7 @@ fn unknown_keys_name_the_key_and_the_allowed_ones() {
     assert_eq!(
         err(&with_base("[output]\nrotate_minutes = 5")),
         format!(
-            "{P}:2:1: key `rotate_minutes`: unknown field `rotate_minutes`, expected one of `directory`, `prefix`, `rotate_bytes`, `rotate_seconds`, `rotate_packets`, `keep_files`, `keep_bytes`, `keep_free_bytes`, `group`"
+            "{P}:2:1: key `rotate_minutes`: unknown field `rotate_minutes`, expected one of `directory`, `prefix`, `rotate_bytes`, `rotate_seconds`, `rotate_packets`, `keep_files`, `keep_bytes`, `keep_free_bytes`, `keep_free_percent`, `group`"
         )
     );
     assert_eq!(

@@ -99,6 +99,7 @@ value_type!(
 );
 value_type!(Size(u64) = SizeValue("a size: integer bytes or a string such as \"100 GiB\"", Ok));
 value_type!(Count(u64) = IntegerValue("an integer", check_count));
+value_type!(Percent(u8) = IntegerValue("an integer percentage", check_keep_free_percent));
 value_type!(Directory(PathBuf) = StringValue("a directory path (a string)", check_directory));
 value_type!(Prefix(String) = StringValue("a file name prefix (a string)", check_prefix));
 value_type!(GroupValue(Option<FileGroup>) = StringValue("a group name (a string)", check_group));

@@ -47,6 +47,9 @@ const REOPEN_INTERVAL_NS: u64 = 1_000_000_000;
 /// Names tried (bumping seq) before giving up on creating a file because every name exists.
 const MAX_NAME_ATTEMPTS: u32 = 1000;
 const NS_PER_SEC: u64 = 1_000_000_000;
+/// Under a free-space floor a file rotates at a quarter of the room the floor leaves, but never
+/// below this.
+const MIN_FLOOR_FILE_BYTES: u64 = 64 << 10;
 
 const FINAL_SUFFIX: &str = ".pcapng";
 /// Capture files: owner read/write, group read (the umask may take more away).
@@ -217,6 +220,11 @@ pub struct RotatingWriter {
     counters: WriterCounters,
     /// `keep_files` counts the file being written (see [`RotatingWriter::keep_files_include_current`]).
     count_current: bool,
+    /// Bytes in the finished files of this prefix, as of the last retention pass.
+    retained_bytes: u64,
+    /// With a free-space floor: rotate the current file at this size (a quarter of the room
+    /// the floor leaves), so deleting the oldest file never takes most of the capture. 0 = none.
+    floor_rotate_bytes: u64,
     #[cfg(test)]
     faults: Faults,
 }
@@ -282,9 +290,14 @@ impl RotatingWriter {
             unlogged_errors: 0,
             counters: WriterCounters::default(),
             count_current: false,
+            retained_bytes: 0,
+            floor_rotate_bytes: 0,
             #[cfg(test)]
             faults: Faults::default(),
         };
+        // Learns how much the finished files hold (the floor's rotation size needs it), and
+        // makes room under the floor before the first write.
+        writer.apply_retention();
         writer
             .start_file(now_ns)
             .map_err(|(path, source)| WriterError::CreateFile { path, source })?;
@@ -322,11 +335,20 @@ impl RotatingWriter {
         Ok(())
     }
 
-    /// True when the file has reached `rotate_bytes` or `rotate_packets`.
+    /// `rotate_bytes`, or the smaller size the free-space floor sets; 0 = no size limit.
+    fn rotate_bytes(&self) -> u64 {
+        match (self.policy.rotate_bytes, self.floor_rotate_bytes) {
+            (0, n) | (n, 0) => n,
+            (r, f) => r.min(f),
+        }
+    }
+
+    /// True when the file has reached its size limit or `rotate_packets`.
     fn rotation_due(&self) -> bool {
         let Some(file) = &self.file else { return false };
         let policy = &self.policy;
-        (policy.rotate_bytes != 0 && file.done_bytes + self.buf.len() as u64 >= policy.rotate_bytes)
+        let rotate_bytes = self.rotate_bytes();
+        (rotate_bytes != 0 && file.done_bytes + self.buf.len() as u64 >= rotate_bytes)
             || (policy.rotate_packets != 0
                 && file.done_packets + self.buffered_packets >= policy.rotate_packets)
     }
@@ -335,10 +357,11 @@ impl RotatingWriter {
     /// out or rotate: [`FLUSH_BYTES`], or where the file reaches a rotation limit if sooner.
     fn set_due(&mut self) {
         let policy = &self.policy;
+        let rotate_bytes = self.rotate_bytes();
         let (mut due_len, mut due_packets) = (FLUSH_BYTES, u64::MAX);
         if let Some(file) = &self.file {
-            if policy.rotate_bytes != 0 {
-                let room = policy.rotate_bytes.saturating_sub(file.done_bytes);
+            if rotate_bytes != 0 {
+                let room = rotate_bytes.saturating_sub(file.done_bytes);
                 due_len = due_len.min(usize::try_from(room).unwrap_or(usize::MAX));
             }
             if policy.rotate_packets != 0 {
@@ -566,6 +589,10 @@ impl RotatingWriter {
             warn!("cannot lock {}: {e}", part_path.display());
         }
         info!("writing {}", part_path.display());
+        self.floor_rotate_bytes = self.space_and_floor().map_or(0, |(space, floor)| {
+            let room = (space.free + self.retained_bytes).saturating_sub(floor);
+            (room / 4).max(MIN_FLOOR_FILE_BYTES)
+        });
         self.buf.extend_from_slice(&self.header);
         self.file = Some(OpenFile {
             file,
@@ -613,14 +640,17 @@ impl RotatingWriter {
         if self.buf.is_empty() {
             return;
         }
-        let Some(file) = self.file.as_mut() else {
+        if self.file.is_none() {
             self.counters.packets_lost_to_errors += self.buffered_packets;
             self.buf.clear();
             self.buffered_packets = 0;
             self.buffered_since_ns = self.now_ns;
             return;
-        };
+        }
         let buffered_bytes = self.buf.len();
+        // Checked before the write, so the floor is never crossed (see `room_for`).
+        let room = self.room_for(buffered_bytes as u64);
+        let Some(file) = self.file.as_mut() else { return };
         // Positioned writes: after a failed partial write the next one still lands right after
         // the last good block. (Tests can make it fail halfway, as a full disk does.)
         #[cfg(test)]
@@ -633,6 +663,7 @@ impl RotatingWriter {
         };
         #[cfg(not(test))]
         let result = file.file.write_all_at(&self.buf, file.disk_len);
+        let result = room.and(result);
         match result {
             Ok(()) => {
                 let written = self.buf.len() as u64;
@@ -655,7 +686,7 @@ impl RotatingWriter {
                 let path = file.part_path.clone();
                 self.report_io_error("cannot write capture file", &path, &err);
                 if err.raw_os_error() == Some(libc::ENOSPC) {
-                    // keep_free_bytes may make room for the next buffer.
+                    // Deleting the oldest files may make room for the next buffer.
                     self.apply_retention();
                 }
             }
@@ -708,16 +739,55 @@ impl RotatingWriter {
         Some(file.final_path)
     }
 
-    /// Deletes the oldest finished files of this prefix while there are more than `keep_files`
-    /// or they hold more than `keep_bytes`.
+    /// The output file system's space and the floor to keep free on it: the larger of
+    /// `keep_free_bytes` and `keep_free_percent` of its size. `None` without a floor (or when
+    /// statvfs fails: better to write than to guess).
+    fn space_and_floor(&self) -> Option<(crate::sys::FsSpace, u64)> {
+        let policy = &self.policy;
+        if policy.keep_free_bytes == 0 && policy.keep_free_percent == 0 {
+            return None;
+        }
+        let space = crate::sys::fs_space(&policy.directory)?;
+        Some((space, floor_bytes(policy, space.total)))
+    }
+
+    /// Makes room for writing `len` bytes above the free-space floor, deleting the oldest
+    /// finished files (the newest too, if it must). Err when even that is not enough: the
+    /// caller then drops the buffer rather than fill the disk.
+    fn room_for(&mut self, len: u64) -> io::Result<()> {
+        let Some((space, floor)) = self.space_and_floor() else { return Ok(()) };
+        if space.free >= floor.saturating_add(len) {
+            return Ok(());
+        }
+        self.delete_oldest(floor.saturating_add(len));
+        match crate::sys::fs_space(&self.policy.directory) {
+            Some(space) if space.free < floor.saturating_add(len) => Err(io::Error::new(
+                io::ErrorKind::StorageFull,
+                format!(
+                    "the file system is at its free-space floor ({} free, keep_free_* keeps {floor} \
+                     bytes free) and no older capture file is left to delete",
+                    space.free
+                ),
+            )),
+            _ => Ok(()),
+        }
+    }
+
+    /// Applies `keep_files`, `keep_bytes` and the free-space floor.
     fn apply_retention(&mut self) {
+        let floor = self.space_and_floor().map_or(0, |(_, floor)| floor);
+        self.delete_oldest(floor);
+    }
+
+    /// Deletes the oldest finished files of this prefix while there are more than `keep_files`,
+    /// they hold more than `keep_bytes`, or less than `need_free` bytes are free.
+    fn delete_oldest(&mut self, need_free: u64) {
         let (mut keep_files, keep_bytes) = (self.policy.keep_files, self.policy.keep_bytes);
         if self.count_current && keep_files > 1 {
             // A file is being written, or about to be: it takes one of the places.
             keep_files -= 1;
         }
-        let keep_free = self.policy.keep_free_bytes;
-        if keep_files == 0 && keep_bytes == 0 && keep_free == 0 {
+        if keep_files == 0 && keep_bytes == 0 && need_free == 0 {
             return;
         }
         let entries = match scan(&self.policy.directory, &self.policy.prefix) {
@@ -740,24 +810,25 @@ impl RotatingWriter {
         let mut count = finished.len() as u64;
         let mut total: u64 = finished.iter().map(|(_, size)| size).sum();
         let current = self.file.as_ref().map(|f| f.final_path.clone());
-        // The newest finished file is always kept: limits smaller than one file (keep_bytes
-        // below rotate_bytes, keep_free_bytes beyond what the disk can give) keep one file, not
-        // none.
+        // The newest finished file is kept against keep_files and keep_bytes: limits smaller
+        // than one file (keep_bytes below rotate_bytes) keep one file, not none. The floor
+        // protects the host, so it may take the newest too.
         let newest = finished.last().map(|(e, _)| e.path.clone());
         let dir = self.policy.directory.clone();
         let short_of_space =
-            || keep_free != 0 && crate::sys::free_bytes(&dir).is_some_and(|f| f < keep_free);
+            || need_free != 0 && crate::sys::free_bytes(&dir).is_some_and(|f| f < need_free);
         for (entry, size) in finished {
+            let short = short_of_space();
             if !((keep_files != 0 && count > keep_files)
                 || (keep_bytes != 0 && total > keep_bytes)
-                || short_of_space())
+                || short)
             {
                 break;
             }
             if current.as_ref() == Some(&entry.path) {
                 continue;
             }
-            if newest.as_ref() == Some(&entry.path) {
+            if newest.as_ref() == Some(&entry.path) && !short {
                 break;
             }
             match fs::remove_file(&entry.path) {
@@ -775,6 +846,7 @@ impl RotatingWriter {
             count -= 1;
             total -= size;
         }
+        self.retained_bytes = total;
     }
 
     /// Counts an I/O error and logs it, at most once per [`ERROR_LOG_INTERVAL_NS`].
@@ -814,6 +886,12 @@ struct Entry {
     seq: u64,
     part: bool,
     path: PathBuf,
+}
+
+/// The free space to keep on a file system of `total` bytes: the larger of the two floors.
+pub fn floor_bytes(policy: &Policy, total: u64) -> u64 {
+    let percent = u128::from(total) * u128::from(policy.keep_free_percent) / 100;
+    policy.keep_free_bytes.max(u64::try_from(percent).unwrap_or(u64::MAX))
 }
 
 /// Creates the output directory (and parents) with mode 0750 if missing, and refuses one that

@@ -610,6 +610,26 @@ pub fn capinfos_count(path: &Path) -> u64 {
         .unwrap_or_else(|| panic!("no packet count in capinfos output: {text}"))
 }
 
+/// How many packets libpcap reads from `path` (`tcpdump --count -r`). libpcap is stricter than
+/// Wireshark: it stops at the first record longer than its interface's snap length.
+pub fn tcpdump_count(path: &Path) -> u64 {
+    let out = Command::new("tcpdump")
+        .args(["--count", "-r"])
+        .arg(path)
+        .output()
+        .expect("running tcpdump");
+    let (stdout, stderr) =
+        (String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "tcpdump -r {}: {stderr}", path.display());
+    // "N packets"; a read error after the header still exits 0, with a message on stderr.
+    assert!(!stderr.contains("tcpdump:"), "tcpdump -r {}: {stderr}", path.display());
+    stdout
+        .split_whitespace()
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("no packet count from tcpdump: {stdout}{stderr}"))
+}
+
 /// `tshark -T fields` rows for the given fields.
 pub fn tshark_fields(path: &Path, fields: &[&str]) -> Vec<Vec<String>> {
     let mut cmd = Command::new("tshark");

@@ -68,6 +68,40 @@ fn reload_under_traffic_loses_nothing_and_applies_new_targets() {
 }
 
 #[test]
+fn raising_snaplen_under_traffic_keeps_every_file_readable_by_libpcap() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let config = lab.config("snaplen = 64", "", TARGET_A);
+    let daemon = lab.start(&config);
+    let frames: Vec<Vec<u8>> = (0..3000).map(|i| test_frame(A, X, &[], i, 200)).collect();
+    std::thread::scope(|s| {
+        let pace = capture_lab::Pace { burst: 8, pause: Duration::from_millis(3) };
+        let lab = &lab;
+        let sender = s.spawn(move || lab.send_paced(&frames, pace));
+        std::thread::sleep(Duration::from_millis(300));
+        lab.config("snaplen = 128", "", TARGET_A);
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_log("reloaded: snaplen 128", Duration::from_secs(5));
+        sender.join().unwrap();
+    });
+    let log = daemon.log_handle();
+    assert!(daemon.stop().0.success());
+    let (files, _) = lab.files();
+    let packets = read_all(&files);
+    assert_eq!(ids(&packets), (0..3000).collect::<Vec<_>>(), "{}", log.text());
+    assert!(
+        packets.iter().any(|p| p.data.len() == 64) && packets.iter().any(|p| p.data.len() == 128)
+    );
+    // Each file's IDB promises a snap length its records keep: libpcap (which stops at the
+    // first record longer than that) reads every file to its end.
+    let libpcap: u64 = files.iter().map(|f| tcpdump_count(f)).sum();
+    assert_eq!(libpcap, 3000, "tcpdump reads every record of {files:?}");
+    assert!(log.text().contains("starting a new file"), "{}", log.text());
+}
+
+#[test]
 fn an_invalid_reload_is_rejected_and_capture_goes_on() {
     if !root_or_skip() {
         return;

@@ -177,6 +177,8 @@ struct OpenFile {
     done_packets: u64,
     /// Bytes known to be on disk; the next write goes there.
     disk_len: u64,
+    /// The snap length each IDB promises (0 = none): no record of that interface may be longer.
+    snaplens: Vec<u32>,
     /// False until the SHB and IDBs are on disk: before that, packets must not be written alone.
     header_on_disk: bool,
 }
@@ -193,11 +195,14 @@ struct Faults {
 /// Writes packets into a rotating series of pcapng files (see the module docs).
 pub struct RotatingWriter {
     policy: Policy,
-    /// A new policy and header from a config reload, applied when the next file starts.
-    pending: Option<(Policy, Vec<u8>)>,
+    /// A new policy and interface descriptions from a config reload, applied when the next
+    /// file starts.
+    pending: Option<(Policy, Vec<InterfaceInfo>)>,
     section: SectionInfo,
     interface_count: u32,
-    /// SHB + IDBs, encoded once, copied to the start of every file.
+    /// What the IDBs of the next file say.
+    infos: Vec<InterfaceInfo>,
+    /// SHB + IDBs, encoded once from `infos`, copied to the start of every file.
     header: Vec<u8>,
     stats: Box<dyn StatsSource>,
     buf: Vec<u8>,
@@ -264,17 +269,13 @@ impl RotatingWriter {
         }
         let next_seq = entries.iter().map(|e| e.seq).max().map_or(1, |max| max.saturating_add(1));
 
-        let mut header = Vec::new();
-        encode_shb(&mut header, &section);
-        for interface in &interfaces {
-            encode_idb(&mut header, interface);
-        }
-
+        let header = encode_header(&section, &interfaces);
         let mut writer = Self {
             policy,
             pending: None,
             section,
             interface_count: u32::try_from(interfaces.len()).unwrap_or(u32::MAX),
+            infos: interfaces,
             header,
             stats,
             buf: Vec::with_capacity(BUF_CAPACITY),
@@ -322,6 +323,13 @@ impl RotatingWriter {
             // Creating the file failed; tick() retries.
             self.counters.packets_lost_to_errors += 1;
             return Ok(());
+        }
+        if let Some(file) = &self.file
+            && let Some(&limit) = file.snaplens.get(interface_id as usize)
+            && limit != 0
+            && data.len() > limit as usize
+        {
+            self.outgrown(interface_id as usize, data.len());
         }
         encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len, flags);
         self.buffered_packets += 1;
@@ -457,7 +465,7 @@ impl RotatingWriter {
                 now: interfaces.len(),
             });
         }
-        let header = self.header_for(&policy, interfaces)?;
+        check_prefix(&policy.prefix)?;
         // The current file ends at the stricter of its old and the new limits: a reload that
         // adds rotate_seconds to a config without rotation must not wait for a next file that
         // would never come, and one that loosens a limit must still reach a next file for
@@ -471,8 +479,41 @@ impl RotatingWriter {
         p.rotate_seconds = stricter(p.rotate_seconds, policy.rotate_seconds);
         p.rotate_packets = stricter(p.rotate_packets, policy.rotate_packets);
         self.set_due();
-        self.pending = Some((policy, header));
+        self.pending = Some((policy, interfaces.to_vec()));
+        // A larger snap length cannot wait for the next file: its IDBs would promise less than
+        // the new records hold, and libpcap stops reading at the first longer one. (A smaller
+        // one keeps the promise: it applies from the next file.)
+        let raised = |(old, new): (&u32, &InterfaceInfo)| {
+            *old != 0 && (new.snaplen == 0 || new.snaplen > *old)
+        };
+        if let Some(file) = &self.file
+            && let Some((old, new)) = file.snaplens.iter().zip(interfaces).find(|&p| raised(p))
+        {
+            info!(
+                "snaplen of {} raised from {old} to {}: starting a new file",
+                new.name, new.snaplen
+            );
+            self.rotate(self.now_ns);
+        }
         Ok(())
+    }
+
+    /// A record longer than the file's snap length arrived: the kernel took a raised snaplen
+    /// before the writer heard of the reload. The file ends here; the next one takes the
+    /// reloaded settings if they are here and hold the record, else promises no snap length.
+    #[cold]
+    fn outgrown(&mut self, interface: usize, len: usize) {
+        let (policy, mut infos) =
+            self.pending.take().unwrap_or_else(|| (self.policy.clone(), self.infos.clone()));
+        if let Some(info) = infos.get_mut(interface)
+            && info.snaplen != 0
+            && len > info.snaplen as usize
+        {
+            info.snaplen = 0;
+        }
+        self.pending = Some((policy, infos));
+        info!("a {len}-byte record is longer than this file's snap length: starting a new file");
+        self.rotate(self.now_ns);
     }
 
     /// Changes the set of interfaces (interfaces added to or removed from a running capture).
@@ -485,36 +526,23 @@ impl RotatingWriter {
         interfaces: &[InterfaceInfo],
         stats: Box<dyn StatsSource>,
     ) -> Result<(), WriterError> {
-        let header = self.header_for(&policy, interfaces)?;
+        check_prefix(&policy.prefix)?;
         self.finish_file();
         self.apply_retention();
         self.interface_count = u32::try_from(interfaces.len()).unwrap_or(u32::MAX);
         self.stats = stats;
-        self.pending = Some((policy, header));
+        self.pending = Some((policy, interfaces.to_vec()));
         self.apply_pending();
         self.try_start_file(self.now_ns);
         Ok(())
     }
 
-    /// The SHB and IDBs that start each file written with `policy` and `interfaces`.
-    fn header_for(
-        &self,
-        policy: &Policy,
-        interfaces: &[InterfaceInfo],
-    ) -> Result<Vec<u8>, WriterError> {
-        check_prefix(&policy.prefix)?;
-        let mut header = Vec::new();
-        encode_shb(&mut header, &self.section);
-        for interface in interfaces {
-            encode_idb(&mut header, interface);
-        }
-        Ok(header)
-    }
-
     /// Switches to the reloaded settings, between two files. A new directory or prefix gets its
     /// own sequence (continuing whatever that directory holds).
     fn apply_pending(&mut self) {
-        let Some((policy, header)) = self.pending.take() else { return };
+        let Some((policy, infos)) = self.pending.take() else { return };
+        self.header = encode_header(&self.section, &infos);
+        self.infos = infos;
         if policy.directory != self.policy.directory
             || policy.prefix != self.policy.prefix
             || policy.group != self.policy.group
@@ -529,9 +557,8 @@ impl RotatingWriter {
                 }
                 Err(err) => {
                     self.report_io_error("cannot use the new output directory", dir, &err);
-                    // The old directory stays, but the header must describe the interfaces
-                    // the packets will come from.
-                    self.header = header;
+                    // The old directory stays, but the header (set above) must describe the
+                    // interfaces the packets will come from.
                     return;
                 }
             }
@@ -540,7 +567,6 @@ impl RotatingWriter {
             info!("output settings reloaded: next file in {}", policy.directory.display());
         }
         self.policy = policy;
-        self.header = header;
     }
 
     /// Creates the next file; on failure counts, logs and leaves no file open (tick retries).
@@ -602,6 +628,7 @@ impl RotatingWriter {
             done_bytes: 0,
             done_packets: 0,
             disk_len: 0,
+            snaplens: self.infos.iter().map(|i| i.snaplen).collect(),
             header_on_disk: false,
         });
         self.buffered_since_ns = now_ns;
@@ -886,6 +913,16 @@ struct Entry {
     seq: u64,
     part: bool,
     path: PathBuf,
+}
+
+/// SHB + one IDB per interface: the start of every file.
+fn encode_header(section: &SectionInfo, interfaces: &[InterfaceInfo]) -> Vec<u8> {
+    let mut header = Vec::new();
+    encode_shb(&mut header, section);
+    for interface in interfaces {
+        encode_idb(&mut header, interface);
+    }
+    header
 }
 
 /// The free space to keep on a file system of `total` bytes: the larger of the two floors.
@@ -1199,7 +1236,7 @@ mod tests {
     fn interfaces() -> Vec<InterfaceInfo> {
         vec![
             InterfaceInfo { name: "eth0".into(), description: "uplink q0".into(), snaplen: 0 },
-            InterfaceInfo { name: "eth1".into(), description: "uplink q1".into(), snaplen: 256 },
+            InterfaceInfo { name: "eth1".into(), description: "uplink q1".into(), snaplen: 1500 },
         ]
     }
 
@@ -2194,6 +2231,128 @@ mod tests {
             open(policy(dir.path()), T0).reconfigure(policy(dir.path()), &infos[..1]),
             Err(WriterError::InterfaceCountChanged { was: 2, now: 1 })
         ));
+    }
+
+    /// Both test interfaces with snap length `snaplen`.
+    fn sliced(snaplen: u32) -> Vec<InterfaceInfo> {
+        interfaces().into_iter().map(|i| InterfaceInfo { snaplen, ..i }).collect()
+    }
+
+    fn write_len(w: &mut RotatingWriter, len: usize) {
+        w.write_packet(0, T0, &vec![0xab; len], 1500, 0).unwrap();
+    }
+
+    /// Every record of every finished file in `dir` fits its IDB's snap length, as libpcap
+    /// requires; returns (each file's snap lengths, its record lengths).
+    fn records_within_snaplen(dir: &Path) -> Vec<(Vec<u32>, Vec<usize>)> {
+        finished(dir)
+            .iter()
+            .map(|path| {
+                let rb = read_back(path);
+                let snaplens: Vec<u32> = rb.idbs.iter().map(|i| i.snaplen).collect();
+                for (ifid, _, data, _, _) in &rb.packets {
+                    let limit = snaplens[*ifid as usize];
+                    assert!(
+                        limit == 0 || data.len() <= limit as usize,
+                        "{}: a {}-byte record under an IDB snaplen of {limit}",
+                        path.display(),
+                        data.len()
+                    );
+                }
+                (snaplens, rb.packets.iter().map(|p| p.2.len()).collect())
+            })
+            .collect()
+    }
+
+    #[test]
+    fn raising_snaplen_on_reload_starts_a_new_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            RotatingWriter::open(policy(dir.path()), section(), sliced(64), stats().0, T0).unwrap();
+        write_len(&mut w, 64);
+        w.reconfigure(policy(dir.path()), &sliced(128)).unwrap();
+        write_len(&mut w, 64); // sliced under the old snaplen, still in flight
+        write_len(&mut w, 128);
+        w.close(T0).unwrap();
+        let files = records_within_snaplen(dir.path());
+        assert_eq!(files, [(vec![64, 64], vec![64]), (vec![128, 128], vec![64, 128])]);
+    }
+
+    #[test]
+    fn lowering_snaplen_applies_from_the_next_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = RotatingWriter::open(
+            Policy { rotate_packets: 3, ..policy(dir.path()) },
+            section(),
+            sliced(128),
+            stats().0,
+            T0,
+        )
+        .unwrap();
+        write_len(&mut w, 128);
+        w.reconfigure(Policy { rotate_packets: 3, ..policy(dir.path()) }, &sliced(64)).unwrap();
+        write_len(&mut w, 128); // in flight: the file's promise still holds
+        write_len(&mut w, 64);
+        write_len(&mut w, 64);
+        w.close(T0).unwrap();
+        let files = records_within_snaplen(dir.path());
+        assert_eq!(files, [(vec![128, 128], vec![128, 128, 64]), (vec![64, 64], vec![64])]);
+    }
+
+    #[test]
+    fn a_record_longer_than_the_files_snaplen_starts_a_file_that_promises_none() {
+        // The kernel took a raised snaplen before the writer heard of the reload.
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            RotatingWriter::open(policy(dir.path()), section(), sliced(64), stats().0, T0).unwrap();
+        write_len(&mut w, 64);
+        write_len(&mut w, 86);
+        // The reload arrives: it raises the other interface's 64, so another file starts.
+        w.reconfigure(policy(dir.path()), &sliced(128)).unwrap();
+        write_len(&mut w, 100);
+        w.close(T0).unwrap();
+        let files = records_within_snaplen(dir.path());
+        assert_eq!(
+            files,
+            [(vec![64, 64], vec![64]), (vec![0, 64], vec![86]), (vec![128, 128], vec![100])]
+        );
+    }
+
+    #[test]
+    fn tcpdump_reads_a_file_written_across_a_snaplen_raise() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w =
+            RotatingWriter::open(policy(dir.path()), section(), sliced(64), stats().0, T0).unwrap();
+        for _ in 0..5 {
+            write_len(&mut w, 64);
+        }
+        w.reconfigure(policy(dir.path()), &sliced(128)).unwrap();
+        for _ in 0..5 {
+            write_len(&mut w, 86);
+        }
+        w.close(T0).unwrap();
+        let mut read = 0;
+        for path in finished(dir.path()) {
+            let output = match std::process::Command::new("tcpdump")
+                .args(["--count", "-r"])
+                .arg(&path)
+                .output()
+            {
+                Ok(output) => output,
+                Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                    println!("note: tcpdump not installed, skipping the libpcap check");
+                    return;
+                }
+                Err(e) => panic!("cannot run tcpdump: {e}"),
+            };
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            assert!(output.status.success(), "tcpdump -r {}: {stderr}", path.display());
+            // "N packets"
+            let stdout = String::from_utf8_lossy(&output.stdout);
+            let n = stdout.split_whitespace().next().and_then(|n| n.parse::<usize>().ok());
+            read += n.unwrap_or_else(|| panic!("tcpdump --count -r: {stdout}{stderr}"));
+        }
+        assert_eq!(read, 10, "libpcap reads every record");
     }
 
     #[test]

@@ -4,11 +4,11 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
-use crate::config::{Config, Mode, OutputConfig};
+use crate::config::{Config, FileGroup, Mode, OutputConfig};
 use crate::daemon::{describe_target, resolve_interfaces};
 use crate::source::afxdp;
 use crate::sys::FsSpace;
-use crate::writer::rotate::{floor_bytes, refuse_world_writable};
+use crate::writer::rotate::{check_dir_path, check_future_dir_path, floor_bytes};
 use crate::{netdev, sys};
 
 /// The banner `check` and the docs use: in mirror mode the capture NIC loses the frames it captures.
@@ -169,7 +169,7 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         }
     }
 
-    check_output(&mut r, &config.output.directory);
+    check_output(&mut r, &config.output.directory, config.output.group.as_ref());
     match output_bound(&config.output, sys::fs_space(nearest_existing(&config.output.directory))) {
         Ok(bound) => r.ok("retention", bound),
         Err(unbounded) => r.warn("retention", unbounded),
@@ -283,17 +283,17 @@ fn output_bound(output: &OutputConfig, space: Option<FsSpace>) -> Result<String,
         .into())
 }
 
-fn check_output(r: &mut Report, dir: &Path) {
+fn check_output(r: &mut Report, dir: &Path, group: Option<&FileGroup>) {
     let existing = nearest_existing(dir);
-    if existing == dir {
-        // What `run` refuses, with its words.
-        use std::os::unix::fs::PermissionsExt as _;
-        if let Ok(meta) = std::fs::metadata(dir)
-            && let Err(e) = refuse_world_writable(dir, meta.permissions().mode())
-        {
-            r.fail("output", e.to_string());
-            return;
-        }
+    // What `run` refuses, with its words.
+    let safe = if existing == dir {
+        check_dir_path(dir, group)
+    } else {
+        check_future_dir_path(dir, existing)
+    };
+    if let Err(e) = safe {
+        r.fail("output", e.to_string());
+        return;
     }
     let Ok(c) = std::ffi::CString::new(existing.as_os_str().as_encoded_bytes()) else {
         r.fail("output", format!("{}: bad path", dir.display()));

@@ -415,6 +415,52 @@ fn check_reports_the_host_and_warns_about_mirror_mode() {
 }
 
 #[test]
+fn an_output_directory_others_could_change_is_refused_by_run_and_check() {
+    if !root_or_skip() {
+        return;
+    }
+    use std::os::unix::fs::{PermissionsExt as _, chown};
+    let lab = Lab::new(1);
+    let out = lab.out_dir();
+    std::fs::create_dir_all(&out).unwrap();
+    let config = lab.config("", "", ALL);
+    let config = config.to_str().unwrap();
+    let nobody = 65534;
+    let expect_refused = |want: &str| {
+        let (code, text) = run_cli(&lab, &["check", "--config", config]);
+        assert_eq!(code, 1, "{text}");
+        assert!(text.contains("FAIL  output: capture directory") && text.contains(want), "{text}");
+        let (code, text) = run_cli(&lab, &["run", "--config", config]);
+        assert_eq!(code, 2, "{text}");
+        assert!(text.contains(want), "{text}");
+        let tcx = tcx_prog_ids(&lab.ns, CAPTURE_IF, Tcx::Ingress);
+        assert!(!lab.xdp_attached() && tcx.is_empty(), "nothing attached");
+    };
+
+    // Owned by another user: it could rename or delete the capture files.
+    chown(&out, Some(nobody), None).unwrap();
+    expect_refused("is owned by uid 65534, not by the service's user (uid 0) or root");
+    chown(&out, Some(0), None).unwrap();
+
+    // Group-writable by a group that is not [output] group.
+    chown(&out, None, Some(nobody)).unwrap();
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o770)).unwrap();
+    expect_refused("is writable by group 65534 (mode 770)");
+    // ...which is fine once it is the configured group.
+    let grouped = lab.config("", "group = \"65534\"", ALL);
+    let (code, text) = run_cli(&lab, &["check", "--config", grouped.to_str().unwrap()]);
+    assert_eq!(code, 0, "{text}");
+
+    // A directory above it that a group may write to: the group could swap the whole tree.
+    std::fs::set_permissions(&out, std::fs::Permissions::from_mode(0o750)).unwrap();
+    let parent = lab.dir.path();
+    chown(parent, None, Some(nobody)).unwrap();
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o770)).unwrap();
+    expect_refused(&format!("{} is writable by group 65534", parent.display()));
+    std::fs::set_permissions(parent, std::fs::Permissions::from_mode(0o700)).unwrap();
+}
+
+#[test]
 fn the_example_config_passes_check_once_its_interface_exists() {
     if !root_or_skip() {
         return;

@@ -20,7 +20,7 @@ use std::io;
 use std::os::fd::AsFd as _;
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{
-    DirBuilderExt as _, FileExt as _, OpenOptionsExt as _, PermissionsExt as _,
+    DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
 };
 use std::path::{Path, PathBuf};
 
@@ -136,6 +136,15 @@ pub enum WriterError {
         path: PathBuf,
         /// Its permission bits.
         mode: u32,
+    },
+    /// The directory, or one above it, could be changed by someone else than the service (and
+    /// root): files could be planted, renamed or deleted under it. OpenSSH's StrictModes rule.
+    #[error("capture directory {}: {problem}", dir.display())]
+    UnsafePath {
+        /// The output directory.
+        dir: PathBuf,
+        /// Which directory, and why, with the fix.
+        problem: String,
     },
     #[error(
         "cannot give {} to group {group}: {source} (the daemon needs CAP_CHOWN, or to be a \
@@ -943,7 +952,6 @@ fn prepare_dir(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError>
         .map_err(|source| WriterError::CreateDir { path: dir.to_path_buf(), source })?
         .permissions()
         .mode();
-    refuse_world_writable(dir, mode)?;
     if let Some(group) = group {
         // Checked here, at start-up and on reload, so that giving each file to the group
         // later cannot fail for want of permission. The directory could already have the
@@ -970,7 +978,8 @@ fn prepare_dir(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError>
             );
         }
     }
-    Ok(())
+    // After giving it to the group: the group it was given may write to it.
+    check_dir_path(dir, group)
 }
 
 /// Checks output settings before they are used (a config reload): the prefix, and that the
@@ -988,11 +997,90 @@ fn check_prefix(prefix: &str) -> Result<(), WriterError> {
     Ok(())
 }
 
-/// Refuses an output directory of permission bits `mode` that everybody may write to: anyone
-/// could fill it or plant names in it. `run` and `check` both ask this.
-pub fn refuse_world_writable(dir: &Path, mode: u32) -> Result<(), WriterError> {
-    if mode & 0o002 != 0 {
-        return Err(WriterError::WorldWritable { path: dir.to_path_buf(), mode: mode & 0o7777 });
+/// OpenSSH's StrictModes for the output directory `dir` (which exists) and every directory
+/// above it: each must be owned by the service's user or root, and writable by no one else. The
+/// output directory may be group-writable for `[output] group` only; a directory above it may
+/// be world-writable only with the sticky bit (`/tmp`), where no one else can rename or delete
+/// what is ours. `run` (at start-up and on reload) and `check` both ask this.
+pub fn check_dir_path(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError> {
+    walk_dir_path(dir, dir, group)
+}
+
+/// [`check_dir_path`] for an output directory `dir` not made yet: `existing`, the nearest
+/// directory above it, and those above that are checked as its parents.
+pub fn check_future_dir_path(dir: &Path, existing: &Path) -> Result<(), WriterError> {
+    walk_dir_path(dir, existing, None)
+}
+
+/// Checks `start` and every directory above it; `start` is the output directory if it is `dir`.
+fn walk_dir_path(dir: &Path, start: &Path, group: Option<&FileGroup>) -> Result<(), WriterError> {
+    let unsafe_path = |problem: String| WriterError::UnsafePath { dir: dir.to_path_buf(), problem };
+    let real = fs::canonicalize(start)
+        .map_err(|e| unsafe_path(format!("cannot resolve {}: {e}", start.display())))?;
+    let output_dir = start == dir;
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let mut at: Option<&Path> = Some(&real);
+    while let Some(path) = at {
+        let meta = fs::metadata(path)
+            .map_err(|e| unsafe_path(format!("cannot read {}: {e}", path.display())))?;
+        let node = DirNode { uid: meta.uid(), gid: meta.gid(), mode: meta.mode() };
+        let is_output = output_dir && path == real;
+        let output_group = if is_output { group.map(|g| g.gid) } else { None };
+        if let Err(problem) = judge_dir(node, is_output, euid, output_group) {
+            if is_output && meta.mode() & 0o002 != 0 {
+                return Err(WriterError::WorldWritable {
+                    path: dir.to_path_buf(),
+                    mode: meta.mode() & 0o7777,
+                });
+            }
+            return Err(unsafe_path(format!("{} {problem}", path.display())));
+        }
+        at = path.parent();
+    }
+    Ok(())
+}
+
+/// Owner and permission bits of one directory on the output path.
+#[derive(Clone, Copy, Debug)]
+struct DirNode {
+    uid: u32,
+    gid: u32,
+    mode: u32,
+}
+
+/// Whether someone other than `euid` and root could change directory `node` (`output`: the
+/// output directory itself, which may be group-writable for `output_group`). Err: why, and how
+/// to fix it.
+fn judge_dir(
+    node: DirNode,
+    output: bool,
+    euid: u32,
+    output_group: Option<u32>,
+) -> Result<(), String> {
+    let mode = node.mode & 0o7777;
+    if node.uid != euid && node.uid != 0 {
+        return Err(format!(
+            "is owned by uid {}, not by the service's user (uid {euid}) or root: that user could \
+             rename or delete the capture files; chown it to the service's user",
+            node.uid
+        ));
+    }
+    let sticky = mode & 0o1000 != 0;
+    if mode & 0o002 != 0 && (output || !sticky) {
+        return Err(format!(
+            "is writable by everyone (mode {mode:o}): anyone could plant, rename or delete files \
+             under it; chmod o-w"
+        ));
+    }
+    if mode & 0o020 != 0 && !(output && output_group == Some(node.gid)) && !sticky {
+        let fix =
+            if output { "chmod g-w, or name that group in [output] group" } else { "chmod g-w" };
+        return Err(format!(
+            "is writable by group {} (mode {mode:o}): its members could rename or delete the \
+             capture files; {fix}",
+            node.gid
+        ));
     }
     Ok(())
 }
@@ -2415,6 +2503,34 @@ mod tests {
             .unwrap_err();
         assert!(matches!(err, WriterError::WorldWritable { mode: 0o777, .. }), "{err}");
         assert!(err.to_string().contains("writable by everyone"), "{err}");
+    }
+
+    #[test]
+    fn strict_modes_refuse_directories_others_could_change() {
+        let node = |uid, gid, mode| DirNode { uid, gid, mode };
+        let (me, group) = (998, Some(40));
+        // The output directory: ours or root's, writable by us (and our [output] group) only.
+        assert!(judge_dir(node(me, 0, 0o40750), true, me, None).is_ok());
+        assert!(judge_dir(node(0, 0, 0o40700), true, me, None).is_ok());
+        assert!(judge_dir(node(me, 40, 0o40770), true, me, group).is_ok());
+        let other_owner = judge_dir(node(1000, 0, 0o40750), true, me, None).unwrap_err();
+        assert!(
+            other_owner.starts_with("is owned by uid 1000, not by the service's user (uid 998)")
+        );
+        let other_group = judge_dir(node(me, 41, 0o40770), true, me, group).unwrap_err();
+        assert!(other_group.contains("writable by group 41 (mode 770)"), "{other_group}");
+        assert!(other_group.ends_with("or name that group in [output] group"), "{other_group}");
+        assert!(judge_dir(node(me, 40, 0o40770), true, me, None).is_err());
+        let world = judge_dir(node(me, 0, 0o41777), true, me, None).unwrap_err();
+        assert!(world.contains("writable by everyone (mode 1777)"), "{world}");
+        // Directories above it: no group may write, the sticky /tmp may be world-writable.
+        assert!(judge_dir(node(0, 0, 0o40755), false, me, None).is_ok());
+        assert!(judge_dir(node(0, 0, 0o41777), false, me, None).is_ok());
+        assert!(judge_dir(node(0, 0, 0o40777), false, me, None).is_err());
+        assert!(
+            judge_dir(node(0, 40, 0o40775), false, me, group).unwrap_err().ends_with("chmod g-w")
+        );
+        assert!(judge_dir(node(1000, 1000, 0o40755), false, me, None).is_err());
     }
 
     #[test]

@@ -12,10 +12,11 @@
 //! 3. [`writer`]: one writer thread merges the queues in time order and writes pcapng records
 //!    into large buffers, rotating and pruning files as [`config`] says.
 //!
-//! [`daemon`] wires these together; `main.rs` is only the command line.
+//! [`daemon`] wires these together; `main.rs` is only the command line, and [`commands`] holds
+//! the commands other than `run` (`check`, `status`, the one-shot `capture`).
 
 pub mod bpf;
-pub mod check;
+pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod handoff;
@@ -23,9 +24,7 @@ pub mod metrics;
 pub mod nap;
 pub mod netdev;
 pub mod notify;
-pub mod oneshot;
 pub mod source;
-pub mod status;
 pub mod stop;
 pub mod sys;
 pub mod watch;

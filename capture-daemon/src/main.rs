@@ -6,9 +6,10 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use anyhow::Context as _;
+use capture_daemon::commands::{check, oneshot, status};
 use capture_daemon::config::{self, Config};
 use capture_daemon::stop::Stop;
-use capture_daemon::{check, daemon, status, watch};
+use capture_daemon::{daemon, watch};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -45,7 +46,7 @@ enum Command {
     },
     /// One-shot capture for troubleshooting, no config file: dumpcap-style flags, the daemon's
     /// data path. Ctrl-C stops it and prints what was received and dropped.
-    Capture(capture_daemon::oneshot::CaptureArgs),
+    Capture(oneshot::CaptureArgs),
     /// Check the configuration and the host (interfaces, privileges, kernel support) without
     /// capturing; exits non-zero when something would stop `run`.
     Check {
@@ -132,8 +133,8 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         Command::Capture(args) => {
             let control = daemon::Control::new().context("creating the control socket")?;
             install_signals(&control)?;
-            let summary = capture_daemon::oneshot::run(&args, &control)?;
-            eprint!("{}", capture_daemon::oneshot::report(&summary));
+            let summary = oneshot::run(&args, &control)?;
+            eprint!("{}", oneshot::report(&summary));
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {

@@ -32,11 +32,11 @@ use anyhow::{Context as _, bail, ensure};
 use capture_common::DIRECTION_INBOUND;
 use capture_daemon::config::{CaptureConfig, OutputConfig};
 use capture_daemon::handoff::{self, Producer};
-use capture_daemon::source::realtime_ns;
+use capture_daemon::source::monotonic_ns;
 use capture_daemon::writer::pcapng::{BT_EPB, encode_idb, encode_isb, encode_shb, epb_len};
 use capture_daemon::writer::{
-    InterfaceInfo, InterfaceStats, Merger, RECORDS_PER_ROUND, RotatingWriter, SectionInfo, Source,
-    StatsSource, merge::DEFAULT_WINDOW_NS, write_round,
+    Clock as _, InterfaceInfo, InterfaceStats, Merger, Now, RECORDS_PER_ROUND, RotatingWriter,
+    SectionInfo, Source, StatsSource, SystemClock, merge::DEFAULT_WINDOW_NS, write_round,
 };
 use clap::Parser;
 
@@ -89,11 +89,16 @@ fn main() -> anyhow::Result<()> {
     let pool: [Vec<u8>; POOL] = std::array::from_fn(|i| frame(i, frame_len));
     let orig_len = u32::try_from(frame_len)?;
 
-    let t0 = realtime_ns();
+    // Frames are stamped with monotonic time, as the kernel stamps them; the writer adds one
+    // wall-clock offset, fixed here so that the file can be checked.
+    let t0 = monotonic_ns();
+    let offset = SystemClock.wall_offset_ns();
+    let now = || Now { mono_ns: monotonic_ns(), offset_ns: offset };
+    let wall_t0 = t0.saturating_add_signed(offset);
     let ts = |j: usize| t0 + j as u64 * TS_STEP;
     let stats = InterfaceStats {
-        start_ns: t0,
-        end_ns: ts(n),
+        start_ns: wall_t0,
+        end_ns: wall_t0 + n as u64 * TS_STEP,
         received: n as u64,
         kernel_drops: 0,
         accepted: n as u64,
@@ -116,7 +121,7 @@ fn main() -> anyhow::Result<()> {
         section.clone(),
         vec![interface.clone()],
         Box::new(FixedStats(stats)),
-        t0,
+        now(),
     )
     .context("opening the capture file")?;
 
@@ -138,13 +143,13 @@ fn main() -> anyhow::Result<()> {
     let start = Instant::now();
     let mut last_tick = start;
     let mut round = |merger: &mut Merger, writer: &mut RotatingWriter| -> anyhow::Result<()> {
-        let done = write_round(merger, writer, realtime_ns(), RECORDS_PER_ROUND, &mut delivered);
+        let done = write_round(merger, writer, now(), RECORDS_PER_ROUND, &mut delivered);
         if let Some(e) = done.error {
             bail!("writing a frame: {e}");
         }
         // As the daemon's write loop does after each round.
         if last_tick.elapsed() >= Duration::from_millis(100) {
-            writer.tick(realtime_ns())?;
+            writer.tick(monotonic_ns())?;
             last_tick = Instant::now();
         }
         Ok(())
@@ -175,11 +180,11 @@ fn main() -> anyhow::Result<()> {
     while !merger.is_finished() {
         round(&mut merger, &mut writer)?;
     }
-    let path = writer.close(realtime_ns())?.context("the capture file was not finished")?;
+    let path = writer.close(monotonic_ns())?.context("the capture file was not finished")?;
     let seconds = start.elapsed().as_secs_f64();
 
     ensure!(delivered[0] == n as u64, "{} of {n} frames were written", delivered[0]);
-    check_file(&path, &section, &interface, &stats, &pool, n, t0)
+    check_file(&path, &section, &interface, &stats, &pool, n, wall_t0)
         .with_context(|| format!("checking {}", path.display()))?;
     if !args.keep {
         std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;

@@ -25,12 +25,13 @@ use crate::bpf::{Slots, TargetTables};
 use crate::config::{Config, InterfaceConfig, MetricsConfig, Mode, TargetConfig, format_mac};
 use crate::metrics;
 use crate::notify::Notifier;
-use crate::source::{self, realtime_ns};
+use crate::source;
 use crate::stop::{self, Stop};
 use crate::sys;
 use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
-    InterfaceInfo, Merger, Output, RotatingWriter, SectionInfo, Source, StreamWriter,
+    InterfaceInfo, Merger, Output, RotatingWriter, SectionInfo, Source, StreamWriter, SystemClock,
+    WriterClock,
 };
 
 mod iface;
@@ -368,6 +369,7 @@ fn start(
     let stats_source =
         Box::new(FileStats { stats: Arc::clone(&stats), ifaces: file_ifaces.clone() });
     let is_stream = stream.is_some();
+    let mut clock = WriterClock::new(Box::new(SystemClock));
     let writer = match stream {
         Some(out) => {
             StreamWriter::open(out, &section_info(), &interfaces, stats_source).map(Output::Stream)
@@ -377,7 +379,7 @@ fn start(
             section_info(),
             interfaces,
             stats_source,
-            realtime_ns(),
+            clock.now(),
         )
         .map(|mut w| {
             if keep_files_include_current {
@@ -405,7 +407,7 @@ fn start(
             .spawn(move || {
                 let merger = Merger::new(sources, DEFAULT_WINDOW_NS);
                 let ends = Ends { limit: stop_after_packets, control };
-                let state = WriterState { output: writer, merger, ifaces: file_ifaces };
+                let state = WriterState { output: writer, merger, ifaces: file_ifaces, clock };
                 write_loop(state, buffer_bytes, &reconfigured, &stop, &stats, &ends)
             })
             .context("spawning the writer thread")?

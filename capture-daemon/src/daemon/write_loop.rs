@@ -11,15 +11,18 @@ use anyhow::Context as _;
 use super::{Control, FileStats, IfaceStats, Stats, Summary};
 use crate::config::OutputConfig;
 use crate::nap::Nap;
-use crate::source::{self, realtime_ns};
+use crate::source;
 use crate::writer::{
-    InterfaceInfo, Merger, Output, PacketSink, RECORDS_PER_ROUND, Source, WriterError, write_round,
+    InterfaceInfo, Merger, Output, PacketSink, RECORDS_PER_ROUND, Source, WriterClock, WriterError,
+    write_round,
 };
 
 /// Longest pause of the writer once it has caught up with every queue. The hand-off rings hold
 /// far more than this at any rate (the pause shrinks when they fill faster than a quarter per
 /// pause), and the output is flushed once a second anyway.
 pub(super) const WRITER_MAX_NAP_NS: u64 = 100_000_000;
+/// How often the writer's output gets its housekeeping (time rotation, the 1 s flush).
+const TICK_NS: u64 = 100_000_000;
 /// Takes records and keeps none (frames beyond `capture -c`).
 pub(super) struct Discard;
 
@@ -67,6 +70,8 @@ pub(super) struct WriterState {
     pub(super) output: Output,
     pub(super) merger: Merger,
     pub(super) ifaces: Vec<Arc<IfaceStats>>,
+    /// Monotonic time for every decision, and the one offset that makes timestamps wall-clock.
+    pub(super) clock: WriterClock,
 }
 
 /// How long the writer waits for the rings of removed interfaces to empty before it switches
@@ -139,7 +144,7 @@ pub(super) fn write_loop(
     let mut nap = Nap::new(buffer_bytes / 4, WRITER_MAX_NAP_NS);
     // Bytes taken from the rings since the writer last slept.
     let mut round_bytes = 0u64;
-    let mut last_tick = Instant::now();
+    let mut last_tick_ns = state.clock.now().mono_ns;
     let mut reported_error = false;
     // Frames written per interface id since they were last added to the shared counters.
     let mut delivered = vec![0u64; state.ifaces.len()];
@@ -175,20 +180,15 @@ pub(super) fn write_loop(
         let room = ends
             .limit
             .map_or(usize::MAX, |l| usize::try_from(l.saturating_sub(total)).unwrap_or(usize::MAX));
+        let now = state.clock.now();
         let round = if room == 0 {
             let mut discarded = vec![0u64; state.ifaces.len()];
-            write_round(
-                &mut state.merger,
-                &mut Discard,
-                realtime_ns(),
-                RECORDS_PER_ROUND,
-                &mut discarded,
-            )
+            write_round(&mut state.merger, &mut Discard, now, RECORDS_PER_ROUND, &mut discarded)
         } else {
             write_round(
                 &mut state.merger,
                 &mut state.output,
-                realtime_ns(),
+                now,
                 RECORDS_PER_ROUND.min(room),
                 &mut delivered,
             )
@@ -211,11 +211,11 @@ pub(super) fn write_loop(
         if n > 0 {
             handed += add_delivered(&state.ifaces, &mut delivered);
         }
-        if last_tick.elapsed() >= Duration::from_millis(100) {
-            if let Err(e) = state.output.tick(realtime_ns()) {
+        if now.mono_ns.saturating_sub(last_tick_ns) >= TICK_NS {
+            if let Err(e) = state.output.tick(now) {
                 log::error!("rotating the output file: {}", crate::bpf::error_chain(&e));
             }
-            last_tick = Instant::now();
+            last_tick_ns = now.mono_ns;
         }
         if n < RECORDS_PER_ROUND {
             // Workers are joined before `stop` is set, so finished rings stay finished; and
@@ -240,7 +240,7 @@ pub(super) fn write_loop(
     }
     stats.write_losses.store(state.output.counters().packets_lost_to_errors, Relaxed);
     let closed_before = state.output.counters().files_closed;
-    let last_file = state.output.close(realtime_ns()).context("closing the output file")?;
+    let last_file = state.output.close(state.clock.now()).context("closing the output file")?;
     let frames_written = handed.saturating_sub(stats.write_losses.load(Relaxed));
     Ok(Summary {
         frames_written,

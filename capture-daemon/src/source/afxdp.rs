@@ -22,7 +22,7 @@ use std::time::{Duration, Instant};
 use capture_common::{DIRECTION_INBOUND, FrameMeta, META_MAGIC};
 use xdpilone::{IfInfo, Socket, SocketConfig, Umem, UmemConfig};
 
-use super::{Feed, QueueStats, Worker, monotonic_ns, monotonic_to_realtime_offset, realtime_ns};
+use super::{Feed, QueueStats, Worker, monotonic_ns};
 use crate::config::ZeroCopy;
 use crate::nap::Nap;
 use crate::stop::{self, Stop};
@@ -373,11 +373,9 @@ impl RxQueue {
         self.free.truncate(start);
     }
 
-    /// About once a second: the kernel's socket statistics, and the clock offset (so NTP steps
-    /// of the wall clock reach the timestamps).
-    fn refresh_if_due(&self, stats: &QueueStats, last_refresh: &mut Instant, offset: &mut i64) {
+    /// About once a second: the kernel's socket statistics.
+    fn refresh_if_due(&self, stats: &QueueStats, last_refresh: &mut Instant) {
         if last_refresh.elapsed() >= Duration::from_secs(1) {
-            *offset = monotonic_to_realtime_offset();
             self.refresh_kernel_stats(stats);
             *last_refresh = Instant::now();
         }
@@ -394,7 +392,7 @@ impl RxQueue {
 
     /// Drains one batch into `feed`. Returns how many descriptors it took.
     #[expect(clippy::cast_possible_truncation, reason = "AF_XDP exists only where usize is 64-bit")]
-    fn drain(&mut self, feed: &mut Feed, offset: i64) -> u32 {
+    fn drain(&mut self, feed: &mut Feed) -> u32 {
         let base = self.area.ptr;
         let umem_len = self.area.len as u64;
         let meta_len = size_of::<FrameMeta>() as u64;
@@ -438,11 +436,7 @@ impl RxQueue {
                         .read_unaligned()
                 };
                 if meta.magic == META_MAGIC {
-                    Some(Stamp {
-                        ts: meta.tstamp_ns.wrapping_add_signed(offset),
-                        orig_len: meta.orig_len,
-                        caplen: meta.caplen,
-                    })
+                    Some(Stamp { ts: meta.tstamp_ns, orig_len: meta.orig_len, caplen: meta.caplen })
                 } else {
                     None
                 }
@@ -462,7 +456,6 @@ impl RxQueue {
     fn run(&mut self, mut feed: Feed, stop: &Stop) {
         let stats = Arc::clone(&feed.stats);
         let stats = &*stats;
-        let mut offset = monotonic_to_realtime_offset();
         let mut last_refresh = Instant::now();
         let mut empty_busy_polls = 0u32;
         // Aim for a quarter of the RX ring per read.
@@ -475,28 +468,27 @@ impl RxQueue {
         stats.beat();
         loop {
             let stopping = stop.is_raised();
-            let n = self.drain(&mut feed, offset);
+            let n = self.drain(&mut feed);
             round = round.saturating_add(n);
             if n == BATCH {
                 full_batches = full_batches.wrapping_add(1);
                 if full_batches.is_multiple_of(1024) {
                     stats.beat();
-                    // Under overload the ring never empties: the statistics and the clock
-                    // offset must still be refreshed (ring-full drops show up exactly then).
-                    self.refresh_if_due(stats, &mut last_refresh, &mut offset);
+                    // Under overload the ring never empties: the statistics must still be
+                    // refreshed (ring-full drops show up exactly then).
+                    self.refresh_if_due(stats, &mut last_refresh);
                 }
                 continue;
             }
-            let mono = monotonic_ns();
-            stats.heartbeat_ms.store(mono / 1_000_000, Relaxed);
+            let now = monotonic_ns();
+            stats.heartbeat_ms.store(now / 1_000_000, Relaxed);
             // The RX ring is empty: every frame stamped more than IN_FLIGHT_NS ago has been
             // pushed (the kernel fills the ring within one NAPI poll of stamping a frame).
-            let now = mono.wrapping_add_signed(offset);
             // A packet half read is older than `now` and still to be pushed.
             if self.packet.is_idle() {
                 feed.vouch(now.saturating_sub(IN_FLIGHT_NS));
             }
-            self.refresh_if_due(stats, &mut last_refresh, &mut offset);
+            self.refresh_if_due(stats, &mut last_refresh);
             if n == 0 && stopping {
                 // The program is detached before stop is set, but a NAPI poll already running
                 // may still flush frames it redirected into the ring: look once more after the
@@ -577,7 +569,7 @@ struct Reassembly {
 /// What the XDP program's metadata says of a frame.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct Stamp {
-    /// Wall-clock ns.
+    /// CLOCK_MONOTONIC ns, as the program stamped it.
     ts: u64,
     orig_len: u32,
     /// Bytes to keep (the program leaves cutting a fragmented frame to user space).
@@ -661,7 +653,7 @@ fn stamp(feed: &mut Feed, meta: Option<Stamp>, len: u32) -> (u64, u32, usize) {
         Some(m) => (m.ts, m.orig_len.max(len), m.caplen.min(len) as usize),
         None => {
             feed.bad_record();
-            (realtime_ns(), len, len as usize)
+            (monotonic_ns(), len, len as usize)
         }
     }
 }

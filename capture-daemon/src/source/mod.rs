@@ -111,7 +111,8 @@ impl Worker {
 /// writer, counted, once per batch ([`Feed::publish`]).
 pub struct Feed {
     producer: Producer,
-    /// Wall-clock ns up to which every frame of this ring has been pushed (see `writer::merge`).
+    /// CLOCK_MONOTONIC ns up to which every frame of this ring has been pushed (see
+    /// `writer::merge`).
     watermark: Arc<AtomicU64>,
     pub stats: Arc<QueueStats>,
     frames: u64,
@@ -126,7 +127,9 @@ impl Feed {
         Feed { producer, watermark, stats, frames: 0, bytes: 0, dropped: 0, bad: 0, last_ts: 0 }
     }
 
-    /// Adds one frame to the batch. A full hand-off ring costs the frame (counted).
+    /// Adds one frame to the batch: `ts_ns` is its CLOCK_MONOTONIC stamp (`bpf_ktime_get_ns`),
+    /// as every time of the data path up to the writer. A full hand-off ring costs the frame
+    /// (counted).
     #[inline]
     pub fn push(&mut self, ts_ns: u64, orig_len: u32, flags: u32, data: &[u8]) {
         self.frames += 1;
@@ -161,17 +164,10 @@ impl Feed {
         (self.frames, self.bytes, self.dropped, self.bad) = (0, 0, 0, 0);
     }
 
-    /// The ring was seen empty at wall-clock `ts_ns`: nothing older will follow.
+    /// The ring was seen empty at CLOCK_MONOTONIC `ts_ns`: nothing older will follow.
     pub fn vouch(&self, ts_ns: u64) {
         self.watermark.fetch_max(ts_ns, Release);
     }
-}
-
-/// Nanoseconds to add to CLOCK_MONOTONIC (what `bpf_ktime_get_ns` returns) to get wall-clock
-/// time. Re-read about once a second so NTP steps of the wall clock show up in the files.
-pub fn monotonic_to_realtime_offset() -> i64 {
-    // Both below 2^63 ns (year 2262).
-    realtime_ns().cast_signed() - monotonic_ns().cast_signed()
 }
 
 /// CLOCK_MONOTONIC in ns: the clock of `bpf_ktime_get_ns`.

@@ -11,12 +11,12 @@
 
 use std::os::fd::{AsFd as _, AsRawFd as _, FromRawFd as _, OwnedFd, RawFd};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aya::maps::{Map, MapData, RingBuf};
 use capture_common::{META_MAGIC, TapMeta};
 
-use super::{Feed, Worker, monotonic_ns, monotonic_to_realtime_offset};
+use super::{Feed, Worker, monotonic_ns};
 use crate::stop::Stop;
 use crate::writer::merge;
 
@@ -85,7 +85,7 @@ impl Reader {
 
     /// Drains ring `i` (up to [`BUDGET`] records) into its feed. Returns the records taken and
     /// whether the ring was seen empty.
-    fn drain(&mut self, i: usize, offset: i64) -> (usize, bool) {
+    fn drain(&mut self, i: usize) -> (usize, bool) {
         let (ring, feed) = (&mut self.rings[i], &mut self.feeds[i]);
         let mut n = 0;
         let mut empty = false;
@@ -104,12 +104,9 @@ impl Reader {
             let meta = unsafe { head.as_ptr().cast::<TapMeta>().read_unaligned() };
             let data = rec.get(META..META + meta.caplen as usize);
             match data {
-                Some(data) if meta.magic == META_MAGIC => feed.push(
-                    meta.tstamp_ns.wrapping_add_signed(offset),
-                    meta.orig_len,
-                    meta.direction,
-                    data,
-                ),
+                Some(data) if meta.magic == META_MAGIC => {
+                    feed.push(meta.tstamp_ns, meta.orig_len, meta.direction, data);
+                }
                 _ => feed.bad_record(),
             }
         }
@@ -118,8 +115,6 @@ impl Reader {
     }
 
     fn run(&mut self, stop: &Stop) {
-        let mut offset = monotonic_to_realtime_offset();
-        let mut last_refresh = Instant::now();
         let stop_fd = stop.fd().as_raw_fd();
         // Level-triggered: once raised, it wakes every wait.
         if let Err(e) = add_to_epoll(&self.epoll, stop_fd, libc::EPOLLIN) {
@@ -130,20 +125,15 @@ impl Reader {
             let stopping = stop.is_raised();
             let mut all_empty = true;
             for i in 0..self.rings.len() {
-                let (_, empty) = self.drain(i, offset);
+                let (_, empty) = self.drain(i);
                 if empty {
                     // Everything stamped before now (less the margin) is in the feed.
-                    let now = monotonic_ns().wrapping_add_signed(offset);
-                    self.feeds[i].vouch(now.saturating_sub(IN_FLIGHT_NS));
+                    self.feeds[i].vouch(monotonic_ns().saturating_sub(IN_FLIGHT_NS));
                 }
                 all_empty &= empty;
             }
             for f in &self.feeds {
                 f.stats.beat();
-            }
-            if last_refresh.elapsed() >= Duration::from_secs(1) {
-                offset = monotonic_to_realtime_offset();
-                last_refresh = Instant::now();
             }
             if !all_empty {
                 continue;

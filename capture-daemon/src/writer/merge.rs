@@ -6,6 +6,10 @@
 //! has delivered everything) has passed the record. A queue that says nothing for `window_ns`
 //! stops holding the others back, so a stalled worker delays output by at most that window.
 //! With a single queue there is nothing to merge and records go straight through.
+//!
+//! Every time here (records, watermarks, the window, "now") is CLOCK_MONOTONIC, which never
+//! steps: a step of the wall clock cannot make a queue look silent or hold one back (see
+//! [`super::clock`]).
 
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -21,7 +25,8 @@ pub const DEFAULT_WINDOW_NS: u64 = 100_000_000;
 pub struct Source {
     pub interface_id: u32,
     pub consumer: Consumer,
-    /// Wall-clock ns up to which the ring's worker has pushed every frame (0 = not yet known).
+    /// CLOCK_MONOTONIC ns up to which the ring's worker has pushed every frame (0 = not yet
+    /// known).
     pub watermark: Arc<AtomicU64>,
     /// Read by one thread together with every other ring of its interface, in the same rounds
     /// (tap mode's reader), rather than by a thread of its own (an RX queue's worker).
@@ -100,7 +105,7 @@ impl Merger {
         }
     }
 
-    /// Hands up to `max` records to `sink`, oldest first. `now_ns` is the wall clock, read once
+    /// Hands up to `max` records to `sink`, oldest first. `now_ns` is CLOCK_MONOTONIC, read once
     /// per call. Returns how many records were handed over.
     pub fn pump(
         &mut self,

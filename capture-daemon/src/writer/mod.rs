@@ -3,8 +3,10 @@
 //!
 //! One writer thread owns a [`RotatingWriter`], feeds it every frame the [`Merger`] takes from the
 //! hand-off queues with [`RotatingWriter::write_packet`] and calls [`RotatingWriter::tick`] at
-//! least every 100 ms.
+//! least every 100 ms. Times are CLOCK_MONOTONIC up to the writer, which turns them into
+//! wall-clock time as it writes ([`clock`]).
 
+pub mod clock;
 pub mod merge;
 pub mod pcapng;
 pub mod rotate;
@@ -12,6 +14,7 @@ pub mod stream;
 
 use std::path::{Path, PathBuf};
 
+pub use clock::{Clock, Now, SystemClock, WriterClock};
 pub use merge::{Merger, Source};
 pub use pcapng::{
     InterfaceInfo, InterfaceStats, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb,
@@ -21,8 +24,9 @@ pub use stream::StreamWriter;
 
 /// Where the writer thread's records go: anything that takes packets.
 pub trait PacketSink {
-    /// One frame: `flags` is its pcapng epb_flags word (the direction, from the hand-off
-    /// record), written into its Enhanced Packet Block.
+    /// One frame: `ts_ns` is its wall-clock time in ns since the Unix epoch; `flags` is its
+    /// pcapng epb_flags word (the direction, from the hand-off record), written into its
+    /// Enhanced Packet Block.
     fn write_packet(
         &mut self,
         interface_id: u32,
@@ -73,9 +77,12 @@ impl PacketSink for Output {
 }
 
 impl Output {
-    pub fn tick(&mut self, now_ns: u64) -> Result<(), WriterError> {
+    pub fn tick(&mut self, now: Now) -> Result<(), WriterError> {
         match self {
-            Output::Files(w) => w.tick(now_ns),
+            Output::Files(w) => {
+                w.set_wall_offset(now.offset_ns);
+                w.tick(now.mono_ns)
+            }
             Output::Stream(w) => {
                 w.tick();
                 Ok(())
@@ -130,10 +137,10 @@ impl Output {
         matches!(self, Output::Stream(w) if w.ended())
     }
 
-    pub fn close(self, now_ns: u64) -> Result<Option<PathBuf>, WriterError> {
+    pub fn close(self, now: Now) -> Result<Option<PathBuf>, WriterError> {
         match self {
-            Output::Files(w) => w.close(now_ns),
-            Output::Stream(w) => w.close(now_ns).map(|()| None),
+            Output::Files(w) => w.close(now.mono_ns),
+            Output::Stream(w) => w.close(now.wall_ns()).map(|()| None),
         }
     }
 }
@@ -154,19 +161,21 @@ pub struct Round {
 }
 
 /// One round of the writer thread: up to `max` records from `merger` into `writer`, oldest first,
-/// each one written counted in `delivered[interface_id]`.
+/// each one written counted in `delivered[interface_id]`. The merge goes by `now`'s monotonic
+/// time; the records get wall-clock timestamps with `now`'s offset, all alike.
 pub fn write_round(
     merger: &mut Merger,
     writer: &mut impl PacketSink,
-    now_ns: u64,
+    now: Now,
     max: usize,
     delivered: &mut [u64],
 ) -> Round {
     let mut error = None;
     let mut bytes = 0u64;
-    let records = merger.pump(now_ns, max, &mut |interface_id, r| {
+    let records = merger.pump(now.mono_ns, max, &mut |interface_id, r| {
         bytes += r.data.len() as u64;
-        match writer.write_packet(interface_id, r.ts_ns, r.data, r.orig_len, r.flags) {
+        let ts = now.to_wall(r.ts_ns);
+        match writer.write_packet(interface_id, ts, r.data, r.orig_len, r.flags) {
             Ok(()) => delivered[interface_id as usize] += 1,
             Err(e) => {
                 error.get_or_insert(e);
@@ -180,8 +189,11 @@ pub fn write_round(
 mod tests {
     use super::*;
     use crate::handoff::channel;
+    use crate::source::Feed;
+    use crate::writer::clock::tests::TestClock;
     use capture_common::{DIRECTION_INBOUND, DIRECTION_OUTBOUND};
     use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
     /// Keeps (interface, timestamp, orig_len, flags) of every packet.
     #[derive(Default)]
@@ -219,12 +231,85 @@ mod tests {
         p.publish();
         let mut sink = Recorder::default();
         let mut delivered = [0u64];
-        let round = write_round(&mut merger, &mut sink, 10, RECORDS_PER_ROUND, &mut delivered);
+        let now = Now { mono_ns: 10, offset_ns: 1000 };
+        let round = write_round(&mut merger, &mut sink, now, RECORDS_PER_ROUND, &mut delivered);
         assert!(round.error.is_none());
         assert_eq!((round.records, round.bytes, delivered), (3, 183, [3]));
         assert_eq!(
             sink.0,
-            vec![(0, 1, 60, DIRECTION_INBOUND), (0, 2, 61, DIRECTION_OUTBOUND), (0, 3, 62, 0)]
+            vec![
+                (0, 1001, 60, DIRECTION_INBOUND),
+                (0, 1002, 61, DIRECTION_OUTBOUND),
+                (0, 1003, 62, 0)
+            ]
         );
+    }
+
+    /// The wall clock steps back 10 s, far more than the merge window, while a busy queue and a
+    /// quiet one are merged. Every round still writes all that the queues' workers vouched for,
+    /// in order, and the records of both queues get the one offset the writer read.
+    #[test]
+    fn a_wall_clock_step_holds_no_queue_back() {
+        const MS: u64 = 1_000_000;
+        /// Frames carry their stamp as `orig_len`, in tenths of a ms since the start.
+        const TENTH_MS: u64 = MS / 10;
+        let mono0 = 5_000 * MS;
+        let offset0 = 1_700_000_000_000_000_000 - mono0.cast_signed();
+        let step = -10_000 * MS.cast_signed();
+        let test_clock = TestClock::default();
+        test_clock.mono.store(mono0, Relaxed);
+        test_clock.offset.store(offset0, Relaxed);
+        let mut clock = WriterClock::new(Box::new(test_clock.clone()));
+        // Queue 0 is quiet, queue 1 busy; each is fed as its worker feeds it.
+        let mut feeds = Vec::new();
+        let mut sources = Vec::new();
+        for _ in 0..2 {
+            let (producer, consumer) = channel(1 << 20);
+            let watermark = Arc::new(AtomicU64::new(0));
+            feeds.push(Feed::new(producer, Arc::clone(&watermark), Arc::default()));
+            sources.push(Source { interface_id: 0, consumer, watermark, read_together: false });
+        }
+        let mut merger = Merger::new(sources, merge::DEFAULT_WINDOW_NS);
+        let mut sink = Recorder::default();
+        let mut delivered = [0u64];
+        let mut offsets_seen = Vec::new();
+        for round in 1..=60 {
+            let mono = mono0 + round * 10 * MS;
+            test_clock.mono.store(mono, Relaxed);
+            if round == 20 {
+                test_clock.offset.store(offset0 + step, Relaxed);
+            }
+            let frame = |feed: &mut Feed, ts: u64| {
+                let tenths = u32::try_from((ts - mono0) / TENTH_MS).unwrap();
+                feed.push(ts, tenths, 0, &[0; 60]);
+            };
+            // Busy: a frame each ms of the last 10. Quiet: one frame every fifth round.
+            for ms in (1..=10).rev() {
+                frame(&mut feeds[1], mono - ms * MS);
+            }
+            feeds[1].publish();
+            if round % 5 == 0 {
+                frame(&mut feeds[0], mono - 5 * MS - MS / 2);
+                feeds[0].publish();
+            }
+            // Both workers found their rings empty just now.
+            for feed in &feeds {
+                feed.vouch(mono - MS);
+            }
+            let now = clock.now();
+            offsets_seen.push(now.offset_ns);
+            let before = sink.0.len();
+            let pushed = 10 + usize::from(round % 5 == 0);
+            let r = write_round(&mut merger, &mut sink, now, RECORDS_PER_ROUND, &mut delivered);
+            assert_eq!(r.records, pushed, "round {round}: everything vouched for is written");
+            for &(_, ts, tenths, _) in &sink.0[before..] {
+                let stamp = mono0 + u64::from(tenths) * TENTH_MS;
+                assert_eq!(ts, now.to_wall(stamp), "round {round}: the writer's one offset");
+            }
+        }
+        assert!(offsets_seen.contains(&offset0) && offsets_seen.contains(&(offset0 + step)));
+        let order: Vec<u32> = sink.0.iter().map(|r| r.2).collect();
+        assert!(order.is_sorted(), "written in the order of the frames' monotonic stamps");
+        assert!(sink.0.iter().filter(|r| r.2 % 10 == 5).count() == 12, "the quiet queue's too");
     }
 }

@@ -5,9 +5,11 @@
 //! restarts (it may grow past five digits). A file being written carries an extra `.part`
 //! suffix and is renamed when finished, so anything without `.part` is complete and stable.
 //!
-//! The writer never reads the clock: the caller passes `now_ns` to [`RotatingWriter::open`],
+//! The writer never reads the clock: the caller passes the time to [`RotatingWriter::open`],
 //! [`RotatingWriter::tick`] and [`RotatingWriter::close`]; rotations triggered by a packet use the
-//! latest of those (at most one tick, ~100 ms, old).
+//! latest of those (at most one tick, ~100 ms, old). That time is CLOCK_MONOTONIC, so a step of
+//! the wall clock neither stalls nor hastens time-based rotation and flushing; only file names
+//! are wall-clock time, from the offset last given ([`RotatingWriter::set_wall_offset`]).
 //!
 //! I/O errors after `open` (a full disk, typically) never stop the writer: they are counted in
 //! [`WriterCounters`], logged at most once per 10 s, and the data that could not be written is
@@ -28,6 +30,7 @@ use log::{info, warn};
 
 use crate::config::FileGroup;
 
+use super::clock::Now;
 use super::pcapng::{
     InterfaceInfo, InterfaceStats, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb,
     valid_prefix_len,
@@ -226,8 +229,10 @@ pub struct RotatingWriter {
     buffered_since_ns: u64,
     file: Option<OpenFile>,
     next_seq: u64,
-    /// Latest time the caller gave us.
+    /// Latest time the caller gave us (CLOCK_MONOTONIC).
     now_ns: u64,
+    /// `CLOCK_REALTIME - CLOCK_MONOTONIC` last given: file names are wall-clock time.
+    wall_offset_ns: i64,
     last_open_attempt_ns: u64,
     last_error_log_ns: Option<u64>,
     unlogged_errors: u64,
@@ -267,8 +272,9 @@ impl RotatingWriter {
         section: SectionInfo,
         interfaces: Vec<InterfaceInfo>,
         stats: Box<dyn StatsSource>,
-        now_ns: u64,
+        now: Now,
     ) -> Result<Self, WriterError> {
+        let now_ns = now.mono_ns;
         prepare_output(&policy)?;
         let dir = &policy.directory;
         let entries = scan(dir, &policy.prefix)
@@ -295,6 +301,7 @@ impl RotatingWriter {
             file: None,
             next_seq,
             now_ns,
+            wall_offset_ns: now.offset_ns,
             last_open_attempt_ns: now_ns,
             last_error_log_ns: None,
             unlogged_errors: 0,
@@ -389,21 +396,18 @@ impl RotatingWriter {
         self.due_packets = due_packets;
     }
 
-    /// Housekeeping; call at least every 100 ms. Rotates when `rotate_seconds` have passed since
-    /// the file opened, writes buffered data that is 1 s old, retries creating a file after an
-    /// error. Errors are handled inside (counted, logged), so this returns `Ok`.
+    /// The wall clock's offset from the monotonic time given to the other calls, for the names
+    /// of the files started from now on.
+    pub fn set_wall_offset(&mut self, offset_ns: i64) {
+        self.wall_offset_ns = offset_ns;
+    }
+
+    /// Housekeeping; call at least every 100 ms with CLOCK_MONOTONIC `now_ns`. Rotates when
+    /// `rotate_seconds` have passed since the file opened, writes buffered data that is 1 s old,
+    /// retries creating a file after an error. Errors are handled inside (counted, logged), so
+    /// this returns `Ok`.
     pub fn tick(&mut self, now_ns: u64) -> Result<(), WriterError> {
         self.now_ns = now_ns;
-        // The wall clock stepped back (NTP, a VM's clock fixed after boot): timers measured
-        // from a later time would stall until the clock caught up, so they restart from now.
-        if let Some(file) = self.file.as_mut() {
-            file.opened_ns = file.opened_ns.min(now_ns);
-        }
-        self.buffered_since_ns = self.buffered_since_ns.min(now_ns);
-        self.last_open_attempt_ns = self.last_open_attempt_ns.min(now_ns);
-        if let Some(last) = self.last_error_log_ns.as_mut() {
-            *last = (*last).min(now_ns);
-        }
         let Some(file) = &self.file else {
             if now_ns.saturating_sub(self.last_open_attempt_ns) >= REOPEN_INTERVAL_NS {
                 // A reload may have pointed the output somewhere usable.
@@ -591,7 +595,7 @@ impl RotatingWriter {
     fn start_file(&mut self, now_ns: u64) -> Result<(), (PathBuf, io::Error)> {
         self.last_open_attempt_ns = now_ns;
         self.buf.clear();
-        let stamp = utc_stamp(now_ns);
+        let stamp = utc_stamp(now_ns.saturating_add_signed(self.wall_offset_ns));
         let mut attempts = 0;
         let (file, part_path, final_path) = loop {
             let seq = self.next_seq;
@@ -1328,8 +1332,13 @@ mod tests {
         ]
     }
 
+    /// Monotonic time `mono_ns` with the wall clock equal to it.
+    fn at(mono_ns: u64) -> Now {
+        Now { mono_ns, offset_ns: 0 }
+    }
+
     fn open(policy: Policy, now_ns: u64) -> RotatingWriter {
-        RotatingWriter::open(policy, section(), interfaces(), stats().0, now_ns).unwrap()
+        RotatingWriter::open(policy, section(), interfaces(), stats().0, at(now_ns)).unwrap()
     }
 
     /// A deterministic packet: (interface, timestamp, data, orig_len, epb_flags). The flags
@@ -1447,7 +1456,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (stats, calls) = stats();
         let mut w =
-            RotatingWriter::open(policy(dir.path()), section(), interfaces(), stats, T0).unwrap();
+            RotatingWriter::open(policy(dir.path()), section(), interfaces(), stats, at(T0))
+                .unwrap();
         let n = 3000; // > 1 MiB, so some size-triggered flushes happen too
         for i in 0..n {
             write(&mut w, i);
@@ -1837,15 +1847,21 @@ mod tests {
     }
 
     #[test]
-    fn a_clock_stepped_back_does_not_stall_time_rotation() {
+    fn a_wall_clock_step_moves_names_not_rotation() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = open(Policy { rotate_seconds: 60, ..policy(dir.path()) }, T0);
         write(&mut w, 0);
-        // The clock goes back an hour: rotation comes 60 s after that, not an hour later.
-        let back = T0 - 3600 * NS_PER_SEC;
-        w.tick(back).unwrap();
-        w.tick(back + 61 * NS_PER_SEC).unwrap();
+        // The wall clock goes back an hour: rotation still comes 60 s (monotonic) after the
+        // file opened, and the next file is named after the wall clock.
+        w.set_wall_offset(-3600 * NS_PER_SEC.cast_signed());
+        w.tick(T0 + 59 * NS_PER_SEC).unwrap();
+        assert!(finished(dir.path()).is_empty());
+        w.tick(T0 + 60 * NS_PER_SEC).unwrap();
         assert_eq!(finished(dir.path()).len(), 1);
+        assert_eq!(
+            w.current_path().unwrap(),
+            dir.path().join("cap_00002_20231114211420.pcapng.part")
+        );
     }
 
     #[test]
@@ -2178,8 +2194,8 @@ mod tests {
         let blocker = dir.path().join("file");
         fs::write(&blocker, b"").unwrap();
         let bad = blocker.join("sub");
-        let err =
-            RotatingWriter::open(policy(&bad), section(), interfaces(), stats().0, T0).unwrap_err();
+        let err = RotatingWriter::open(policy(&bad), section(), interfaces(), stats().0, at(T0))
+            .unwrap_err();
         assert!(matches!(err, WriterError::CreateDir { .. }), "{err:?}");
         assert!(err.to_string().contains(&bad.display().to_string()), "{err}");
 
@@ -2189,7 +2205,7 @@ mod tests {
                 section(),
                 interfaces(),
                 stats().0,
-                T0,
+                at(T0),
             )
             .unwrap_err();
             assert!(matches!(err, WriterError::InvalidPrefix { .. }), "{err:?}");
@@ -2203,7 +2219,7 @@ mod tests {
         let locked = dir.path().join("locked");
         fs::create_dir(&locked).unwrap();
         fs::set_permissions(&locked, std::os::unix::fs::PermissionsExt::from_mode(0o500)).unwrap();
-        let err = RotatingWriter::open(policy(&locked), section(), interfaces(), stats().0, T0)
+        let err = RotatingWriter::open(policy(&locked), section(), interfaces(), stats().0, at(T0))
             .unwrap_err();
         assert!(matches!(err, WriterError::CreateFile { .. }), "{err:?}");
         assert!(err.to_string().contains(&locked.display().to_string()), "{err}");
@@ -2356,7 +2372,8 @@ mod tests {
     fn raising_snaplen_on_reload_starts_a_new_file() {
         let dir = tempfile::tempdir().unwrap();
         let mut w =
-            RotatingWriter::open(policy(dir.path()), section(), sliced(64), stats().0, T0).unwrap();
+            RotatingWriter::open(policy(dir.path()), section(), sliced(64), stats().0, at(T0))
+                .unwrap();
         write_len(&mut w, 64);
         w.reconfigure(policy(dir.path()), &sliced(128)).unwrap();
         write_len(&mut w, 64); // sliced under the old snaplen, still in flight
@@ -2374,7 +2391,7 @@ mod tests {
             section(),
             sliced(128),
             stats().0,
-            T0,
+            at(T0),
         )
         .unwrap();
         write_len(&mut w, 128);
@@ -2392,7 +2409,8 @@ mod tests {
         // The kernel took a raised snaplen before the writer heard of the reload.
         let dir = tempfile::tempdir().unwrap();
         let mut w =
-            RotatingWriter::open(policy(dir.path()), section(), sliced(64), stats().0, T0).unwrap();
+            RotatingWriter::open(policy(dir.path()), section(), sliced(64), stats().0, at(T0))
+                .unwrap();
         write_len(&mut w, 64);
         write_len(&mut w, 86);
         // The reload arrives: it raises the other interface's 64, so another file starts.
@@ -2410,7 +2428,8 @@ mod tests {
     fn tcpdump_reads_a_file_written_across_a_snaplen_raise() {
         let dir = tempfile::tempdir().unwrap();
         let mut w =
-            RotatingWriter::open(policy(dir.path()), section(), sliced(64), stats().0, T0).unwrap();
+            RotatingWriter::open(policy(dir.path()), section(), sliced(64), stats().0, at(T0))
+                .unwrap();
         for _ in 0..5 {
             write_len(&mut w, 64);
         }
@@ -2448,7 +2467,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let (old_stats, old_calls) = stats();
         let mut w =
-            RotatingWriter::open(policy(dir.path()), section(), interfaces(), old_stats, T0)
+            RotatingWriter::open(policy(dir.path()), section(), interfaces(), old_stats, at(T0))
                 .unwrap();
         write(&mut w, 0);
         write(&mut w, 1); // interface 1
@@ -2499,8 +2518,9 @@ mod tests {
     fn a_world_writable_directory_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         fs::set_permissions(dir.path(), fs::Permissions::from_mode(0o777)).unwrap();
-        let err = RotatingWriter::open(policy(dir.path()), section(), interfaces(), stats().0, T0)
-            .unwrap_err();
+        let err =
+            RotatingWriter::open(policy(dir.path()), section(), interfaces(), stats().0, at(T0))
+                .unwrap_err();
         assert!(matches!(err, WriterError::WorldWritable { mode: 0o777, .. }), "{err}");
         assert!(err.to_string().contains("writable by everyone"), "{err}");
     }

@@ -83,15 +83,23 @@ pub enum BpfError {
 /// block) and the status log. Reading them is a syscall: done per file and per log line, never
 /// per packet.
 pub struct KernelCounters {
-    counters: PerCpuArray<MapData, Counters>,
-    hits: PerCpuArray<MapData, TargetHits>,
+    /// `None`: no program behind them, every count 0 (tests of the user-space side).
+    maps: Option<(PerCpuArray<MapData, Counters>, PerCpuArray<MapData, TargetHits>)>,
 }
 
 impl KernelCounters {
+    /// Counters of no program: all zero.
+    #[cfg(test)]
+    pub fn none() -> Self {
+        KernelCounters { maps: None }
+    }
+
     /// The per-CPU counters summed over CPUs.
     pub fn totals(&self) -> Counters {
         let mut sum = Counters::default();
-        if let Ok(per_cpu) = self.counters.get(&0, 0) {
+        if let Some((counters, _)) = &self.maps
+            && let Ok(per_cpu) = counters.get(&0, 0)
+        {
             for c in per_cpu.iter() {
                 sum.add(c);
             }
@@ -107,7 +115,9 @@ impl KernelCounters {
     /// Frames and wire bytes per target slot, summed over CPUs.
     pub fn target_hits(&self) -> TargetHits {
         let mut sum = TargetHits::default();
-        if let Ok(per_cpu) = self.hits.get(&0, 0) {
+        if let Some((_, hits)) = &self.maps
+            && let Ok(per_cpu) = hits.get(&0, 0)
+        {
             for h in per_cpu.iter() {
                 for (s, f) in sum.frames.iter_mut().zip(h.frames.iter()) {
                     *s += f;
@@ -320,7 +330,7 @@ impl Filter {
             mac_filter,
             vlans,
             tables: TargetTables::default(),
-            counters: Arc::new(KernelCounters { counters, hits }),
+            counters: Arc::new(KernelCounters { maps: Some((counters, hits)) }),
             iface: iface.to_owned(),
             links: Vec::new(),
             mode: None,

@@ -14,8 +14,8 @@ use std::io::{Read as _, Write as _};
 use std::os::fd::AsRawFd as _;
 use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, RwLock, mpsc};
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::{Arc, mpsc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -23,9 +23,9 @@ use anyhow::{Context as _, bail};
 
 use crate::bpf::{Slots, TargetTables};
 use crate::config::{Config, InterfaceConfig, MetricsConfig, Mode, TargetConfig, format_mac};
+use crate::handoff::Waker;
 use crate::metrics;
 use crate::notify::Notifier;
-use crate::source;
 use crate::stop::{self, Stop};
 use crate::sys;
 use crate::writer::merge::DEFAULT_WINDOW_NS;
@@ -43,7 +43,7 @@ use iface::{IfaceRun, SocketSettings, finish_all};
 pub use iface::{ResolvedInterface, resolve_interface, resolve_interfaces};
 use reload::{Missing, apply_reload, check_interfaces};
 use stats::{FileStats, IfaceStats, Stats, View, render_metrics};
-use write_loop::{Ends, InterfaceChange, Reconfigure, WriterState, write_loop};
+use write_loop::{Ends, InterfaceChange, Reconfigure, WriterState, write_loop, writer_nap};
 
 /// What stops or reloads a running daemon. `main` wires signals to it (the flags, and a byte on
 /// the wake-up socket so the main loop need not poll); in-process callers use its methods.
@@ -167,6 +167,8 @@ struct Running {
     stream: bool,
     writer: JoinHandle<anyhow::Result<Summary>>,
     writer_stop: Arc<AtomicBool>,
+    /// Ends the writer's pause (with `writer_stop`: at once).
+    writer_wake: Arc<Waker>,
     reconfigure: mpsc::Sender<Reconfigure>,
     stats: Arc<Stats>,
 }
@@ -352,17 +354,7 @@ fn start(
         }
     }
     let file_ifaces: Vec<Arc<IfaceStats>> = runs.iter().map(|r| Arc::clone(&r.stats)).collect();
-    let stats = Arc::new(Stats {
-        ifaces: RwLock::new(file_ifaces.clone()),
-        writer_heartbeat_ms: AtomicU64::new(source::monotonic_ns() / 1_000_000),
-        current_file: std::sync::Mutex::new(None),
-        write_losses: AtomicU64::new(0),
-        files_closed: AtomicU64::new(0),
-        retired_frames: AtomicU64::new(0),
-        retired_drops: AtomicU64::new(0),
-        bytes_written: AtomicU64::new(0),
-        view: RwLock::new(View::default()),
-    });
+    let stats = Arc::new(Stats::new(file_ifaces.clone()));
     let host = sys::hostname();
     let names: Vec<&str> = runs.iter().map(|r| r.spec.name.as_str()).collect();
     let interfaces = interface_infos(config, &names, &host);
@@ -396,19 +388,28 @@ fn start(
         }
     };
     let writer_stop = Arc::new(AtomicBool::new(false));
+    let writer_wake = match Waker::new() {
+        Ok(w) => w,
+        Err(e) => {
+            finish_all(runs);
+            return Err(anyhow::Error::new(e).context("creating the writer's wake-up eventfd"));
+        }
+    };
     let (reconfigure, reconfigured) = mpsc::channel();
     let writer = {
-        let buffer_bytes = config.capture.buffer_bytes;
+        let nap = writer_nap(config.capture.buffer_bytes);
         let stop = Arc::clone(&writer_stop);
         let stats = Arc::clone(&stats);
         let control = control.clone();
+        let waker = Arc::clone(&writer_wake);
         std::thread::Builder::new()
             .name("writer".into())
             .spawn(move || {
                 let merger = Merger::new(sources, DEFAULT_WINDOW_NS);
                 let ends = Ends { limit: stop_after_packets, control };
-                let state = WriterState { output: writer, merger, ifaces: file_ifaces, clock };
-                write_loop(state, buffer_bytes, &reconfigured, &stop, &stats, &ends)
+                let state =
+                    WriterState { output: writer, merger, ifaces: file_ifaces, clock, nap, waker };
+                write_loop(state, &reconfigured, &stop, &stats, &ends)
             })
             .context("spawning the writer thread")?
     };
@@ -421,6 +422,7 @@ fn start(
         stream: is_stream,
         writer,
         writer_stop,
+        writer_wake,
         reconfigure,
         stats,
     };
@@ -437,6 +439,7 @@ fn start(
 fn stop(running: Running, config: &Config, slots: &Slots) -> anyhow::Result<Summary> {
     finish_all(running.ifaces);
     running.writer_stop.store(true, Relaxed);
+    running.writer_wake.wake();
     let summary = match running.writer.join() {
         Ok(r) => r,
         Err(_) => Err(anyhow::anyhow!("the writer thread panicked")),

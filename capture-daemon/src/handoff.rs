@@ -8,13 +8,22 @@
 //!
 //! The producer publishes its position once per batch and the consumer releases space once per
 //! batch: one cache-line transfer per batch, not per frame.
+//!
+//! The consumer sleeps between rounds. So that a ring filling fast does not overflow meanwhile,
+//! the producer wakes it (a [`Waker`]) when a batch takes the ring past [`WAKE_FILL`] of its
+//! capacity: once per crossing, so a syscall per crossing, none per frame or batch.
 
 use std::cell::UnsafeCell;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::io;
+use std::os::fd::{AsRawFd as _, FromRawFd as _, OwnedFd};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 const HEADER: usize = 24;
 const WRAP: u32 = u32::MAX;
+/// A batch that takes the ring past this fraction of its capacity (1/N) wakes the consumer.
+pub const WAKE_FILL: usize = 4;
 
 #[repr(align(128))]
 struct Padded<T>(T);
@@ -27,6 +36,10 @@ struct Shared {
     /// Bytes consumed and released by the consumer.
     tail: Padded<AtomicUsize>,
     closed: AtomicBool,
+    /// Set by the consumer's side: what a filling ring wakes.
+    waker: OnceLock<Arc<Waker>>,
+    /// How often the producer woke the consumer.
+    wakes: AtomicU64,
 }
 
 // SAFETY: the producer only writes bytes in [head, tail + capacity) and the consumer only reads
@@ -66,9 +79,17 @@ pub fn channel(capacity: usize) -> (Producer, Consumer) {
         head: Padded(AtomicUsize::new(0)),
         tail: Padded(AtomicUsize::new(0)),
         closed: AtomicBool::new(false),
+        waker: OnceLock::new(),
+        wakes: AtomicU64::new(0),
     });
     (
-        Producer { shared: Arc::clone(&shared), head: 0, tail_cache: 0 },
+        Producer {
+            shared: Arc::clone(&shared),
+            head: 0,
+            tail_cache: 0,
+            wake_at: capacity / WAKE_FILL,
+            armed: true,
+        },
         Consumer { shared, tail: 0, released: 0, head_cache: 0, peeked: 0 },
     )
 }
@@ -77,6 +98,10 @@ pub struct Producer {
     shared: Arc<Shared>,
     head: usize,
     tail_cache: usize,
+    /// Bytes in the ring past which a batch wakes the consumer.
+    wake_at: usize,
+    /// The ring was below half of `wake_at` since the last wake-up: the next crossing wakes.
+    armed: bool,
 }
 
 impl Producer {
@@ -128,9 +153,40 @@ impl Producer {
         true
     }
 
-    /// Makes everything pushed so far visible to the consumer.
+    /// Makes everything pushed so far visible to the consumer, and wakes it if this batch took
+    /// the ring past its wake-up fill.
     pub fn publish(&mut self) {
         self.shared.head.0.store(self.head, Ordering::Release);
+        self.wake_if_filling();
+    }
+
+    /// Wakes the consumer when the ring crosses `wake_at`, once: it is armed again only after
+    /// the ring went below half of that, so a consumer working its way down is not woken for
+    /// every batch. The cached tail overstates the fill; the shared one is read only when the
+    /// cached one says the ring is past the mark, or while waiting to re-arm (from a wake-up
+    /// until the consumer has drained the ring: a few batches).
+    #[inline]
+    fn wake_if_filling(&mut self) {
+        let mut fill = self.head - self.tail_cache;
+        if fill >= self.wake_at || !self.armed {
+            self.tail_cache = self.shared.tail.0.load(Ordering::Acquire);
+            fill = self.head - self.tail_cache;
+        }
+        if fill < self.wake_at / 2 {
+            self.armed = true;
+        } else if fill >= self.wake_at
+            && self.armed
+            && let Some(waker) = self.shared.waker.get()
+        {
+            self.armed = false;
+            self.shared.wakes.fetch_add(1, Ordering::Relaxed);
+            waker.wake();
+        }
+    }
+
+    /// How often this ring woke its consumer.
+    pub fn wakes(&self) -> u64 {
+        self.shared.wakes.load(Ordering::Relaxed)
     }
 }
 
@@ -216,6 +272,56 @@ impl Consumer {
     /// True once the producer is gone and every frame it published has been consumed.
     pub fn is_finished(&mut self) -> bool {
         self.shared.closed.load(Ordering::Acquire) && self.peek().is_none()
+    }
+
+    /// From now on, a batch that fills the ring past [`WAKE_FILL`] wakes `waker`. A ring
+    /// wakes one consumer: a second call changes nothing.
+    pub fn wake_on_fill(&self, waker: &Arc<Waker>) {
+        let _ = self.shared.waker.set(Arc::clone(waker));
+    }
+}
+
+/// What a consumer thread sleeps on between rounds: an eventfd that producers write to when
+/// their ring fills (and the owner when it must stop).
+#[derive(Debug)]
+pub struct Waker {
+    fd: OwnedFd,
+}
+
+impl Waker {
+    pub fn new() -> io::Result<Arc<Waker>> {
+        // SAFETY: plain eventfd call; the fd is owned right away.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: a fresh, valid fd.
+        Ok(Arc::new(Waker { fd: unsafe { OwnedFd::from_raw_fd(fd) } }))
+    }
+
+    pub fn wake(&self) {
+        let one = 1u64;
+        // SAFETY: an 8-byte write to our eventfd; it fails only when the counter would
+        // overflow, and then it is readable anyway.
+        unsafe { libc::write(self.fd.as_raw_fd(), (&raw const one).cast(), 8) };
+    }
+
+    /// Sleeps until woken or `timeout` passes (to the nanosecond: pauses can be a few
+    /// microseconds). Returns whether it was woken; the wake-ups are used up either way.
+    pub fn wait(&self, timeout: Duration) -> bool {
+        let mut pfd = libc::pollfd { fd: self.fd.as_raw_fd(), events: libc::POLLIN, revents: 0 };
+        let ts = libc::timespec {
+            tv_sec: libc::time_t::try_from(timeout.as_secs()).unwrap_or(libc::time_t::MAX),
+            tv_nsec: libc::c_long::from(timeout.subsec_nanos()),
+        };
+        // SAFETY: one valid pollfd, a valid timespec, no signal mask.
+        let ready = unsafe { libc::ppoll(&raw mut pfd, 1, &raw const ts, std::ptr::null()) } > 0;
+        if ready {
+            let mut count = 0u64;
+            // SAFETY: an 8-byte read from our non-blocking eventfd into a u64.
+            unsafe { libc::read(self.fd.as_raw_fd(), (&raw mut count).cast(), 8) };
+        }
+        ready
     }
 }
 
@@ -312,5 +418,39 @@ mod tests {
         }
         producer.join().unwrap();
         assert_eq!(next, N);
+    }
+
+    #[test]
+    fn a_filling_ring_wakes_its_consumer_once_per_crossing() {
+        let (mut p, mut c) = channel(1 << 16);
+        let waker = Waker::new().unwrap();
+        let frame = [0u8; 1000];
+        // 1024 ring bytes a record: the wake-up fill (16 KiB) is crossed by the 17th.
+        let fill_to = |p: &mut Producer, n: usize| {
+            for _ in 0..n {
+                assert!(p.push(0, 1000, 0, &frame));
+                p.publish();
+            }
+        };
+        fill_to(&mut p, 20);
+        assert_eq!(p.wakes(), 0, "nobody to wake yet");
+        c.wake_on_fill(&waker);
+        fill_to(&mut p, 1);
+        assert_eq!(p.wakes(), 1);
+        assert!(waker.wait(Duration::ZERO), "the consumer finds itself woken");
+        assert!(!waker.wait(Duration::ZERO), "and the wake-up used up");
+        fill_to(&mut p, 20);
+        assert_eq!(p.wakes(), 1, "still past the mark: no second wake-up");
+        // Drained down to a quarter of the mark: the next crossing wakes again.
+        for _ in 0..37 {
+            c.peek().unwrap();
+            c.advance();
+        }
+        c.release();
+        fill_to(&mut p, 1);
+        assert_eq!(p.wakes(), 1, "re-armed, below the mark");
+        fill_to(&mut p, 12);
+        assert_eq!(p.wakes(), 2);
+        assert!(waker.wait(Duration::ZERO));
     }
 }

@@ -226,6 +226,21 @@ pub(super) fn render_metrics(stats: &Stats) -> String {
 pub(super) const HEARTBEAT_STALE_MS: u64 = 10_000;
 
 impl Stats {
+    /// Counters of a run that starts capturing `ifaces`.
+    pub(super) fn new(ifaces: Vec<Arc<IfaceStats>>) -> Stats {
+        Stats {
+            ifaces: RwLock::new(ifaces),
+            writer_heartbeat_ms: AtomicU64::new(source::monotonic_ns() / 1_000_000),
+            current_file: std::sync::Mutex::new(None),
+            write_losses: AtomicU64::new(0),
+            files_closed: AtomicU64::new(0),
+            retired_frames: AtomicU64::new(0),
+            retired_drops: AtomicU64::new(0),
+            bytes_written: AtomicU64::new(0),
+            view: RwLock::new(View::default()),
+        }
+    }
+
     /// The interfaces captured now.
     pub(super) fn interfaces(&self) -> Vec<Arc<IfaceStats>> {
         self.ifaces.read().map(|v| v.clone()).unwrap_or_default()

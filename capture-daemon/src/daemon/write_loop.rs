@@ -10,6 +10,7 @@ use anyhow::Context as _;
 
 use super::{Control, FileStats, IfaceStats, Stats, Summary};
 use crate::config::OutputConfig;
+use crate::handoff::Waker;
 use crate::nap::Nap;
 use crate::source;
 use crate::writer::{
@@ -17,9 +18,10 @@ use crate::writer::{
     write_round,
 };
 
-/// Longest pause of the writer once it has caught up with every queue. The hand-off rings hold
-/// far more than this at any rate (the pause shrinks when they fill faster than a quarter per
-/// pause), and the output is flushed once a second anyway.
+/// Longest pause of the writer once it has caught up with every queue. At 10 Gb/s a 64 MiB
+/// hand-off ring fills in about 50 ms, so the pause does not decide alone: a ring that fills
+/// past a quarter wakes the writer at once (`handoff::WAKE_FILL`), and the pause shrinks when
+/// rounds bring more than a quarter of a ring. The output is flushed once a second anyway.
 pub(super) const WRITER_MAX_NAP_NS: u64 = 100_000_000;
 /// How often the writer's output gets its housekeeping (time rotation, the 1 s flush).
 const TICK_NS: u64 = 100_000_000;
@@ -72,6 +74,15 @@ pub(super) struct WriterState {
     pub(super) ifaces: Vec<Arc<IfaceStats>>,
     /// Monotonic time for every decision, and the one offset that makes timestamps wall-clock.
     pub(super) clock: WriterClock,
+    /// The pause once caught up ([`writer_nap`]).
+    pub(super) nap: Nap,
+    /// What the writer sleeps on: rings filling past a quarter wake it, and so does the stop.
+    pub(super) waker: Arc<Waker>,
+}
+
+/// The writer's pauses: aiming at a quarter of a hand-off ring of `buffer_bytes` per round.
+pub(super) fn writer_nap(buffer_bytes: u64) -> Nap {
+    Nap::new(buffer_bytes / 4, WRITER_MAX_NAP_NS)
 }
 
 /// How long the writer waits for the rings of removed interfaces to empty before it switches
@@ -130,10 +141,10 @@ impl WriterState {
     }
 }
 
-/// The writer thread: merges every queue's hand-off ring into the rotating pcapng writer.
+/// The writer thread: merges every queue's hand-off ring into the rotating pcapng writer. Set
+/// `stop` and wake `state.waker` to end it.
 pub(super) fn write_loop(
     mut state: WriterState,
-    buffer_bytes: u64,
     reconfigured: &mpsc::Receiver<Reconfigure>,
     stop: &AtomicBool,
     stats: &Arc<Stats>,
@@ -141,7 +152,7 @@ pub(super) fn write_loop(
 ) -> anyhow::Result<Summary> {
     let mut total = 0u64;
     let mut ended = false;
-    let mut nap = Nap::new(buffer_bytes / 4, WRITER_MAX_NAP_NS);
+    state.merger.wake_on_fill(&state.waker);
     // Bytes taken from the rings since the writer last slept.
     let mut round_bytes = 0u64;
     let mut last_tick_ns = state.clock.now().mono_ns;
@@ -229,13 +240,14 @@ pub(super) fn write_loop(
                 }
             }
             // Caught up: let records gather instead of waking for every few of them. An empty
-            // round lengthens the pause too: idle, the writer wakes only for its ticks. While
-            // removed interfaces drain, it looks again soon.
-            let mut pause = nap.after_round(std::mem::take(&mut round_bytes));
+            // round lengthens the pause too: idle, the writer wakes only for its ticks. A ring
+            // filling past a quarter ends the pause early. While removed interfaces drain, it
+            // looks again soon.
+            let mut pause = state.nap.after_round(std::mem::take(&mut round_bytes));
             if switching.is_some() {
                 pause = pause.min(Duration::from_millis(1));
             }
-            std::thread::sleep(pause);
+            state.waker.wait(pause);
         }
     }
     stats.write_losses.store(state.output.counters().packets_lost_to_errors, Relaxed);
@@ -275,4 +287,93 @@ pub(super) fn add_delivered(ifaces: &[Arc<IfaceStats>], delivered: &mut [u64]) -
         }
     }
     sum
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bpf::KernelCounters;
+    use crate::handoff::channel;
+    use crate::source::{Feed, QueueStats};
+    use crate::writer::clock::tests::TestClock;
+    use crate::writer::merge::DEFAULT_WINDOW_NS;
+    use crate::writer::{SectionInfo, StreamWriter};
+    use std::sync::atomic::AtomicU64;
+
+    const HOUR_NS: u64 = 3600 * 1_000_000_000;
+
+    /// A writer sleeping in a pause far longer than a ring takes to fill (an hour), and a
+    /// worker that fills its ring in bursts up to the wake-up mark, waiting after each burst
+    /// for the writer to take it. Only the ring's wake-up can end the pause: every burst is
+    /// taken, none is lost, and the writer never sleeps the pause out.
+    #[test]
+    fn a_ring_filling_past_a_quarter_ends_the_writers_pause() {
+        const RING: usize = 1 << 16;
+        const FRAME: u32 = 1000;
+        /// Records of 1024 ring bytes: the 16th reaches the mark (a quarter, 16 KiB).
+        const BURST: u64 = (RING / crate::handoff::WAKE_FILL / 1024) as u64;
+        const BURSTS: u64 = 40;
+        let (producer, consumer) = channel(RING);
+        let queue = Arc::new(QueueStats::default());
+        let iface = Arc::new(IfaceStats {
+            start_ns: 0,
+            name: "t0".into(),
+            kernel: Arc::new(KernelCounters::none()),
+            queues: vec![(0, Arc::clone(&queue))],
+            delivered: AtomicU64::new(0),
+        });
+        let stats = Arc::new(Stats::new(vec![Arc::clone(&iface)]));
+        let file_stats = FileStats { stats: Arc::clone(&stats), ifaces: vec![Arc::clone(&iface)] };
+        let section = SectionInfo { hardware: "t".into(), os: "t".into(), application: "t".into() };
+        let info = InterfaceInfo { name: "t0".into(), description: "t".into(), snaplen: 0 };
+        let output =
+            StreamWriter::open(Box::new(std::io::sink()), &section, &[info], Box::new(file_stats))
+                .unwrap();
+        // Rounds bring less than half of the nap's target, so the pause stays at its ceiling.
+        let mut nap = Nap::new(4 * RING as u64, HOUR_NS);
+        while nap.after_round(0) < Duration::from_nanos(HOUR_NS) {}
+        let waker = Waker::new().unwrap();
+        let source =
+            Source { interface_id: 0, consumer, watermark: Arc::default(), read_together: false };
+        let state = WriterState {
+            output: Output::Stream(output),
+            merger: Merger::new(vec![source], DEFAULT_WINDOW_NS),
+            ifaces: vec![Arc::clone(&iface)],
+            clock: WriterClock::new(Box::new(TestClock::default())),
+            nap,
+            waker: Arc::clone(&waker),
+        };
+        let stop = Arc::new(AtomicBool::new(false));
+        let (_commands, reconfigured) = mpsc::channel();
+        let ends = Ends { limit: None, control: Control::new().unwrap() };
+        let writer = {
+            let (stop, stats) = (Arc::clone(&stop), Arc::clone(&stats));
+            std::thread::spawn(move || write_loop(state, &reconfigured, &stop, &stats, &ends))
+        };
+
+        let mut feed = Feed::new(producer, Arc::default(), Arc::clone(&queue));
+        let mut pushed = 0;
+        for burst in 0..BURSTS {
+            for _ in 0..BURST {
+                feed.push(pushed, FRAME, 0, &[0; FRAME as usize]);
+                pushed += 1;
+                feed.publish();
+            }
+            // Far below the pause: a guard against hanging for an hour, not a speed limit.
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while iface.delivered.load(Relaxed) < pushed {
+                assert!(
+                    Instant::now() < deadline,
+                    "burst {burst}: the writer slept on with the ring past its wake-up mark"
+                );
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
+        assert_eq!(queue.handoff_drops.load(Relaxed), 0);
+        drop(feed);
+        stop.store(true, Relaxed);
+        waker.wake();
+        let summary = writer.join().unwrap().unwrap();
+        assert_eq!(summary.frames_written, BURST * BURSTS);
+    }
 }

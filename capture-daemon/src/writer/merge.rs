@@ -15,7 +15,7 @@ use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, OnceLock};
 
-use crate::handoff::{Consumer, Record};
+use crate::handoff::{Consumer, Record, Waker};
 
 /// Default merge window: how long the writer waits for a silent queue before writing past it.
 pub const DEFAULT_WINDOW_NS: u64 = 100_000_000;
@@ -77,13 +77,24 @@ pub struct Merger {
     /// The window asked for, and the one in force (longer while [`ONE_READER`] holds).
     base_window_ns: u64,
     window_ns: u64,
+    /// What the rings wake when they fill (see [`Merger::wake_on_fill`]).
+    waker: Option<Arc<Waker>>,
 }
 
 impl Merger {
     pub fn new(sources: Vec<Source>, window_ns: u64) -> Self {
-        let mut m = Merger { sources, base_window_ns: window_ns, window_ns };
+        let mut m = Merger { sources, base_window_ns: window_ns, window_ns, waker: None };
         m.sources_changed();
         m
+    }
+
+    /// Makes every ring, those added later too, wake `waker` when it fills past a quarter: the
+    /// writer sleeps on it between rounds.
+    pub fn wake_on_fill(&mut self, waker: &Arc<Waker>) {
+        for s in &self.sources {
+            s.consumer.wake_on_fill(waker);
+        }
+        self.waker = Some(Arc::clone(waker));
     }
 
     /// Sets the flags the sources' threads read, and the window, for the current sources.
@@ -200,6 +211,11 @@ impl Merger {
             }
             None => false,
         });
+        if let Some(waker) = &self.waker {
+            for s in &new {
+                s.consumer.wake_on_fill(waker);
+            }
+        }
         self.sources.extend(new);
         self.sources_changed();
     }

@@ -20,6 +20,11 @@
 //! header, statistics block and a sample of packets), so a broken writer cannot post a fast
 //! number; then it is removed unless `--keep`. Nothing outside the measured loop grows with N, so
 //! callgrind's instruction counts of two runs differ by exactly the per-packet work.
+//!
+//! The rotating run (`--rotate-bytes`, on a real disk, optionally paced with `--rate-mb-s`)
+//! measures what rotation costs the writer thread instead: the line then also has
+//! `"files"`, `"worst_round_us"` (the longest round, i.e. the longest the rings went without
+//! being read), `"slow_rounds"` (rounds over 10 ms) and `"close_ms"`. Every file is checked.
 
 use std::fs::File;
 use std::os::unix::fs::FileExt as _;
@@ -69,7 +74,16 @@ struct Args {
     /// Keep the file instead of removing it after the check.
     #[arg(long)]
     keep: bool,
+    /// Rotate files at this many bytes (0: one file) and time every round.
+    #[arg(long, default_value_t = 0)]
+    rotate_bytes: u64,
+    /// Push frames at this many MB/s of frame bytes (0: as fast as the writer takes them).
+    #[arg(long, default_value_t = 0)]
+    rate_mb_s: u64,
 }
+
+/// A round this long counts as slow in the rotating run's summary.
+const SLOW_ROUND: Duration = Duration::from_millis(10);
 
 /// The statistics written at close: fixed, so the expected ISB can be computed.
 struct FixedStats(InterfaceStats);
@@ -115,7 +129,10 @@ fn main() -> anyhow::Result<()> {
         description: "prepared frames, no NIC".into(),
         snaplen: 0,
     };
-    let policy = OutputConfig::unlimited(args.dir.clone(), "wbench");
+    let policy = OutputConfig {
+        rotate_bytes: args.rotate_bytes,
+        ..OutputConfig::unlimited(args.dir.clone(), PREFIX)
+    };
     let mut writer = RotatingWriter::open(
         policy,
         section.clone(),
@@ -142,7 +159,11 @@ fn main() -> anyhow::Result<()> {
 
     let start = Instant::now();
     let mut last_tick = start;
+    // Only the rotating run reads the clock per round: the others count instructions.
+    let timed = args.rotate_bytes > 0;
+    let (mut worst_round, mut slow_rounds) = (Duration::ZERO, 0u64);
     let mut round = |merger: &mut Merger, writer: &mut RotatingWriter| -> anyhow::Result<()> {
+        let began = timed.then(Instant::now);
         let done = write_round(merger, writer, now(), RECORDS_PER_ROUND, &mut delivered);
         if let Some(e) = done.error {
             bail!("writing a frame: {e}");
@@ -152,11 +173,24 @@ fn main() -> anyhow::Result<()> {
             writer.tick(monotonic_ns())?;
             last_tick = Instant::now();
         }
+        if let Some(began) = began {
+            let took = began.elapsed();
+            worst_round = worst_round.max(took);
+            slow_rounds += u64::from(took > SLOW_ROUND);
+        }
         Ok(())
     };
+    // Pacing: frame j is due `j * frame_len / rate` after the start.
+    let rate = u128::from(args.rate_mb_s);
     let mut i = 0;
     while i < n {
         let end = (i + BATCH).min(n);
+        if let Some(due_ns) = ((i * frame_len) as u128 * 1000).checked_div(rate) {
+            let due = start + Duration::from_nanos(u64::try_from(due_ns)?);
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
         // Frame j is pool[j % POOL] and goes to queue j % queues; each queue's worker publishes
         // its part of the batch and vouches for its last timestamp.
         for (q, (producer, watermark)) in producers.iter_mut().zip(&watermarks).enumerate() {
@@ -180,22 +214,49 @@ fn main() -> anyhow::Result<()> {
     while !merger.is_finished() {
         round(&mut merger, &mut writer)?;
     }
-    let path = writer.close(monotonic_ns())?.context("the capture file was not finished")?;
+    let closing = Instant::now();
+    let last = writer.close(monotonic_ns())?.context("the capture file was not finished")?;
+    let close_ms = closing.elapsed().as_secs_f64() * 1e3;
     let seconds = start.elapsed().as_secs_f64();
 
     ensure!(delivered[0] == n as u64, "{} of {n} frames were written", delivered[0]);
-    check_file(&path, &section, &interface, &stats, &pool, n, wall_t0)
-        .with_context(|| format!("checking {}", path.display()))?;
+    let files = if timed { finished_files(&args.dir)? } else { vec![last] };
+    ensure!(files.len() as u64 >= 1, "no capture file in {}", args.dir.display());
+    check_files(&files, &section, &interface, &stats, &pool, n, wall_t0)?;
     if !args.keep {
-        std::fs::remove_file(&path).with_context(|| format!("removing {}", path.display()))?;
+        for path in &files {
+            std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
+        }
     }
 
     #[allow(clippy::cast_precision_loss, reason = "rates, not counts")]
     let (pps, bytes_per_sec) = (n as f64 / seconds, (n * frame_len) as f64 / seconds);
-    println!(
-        "{{\"size\":{size},\"packets\":{n},\"seconds\":{seconds:.6},\"pps\":{pps:.0},\"bytes_per_sec\":{bytes_per_sec:.0}}}"
+    let mut line = format!(
+        "{{\"size\":{size},\"packets\":{n},\"seconds\":{seconds:.6},\"pps\":{pps:.0},\"bytes_per_sec\":{bytes_per_sec:.0}"
     );
+    if timed {
+        let worst_us = worst_round.as_micros();
+        line += &format!(
+            ",\"files\":{},\"worst_round_us\":{worst_us},\"slow_rounds\":{slow_rounds},\"close_ms\":{close_ms:.1}",
+            files.len()
+        );
+    }
+    println!("{line}}}");
     Ok(())
+}
+
+const PREFIX: &str = "wbench";
+
+/// The finished capture files in `dir`, in sequence order (the names sort so).
+fn finished_files(dir: &std::path::Path) -> anyhow::Result<Vec<PathBuf>> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(dir)?.map(|e| e.map(|e| e.path())).collect::<Result<_, _>>()?;
+    files.retain(|p| {
+        let name = p.file_name().and_then(|n| n.to_str()).unwrap_or("");
+        name.starts_with(PREFIX) && name.ends_with(".pcapng")
+    });
+    files.sort();
+    Ok(files)
 }
 
 /// Prepared frame `i`: an Ethernet header (local experimental ethertype 0x88b5) and a payload
@@ -211,10 +272,11 @@ fn frame(i: usize, len: usize) -> Vec<u8> {
     f
 }
 
-/// Checks the file in constant time: exact size, header, final statistics block, and a sample
-/// of packet blocks, each compared field by field with what the writer was given.
-fn check_file(
-    path: &std::path::Path,
+/// Checks the files in constant time each: exact size, header, final statistics block, and a
+/// sample of packet blocks (every file's first and last among them), each compared field by
+/// field with what the writer was given. Together they must hold the `n` frames in order.
+fn check_files(
+    paths: &[PathBuf],
     section: &SectionInfo,
     interface: &InterfaceInfo,
     stats: &InterfaceStats,
@@ -231,23 +293,39 @@ fn check_file(
     let padded = 28 + frame_len.next_multiple_of(4);
     let epb_len = epb_len(frame_len, FLAGS);
     let first_epb = header.len();
-    let expected = (first_epb + n * epb_len + isb.len()) as u64;
 
-    let file = File::open(path)?;
-    let len = file.metadata()?.len();
-    ensure!(len == expected, "file is {len} bytes, expected {expected}");
-    let mut got = vec![0u8; header.len()];
-    file.read_exact_at(&mut got, 0)?;
-    ensure!(got == header, "section header / interface description differ");
-    let mut got = vec![0u8; isb.len()];
-    file.read_exact_at(&mut got, len - isb.len() as u64)?;
-    ensure!(got == isb, "interface statistics block differs");
+    // Each file: header, k whole packet blocks, statistics; the k add up to n.
+    let mut opened = Vec::new();
+    let mut first_packet = 0;
+    for path in paths {
+        let file = File::open(path).with_context(|| format!("opening {}", path.display()))?;
+        let len = usize::try_from(file.metadata()?.len())?;
+        let blocks = len.checked_sub(first_epb + isb.len()).unwrap_or(usize::MAX);
+        ensure!(
+            blocks != usize::MAX && blocks % epb_len == 0,
+            "{}: {len} bytes is not a header, whole packet blocks and statistics",
+            path.display()
+        );
+        let mut got = vec![0u8; header.len()];
+        file.read_exact_at(&mut got, 0)?;
+        ensure!(got == header, "{}: section header / interface description differ", path.display());
+        let mut got = vec![0u8; isb.len()];
+        file.read_exact_at(&mut got, (len - isb.len()) as u64)?;
+        ensure!(got == isb, "{}: interface statistics block differs", path.display());
+        opened.push((path, file, first_packet, blocks / epb_len));
+        first_packet += blocks / epb_len;
+    }
+    ensure!(first_packet == n, "the files hold {first_packet} packets, expected {n}");
 
     let u32_at = |b: &[u8], at: usize| u32::from_le_bytes(b[at..at + 4].try_into().unwrap());
     let mut block = vec![0u8; epb_len];
     let step = (n / SAMPLES).max(1);
-    for i in (0..n).step_by(step).chain([n - 1]) {
-        file.read_exact_at(&mut block, (first_epb + i * epb_len) as u64)?;
+    let ends = opened.iter().filter(|f| f.3 > 0).flat_map(|f| [f.2, f.2 + f.3 - 1]);
+    for i in (0..n).step_by(step).chain([n - 1]).chain(ends) {
+        let (path, file, first, _) =
+            opened.iter().rfind(|f| f.2 <= i).context("a packet before the first file")?;
+        let at = (first_epb + (i - first) * epb_len) as u64;
+        file.read_exact_at(&mut block, at)?;
         let ts = t0 + i as u64 * TS_STEP;
         let frame = &pool[i % POOL];
         let fields = [
@@ -264,14 +342,15 @@ fn check_file(
             (padded + 8, 0),
             (block.len() - 4, u32::try_from(epb_len)?),
         ];
+        let p = path.display();
         for (at, want) in fields {
             let got = u32_at(&block, at);
-            ensure!(got == want, "packet {i}: word at +{at} is {got:#x}, expected {want:#x}");
+            ensure!(got == want, "{p}: packet {i}: word at +{at} is {got:#x}, expected {want:#x}");
         }
-        ensure!(&block[28..28 + frame_len] == frame, "packet {i}: data differs");
+        ensure!(&block[28..28 + frame_len] == frame, "{p}: packet {i}: data differs");
         ensure!(
             block[28 + frame_len..padded].iter().all(|&b| b == 0),
-            "packet {i}: padding is not zero"
+            "{p}: packet {i}: padding is not zero"
         );
     }
     Ok(())

@@ -7,6 +7,7 @@
 //! wall-clock time as it writes ([`clock`]).
 
 pub mod clock;
+mod finish;
 pub mod merge;
 pub mod pcapng;
 pub mod rotate;
@@ -90,10 +91,10 @@ impl Output {
         }
     }
 
-    pub fn counters(&self) -> &WriterCounters {
+    pub fn counters(&self) -> WriterCounters {
         match self {
             Output::Files(w) => w.counters(),
-            Output::Stream(w) => w.counters(),
+            Output::Stream(w) => *w.counters(),
         }
     }
 

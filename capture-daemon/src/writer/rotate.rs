@@ -14,12 +14,16 @@
 //! I/O errors after `open` (a full disk, typically) never stop the writer: they are counted in
 //! [`WriterCounters`], logged at most once per 10 s, and the data that could not be written is
 //! dropped while later data keeps being tried.
+//!
+//! Finishing a file (fsync, rename, retention) happens on a thread of its own ([`super::finish`]);
+//! while a file is written, its data is sent to disk every [`WRITEBACK_BYTES`] so that the final
+//! fsync finds little left to do.
 
 use std::ffi::CString;
 use std::fmt;
 use std::fs::{self, File, OpenOptions, TryLockError};
 use std::io;
-use std::os::fd::AsFd as _;
+use std::os::fd::{AsFd as _, AsRawFd as _};
 use std::os::unix::ffi::OsStrExt as _;
 use std::os::unix::fs::{
     DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
@@ -31,6 +35,7 @@ use log::{info, warn};
 use crate::config::FileGroup;
 
 use super::clock::Now;
+use super::finish::{Finisher, Retention, Written};
 use super::pcapng::{
     InterfaceInfo, InterfaceStats, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb,
     valid_prefix_len,
@@ -43,6 +48,11 @@ const BUF_CAPACITY: usize = 4 << 20;
 const FLUSH_BYTES: usize = 1 << 20;
 /// Buffered data older than this is written on the next tick, so a quiet link still reaches disk.
 const FLUSH_AGE_NS: u64 = 1_000_000_000;
+/// Written data is sent to disk (`sync_file_range`, without waiting) once this much has gathered
+/// behind the write position: the page cache holds little of a file that is not on its way to
+/// disk, and the fsync that finishes the file is short.
+const WRITEBACK_BYTES: u64 = 8 << 20;
+const PAGE: u64 = 4096;
 /// At most one I/O-error warning per this interval (a full disk fails every write).
 const ERROR_LOG_INTERVAL_NS: u64 = 10_000_000_000;
 /// How often to retry creating a file after that failed.
@@ -164,6 +174,9 @@ pub enum WriterError {
     },
     #[error("writing the capture stream: {0}")]
     Stream(#[source] io::Error),
+    /// The thread that finishes files could not be started.
+    #[error("cannot start the thread that finishes capture files: {0}")]
+    Finisher(#[source] io::Error),
     #[error("the number of interfaces cannot change while writing (was {was}, now {now})")]
     InterfaceCountChanged { was: u32, now: usize },
     #[error("packet for interface {interface_id}, but only {count} interfaces are described")]
@@ -189,6 +202,8 @@ struct OpenFile {
     done_packets: u64,
     /// Bytes known to be on disk; the next write goes there.
     disk_len: u64,
+    /// Bytes sent to disk so far (writeback started, see [`WRITEBACK_BYTES`]).
+    written_back: u64,
     /// The snap length each IDB promises (0 = none): no record of that interface may be longer.
     snaplens: Vec<u32>,
     /// False until the SHB and IDBs are on disk: before that, packets must not be written alone.
@@ -239,8 +254,8 @@ pub struct RotatingWriter {
     counters: WriterCounters,
     /// `keep_files` counts the file being written (see [`RotatingWriter::keep_files_include_current`]).
     count_current: bool,
-    /// Bytes in the finished files of this prefix, as of the last retention pass.
-    retained_bytes: u64,
+    /// Finishes files and applies retention, on its own thread.
+    finisher: Finisher,
     /// With a free-space floor: rotate the current file at this size (a quarter of the room
     /// the floor leaves), so deleting the oldest file never takes most of the capture. 0 = none.
     floor_rotate_bytes: u64,
@@ -285,6 +300,7 @@ impl RotatingWriter {
         let next_seq = entries.iter().map(|e| e.seq).max().map_or(1, |max| max.saturating_add(1));
 
         let header = encode_header(&section, &interfaces);
+        let finisher = Finisher::start().map_err(WriterError::Finisher)?;
         let mut writer = Self {
             policy,
             pending: None,
@@ -307,7 +323,7 @@ impl RotatingWriter {
             unlogged_errors: 0,
             counters: WriterCounters::default(),
             count_current: false,
-            retained_bytes: 0,
+            finisher,
             floor_rotate_bytes: 0,
             #[cfg(test)]
             faults: Faults::default(),
@@ -430,15 +446,21 @@ impl RotatingWriter {
     }
 
     /// Finishes the current file (ISB per interface, write, fsync, rename to the final name),
-    /// then applies retention. Returns the finished file, or `None` if no file was open or it
-    /// could not be finished (already counted and logged). I/O errors do not make this fail.
+    /// then applies retention, and waits for every file handed to the finisher. Returns the
+    /// finished file, or `None` if no file was open or it could not be finished (already counted
+    /// and logged). I/O errors do not make this fail.
     pub fn close(mut self, now_ns: u64) -> Result<Option<PathBuf>, WriterError> {
         self.now_ns = now_ns;
-        let finished = self.finish_file();
         // No file follows: with `keep_files_include_current`, the last one takes its place.
         self.count_current = false;
-        self.apply_retention();
-        Ok(finished)
+        let handed = self.finish_file();
+        let last = self.finisher.close();
+        Ok(last.filter(|_| handed))
+    }
+
+    /// Waits until every file handed to the finisher is finished and retention has run.
+    pub fn wait_finished(&self) {
+        self.finisher.wait_idle();
     }
 
     /// Makes `keep_files` count the file being written too, as dumpcap's `-b files:N` does
@@ -452,14 +474,18 @@ impl RotatingWriter {
         self.file.as_ref().map(|f| f.part_path.as_path())
     }
 
-    /// Counters since `open`.
-    pub fn counters(&self) -> &WriterCounters {
-        &self.counters
+    /// Counters since `open`, the finisher's included.
+    pub fn counters(&self) -> WriterCounters {
+        let (closed, deleted, errors) = self.finisher.counters();
+        let mut c = self.counters;
+        c.files_closed += closed;
+        c.files_deleted += deleted;
+        c.write_errors += errors;
+        c
     }
 
     fn rotate(&mut self, now_ns: u64) {
         self.finish_file();
-        self.apply_retention();
         self.apply_pending();
         self.try_start_file(now_ns);
     }
@@ -541,7 +567,6 @@ impl RotatingWriter {
     ) -> Result<(), WriterError> {
         check_prefix(&policy.prefix)?;
         self.finish_file();
-        self.apply_retention();
         self.interface_count = u32::try_from(interfaces.len()).unwrap_or(u32::MAX);
         self.stats = stats;
         self.pending = Some((policy, interfaces.to_vec()));
@@ -629,7 +654,7 @@ impl RotatingWriter {
         }
         info!("writing {}", part_path.display());
         self.floor_rotate_bytes = self.space_and_floor().map_or(0, |(space, floor)| {
-            let room = (space.free + self.retained_bytes).saturating_sub(floor);
+            let room = (space.free + self.finisher.retained_bytes()).saturating_sub(floor);
             (room / 4).max(MIN_FLOOR_FILE_BYTES)
         });
         self.buf.extend_from_slice(&self.header);
@@ -641,6 +666,7 @@ impl RotatingWriter {
             done_bytes: 0,
             done_packets: 0,
             disk_len: 0,
+            written_back: 0,
             snaplens: self.infos.iter().map(|i| i.snaplen).collect(),
             header_on_disk: false,
         });
@@ -712,6 +738,12 @@ impl RotatingWriter {
                 self.counters.bytes_written += written;
                 self.counters.packets_written += self.buffered_packets;
                 self.buf.clear();
+                if file.disk_len - file.written_back >= WRITEBACK_BYTES {
+                    // Whole pages only: the last one is written again by the next buffer.
+                    let end = file.disk_len & !(PAGE - 1);
+                    start_writeback(&file.file, file.written_back, end - file.written_back);
+                    file.written_back = end;
+                }
             }
             Err(err) => {
                 // Whatever part of the buffer landed is a broken block: cut it, so readers see
@@ -727,7 +759,8 @@ impl RotatingWriter {
                 self.report_io_error("cannot write capture file", &path, &err);
                 if err.raw_os_error() == Some(libc::ENOSPC) {
                     // Deleting the oldest files may make room for the next buffer.
-                    self.apply_retention();
+                    let retention = self.retention();
+                    self.finisher.retain_soon(retention);
                 }
             }
         }
@@ -742,10 +775,15 @@ impl RotatingWriter {
         self.set_due();
     }
 
-    /// Writes the ISBs and remaining data, fsyncs and renames the current file to its final
-    /// name. Returns the final path if that worked.
-    fn finish_file(&mut self) -> Option<PathBuf> {
-        self.file.as_ref()?;
+    /// Writes the ISBs and remaining data of the current file and hands it to the finisher
+    /// (fsync, rename to its final name), with a retention pass after it; without a file to
+    /// finish, the retention pass alone. Returns whether a file was handed over.
+    fn finish_file(&mut self) -> bool {
+        let retention = self.retention();
+        if self.file.is_none() {
+            self.finisher.retain(retention);
+            return false;
+        }
         for interface_id in 0..self.interface_count {
             let stats = self.stats.stats(interface_id);
             encode_isb(&mut self.buf, interface_id, &stats);
@@ -753,42 +791,38 @@ impl RotatingWriter {
         self.flush();
         self.buf.clear();
         self.buffered_since_ns = self.now_ns;
-        let file = self.file.take()?;
+        let Some(file) = self.file.take() else { return false };
         if file.disk_len == 0 {
             // Not even the header was ever written: an empty file is no pcapng, drop it.
             warn!("removing {}: nothing could be written to it", file.part_path.display());
             let _ = fs::remove_file(&file.part_path);
-            return None;
+            self.finisher.retain(retention);
+            return false;
         }
-        if let Err(err) = file.file.sync_all() {
-            self.report_io_error("cannot fsync capture file", &file.part_path, &err);
-        }
-        // Renamed while still open and locked, so no other writer "recovers" it meanwhile.
-        if let Err(err) = rename_noreplace(&file.part_path, &file.final_path) {
-            self.report_io_error("cannot rename capture file", &file.part_path, &err);
-            return None;
-        }
-        sync_dir(&self.policy.directory);
-        self.counters.files_closed += 1;
-        info!(
-            "finished {} ({} packets, {} bytes)",
-            file.final_path.display(),
-            file.done_packets,
-            file.disk_len
-        );
-        Some(file.final_path)
+        let written = Written {
+            file: file.file,
+            part_path: file.part_path,
+            final_path: file.final_path,
+            packets: file.done_packets,
+            bytes: file.disk_len,
+        };
+        self.finisher.finish(written, retention);
+        true
     }
 
-    /// The output file system's space and the floor to keep free on it: the larger of
-    /// `keep_free_bytes` and `keep_free_percent` of its size. `None` without a floor (or when
-    /// statvfs fails: better to write than to guess).
-    fn space_and_floor(&self) -> Option<(crate::sys::FsSpace, u64)> {
-        let policy = &self.policy;
-        if policy.keep_free_bytes == 0 && policy.keep_free_percent == 0 {
-            return None;
+    /// What a retention pass queued now keeps.
+    fn retention(&self) -> Retention {
+        let mut keep_files = self.policy.keep_files;
+        if self.count_current && keep_files > 1 {
+            // A file is being written, or about to be: it takes one of the places.
+            keep_files -= 1;
         }
-        let space = crate::sys::fs_space(&policy.directory)?;
-        Some((space, floor_bytes(policy, space.total)))
+        Retention { policy: self.policy.clone(), keep_files }
+    }
+
+    /// The output file system's space and the floor to keep free on it (see [`space_and_floor`]).
+    fn space_and_floor(&self) -> Option<(crate::sys::FsSpace, u64)> {
+        space_and_floor(&self.policy)
     }
 
     /// Makes room for writing `len` bytes above the free-space floor, deleting the oldest
@@ -819,74 +853,19 @@ impl RotatingWriter {
         self.delete_oldest(floor);
     }
 
-    /// Deletes the oldest finished files of this prefix while there are more than `keep_files`,
-    /// they hold more than `keep_bytes`, or less than `need_free` bytes are free.
+    /// Deletes the oldest finished files now, on the writer thread (see [`delete_oldest`]).
     fn delete_oldest(&mut self, need_free: u64) {
-        let (mut keep_files, keep_bytes) = (self.policy.keep_files, self.policy.keep_bytes);
-        if self.count_current && keep_files > 1 {
-            // A file is being written, or about to be: it takes one of the places.
-            keep_files -= 1;
-        }
-        if keep_files == 0 && keep_bytes == 0 && need_free == 0 {
-            return;
-        }
-        let entries = match scan(&self.policy.directory, &self.policy.prefix) {
-            Ok(entries) => entries,
-            Err(err) => {
-                let dir = self.policy.directory.clone();
-                self.report_io_error("cannot list capture directory", &dir, &err);
-                return;
-            }
-        };
-        let mut finished: Vec<(Entry, u64)> = entries
-            .into_iter()
-            .filter(|e| !e.part)
-            .filter_map(|e| {
-                let meta = e.path.symlink_metadata().ok()?;
-                meta.is_file().then_some((e, meta.len()))
-            })
-            .collect();
-        finished.sort_by(|(a, _), (b, _)| (a.seq, &a.path).cmp(&(b.seq, &b.path)));
-        let mut count = finished.len() as u64;
-        let mut total: u64 = finished.iter().map(|(_, size)| size).sum();
+        let keep_files = self.retention().keep_files;
         let current = self.file.as_ref().map(|f| f.final_path.clone());
-        // The newest finished file is kept against keep_files and keep_bytes: limits smaller
-        // than one file (keep_bytes below rotate_bytes) keep one file, not none. The floor
-        // protects the host, so it may take the newest too.
-        let newest = finished.last().map(|(e, _)| e.path.clone());
-        let dir = self.policy.directory.clone();
-        let short_of_space =
-            || need_free != 0 && crate::sys::free_bytes(&dir).is_some_and(|f| f < need_free);
-        for (entry, size) in finished {
-            let short = short_of_space();
-            if !((keep_files != 0 && count > keep_files)
-                || (keep_bytes != 0 && total > keep_bytes)
-                || short)
-            {
-                break;
-            }
-            if current.as_ref() == Some(&entry.path) {
-                continue;
-            }
-            if newest.as_ref() == Some(&entry.path) && !short {
-                break;
-            }
-            match fs::remove_file(&entry.path) {
-                Ok(()) => {
-                    info!(
-                        "deleted {} ({size} bytes) to keep within retention limits",
-                        entry.path.display()
-                    );
-                    self.counters.files_deleted += 1;
-                }
-                Err(err) if err.kind() == io::ErrorKind::NotFound => {}
-                // Counted as gone anyway: one undeletable file must not make us delete the rest.
-                Err(err) => warn!("cannot delete {}: {err}", entry.path.display()),
-            }
-            count -= 1;
-            total -= size;
+        let pruned = delete_oldest(&self.policy, keep_files, need_free, current.as_deref());
+        self.counters.files_deleted += pruned.deleted;
+        if let Some(bytes) = pruned.retained_bytes {
+            self.finisher.set_retained_bytes(bytes);
         }
-        self.retained_bytes = total;
+        if let Some(err) = pruned.error {
+            let dir = self.policy.directory.clone();
+            self.report_io_error("cannot list capture directory", &dir, &err);
+        }
     }
 
     /// Counts an I/O error and logs it, at most once per [`ERROR_LOG_INTERVAL_NS`].
@@ -917,6 +896,110 @@ impl Drop for RotatingWriter {
         if self.file.is_some() {
             self.flush();
         }
+    }
+}
+
+/// What a retention pass did.
+#[derive(Default)]
+pub(super) struct Pruned {
+    /// Files deleted.
+    pub(super) deleted: u64,
+    /// Bytes in the finished files left; `None` when they were not looked at (no limit).
+    pub(super) retained_bytes: Option<u64>,
+    /// The directory could not be listed: nothing was deleted.
+    pub(super) error: Option<io::Error>,
+}
+
+/// Deletes the oldest finished files of `policy`'s prefix while there are more than
+/// `keep_files`, they hold more than `policy.keep_bytes`, or less than `need_free` bytes are
+/// free. `current` is the final name of the file being written, never deleted.
+pub(super) fn delete_oldest(
+    policy: &Policy,
+    keep_files: u64,
+    need_free: u64,
+    current: Option<&Path>,
+) -> Pruned {
+    let keep_bytes = policy.keep_bytes;
+    let mut pruned = Pruned::default();
+    if keep_files == 0 && keep_bytes == 0 && need_free == 0 {
+        return pruned;
+    }
+    let entries = match scan(&policy.directory, &policy.prefix) {
+        Ok(entries) => entries,
+        Err(err) => {
+            pruned.error = Some(err);
+            return pruned;
+        }
+    };
+    let mut finished: Vec<(Entry, u64)> = entries
+        .into_iter()
+        .filter(|e| !e.part)
+        .filter_map(|e| {
+            let meta = e.path.symlink_metadata().ok()?;
+            meta.is_file().then_some((e, meta.len()))
+        })
+        .collect();
+    finished.sort_by(|(a, _), (b, _)| (a.seq, &a.path).cmp(&(b.seq, &b.path)));
+    let mut count = finished.len() as u64;
+    let mut total: u64 = finished.iter().map(|(_, size)| size).sum();
+    // The newest finished file is kept against keep_files and keep_bytes: limits smaller
+    // than one file (keep_bytes below rotate_bytes) keep one file, not none. The floor
+    // protects the host, so it may take the newest too.
+    let newest = finished.last().map(|(e, _)| e.path.clone());
+    let dir = &policy.directory;
+    let short_of_space =
+        || need_free != 0 && crate::sys::free_bytes(dir).is_some_and(|f| f < need_free);
+    for (entry, size) in finished {
+        let short = short_of_space();
+        if !((keep_files != 0 && count > keep_files)
+            || (keep_bytes != 0 && total > keep_bytes)
+            || short)
+        {
+            break;
+        }
+        if current == Some(entry.path.as_path()) {
+            continue;
+        }
+        if newest.as_ref() == Some(&entry.path) && !short {
+            break;
+        }
+        match fs::remove_file(&entry.path) {
+            Ok(()) => {
+                info!(
+                    "deleted {} ({size} bytes) to keep within retention limits",
+                    entry.path.display()
+                );
+                pruned.deleted += 1;
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            // Counted as gone anyway: one undeletable file must not make us delete the rest.
+            Err(err) => warn!("cannot delete {}: {err}", entry.path.display()),
+        }
+        count -= 1;
+        total -= size;
+    }
+    pruned.retained_bytes = Some(total);
+    pruned
+}
+
+/// The output file system's space and the floor to keep free on it: the larger of
+/// `keep_free_bytes` and `keep_free_percent` of its size. `None` without a floor (or when
+/// statvfs fails: better to write than to guess).
+pub(super) fn space_and_floor(policy: &Policy) -> Option<(crate::sys::FsSpace, u64)> {
+    if policy.keep_free_bytes == 0 && policy.keep_free_percent == 0 {
+        return None;
+    }
+    let space = crate::sys::fs_space(&policy.directory)?;
+    Some((space, floor_bytes(policy, space.total)))
+}
+
+/// Starts writing `len` bytes of `file` from `offset` to disk, without waiting for it. Best
+/// effort: the fsync that finishes the file reports what fails.
+fn start_writeback(file: &File, offset: u64, len: u64) {
+    let (Ok(offset), Ok(len)) = (i64::try_from(offset), i64::try_from(len)) else { return };
+    // SAFETY: a valid fd; the call only starts I/O on the file's own pages.
+    unsafe {
+        libc::sync_file_range(file.as_raw_fd(), offset, len, libc::SYNC_FILE_RANGE_WRITE);
     }
 }
 
@@ -1227,7 +1310,7 @@ fn recover_part(part: &Path) {
 }
 
 /// Renames `from` to `to`, failing with `AlreadyExists` rather than replacing `to`.
-fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
     let c_from = CString::new(from.as_os_str().as_bytes())?;
     let c_to = CString::new(to.as_os_str().as_bytes())?;
     // SAFETY: both are valid NUL-terminated strings that outlive the call.
@@ -1258,7 +1341,7 @@ fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
 }
 
 /// Makes a rename durable. Best effort: the data itself is already fsynced.
-fn sync_dir(dir: &Path) {
+pub(super) fn sync_dir(dir: &Path) {
     if let Err(err) = File::open(dir).and_then(|d| d.sync_all()) {
         warn!("cannot fsync directory {}: {err}", dir.display());
     }
@@ -1524,7 +1607,7 @@ mod tests {
         }
         let path = w.current_path().unwrap().to_path_buf();
         // Keep the writer to read its counters after close: close consumes it.
-        let counters_before = *w.counters();
+        let counters_before = w.counters();
         assert_eq!(counters_before.packets_written, 0, "still buffered");
         // Flush through a tick, then finish.
         w.tick(T0 + NS_PER_SEC / 2).unwrap();
@@ -1635,6 +1718,7 @@ mod tests {
         for i in 0..30 {
             write(&mut w, i);
         }
+        w.wait_finished();
         assert_eq!(w.counters().files_closed, 4);
         w.close(T0).unwrap().unwrap();
         let counts: Vec<usize> =
@@ -1690,9 +1774,11 @@ mod tests {
         let mut w = open(Policy { rotate_seconds: 60, ..policy(dir.path()) }, T0);
         write(&mut w, 0);
         w.tick(T0 + 59 * NS_PER_SEC).unwrap();
+        w.wait_finished();
         assert_eq!(w.counters().files_closed, 0);
         write(&mut w, 1);
         w.tick(T0 + 60 * NS_PER_SEC).unwrap();
+        w.wait_finished();
         assert_eq!(w.counters().files_closed, 1);
         assert_eq!(
             w.current_path().unwrap(),
@@ -1703,6 +1789,7 @@ mod tests {
         w.tick(T0 + 119 * NS_PER_SEC).unwrap();
         assert_eq!(w.counters().files_closed, 1);
         w.tick(T0 + 120 * NS_PER_SEC + 5).unwrap();
+        w.wait_finished();
         assert_eq!(w.counters().files_closed, 2);
         w.close(T0 + 121 * NS_PER_SEC).unwrap().unwrap();
         let files = finished(dir.path());
@@ -1769,6 +1856,7 @@ mod tests {
         let mut w = open(Policy { rotate_packets: 1, keep_files: 3, ..policy(dir.path()) }, T0);
         for i in 0..10 {
             write(&mut w, i);
+            w.wait_finished();
             assert!(w.current_path().unwrap().exists(), "current file never deleted");
             assert!(finished(dir.path()).len() <= 3);
         }
@@ -1784,6 +1872,7 @@ mod tests {
         let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
         let data = [1u8; 1000];
         w.write_packet(0, T0, &data, 1000, DIRECTION_INBOUND).unwrap();
+        w.wait_finished();
         let size = fs::metadata(&finished(dir.path())[0]).unwrap().len();
         drop(w);
         // Same-size files; the limit lies between two and three of them.
@@ -1793,6 +1882,7 @@ mod tests {
         for i in 0..6 {
             w.write_packet(0, T0 + i, &data, 1000, DIRECTION_INBOUND).unwrap();
         }
+        w.wait_finished();
         assert_eq!(seqs(dir.path()), vec![5, 6]);
         assert_eq!(w.counters().files_deleted, 4);
         // Both limits: the stricter one wins.
@@ -1809,6 +1899,7 @@ mod tests {
         for i in 0..4 {
             w.write_packet(0, T0 + i, &data, 1000, DIRECTION_INBOUND).unwrap();
         }
+        w.wait_finished();
         assert_eq!(seqs(dir.path()), vec![4]);
         // A limit smaller than one file keeps the newest file, not none.
         let dir = tempfile::tempdir().unwrap();
@@ -1817,6 +1908,7 @@ mod tests {
         for i in 0..3 {
             w.write_packet(0, T0 + i, &data, 1000, DIRECTION_INBOUND).unwrap();
         }
+        w.wait_finished();
         assert_eq!(seqs(dir.path()), vec![3]);
     }
 
@@ -1827,8 +1919,10 @@ mod tests {
         w.keep_files_include_current();
         for i in 0..6 {
             write(&mut w, i);
+            // The finisher deletes the oldest after the next file started: one more meanwhile.
+            w.wait_finished();
             let on_disk = names(dir.path()).len();
-            assert!(on_disk <= 3, "at most 3 files in all while writing: {on_disk}");
+            assert!(on_disk <= 3, "at most 3 files in all once finished: {on_disk}");
         }
         w.close(T0).unwrap();
         assert_eq!(seqs(dir.path()), vec![5, 6, 7], "3 files at the end");
@@ -1843,6 +1937,7 @@ mod tests {
         p.rotate_seconds = 60;
         w.reconfigure(p, &interfaces()).unwrap();
         w.tick(T0 + 61 * NS_PER_SEC).unwrap();
+        w.wait_finished();
         assert_eq!(finished(dir.path()).len(), 1, "rotated by the new limit");
     }
 
@@ -1855,8 +1950,10 @@ mod tests {
         // file opened, and the next file is named after the wall clock.
         w.set_wall_offset(-3600 * NS_PER_SEC.cast_signed());
         w.tick(T0 + 59 * NS_PER_SEC).unwrap();
+        w.wait_finished();
         assert!(finished(dir.path()).is_empty());
         w.tick(T0 + 60 * NS_PER_SEC).unwrap();
+        w.wait_finished();
         assert_eq!(finished(dir.path()).len(), 1);
         assert_eq!(
             w.current_path().unwrap(),
@@ -1996,6 +2093,128 @@ mod tests {
     }
 
     #[test]
+    fn files_are_synced_and_renamed_off_the_writers_thread() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
+        for i in 0..5 {
+            write(&mut w, i);
+        }
+        w.wait_finished();
+        let synced = w.finisher.synced_on();
+        assert_eq!(synced.len(), 5, "each finished file was fsynced");
+        let writer = std::thread::current().id();
+        assert!(synced.iter().all(|&t| t != writer), "not on the thread that writes packets");
+        assert_eq!(w.counters().files_closed, 5);
+        w.close(T0).unwrap().unwrap();
+        assert!(names(dir.path()).iter().all(|n| !n.ends_with(".part")), "close waited");
+        assert_eq!(seqs(dir.path()), vec![1, 2, 3, 4, 5, 6]);
+    }
+
+    #[test]
+    fn dropping_the_writer_finishes_the_files_handed_over() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
+        for i in 0..3 {
+            write(&mut w, i);
+        }
+        let current = w.current_path().unwrap().to_path_buf();
+        drop(w);
+        assert_eq!(seqs(dir.path()), vec![1, 2, 3], "finished, not left as .part");
+        assert!(current.exists(), "the file being written stays for recovery");
+    }
+
+    #[test]
+    fn a_file_the_finisher_cannot_rename_is_counted_and_left_for_recovery() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut w = open(Policy { rotate_packets: 1, ..policy(dir.path()) }, T0);
+        let part = w.current_path().unwrap().to_path_buf();
+        // Its final name, taken by someone else after the file was created.
+        let taken = dir.path().join(format!("cap_00001_{T0_STAMP}.pcapng"));
+        fs::write(&taken, b"not ours").unwrap();
+        write(&mut w, 0);
+        w.wait_finished();
+        let c = w.counters();
+        assert_eq!((c.write_errors, c.files_closed), (1, 0));
+        assert!(part.exists(), "left as .part, for the next start to recover");
+        assert_eq!(fs::read(&taken).unwrap(), b"not ours");
+        drop(w);
+        let w = open(policy(dir.path()), T0);
+        let recovered = dir.path().join(format!("cap_00001_{T0_STAMP}.pcapng"));
+        assert_eq!(fs::read(&recovered).unwrap(), b"not ours", "never replaced");
+        drop(w);
+    }
+
+    /// Dirty pages of the file at `path`, from cachestat(2) (Linux 6.5); `None` where the call
+    /// is missing.
+    fn dirty_pages(path: &Path) -> Option<u64> {
+        #[repr(C)]
+        struct Range {
+            off: u64,
+            len: u64,
+        }
+        #[repr(C)]
+        #[derive(Default)]
+        struct Stat {
+            cache: u64,
+            dirty: u64,
+            writeback: u64,
+            evicted: u64,
+            recently_evicted: u64,
+        }
+        const SYS_CACHESTAT: libc::c_long = 451;
+        let file = File::open(path).unwrap();
+        let range = Range { off: 0, len: 0 };
+        let mut stat = Stat::default();
+        // SAFETY: the fd is open; both structs are laid out as the kernel's.
+        let rc = unsafe {
+            libc::syscall(SYS_CACHESTAT, file.as_raw_fd(), &raw const range, &raw mut stat, 0)
+        };
+        (rc == 0).then_some(stat.dirty)
+    }
+
+    /// A directory for a test that needs real writeback: not a tmpfs (whose pages are never
+    /// written anywhere).
+    fn disk_dir() -> Option<tempfile::TempDir> {
+        const RAMFS_MAGIC: libc::c_long = 0x8584_58f6;
+        let candidates = [
+            std::env::temp_dir(),
+            PathBuf::from("/var/tmp"),
+            PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../target")),
+        ];
+        candidates.iter().find_map(|dir| {
+            let c = std::ffi::CString::new(dir.as_os_str().as_bytes()).ok()?;
+            // SAFETY: statfs with a valid C string and an out-struct it fills.
+            let mut st: libc::statfs = unsafe { std::mem::zeroed() };
+            let on_disk = unsafe { libc::statfs(c.as_ptr(), &raw mut st) } == 0
+                && ![libc::TMPFS_MAGIC, RAMFS_MAGIC].contains(&st.f_type);
+            on_disk.then(|| tempfile::tempdir_in(dir).ok()).flatten()
+        })
+    }
+
+    #[test]
+    fn a_growing_file_is_sent_to_disk_behind_the_write_position() {
+        let Some(dir) = disk_dir() else {
+            println!("note: no disk-backed directory for the writeback check; skipped");
+            return;
+        };
+        let mut w = open(policy(dir.path()), T0);
+        let part = w.current_path().unwrap().to_path_buf();
+        let data = [0x5a; 1500];
+        // 48 MiB: six times the writeback step.
+        for i in 0..(48 << 20) / 1544 {
+            w.write_packet(0, T0 + i, &data, 1500, DIRECTION_INBOUND).unwrap();
+        }
+        let Some(dirty) = dirty_pages(&part) else {
+            println!("note: no cachestat(2) (Linux < 6.5); writeback check skipped");
+            return;
+        };
+        // What has not reached the next step, and the buffer written since.
+        let bound = (WRITEBACK_BYTES + FLUSH_BYTES as u64) / PAGE + 1;
+        assert!(dirty <= bound, "{dirty} dirty pages, at most {bound} expected");
+        w.close(T0).unwrap().unwrap();
+    }
+
+    #[test]
     fn drop_without_close_leaves_all_data_for_recovery() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = open(policy(dir.path()), T0);
@@ -2071,7 +2290,7 @@ mod tests {
         w.faults.fail_writes = 1;
         w.tick(T0 + NS_PER_SEC).unwrap();
         w.tick(T0 + 2 * NS_PER_SEC).unwrap();
-        let c = *w.counters();
+        let c = w.counters();
         assert_eq!((c.write_errors, c.packets_lost_to_errors, c.packets_written), (1, 5, 0));
         assert_eq!(fs::metadata(&part).unwrap().len(), header, "the partial write was cut off");
         assert_eq!(w.current_path(), Some(part.as_path()), "file stays open");
@@ -2116,7 +2335,8 @@ mod tests {
         let part2 = w.current_path().unwrap().to_path_buf();
         assert_eq!(fs::metadata(&part2).unwrap().len(), 0);
         write(&mut w, 1);
-        let c = *w.counters();
+        w.wait_finished();
+        let c = w.counters();
         assert_eq!(
             (c.write_errors, c.packets_lost_to_errors, c.packets_written, c.files_closed),
             (2, 1, 1, 2)
@@ -2478,6 +2698,7 @@ mod tests {
             snaplen: 128,
         }];
         w.switch_interfaces(policy(dir.path()), &only, new_stats).unwrap();
+        w.wait_finished();
         assert_eq!(old_calls.load(Ordering::Relaxed), 2, "the old file's ISBs: old statistics");
         assert_eq!(finished(dir.path()).len(), 1, "the old file is finished at once");
         w.write_packet(0, T0 + 5, &[0xaa; 60], 60, DIRECTION_OUTBOUND).unwrap();

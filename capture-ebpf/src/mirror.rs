@@ -142,11 +142,13 @@ pub fn try_capture<const FRAGS: bool>(ctx: &XdpContext) -> Result<u32, u32> {
         c.adjust_failed += 1;
         return Ok(failed);
     }
+    // Written unaligned: the kernel only makes the metadata length a multiple of 4, and the
+    // driver decides where the data starts (often 2 bytes past a 4-byte boundary, so that the
+    // IP header is aligned). The verifier of an architecture without unaligned access refuses
+    // wider stores here; elsewhere they would only happen to work.
+    let stamp = FrameMeta { tstamp_ns, matched, orig_len, magic: META_MAGIC, caplen, pad: 0 };
     // SAFETY: the metadata area [meta, data) was reserved and bounds-checked just above.
-    unsafe {
-        *(meta as *mut FrameMeta) =
-            FrameMeta { tstamp_ns, matched, orig_len, magic: META_MAGIC, caplen, pad: 0 };
-    }
+    unsafe { (meta as *mut FrameMeta).write_unaligned(stamp) };
     match XSKS.redirect(queue, u64::from(failed)) {
         Ok(action) if action == XDP_REDIRECT => {
             c.redirected += 1;

@@ -89,6 +89,7 @@ pub(super) struct SocketSettings {
     pub(super) busy_poll_us: u32,
     pub(super) batch_delay_us: u32,
     pub(super) tap_ring_bytes: u64,
+    pub(super) umem_reserved_huge_pages: bool,
 }
 
 impl SocketSettings {
@@ -99,6 +100,7 @@ impl SocketSettings {
             busy_poll_us: c.busy_poll_us,
             batch_delay_us: c.batch_delay_us,
             tap_ring_bytes: c.tap_ring_bytes,
+            umem_reserved_huge_pages: c.umem_reserved_huge_pages,
         }
     }
 }
@@ -240,6 +242,7 @@ fn open_sockets(
                 zero_copy: spec.zero_copy,
                 busy_poll_us: settings.busy_poll_us,
                 batch_delay_us: settings.batch_delay_us,
+                umem_reserved_huge_pages: settings.umem_reserved_huge_pages,
             };
             let feed = Feed::new(producer, Arc::clone(&watermark), Arc::new(QueueStats::default()));
             let (worker, fd, binding) = afxdp::spawn(worker_spec, feed, stop.clone())

@@ -499,6 +499,13 @@ impl Filter {
         Err(last_err.unwrap_or(BpfError::LegacyAttach(self.iface.clone())))
     }
 
+    /// Mirror mode: detaches the XDP program and attaches it again in `mode`, maps, sockets and
+    /// counters unchanged (frames meanwhile pass to the kernel). Returns how it is attached.
+    pub fn reattach(&mut self, mode: XdpMode) -> Result<&'static str, BpfError> {
+        self.detach();
+        self.attach_xdp(mode)
+    }
+
     /// Detaches the program (frames flow through the kernel as before); maps and counters stay
     /// readable until the `Filter` is dropped.
     pub fn detach(&mut self) {

@@ -9,7 +9,7 @@ use anyhow::{Context as _, bail};
 use capture_common::MAX_QUEUES;
 
 use super::IfaceStats;
-use crate::bpf::{Filter, Hooks, TargetTables};
+use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
 use crate::config::{CaptureConfig, Config, InterfaceConfig, Mode, Queues, XdpMode, ZeroCopy};
 use crate::handoff::{self, Consumer, Producer};
 use crate::netdev;
@@ -119,6 +119,10 @@ pub(super) struct IfaceRun {
     pub(super) stats: Arc<IfaceStats>,
     /// Keeps the interface promiscuous while it is captured (see [`netdev::hold_promiscuous`]).
     pub(super) promiscuous: Option<std::os::fd::OwnedFd>,
+    /// Mirror mode: some socket is bound in zero-copy mode (which needs the driver's native XDP).
+    zero_copy: bool,
+    /// Mirror mode: the `no_meta` count already dealt with (see [`IfaceRun::check_metadata`]).
+    no_meta_handled: u64,
 }
 
 impl IfaceRun {
@@ -147,7 +151,7 @@ impl IfaceRun {
             Mode::Mirror => open_sockets(&spec, settings, &mut filter, rings, &stop),
             Mode::Tap => open_reader(&spec, &mut filter, rings, &stop),
         };
-        let (workers, queues, sources) = opened?;
+        let (workers, queues, sources, zero_copy) = opened?;
         let stats = Arc::new(IfaceStats {
             start_ns: realtime_ns(),
             name: spec.name.clone(),
@@ -165,7 +169,18 @@ impl IfaceRun {
             })
             .ok();
         Ok((
-            IfaceRun { spec, ifindex, settings, filter, workers, stop, stats, promiscuous },
+            IfaceRun {
+                spec,
+                ifindex,
+                settings,
+                filter,
+                workers,
+                stop,
+                stats,
+                promiscuous,
+                zero_copy,
+                no_meta_handled: 0,
+            },
             sources,
         ))
     }
@@ -186,6 +201,55 @@ impl IfaceRun {
             ),
         }
         Ok(())
+    }
+
+    /// Mirror mode, about once a second: matched frames the program found no room for their
+    /// metadata in front of (`bpf_xdp_adjust_meta` failed, counted in `no_meta`) were passed,
+    /// not captured. Some drivers' native XDP has no metadata support, and the kernel says so
+    /// nowhere but there, so the first matched frame is the probe. With `xdp_mode = "auto"` and
+    /// copy-mode sockets the program moves to generic XDP, which always has the room; otherwise
+    /// nothing can be captured here, which is logged once as an error.
+    pub(super) fn check_metadata(&mut self) {
+        if self.spec.mode != Mode::Mirror {
+            return;
+        }
+        let lost = self.stats.kernel.totals().no_meta;
+        if lost <= self.no_meta_handled {
+            return;
+        }
+        let name = &self.spec.name;
+        let driver = netdev::driver(name).unwrap_or_else(|| "unknown".into());
+        let how = self.filter.mode().unwrap_or("detached");
+        let why = format!(
+            "{name}: the driver ({driver}) gives {how} XDP no room for the frame's metadata \
+             (bpf_xdp_adjust_meta failed); {lost} matched frame(s) were passed, not captured"
+        );
+        if how == "native" && self.spec.xdp_mode == XdpMode::Auto && !self.zero_copy {
+            log::warn!("{why}; attaching in generic XDP mode, which has the room (slower)");
+            match self.filter.reattach(XdpMode::Generic) {
+                Ok(_) => {
+                    log::info!("{name}: capturing in generic XDP mode");
+                    self.no_meta_handled = self.stats.kernel.totals().no_meta;
+                    return;
+                }
+                Err(e) => {
+                    log::error!("{name}: attaching in generic XDP mode: {}", error_chain(&e));
+                    if let Err(e) = self.filter.reattach(self.spec.xdp_mode) {
+                        log::error!("{name}: attaching again: {}; not captured", error_chain(&e));
+                    }
+                }
+            }
+        } else {
+            let fix = if self.zero_copy {
+                "zero-copy sockets need native XDP: set zero_copy = \"off\" and xdp_mode = \
+                 \"auto\" (or \"generic\"), or use mode = \"tap\""
+            } else {
+                "set xdp_mode = \"auto\" or \"generic\", or use mode = \"tap\""
+            };
+            log::error!("{why}: nothing is captured here; {fix}");
+        }
+        // Said once: the count goes on in capture_drops_total{stage="xdp_no_metadata"}.
+        self.no_meta_handled = u64::MAX;
     }
 
     /// [`IfaceRun::open`] then [`IfaceRun::attach`], undone if attaching fails.
@@ -215,8 +279,9 @@ impl IfaceRun {
     }
 }
 
-/// The workers, their counters and the writer's rings of one interface.
-type Opened = (Vec<Worker>, Vec<(u32, Arc<QueueStats>)>, Vec<Source>);
+/// The workers, their counters and the writer's rings of one interface, and whether a socket
+/// is bound in zero-copy mode.
+type Opened = (Vec<Worker>, Vec<(u32, Arc<QueueStats>)>, Vec<Source>, bool);
 
 /// Mirror mode: one AF_XDP socket and worker per RX queue, registered in the XSKMAP. On an error,
 /// `stop` ends the workers started so far.
@@ -230,6 +295,7 @@ fn open_sockets(
     let mut workers = Vec::new();
     let mut sources = Vec::new();
     let mut queues = Vec::new();
+    let mut zero_copy = false;
     let result = (|| -> anyhow::Result<()> {
         // The XDP program cuts frames to what the sockets take whole (0: any length).
         let mut frame_limit = 0;
@@ -256,6 +322,7 @@ fn open_sockets(
                 binding.describe()
             );
             frame_limit = frame_limit.max(binding.frame_limit());
+            zero_copy |= binding.mode == afxdp::BindMode::ZeroCopy;
             queues.push((queue, Arc::clone(&worker.stats)));
             workers.push(worker);
             filter.register_socket(queue, fd).with_context(|| {
@@ -273,7 +340,7 @@ fn open_sockets(
         workers.into_iter().for_each(Worker::join);
         return Err(e);
     }
-    Ok((workers, queues, sources))
+    Ok((workers, queues, sources, zero_copy))
 }
 
 /// Tap mode: one reader for the interface's per-CPU rings, a hand-off ring for each. Its
@@ -300,7 +367,7 @@ fn open_reader(
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("reading the ring buffers of {}", spec.name))?;
     log::debug!("{}: {cpus} per-CPU ring buffers, read by one thread", spec.name);
-    Ok((vec![worker], queues, sources))
+    Ok((vec![worker], queues, sources, false))
 }
 
 /// What can be made for an interface without touching it: its program, loaded (the verifier

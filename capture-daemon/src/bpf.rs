@@ -406,6 +406,11 @@ impl Filter {
         self.update(&tables)
     }
 
+    /// Whether some target names a VLAN.
+    pub fn has_vlan_targets(&self) -> bool {
+        !self.tables.vlans.is_empty()
+    }
+
     /// Mirror mode: whether the XDP program takes multi-buffer (jumbo) frames.
     pub fn multi_buffer_program(&self) -> bool {
         self.program == PROGRAM_NAME

@@ -114,6 +114,12 @@ fn native_mode_says_nothing_is_captured_when_the_driver_has_no_metadata_room() {
         "",
         TARGET,
     );
+    // `check` cannot know before a frame arrives; it says what the daemon will do.
+    let (_, out) = lab.run_daemon(&[], &["check", "--config", config.to_str().expect("utf-8")]);
+    assert!(
+        out.contains("ok    interface cap0 metadata: driver veth is not known to lack room"),
+        "{out}"
+    );
     let daemon = lab.start(&config);
     set_no_metadata(&lab, true);
     lab.send(&frames(0..3));

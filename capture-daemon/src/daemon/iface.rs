@@ -12,11 +12,11 @@ use super::IfaceStats;
 use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
 use crate::config::{CaptureConfig, Config, InterfaceConfig, Mode, Queues, XdpMode, ZeroCopy};
 use crate::handoff::{self, Consumer, Producer};
-use crate::netdev;
 use crate::source::afxdp::{self, WorkerSpec};
 use crate::source::{Feed, QueueStats, Worker, realtime_ns, ring};
 use crate::stop::Stop;
 use crate::writer::Source;
+use crate::{netdev, nic};
 
 /// One capture interface, resolved and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -188,6 +188,7 @@ impl IfaceRun {
     /// Attaches the program: from here on matched frames are captured.
     pub(super) fn attach(&mut self, targets: &str) -> anyhow::Result<()> {
         let how = self.filter.attach(self.spec.xdp_mode)?;
+        self.warn_offloads();
         let name = &self.spec.name;
         match self.spec.mode {
             Mode::Mirror => log::info!(
@@ -201,6 +202,27 @@ impl IfaceRun {
             ),
         }
         Ok(())
+    }
+
+    /// Logs what the interface's offloads mean for the capture as now attached (`check` says
+    /// it too, before attaching).
+    fn warn_offloads(&self) {
+        let name = &self.spec.name;
+        let features = match netdev::features(name) {
+            Ok(f) => f,
+            Err(e) => {
+                log::debug!("{name}: cannot read the offload features: {e}");
+                return;
+            }
+        };
+        let driver = netdev::driver(name).unwrap_or_default();
+        let hook = nic::Hook::attached(self.spec.mode, self.filter.mode());
+        let vlans = self.filter.has_vlan_targets();
+        for f in nic::offloads(name, &driver, &features, hook, vlans) {
+            if f.level == nic::Level::Warn {
+                log::warn!("{name}: {}", f.text);
+            }
+        }
     }
 
     /// Mirror mode, about once a second: matched frames the program found no room for their
@@ -229,6 +251,7 @@ impl IfaceRun {
             match self.filter.reattach(XdpMode::Generic) {
                 Ok(_) => {
                     log::info!("{name}: capturing in generic XDP mode");
+                    self.warn_offloads();
                     self.no_meta_handled = self.stats.kernel.totals().no_meta;
                     return;
                 }

@@ -69,22 +69,9 @@ pub unsafe extern "C" fn syscall(
     unsafe { real_syscall()(num, a1, a2, a3, a4, a5, a6) }
 }
 
-fn root_or_skip() -> bool {
-    // SAFETY: trivial libc call.
-    let root = unsafe { libc::geteuid() } == 0;
-    if !root {
-        assert!(
-            std::env::var_os("CAPTURE_REQUIRE_ROOT").is_none(),
-            "must run as root (CAPTURE_REQUIRE_ROOT is set)"
-        );
-        eprintln!("skipped: loading BPF programs needs root");
-    }
-    root
-}
-
 #[test]
 fn the_xdp_program_passes_the_strict_alignment_verifier() {
-    if !root_or_skip() {
+    if !capture_lab::root_tests_enabled("xdp_strict_alignment").expect("root or a skip") {
         return;
     }
     let target =

@@ -57,10 +57,11 @@ fn hugetlb_kb(pid: u32) -> u64 {
     field(&status, "HugetlbPages:")
 }
 
-/// Runs a mirror-mode capture with `capture` lines and checks it captured; returns the reserved
-/// huge pages the daemon held (kB) while it ran, and the pool's free pages before it started
-/// and after it stopped.
-fn capture_with(capture: &str) -> (u64, u64, u64) {
+/// Runs a mirror-mode capture with `capture` lines while the pool has free pages enough for
+/// every UMEM twice over, checks it captured, that the daemon held `held_kb` of reserved huge
+/// pages while it ran, and that the pool had as many free pages after it as before.
+fn capture_with(capture: &str, held_kb: u64) {
+    let _pool = Pool::grow(2 * PAGES_USED);
     let lab = Lab::new(QUEUES);
     let config =
         lab.config(&format!("ring_size = {RING}\n{capture}"), "", "[[target]]\nname = \"all\"\n");
@@ -75,28 +76,20 @@ fn capture_with(capture: &str) -> (u64, u64, u64) {
     assert!(status.success(), "daemon exit: {status}");
     let (files, _) = lab.files();
     assert_eq!(ids(&read_all(&files)), (0..20).collect::<Vec<u32>>(), "captured frames");
-    (held, free_before, free_pages())
+    assert_eq!(held, held_kb, "reserved huge pages (kB) the daemon held while capturing");
+    assert_eq!(free_pages(), free_before, "free reserved huge pages before and after the capture");
 }
 
 #[test]
 fn by_default_the_umem_takes_no_reserved_huge_pages() {
-    if !root_or_skip() {
-        return;
+    if root_or_skip() {
+        capture_with("", 0);
     }
-    // Enough free pages for every UMEM: the daemon could take them, and must not.
-    let _pool = Pool::grow(2 * PAGES_USED);
-    let (held, before, after) = capture_with("");
-    assert_eq!(held, 0, "the daemon held {held} kB of reserved huge pages");
-    assert_eq!(after, before, "free reserved huge pages before and after the capture");
 }
 
 #[test]
 fn when_configured_the_umem_takes_reserved_huge_pages_and_gives_them_back() {
-    if !root_or_skip() {
-        return;
+    if root_or_skip() {
+        capture_with("umem_reserved_huge_pages = true", PAGES_USED * 2048);
     }
-    let _pool = Pool::grow(2 * PAGES_USED);
-    let (held, before, after) = capture_with("umem_reserved_huge_pages = true");
-    assert_eq!(held, PAGES_USED * 2048, "reserved huge pages held while capturing (kB)");
-    assert_eq!(after, before, "every reserved huge page is given back after the stop");
 }

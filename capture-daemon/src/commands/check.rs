@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
 use crate::config::{Config, FileGroup, Mode, OutputConfig};
-use crate::daemon::{describe_target, resolve_interfaces};
+use crate::daemon::{ResolvedInterface, describe_target, resolve_interfaces};
 use crate::source::afxdp;
 use crate::sys::FsSpace;
 use crate::writer::rotate::{check_dir_path, check_future_dir_path, floor_bytes};
@@ -116,20 +116,8 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
                 if i.mode == Mode::Mirror {
                     let frames = mirror_frames(netdev::mtu(&i.name), sys::kernel_version());
                     r.ok(&format!("interface {} frames", i.name), frames);
-                    let meta = nic::metadata(&driver, i.xdp_mode, i.zero_copy);
-                    r.finding(&format!("interface {} metadata", i.name), meta);
                 }
-                let what = format!("interface {} offloads", i.name);
-                match netdev::features(&i.name) {
-                    Ok(f) => {
-                        let hook = nic::Hook::planned(i.mode, i.xdp_mode);
-                        let vlans = config.targets.iter().any(|t| t.vlan.is_some());
-                        for finding in nic::offloads(&i.name, &driver, &f, hook, vlans) {
-                            r.finding(&what, finding);
-                        }
-                    }
-                    Err(e) => r.warn(&what, format!("cannot read them (ethtool -k): {e}")),
-                }
+                check_nic(&mut r, config, i, &driver);
             }
         }
         Err(e) => r.fail("interfaces", format!("{e:#}")),
@@ -208,6 +196,25 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         }
     }
     r
+}
+
+/// What the interface's driver and offloads mean for its capture (see [`nic`]).
+fn check_nic(r: &mut Report, config: &Config, i: &ResolvedInterface, driver: &str) {
+    if i.mode == Mode::Mirror {
+        let meta = nic::metadata(driver, i.xdp_mode, i.zero_copy);
+        r.finding(&format!("interface {} metadata", i.name), meta);
+    }
+    let what = format!("interface {} offloads", i.name);
+    match netdev::features(&i.name) {
+        Ok(f) => {
+            let hook = nic::Hook::planned(i.mode, i.xdp_mode);
+            let vlans = config.targets.iter().any(|t| t.vlan.is_some());
+            for finding in nic::offloads(&i.name, driver, &f, hook, vlans) {
+                r.finding(&what, finding);
+            }
+        }
+        Err(e) => r.warn(&what, format!("cannot read them (ethtool -k): {e}")),
+    }
 }
 
 /// What mirror mode captures of the frames an interface of this MTU carries on this kernel.

@@ -93,9 +93,16 @@ pub struct FilterConfig {
     /// original length kept) instead of being dropped by the kernel. 0 = no limit (the sockets
     /// take multi-buffer frames).
     pub frame_limit: u32,
-    pub pad: u32,
+    /// Test hooks ([`FAULT_NO_META`]): the daemon always writes 0.
+    pub faults: u32,
 }
 const _: () = assert!(size_of::<FilterConfig>() == 48);
+
+/// [`FilterConfig::faults`] bit, for tests only (they set it in the live map; the daemon never
+/// does): the XDP program acts as on a driver without XDP metadata support, whose
+/// `bpf_xdp_adjust_meta` fails. No driver on the test machines lacks it (veth, tun and generic
+/// XDP all have it), so this is how that path is exercised for real.
+pub const FAULT_NO_META: u32 = 1;
 
 /// Key of the `MACS` hash map: a MAC address padded to 8 bytes so the key has no padding hole.
 #[repr(C)]
@@ -174,7 +181,7 @@ pub struct Counters {
     pub redirect_failed: u64,
     /// Matched frames shortened to the snap length.
     pub sliced: u64,
-    /// `bpf_xdp_adjust_tail` / `bpf_xdp_adjust_meta` failed: frame passed to the kernel.
+    /// `bpf_xdp_adjust_tail` failed: frame passed to the kernel.
     pub adjust_failed: u64,
     /// Unmatched frames passed to the kernel.
     pub unmatched_passed: u64,
@@ -194,8 +201,12 @@ pub struct Counters {
     pub no_ring: u64,
     /// Frames seen leaving the interface (tcx egress); `seen` counts both directions.
     pub egress_seen: u64,
+    /// Mirror mode: matched frames the driver gave no room for the metadata in front
+    /// (`bpf_xdp_adjust_meta` failed: a driver whose native XDP lacks metadata support). Passed
+    /// to the kernel untouched, not captured; the daemon then moves to generic XDP.
+    pub no_meta: u64,
 }
-const _: () = assert!(size_of::<Counters>() == 16 * 8);
+const _: () = assert!(size_of::<Counters>() == 17 * 8);
 
 impl Counters {
     /// Adds `other` field by field (summing the per-CPU copies).
@@ -217,6 +228,7 @@ impl Counters {
             ring_full,
             no_ring,
             egress_seen,
+            no_meta,
         } = other;
         self.seen += seen;
         self.matched += matched;
@@ -234,6 +246,7 @@ impl Counters {
         self.ring_full += ring_full;
         self.no_ring += no_ring;
         self.egress_seen += egress_seen;
+        self.no_meta += no_meta;
     }
 }
 

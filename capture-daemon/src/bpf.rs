@@ -416,6 +416,11 @@ impl Filter {
         self.update(&tables)
     }
 
+    /// Whether some target names a VLAN.
+    pub fn has_vlan_targets(&self) -> bool {
+        !self.tables.vlans.is_empty()
+    }
+
     /// Mirror mode: whether the XDP program takes multi-buffer (jumbo) frames.
     pub fn multi_buffer_program(&self) -> bool {
         self.program == PROGRAM_NAME
@@ -507,6 +512,13 @@ impl Filter {
             }
         }
         Err(last_err.unwrap_or(BpfError::LegacyAttach(self.iface.clone())))
+    }
+
+    /// Mirror mode: detaches the XDP program and attaches it again in `mode`, maps, sockets and
+    /// counters unchanged (frames meanwhile pass to the kernel). Returns how it is attached.
+    pub fn reattach(&mut self, mode: XdpMode) -> Result<&'static str, BpfError> {
+        self.detach();
+        self.attach_xdp(mode)
     }
 
     /// Detaches the program (frames flow through the kernel as before); maps and counters stay

@@ -254,6 +254,7 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
         if check_interfaces(&mut running, &config) {
             break;
         }
+        running.ifaces.iter_mut().for_each(IfaceRun::check_metadata);
         match running.stats.unhealthy() {
             None => notifier.watchdog(),
             Some(why) => {

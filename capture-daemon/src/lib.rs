@@ -23,6 +23,7 @@ pub mod handoff;
 pub mod metrics;
 pub mod nap;
 pub mod netdev;
+pub mod nic;
 pub mod notify;
 pub mod source;
 pub mod stop;

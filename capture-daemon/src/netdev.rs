@@ -173,6 +173,65 @@ pub fn driver(name: &str) -> Option<String> {
     Some(String::from_utf8_lossy(&info.driver[..end]).into_owned())
 }
 
+const ETHTOOL_GSTRINGS: u32 = 0x0000_001b;
+const ETHTOOL_GSSET_INFO: u32 = 0x0000_0037;
+const ETHTOOL_GFEATURES: u32 = 0x0000_003a;
+/// The string set naming the offload features (linux/ethtool.h `ETH_SS_FEATURES`).
+const ETH_SS_FEATURES: u32 = 4;
+const ETH_GSTRING_LEN: usize = 32;
+
+/// An interface's offload features as the kernel names them (`ethtool -k` shows most under
+/// older names: `rx-vlan-hw-parse` is "rx-vlan-offload", `rx-gro` "generic-receive-offload").
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Features(Vec<(String, bool)>);
+
+impl Features {
+    /// Whether feature `name` is active; `None` if the kernel has no feature of that name.
+    pub fn active(&self, name: &str) -> Option<bool> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, on)| *on)
+    }
+
+    /// For tests: features with these states.
+    pub fn of(list: &[(&str, bool)]) -> Features {
+        Features(list.iter().map(|(n, on)| ((*n).to_owned(), *on)).collect())
+    }
+}
+
+/// The interface's offload features, active or not (ETHTOOL_GFEATURES, with the names from
+/// ETHTOOL_GSTRINGS: their bit positions differ between kernels).
+pub fn features(name: &str) -> io::Result<Features> {
+    // ethtool_sset_info: cmd, reserved, sset_mask (u64), then one count per set in the mask.
+    let mut info = [ETHTOOL_GSSET_INFO, 0, 1 << ETH_SS_FEATURES, 0, 0];
+    ethtool(name, info.as_mut_ptr().cast())?;
+    if info[2] & (1 << ETH_SS_FEATURES) == 0 {
+        return Err(io::Error::from(io::ErrorKind::Unsupported));
+    }
+    let count = info[4] as usize;
+    // ethtool_gstrings: cmd, string_set, len, then `len` names of 32 bytes. u32s: aligned.
+    let mut strings = vec![0u32; 3 + count * ETH_GSTRING_LEN / 4];
+    strings[..3].copy_from_slice(&[ETHTOOL_GSTRINGS, ETH_SS_FEATURES, info[4]]);
+    ethtool(name, strings.as_mut_ptr().cast())?;
+    let names: Vec<u8> = strings[3..].iter().flat_map(|w| w.to_ne_bytes()).collect();
+    // ethtool_gfeatures: cmd, size, then per 32 features {available, requested, active,
+    // never_changed}.
+    let blocks = count.div_ceil(32);
+    let mut gf = vec![0u32; 2 + 4 * blocks];
+    gf[0] = ETHTOOL_GFEATURES;
+    gf[1] = u32::try_from(blocks).map_err(|_| io::Error::from(io::ErrorKind::InvalidData))?;
+    ethtool(name, gf.as_mut_ptr().cast())?;
+    let list = names
+        .chunks(ETH_GSTRING_LEN)
+        .take(count)
+        .enumerate()
+        .map(|(bit, raw)| {
+            let end = raw.iter().position(|b| *b == 0).unwrap_or(raw.len());
+            let active = gf[2 + 4 * (bit / 32) + 2] & (1 << (bit % 32)) != 0;
+            (String::from_utf8_lossy(&raw[..end]).into_owned(), active)
+        })
+        .collect();
+    Ok(Features(list))
+}
+
 /// The interface's MTU.
 pub fn mtu(name: &str) -> Option<u32> {
     std::fs::read_to_string(format!("/sys/class/net/{name}/mtu")).ok()?.trim().parse().ok()
@@ -186,6 +245,15 @@ mod tests {
     fn missing_interface_is_named() {
         let e = rx_queue_count("nosuchif0").unwrap_err().to_string();
         assert!(e.contains("interface nosuchif0 not found"), "{e}");
+    }
+
+    #[test]
+    fn features_are_read_by_name() {
+        // Loopback's are fixed: no VLAN parsing, and it checksums nothing on receive.
+        let f = features("lo").unwrap();
+        assert_eq!(f.active("rx-vlan-hw-parse"), Some(false), "{f:?}");
+        assert_eq!(f.active("loopback"), Some(true), "{f:?}");
+        assert_eq!(f.active("no-such-feature"), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use aya_ebpf::{
     },
     programs::XdpContext,
 };
-use capture_common::{FrameMeta, META_MAGIC, UNMATCHED_DROP};
+use capture_common::{FAULT_NO_META, FrameMeta, META_MAGIC, UNMATCHED_DROP};
 
 use crate::parse::{Packet, match_frame, parse};
 use crate::{CONFIG, XSKS, count_hits, counters};
@@ -98,15 +98,16 @@ pub fn try_capture<const FRAGS: bool>(ctx: &XdpContext) -> Result<u32, u32> {
     }
 
     let tstamp_ns = unsafe { bpf_ktime_get_ns() };
-    // The metadata first: if the driver cannot give us room for it, the frame goes on to the
-    // kernel untouched. Slicing comes after, once nothing can fail before the redirect.
+    // The metadata first: if the driver cannot give us room for it (some drivers' native XDP
+    // has no metadata support), the frame goes on to the kernel untouched, counted apart: the
+    // daemon watches that count. Slicing comes after, once nothing can fail before the redirect.
     // SAFETY: helper call on our own context; META_LEN is <= 32 and a multiple of 4.
-    if unsafe { bpf_xdp_adjust_meta(ctx.ctx, -META_LEN) } != 0 {
-        c.adjust_failed += 1;
+    if cfg.faults & FAULT_NO_META != 0 || unsafe { bpf_xdp_adjust_meta(ctx.ctx, -META_LEN) } != 0 {
+        c.no_meta += 1;
         return Ok(XDP_PASS);
     }
     if ctx.metadata() + size_of::<FrameMeta>() > ctx.data() {
-        c.adjust_failed += 1;
+        c.no_meta += 1;
         return Ok(XDP_PASS);
     }
     // Sockets that cannot take a multi-buffer frame would drop a longer one: cut it instead.
@@ -142,11 +143,13 @@ pub fn try_capture<const FRAGS: bool>(ctx: &XdpContext) -> Result<u32, u32> {
         c.adjust_failed += 1;
         return Ok(failed);
     }
+    // Written unaligned: the kernel only makes the metadata length a multiple of 4, and the
+    // driver decides where the data starts (often 2 bytes past a 4-byte boundary, so that the
+    // IP header is aligned). The verifier of an architecture without unaligned access refuses
+    // wider stores here; elsewhere they would only happen to work.
+    let stamp = FrameMeta { tstamp_ns, matched, orig_len, magic: META_MAGIC, caplen, pad: 0 };
     // SAFETY: the metadata area [meta, data) was reserved and bounds-checked just above.
-    unsafe {
-        *(meta as *mut FrameMeta) =
-            FrameMeta { tstamp_ns, matched, orig_len, magic: META_MAGIC, caplen, pad: 0 };
-    }
+    unsafe { (meta as *mut FrameMeta).write_unaligned(stamp) };
     match XSKS.redirect(queue, u64::from(failed)) {
         Ok(action) if action == XDP_REDIRECT => {
             c.redirected += 1;

@@ -17,6 +17,7 @@ mod sender;
 mod tap;
 mod topology;
 mod udp;
+mod vlan;
 mod vms;
 
 use std::ffi::OsStr;
@@ -43,6 +44,7 @@ pub use udp::{
     EchoResponder, MAX_UDP_PAYLOAD, SEQ_HEADER_LEN, SeqReport, UdpPeer, parse_seq_payload,
     seq_payload,
 };
+pub use vlan::TagOnEgress;
 pub use vms::{FakeVm, default_gateway, default_vms, vm_traffic, vm_traffic_seeded};
 
 /// Env var that turns "not root, skipping" into a test failure (set it in CI that runs as root,

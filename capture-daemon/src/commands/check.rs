@@ -5,11 +5,11 @@ use std::path::Path;
 
 use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
 use crate::config::{Config, FileGroup, Mode, OutputConfig};
-use crate::daemon::{describe_target, resolve_interfaces};
+use crate::daemon::{ResolvedInterface, describe_target, resolve_interfaces};
 use crate::source::afxdp;
 use crate::sys::FsSpace;
 use crate::writer::rotate::{check_dir_path, check_future_dir_path, floor_bytes};
-use crate::{netdev, sys};
+use crate::{netdev, nic, sys};
 
 /// The banner `check` and the docs use: in mirror mode the capture NIC loses the frames it captures.
 pub const MIRROR_WARNING: &str = "\
@@ -30,6 +30,12 @@ impl Report {
     /// Works, but probably not as the admin wants: said, not counted as a problem.
     fn warn(&mut self, what: &str, detail: impl AsRef<str>) {
         self.lines.push(format!("WARN  {what}: {}", detail.as_ref()));
+    }
+    fn finding(&mut self, what: &str, f: nic::Finding) {
+        match f.level {
+            nic::Level::Ok => self.ok(what, f.text),
+            nic::Level::Warn => self.warn(what, f.text),
+        }
     }
     fn fail(&mut self, what: &str, detail: impl AsRef<str>) {
         self.problems += 1;
@@ -111,6 +117,7 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
                     let frames = mirror_frames(netdev::mtu(&i.name), sys::kernel_version());
                     r.ok(&format!("interface {} frames", i.name), frames);
                 }
+                check_nic(&mut r, config, i, &driver);
             }
         }
         Err(e) => r.fail("interfaces", format!("{e:#}")),
@@ -189,6 +196,25 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         }
     }
     r
+}
+
+/// What the interface's driver and offloads mean for its capture (see [`nic`]).
+fn check_nic(r: &mut Report, config: &Config, i: &ResolvedInterface, driver: &str) {
+    if i.mode == Mode::Mirror {
+        let meta = nic::metadata(driver, i.xdp_mode, i.zero_copy);
+        r.finding(&format!("interface {} metadata", i.name), meta);
+    }
+    let what = format!("interface {} offloads", i.name);
+    match netdev::features(&i.name) {
+        Ok(f) => {
+            let hook = nic::Hook::planned(i.mode, i.xdp_mode);
+            let vlans = config.targets.iter().any(|t| t.vlan.is_some());
+            for finding in nic::offloads(&i.name, driver, &f, hook, vlans) {
+                r.finding(&what, finding);
+            }
+        }
+        Err(e) => r.warn(&what, format!("cannot read them (ethtool -k): {e}")),
+    }
 }
 
 /// What mirror mode captures of the frames an interface of this MTU carries on this kernel.

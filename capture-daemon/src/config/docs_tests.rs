@@ -232,7 +232,7 @@ const DOC_ERRORS: &[(&str, &str)] = &[
     ),
     (
         "[capture]\nsnap_len = 128\n",
-        "/etc/capture-daemon/capture.toml:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`",
+        "/etc/capture-daemon/capture.toml:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`",
     ),
     (
         "[capture]\nsnaplen = 10\n",

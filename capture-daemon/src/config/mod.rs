@@ -98,6 +98,9 @@ pub struct CaptureConfig {
     pub batch_delay_us: u32,
     /// Tap mode: bytes of each per-CPU BPF ring buffer, a power of two in 64 KiB..=1 GiB.
     pub tap_ring_bytes: u64,
+    /// Mirror mode: put the UMEMs on the host's reserved 2 MiB huge pages (`vm.nr_hugepages`).
+    /// Off by default: on a hypervisor that pool belongs to the VMs.
+    pub umem_reserved_huge_pages: bool,
 }
 
 impl Default for CaptureConfig {
@@ -110,6 +113,7 @@ impl Default for CaptureConfig {
             busy_poll_us: 0,
             batch_delay_us: 2000,
             tap_ring_bytes: 4 * MIB,
+            umem_reserved_huge_pages: false,
         }
     }
 }

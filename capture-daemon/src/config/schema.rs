@@ -32,6 +32,7 @@ pub(super) struct RawCapture {
     busy_poll_us: Option<BusyPoll>,
     batch_delay_us: Option<BatchDelay>,
     tap_ring_bytes: Option<TapRingBytes>,
+    umem_reserved_huge_pages: Option<bool>,
 }
 
 impl TableName for RawCapture {
@@ -132,6 +133,9 @@ impl RawConfig {
                 busy_poll_us: r.busy_poll_us.map_or(d.busy_poll_us, |v| v.0),
                 batch_delay_us: r.batch_delay_us.map_or(d.batch_delay_us, |v| v.0),
                 tap_ring_bytes: r.tap_ring_bytes.map_or(d.tap_ring_bytes, |v| v.0),
+                umem_reserved_huge_pages: r
+                    .umem_reserved_huge_pages
+                    .unwrap_or(d.umem_reserved_huge_pages),
             }
         };
         let output = {

@@ -86,6 +86,7 @@ buffer_bytes = 8388608
 busy_poll_us = 50
 batch_delay_us = 500
 tap_ring_bytes = "16 MiB"
+umem_reserved_huge_pages = true
 
 [output]
 directory = "/srv/pcap"
@@ -135,6 +136,7 @@ mac = "ff:ff:ff:ff:ff:ff"
             busy_poll_us: 50,
             batch_delay_us: 500,
             tap_ring_bytes: 16 << 20,
+            umem_reserved_huge_pages: true,
         }
     );
     assert_eq!(
@@ -673,7 +675,7 @@ fn missing_or_empty_interfaces() {
     assert_eq!(
         err("[capture]\ninterface = 1\n"),
         format!(
-            "{P}:2:1: key `interface`: unknown field `interface`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`"
+            "{P}:2:1: key `interface`: unknown field `interface`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`"
         )
     );
     assert_eq!(
@@ -745,7 +747,7 @@ fn unknown_keys_name_the_key_and_the_allowed_ones() {
     assert_eq!(
         err(&with_base("[capture]\nsnap_len = 64")),
         format!(
-            "{P}:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`"
+            "{P}:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`"
         )
     );
     assert_eq!(
@@ -773,7 +775,7 @@ fn unknown_keys_name_the_key_and_the_allowed_ones() {
     assert_eq!(
         err(&with_base("[capture.extra]\nx = 1")),
         format!(
-            "{P}:1:10: key `extra`: unknown field `extra`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`"
+            "{P}:1:10: key `extra`: unknown field `extra`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`"
         )
     );
     assert_eq!(

@@ -9,14 +9,14 @@ use anyhow::{Context as _, bail};
 use capture_common::MAX_QUEUES;
 
 use super::IfaceStats;
-use crate::bpf::{Filter, Hooks, TargetTables};
+use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
 use crate::config::{CaptureConfig, Config, InterfaceConfig, Mode, Queues, XdpMode, ZeroCopy};
 use crate::handoff::{self, Consumer, Producer};
-use crate::netdev;
 use crate::source::afxdp::{self, WorkerSpec};
 use crate::source::{Feed, QueueStats, Worker, realtime_ns, ring};
 use crate::stop::Stop;
 use crate::writer::Source;
+use crate::{netdev, nic};
 
 /// One capture interface, resolved and checked.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -89,6 +89,7 @@ pub(super) struct SocketSettings {
     pub(super) busy_poll_us: u32,
     pub(super) batch_delay_us: u32,
     pub(super) tap_ring_bytes: u64,
+    pub(super) umem_reserved_huge_pages: bool,
 }
 
 impl SocketSettings {
@@ -99,6 +100,7 @@ impl SocketSettings {
             busy_poll_us: c.busy_poll_us,
             batch_delay_us: c.batch_delay_us,
             tap_ring_bytes: c.tap_ring_bytes,
+            umem_reserved_huge_pages: c.umem_reserved_huge_pages,
         }
     }
 }
@@ -117,6 +119,10 @@ pub(super) struct IfaceRun {
     pub(super) stats: Arc<IfaceStats>,
     /// Keeps the interface promiscuous while it is captured (see [`netdev::hold_promiscuous`]).
     pub(super) promiscuous: Option<std::os::fd::OwnedFd>,
+    /// Mirror mode: some socket is bound in zero-copy mode (which needs the driver's native XDP).
+    zero_copy: bool,
+    /// Mirror mode: the `no_meta` count already dealt with (see [`IfaceRun::check_metadata`]).
+    no_meta_handled: u64,
 }
 
 impl IfaceRun {
@@ -145,7 +151,7 @@ impl IfaceRun {
             Mode::Mirror => open_sockets(&spec, settings, &mut filter, rings, &stop),
             Mode::Tap => open_reader(&spec, &mut filter, rings, &stop),
         };
-        let (workers, queues, sources) = opened?;
+        let (workers, queues, sources, zero_copy) = opened?;
         let stats = Arc::new(IfaceStats {
             start_ns: realtime_ns(),
             name: spec.name.clone(),
@@ -163,7 +169,18 @@ impl IfaceRun {
             })
             .ok();
         Ok((
-            IfaceRun { spec, ifindex, settings, filter, workers, stop, stats, promiscuous },
+            IfaceRun {
+                spec,
+                ifindex,
+                settings,
+                filter,
+                workers,
+                stop,
+                stats,
+                promiscuous,
+                zero_copy,
+                no_meta_handled: 0,
+            },
             sources,
         ))
     }
@@ -171,6 +188,7 @@ impl IfaceRun {
     /// Attaches the program: from here on matched frames are captured.
     pub(super) fn attach(&mut self, targets: &str) -> anyhow::Result<()> {
         let how = self.filter.attach(self.spec.xdp_mode)?;
+        self.warn_offloads();
         let name = &self.spec.name;
         match self.spec.mode {
             Mode::Mirror => log::info!(
@@ -184,6 +202,77 @@ impl IfaceRun {
             ),
         }
         Ok(())
+    }
+
+    /// Logs what the interface's offloads mean for the capture as now attached (`check` says
+    /// it too, before attaching).
+    fn warn_offloads(&self) {
+        let name = &self.spec.name;
+        let features = match netdev::features(name) {
+            Ok(f) => f,
+            Err(e) => {
+                log::debug!("{name}: cannot read the offload features: {e}");
+                return;
+            }
+        };
+        let driver = netdev::driver(name).unwrap_or_default();
+        let hook = nic::Hook::attached(self.spec.mode, self.filter.mode());
+        let vlans = self.filter.has_vlan_targets();
+        for f in nic::offloads(name, &driver, &features, hook, vlans) {
+            if f.level == nic::Level::Warn {
+                log::warn!("{name}: {}", f.text);
+            }
+        }
+    }
+
+    /// Mirror mode, about once a second: matched frames the program found no room for their
+    /// metadata in front of (`bpf_xdp_adjust_meta` failed, counted in `no_meta`) were passed,
+    /// not captured. Some drivers' native XDP has no metadata support, and the kernel says so
+    /// nowhere but there, so the first matched frame is the probe. With `xdp_mode = "auto"` and
+    /// copy-mode sockets the program moves to generic XDP, which always has the room; otherwise
+    /// nothing can be captured here, which is logged once as an error.
+    pub(super) fn check_metadata(&mut self) {
+        if self.spec.mode != Mode::Mirror {
+            return;
+        }
+        let lost = self.stats.kernel.totals().no_meta;
+        if lost <= self.no_meta_handled {
+            return;
+        }
+        let name = &self.spec.name;
+        let driver = netdev::driver(name).unwrap_or_else(|| "unknown".into());
+        let how = self.filter.mode().unwrap_or("detached");
+        let why = format!(
+            "{name}: the driver ({driver}) gives {how} XDP no room for the frame's metadata \
+             (bpf_xdp_adjust_meta failed); {lost} matched frame(s) were passed, not captured"
+        );
+        if how == "native" && self.spec.xdp_mode == XdpMode::Auto && !self.zero_copy {
+            log::warn!("{why}; attaching in generic XDP mode, which has the room (slower)");
+            match self.filter.reattach(XdpMode::Generic) {
+                Ok(_) => {
+                    log::info!("{name}: capturing in generic XDP mode");
+                    self.warn_offloads();
+                    self.no_meta_handled = self.stats.kernel.totals().no_meta;
+                    return;
+                }
+                Err(e) => {
+                    log::error!("{name}: attaching in generic XDP mode: {}", error_chain(&e));
+                    if let Err(e) = self.filter.reattach(self.spec.xdp_mode) {
+                        log::error!("{name}: attaching again: {}; not captured", error_chain(&e));
+                    }
+                }
+            }
+        } else {
+            let fix = if self.zero_copy {
+                "zero-copy sockets need native XDP: set zero_copy = \"off\" and xdp_mode = \
+                 \"auto\" (or \"generic\"), or use mode = \"tap\""
+            } else {
+                "set xdp_mode = \"auto\" or \"generic\", or use mode = \"tap\""
+            };
+            log::error!("{why}: nothing is captured here; {fix}");
+        }
+        // Said once: the count goes on in capture_drops_total{stage="xdp_no_metadata"}.
+        self.no_meta_handled = u64::MAX;
     }
 
     /// [`IfaceRun::open`] then [`IfaceRun::attach`], undone if attaching fails.
@@ -213,8 +302,9 @@ impl IfaceRun {
     }
 }
 
-/// The workers, their counters and the writer's rings of one interface.
-type Opened = (Vec<Worker>, Vec<(u32, Arc<QueueStats>)>, Vec<Source>);
+/// The workers, their counters and the writer's rings of one interface, and whether a socket
+/// is bound in zero-copy mode.
+type Opened = (Vec<Worker>, Vec<(u32, Arc<QueueStats>)>, Vec<Source>, bool);
 
 /// Mirror mode: one AF_XDP socket and worker per RX queue, registered in the XSKMAP. On an error,
 /// `stop` ends the workers started so far.
@@ -228,6 +318,7 @@ fn open_sockets(
     let mut workers = Vec::new();
     let mut sources = Vec::new();
     let mut queues = Vec::new();
+    let mut zero_copy = false;
     let result = (|| -> anyhow::Result<()> {
         // The XDP program cuts frames to what the sockets take whole (0: any length).
         let mut frame_limit = 0;
@@ -240,6 +331,7 @@ fn open_sockets(
                 zero_copy: spec.zero_copy,
                 busy_poll_us: settings.busy_poll_us,
                 batch_delay_us: settings.batch_delay_us,
+                umem_reserved_huge_pages: settings.umem_reserved_huge_pages,
             };
             let feed = Feed::new(producer, Arc::clone(&watermark), Arc::new(QueueStats::default()));
             let (worker, fd, binding) = afxdp::spawn(worker_spec, feed, stop.clone())
@@ -253,6 +345,7 @@ fn open_sockets(
                 binding.describe()
             );
             frame_limit = frame_limit.max(binding.frame_limit());
+            zero_copy |= binding.mode == afxdp::BindMode::ZeroCopy;
             queues.push((queue, Arc::clone(&worker.stats)));
             workers.push(worker);
             filter.register_socket(queue, fd).with_context(|| {
@@ -270,7 +363,7 @@ fn open_sockets(
         workers.into_iter().for_each(Worker::join);
         return Err(e);
     }
-    Ok((workers, queues, sources))
+    Ok((workers, queues, sources, zero_copy))
 }
 
 /// Tap mode: one reader for the interface's per-CPU rings, a hand-off ring for each. Its
@@ -297,7 +390,7 @@ fn open_reader(
         .map_err(anyhow::Error::msg)
         .with_context(|| format!("reading the ring buffers of {}", spec.name))?;
     log::debug!("{}: {cpus} per-CPU ring buffers, read by one thread", spec.name);
-    Ok((vec![worker], queues, sources))
+    Ok((vec![worker], queues, sources, false))
 }
 
 /// What can be made for an interface without touching it: its program, loaded (the verifier

@@ -362,6 +362,10 @@ pub(super) fn what_changed(
         ("busy_poll_us", old_settings.busy_poll_us != settings.busy_poll_us),
         ("batch_delay_us", old_settings.batch_delay_us != settings.batch_delay_us),
         ("tap_ring_bytes", old_settings.tap_ring_bytes != settings.tap_ring_bytes),
+        (
+            "umem_reserved_huge_pages",
+            old_settings.umem_reserved_huge_pages != settings.umem_reserved_huge_pages,
+        ),
     ] {
         if changed {
             what.push(name.to_owned());

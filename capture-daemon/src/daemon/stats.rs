@@ -143,6 +143,7 @@ pub(super) fn render_metrics(stats: &Stats) -> String {
         for (stage, v) in [
             ("xdp_redirect_failed", k.redirect_failed),
             ("xdp_adjust_failed", k.adjust_failed),
+            ("xdp_no_metadata", k.no_meta),
             ("ring_full", k.ring_full),
             ("ring_missing", k.no_ring),
             ("xsk_rx_dropped", sum(|q| q.kernel_rx_dropped.load(Relaxed))),
@@ -309,6 +310,7 @@ impl Stats {
             kernel_drops: socket_drops
                 + k.redirect_failed
                 + k.adjust_failed
+                + k.no_meta
                 + k.ring_full
                 + k.no_ring,
             accepted: k.matched,

@@ -15,6 +15,7 @@
 use std::num::NonZeroU32;
 use std::os::fd::{AsRawFd as _, RawFd};
 use std::ptr::NonNull;
+use std::rc::Rc;
 use std::sync::Arc;
 use std::sync::atomic::Ordering::Relaxed;
 use std::time::{Duration, Instant};
@@ -62,6 +63,8 @@ pub struct WorkerSpec {
     pub busy_poll_us: u32,
     /// Longest pause between reads while traffic flows (see [`Nap`]); 0 = read at once.
     pub batch_delay_us: u32,
+    /// Put the UMEM on the host's reserved huge pages (see [`Area::new`]).
+    pub umem_reserved_huge_pages: bool,
 }
 
 /// How a socket ended up bound.
@@ -127,47 +130,72 @@ struct Area {
 impl Area {
     const HUGE: usize = 2 << 20;
 
-    /// Maps `len` bytes (rounded up to 2 MiB) for a UMEM, backed by huge pages when the host
-    /// allows: with 4 KiB pages every frame sits on its own page, and the TLB miss on reading it
-    /// was most of a worker's per-frame cost (measured: docs/bench.md). Reserved huge pages
-    /// (MAP_HUGETLB) first, then transparent huge pages, then plain pages.
-    fn new(len: usize) -> std::io::Result<Self> {
+    /// Maps `len` bytes (rounded up to 2 MiB) for a UMEM, on huge pages where the host gives
+    /// them: with 4 KiB pages every frame sits on its own page, and the TLB miss on reading it
+    /// was most of a worker's per-frame cost (measured: docs/bench.md). Transparent huge pages
+    /// by default; the host's reserved pool (MAP_HUGETLB) only when `reserved` says so, since
+    /// on a hypervisor those pages are the VMs'. Then plain pages.
+    fn new(len: usize, reserved: bool) -> std::io::Result<Self> {
         let len = len.next_multiple_of(Self::HUGE);
-        let prot = libc::PROT_READ | libc::PROT_WRITE;
-        let flags = libc::MAP_PRIVATE | libc::MAP_ANONYMOUS;
+        if reserved {
+            match Self::reserved(len) {
+                Ok(area) => return Ok(area),
+                Err(e) => log::warn!(
+                    "UMEM: no {} MiB of reserved 2 MiB huge pages ({e}); using transparent huge \
+                     pages (umem_reserved_huge_pages = true; see HugePages_Free in \
+                     /proc/meminfo)",
+                    len >> 20
+                ),
+            }
+        }
+        Self::transparent(len)
+    }
+
+    /// `len` bytes of the reserved pool, in 2 MiB pages whatever the host's default huge page
+    /// size: a 1 GiB default would give a mapping `munmap` of `len` cannot undo (it must be a
+    /// multiple of the page size), leaking a 1 GiB page per UMEM.
+    fn reserved(len: usize) -> std::io::Result<Self> {
+        let flags = libc::MAP_PRIVATE
+            | libc::MAP_ANONYMOUS
+            | libc::MAP_HUGETLB
+            | libc::MAP_HUGE_2MB
+            | libc::MAP_POPULATE;
         // SAFETY: anonymous mapping, checked for MAP_FAILED.
         let ptr = unsafe {
+            libc::mmap(std::ptr::null_mut(), len, libc::PROT_READ | libc::PROT_WRITE, flags, -1, 0)
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(std::io::Error::last_os_error());
+        }
+        log::debug!("UMEM: {} MiB of reserved 2 MiB huge pages", len >> 20);
+        Ok(Area { ptr: NonNull::new(ptr.cast()).expect("mmap returned NULL"), len })
+    }
+
+    /// `len` bytes advised to become transparent huge pages, faulted in now.
+    fn transparent(len: usize) -> std::io::Result<Self> {
+        // Over-map by 2 MiB so a 2 MiB-aligned range can be kept: THP needs aligned ranges.
+        // SAFETY: anonymous mapping, checked for MAP_FAILED.
+        let raw = unsafe {
             libc::mmap(
                 std::ptr::null_mut(),
-                len,
-                prot,
-                flags | libc::MAP_HUGETLB | libc::MAP_POPULATE,
+                len + Self::HUGE,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
                 -1,
                 0,
             )
         };
-        if ptr != libc::MAP_FAILED {
-            log::debug!("UMEM: {} MiB of reserved huge pages", len >> 20);
-            return Ok(Area { ptr: NonNull::new(ptr.cast()).expect("mmap returned NULL"), len });
-        }
-        // Over-map by 2 MiB so a 2 MiB-aligned range can be kept: THP needs aligned ranges.
-        // SAFETY: as above.
-        let raw = unsafe { libc::mmap(std::ptr::null_mut(), len + Self::HUGE, prot, flags, -1, 0) };
         if raw == libc::MAP_FAILED {
             return Err(std::io::Error::last_os_error());
         }
         let start = (raw as usize).next_multiple_of(Self::HUGE);
         let head = start - raw as usize;
         let tail = Self::HUGE - head;
-        // SAFETY: trimming the unaligned head and tail of our own fresh mapping; then advice and
-        // pre-faulting on the kept range.
+        // SAFETY: trimming the unaligned head and tail of our own fresh mapping; then advice
+        // and pre-faulting on the kept range.
         unsafe {
-            if head > 0 {
-                libc::munmap(raw, head);
-            }
-            if tail > 0 {
-                libc::munmap((start + len) as *mut libc::c_void, tail);
-            }
+            unmap(raw.cast(), head);
+            unmap((start + len) as *mut u8, tail);
             let ptr = start as *mut libc::c_void;
             if libc::madvise(ptr, len, libc::MADV_HUGEPAGE) != 0 {
                 log::debug!("UMEM: no transparent huge pages: {}", std::io::Error::last_os_error());
@@ -179,15 +207,35 @@ impl Area {
         }
         Ok(Area { ptr: NonNull::new(start as *mut u8).expect("mmap returned NULL"), len })
     }
+
     fn slice(&self) -> NonNull<[u8]> {
         NonNull::slice_from_raw_parts(self.ptr, self.len)
     }
 }
 
+/// Unmaps `len` bytes at `ptr` (nothing if `len` is 0). A failure leaves the memory mapped for
+/// as long as the daemon runs (for reserved huge pages: taken from the host's pool): logged.
+///
+/// # Safety
+/// The range is part of a mapping of the caller's that nothing uses any more.
+unsafe fn unmap(ptr: *mut u8, len: usize) {
+    if len == 0 {
+        return;
+    }
+    // SAFETY: as the caller promises.
+    if unsafe { libc::munmap(ptr.cast(), len) } != 0 {
+        log::error!(
+            "UMEM: munmap of {len} bytes at {ptr:p} failed: {}; that memory stays mapped",
+            std::io::Error::last_os_error()
+        );
+    }
+}
+
 impl Drop for Area {
     fn drop(&mut self) {
-        // SAFETY: unmapping exactly what new() mapped; the Umem using it was dropped before.
-        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+        // SAFETY: exactly what new() mapped; the Umem using it was dropped before (field
+        // order of RxQueue).
+        unsafe { unmap(self.ptr.as_ptr(), self.len) };
     }
 }
 
@@ -196,24 +244,33 @@ fn errno_msg(e: &xdpilone::Errno) -> String {
 }
 
 /// Opens the socket as `spec.zero_copy` asks: "auto" tries zero-copy and falls back to copy mode.
+/// The UMEM's memory is mapped once for all the tries: a UMEM that failed to bind is released
+/// by the kernel later (deferred work), and a fresh mapping per try could run through the
+/// reserved huge page pool meanwhile.
 fn open_queue(spec: &WorkerSpec) -> Result<RxQueue, String> {
+    // Twice as many frames as the RX ring holds: a full RX ring still leaves a full fill ring.
+    let bytes = spec.ring_size as usize * 2 * FRAME_SIZE as usize;
+    let area = Area::new(bytes, spec.umem_reserved_huge_pages)
+        .map_err(|e| format!("allocating {} MiB of UMEM: {e}", bytes >> 20))?;
+    let area = Rc::new(area);
     match spec.zero_copy {
-        ZeroCopy::On => open_mode(spec, BindMode::ZeroCopy).map_err(|e| {
+        ZeroCopy::On => open_mode(spec, BindMode::ZeroCopy, &area).map_err(|e| {
             format!("{e} (zero_copy = \"on\" needs a driver with AF_XDP zero-copy support; use \"auto\")")
         }),
-        ZeroCopy::Off => open_mode(spec, BindMode::Copy),
-        ZeroCopy::Auto => open_mode(spec, BindMode::ZeroCopy).or_else(|zc_err| {
+        ZeroCopy::Off => open_mode(spec, BindMode::Copy, &area),
+        ZeroCopy::Auto => open_mode(spec, BindMode::ZeroCopy, &area).or_else(|zc_err| {
             log::debug!("{} queue {}: zero-copy bind failed ({zc_err}); using copy mode", spec.iface, spec.queue);
-            open_mode(spec, BindMode::Copy)
+            open_mode(spec, BindMode::Copy, &area)
         }),
     }
 }
 
 /// Opens the socket with multi-buffer, or without where the kernel (before 6.6) or a zero-copy
 /// driver refuses it.
-fn open_mode(spec: &WorkerSpec, mode: BindMode) -> Result<RxQueue, String> {
-    RxQueue::open(spec, Binding { mode, multi_buffer: true }).or_else(|sg_err| {
-        let q = RxQueue::open(spec, Binding { mode, multi_buffer: false })?;
+fn open_mode(spec: &WorkerSpec, mode: BindMode, area: &Rc<Area>) -> Result<RxQueue, String> {
+    let open = |multi_buffer| RxQueue::open(spec, Binding { mode, multi_buffer }, Rc::clone(area));
+    open(true).or_else(|sg_err| {
+        let q = open(false)?;
         log::debug!(
             "{} queue {}: {} bind with multi-buffer failed ({sg_err}); bound without",
             spec.iface,
@@ -248,7 +305,7 @@ struct RxQueue {
     user: xdpilone::User,
     // Never read, but must outlive the rings above and stay registered while they run.
     _umem: Umem,
-    area: Area,
+    area: Rc<Area>,
     fd: RawFd,
     binding: Binding,
     busy_poll: bool,
@@ -262,12 +319,10 @@ struct RxQueue {
 }
 
 impl RxQueue {
-    fn open(spec: &WorkerSpec, binding: Binding) -> Result<Self, String> {
+    fn open(spec: &WorkerSpec, binding: Binding, area: Rc<Area>) -> Result<Self, String> {
         let ring = spec.ring_size;
-        // Twice as many frames as the RX ring holds: a full RX ring still leaves a full fill ring.
+        // The area holds at least these (see open_queue).
         let frames = ring * 2;
-        let area = Area::new(frames as usize * FRAME_SIZE as usize)
-            .map_err(|e| format!("allocating {} MiB of UMEM: {e}", (frames * FRAME_SIZE) >> 20))?;
         let config = UmemConfig {
             fill_size: ring,
             complete_size: ring,

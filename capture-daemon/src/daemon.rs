@@ -311,7 +311,7 @@ impl Metrics {
         let listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("cannot listen on {listen}"))?;
         let stats = Arc::clone(stats);
-        let handle = metrics::serve(listener, stop.clone(), move || render_metrics(&stats))?;
+        let handle = metrics::server::serve(listener, stop.clone(), move || render_metrics(&stats))?;
         log::info!("metrics: http://{listen}/metrics");
         Ok((stop, handle))
     }

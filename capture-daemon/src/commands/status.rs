@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 use anyhow::bail;
 
 use crate::config::Config;
-use crate::metrics::{self, Samples, label};
+use crate::metrics::client::{self, Samples, label};
 
 fn sum(samples: &Samples, name: &str, iface: Option<&str>) -> f64 {
     samples
@@ -31,7 +31,7 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
         );
     }
     let addr = config.metrics.listen;
-    let first = match metrics::scrape(addr) {
+    let first = match client::scrape(addr) {
         Ok(s) => s,
         Err(e) => {
             println!("no capture-daemon answers at http://{addr}/metrics ({e}): none running?");
@@ -40,7 +40,7 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
     };
     let t0 = Instant::now();
     std::thread::sleep(Duration::from_secs(1));
-    let second = metrics::scrape(addr).unwrap_or_else(|_| first.clone());
+    let second = client::scrape(addr).unwrap_or_else(|_| first.clone());
     let secs = t0.elapsed().as_secs_f64();
     let rate = |name: &str, iface: Option<&str>| {
         // Never below 0: an interface restarted between the scrapes starts its counts again.

@@ -7,7 +7,7 @@ use std::sync::{Arc, RwLock};
 
 use crate::bpf::{KernelCounters, Slots};
 use crate::config::Config;
-use crate::metrics::Exposition;
+use crate::metrics::exposition::Exposition;
 use crate::source::{self, QueueStats, realtime_ns};
 use crate::sys;
 use crate::writer::{InterfaceStats, StatsSource};

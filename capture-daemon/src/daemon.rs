@@ -242,12 +242,16 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
             match reload().and_then(|new| apply_reload(&mut running, &mut config, &mut slots, new))
             {
                 Ok(()) => {
+                    running.stats.reloaded(true);
                     if config.metrics != metrics.config {
                         metrics.stop();
                         metrics = Metrics::start(&config.metrics, &running.stats);
                     }
                 }
-                Err(e) => log::error!("reload rejected, the running configuration stays: {e:#}"),
+                Err(e) => {
+                    running.stats.reloaded(false);
+                    log::error!("reload rejected, the running configuration stays: {e:#}");
+                }
             }
             notifier.ready(&running.stats.summary());
         }
@@ -311,7 +315,8 @@ impl Metrics {
         let listener = std::net::TcpListener::bind(listen)
             .with_context(|| format!("cannot listen on {listen}"))?;
         let stats = Arc::clone(stats);
-        let handle = metrics::server::serve(listener, stop.clone(), move || render_metrics(&stats))?;
+        let handle =
+            metrics::server::serve(listener, stop.clone(), move || render_metrics(&stats))?;
         log::info!("metrics: http://{listen}/metrics");
         Ok((stop, handle))
     }

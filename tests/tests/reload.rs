@@ -120,6 +120,13 @@ fn an_invalid_reload_is_rejected_and_capture_goes_on() {
     let config = write_config("t");
     let daemon = lab.start(&config);
     lab.send(&mixed(0, 10));
+    let page = scrape_metrics(&lab.ns);
+    assert_eq!(metric(&page, "capture_config_last_reload_successful"), Some(1), "{page}");
+    let loaded = metric(&page, "capture_config_last_reload_success_timestamp_seconds");
+    assert!(loaded.is_some_and(|t| t > 1_600_000_000), "{page}");
+    // For `status`, which reads the metrics address from a config it can load.
+    let good = lab.dir.path().join("good.toml");
+    std::fs::copy(&config, &good).unwrap();
 
     std::fs::write(
         &config,
@@ -133,11 +140,19 @@ fn an_invalid_reload_is_rejected_and_capture_goes_on() {
         "{}",
         daemon.log_text()
     );
+    // Visible to monitoring too, not only in the log; the configuration loaded is the first.
+    let page = scrape_metrics(&lab.ns);
+    assert_eq!(metric(&page, "capture_config_last_reload_successful"), Some(0), "{page}");
+    assert_eq!(metric(&page, "capture_config_last_reload_success_timestamp_seconds"), loaded);
+    let (_, status) = lab.run_daemon(&[], &["status", "--config", good.to_str().unwrap()]);
+    assert!(status.contains("the last reload was REJECTED"), "{status}");
 
     // A valid reload with a new prefix: applies from the next file.
     write_config("renamed");
     daemon.signal(libc::SIGHUP);
     daemon.wait_for_log("reloaded:", Duration::from_secs(5));
+    let page = scrape_metrics(&lab.ns);
+    assert_eq!(metric(&page, "capture_config_last_reload_successful"), Some(1), "{page}");
     lab.send(&mixed(100, 40));
     assert!(daemon.stop().0.success());
 

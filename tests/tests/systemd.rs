@@ -91,6 +91,21 @@ fn tells_systemd_ready_reloading_stopping_and_feeds_the_watchdog() {
     let reload = notify.expect("RELOADING=1", Duration::from_secs(5));
     let after = notify.expect("READY=1", Duration::from_secs(5));
     assert!(after.iter().any(|m| m.contains("STATUS=")), "{reload:?} {after:?}");
+    // A rejected reload shows in `systemctl status`, until a reload is applied.
+    let good = std::fs::read_to_string(&config).unwrap();
+    std::fs::write(&config, "[[interface]]\nname = \"cap0\"\n[[target]]\nname = \"x\"\nvlan = 0\n")
+        .unwrap();
+    signal(&child, libc::SIGHUP);
+    let after = notify.expect("READY=1", Duration::from_secs(5));
+    let status = after.last().unwrap();
+    assert!(
+        status.contains("STATUS=RELOAD REJECTED, the previous configuration runs"),
+        "{after:?}"
+    );
+    std::fs::write(&config, good).unwrap();
+    signal(&child, libc::SIGHUP);
+    let after = notify.expect("READY=1", Duration::from_secs(5));
+    assert!(!after.last().unwrap().contains("REJECTED"), "{after:?}");
 
     signal(&child, libc::SIGTERM);
     notify.expect("STOPPING=1", Duration::from_secs(5));

@@ -98,6 +98,12 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    if second.get("capture_config_last_reload_successful") == Some(&0.0) {
+        println!(
+            "  configuration: the last reload was REJECTED; the previous configuration runs (the \
+             log says why)"
+        );
+    }
     let lost = sum(&second, "capture_write_error_frames_total", None);
     if lost > 0.0 {
         println!("  frames lost to write errors: {lost:.0}");

@@ -2,7 +2,7 @@
 //! Prometheus exposition, systemd's status line and the watchdog's health check read it.
 
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
 use crate::bpf::{KernelCounters, Slots};
@@ -42,6 +42,10 @@ pub(super) struct Stats {
     pub(super) bytes_written: AtomicU64,
     /// Names for the metrics' labels; replaced on reload.
     pub(super) view: RwLock<View>,
+    /// Whether the last reload was applied (true until one is rejected).
+    pub(super) last_reload_ok: AtomicBool,
+    /// Wall-clock seconds when the running configuration was loaded.
+    pub(super) config_loaded_s: AtomicU64,
 }
 
 /// What the metrics call things: targets with their slots, and where files go.
@@ -74,6 +78,20 @@ pub(super) fn render_metrics(stats: &Stats) -> String {
         stats.view.read().map(|v| (v.targets.clone(), v.directory.clone(), v.missing.clone()));
     let Ok((targets, directory, missing)) = view else { return String::new() };
     e.sample("capture_up", "gauge", "1 while the daemon captures.", &[], 1.0);
+    e.sample(
+        "capture_config_last_reload_successful",
+        "gauge",
+        "1 if the last reload was applied, 0 if it was rejected (the previous configuration runs).",
+        &[],
+        if stats.last_reload_ok.load(Relaxed) { 1.0 } else { 0.0 },
+    );
+    e.sample(
+        "capture_config_last_reload_success_timestamp_seconds",
+        "gauge",
+        "When the running configuration was loaded (at start or by the last reload applied).",
+        &[],
+        stats.config_loaded_s.load(Relaxed) as f64,
+    );
     let up_help = "1 while the interface is captured, 0 while it is configured but missing.";
     let captured = stats.interfaces();
     // The two lists are updated one after the other: an interface in both is captured.
@@ -239,6 +257,8 @@ impl Stats {
             retired_drops: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
             view: RwLock::new(View::default()),
+            last_reload_ok: AtomicBool::new(true),
+            config_loaded_s: AtomicU64::new(realtime_ns() / 1_000_000_000),
         }
     }
 
@@ -279,10 +299,23 @@ impl Stats {
         let file = self.current_file.lock().ok().and_then(|f| f.clone());
         let missing = self.view.read().map(|v| v.missing.join(", ")).unwrap_or_default();
         format!(
-            "{written} frames written, {drops} dropped; {}{}",
+            "{}{written} frames written, {drops} dropped; {}{}",
+            if self.last_reload_ok.load(Relaxed) {
+                ""
+            } else {
+                "RELOAD REJECTED, the previous configuration runs (see the log); "
+            },
             file.map_or_else(|| "no file open".to_owned(), |f| format!("writing {}", f.display())),
             if missing.is_empty() { String::new() } else { format!("; NOT CAPTURED: {missing}") }
         )
+    }
+
+    /// Records a reload's outcome, for the metrics and the status line.
+    pub(super) fn reloaded(&self, applied: bool) {
+        self.last_reload_ok.store(applied, Relaxed);
+        if applied {
+            self.config_loaded_s.store(realtime_ns() / 1_000_000_000, Relaxed);
+        }
     }
 
     /// Adds the totals of an interface that is no longer captured to the retired counts.

@@ -1,7 +1,6 @@
 //! The `capture-daemon` command line. All the work is in the library; this file parses
 //! arguments, wires signals, and prints errors once.
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -9,7 +8,7 @@ use anyhow::Context as _;
 use capture_daemon::commands::{check, oneshot, status};
 use capture_daemon::config::{self, Config};
 use capture_daemon::stop::Stop;
-use capture_daemon::{daemon, watch};
+use capture_daemon::{daemon, logging, watch};
 use clap::{Parser, Subcommand};
 
 #[derive(Parser)]
@@ -18,10 +17,11 @@ use clap::{Parser, Subcommand};
     about = "Capture chosen VMs' frames on a hypervisor NIC into rotating pcapng files"
 )]
 struct Cli {
-    /// Log level: error, warn, info, debug or trace (RUST_LOG, if set, wins). Default: info;
-    /// warn for `capture`.
-    #[arg(long, global = true)]
-    log_level: Option<String>,
+    /// Log level: off, error, warn, info, debug or trace, or a usual synonym (warning, err,
+    /// crit, notice, verbose, none...). RUST_LOG, if set, wins. Default: info; warn for
+    /// `capture`.
+    #[arg(long, global = true, value_parser = logging::parse_level)]
+    log_level: Option<log::LevelFilter>,
     #[command(subcommand)]
     command: Command,
 }
@@ -54,28 +54,6 @@ enum Command {
         #[arg(short, long, default_value = config::DEFAULT_PATH)]
         config: PathBuf,
     },
-}
-
-fn init_logging(level: &str) {
-    let mut builder = env_logger::Builder::new();
-    builder.parse_filters(level);
-    if let Ok(filters) = std::env::var("RUST_LOG") {
-        builder.parse_filters(&filters);
-    }
-    // Under systemd (journald on stderr) the journal adds timestamps; give it the priority
-    // as a "<N>" prefix instead so `journalctl -p warning` works.
-    if std::env::var_os("JOURNAL_STREAM").is_some() {
-        builder.format(|f, record| {
-            let prio = match record.level() {
-                log::Level::Error => 3,
-                log::Level::Warn => 4,
-                log::Level::Info => 6,
-                log::Level::Debug | log::Level::Trace => 7,
-            };
-            writeln!(f, "<{prio}>{}", record.args())
-        });
-    }
-    builder.init();
 }
 
 /// SIGINT/SIGTERM stop (a second one ends the process at once), SIGHUP reloads; each also
@@ -167,7 +145,10 @@ fn main() -> ExitCode {
     } else {
         "info"
     };
-    init_logging(cli.log_level.as_deref().unwrap_or(default_level));
+    if let Err(e) = logging::init(cli.log_level, default_level) {
+        eprintln!("capture-daemon: error: {e}");
+        return ExitCode::from(2);
+    }
     match run(cli) {
         Ok(code) => code,
         Err(e) => {

@@ -150,3 +150,45 @@ fn ring_buffer_and_autostop_follow_dumpcap() {
     // The newest frames are the ones kept: 20..23 in the last file, 15..20 before it.
     assert_eq!(ids(&read_all(&files)), (15..23).collect::<Vec<_>>());
 }
+
+#[test]
+fn log_levels_take_their_usual_names_and_refuse_others() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let file = lab.dir.path().join("levels.pcapng");
+    // Mirror mode logs a warning once attached: `warning` must show it, as `warn` does
+    // (env_logger alone took `warning` for a module name and logged nothing at all).
+    let capture =
+        |level: &str, rust_log: Option<&str>| {
+            let mut cmd = lab.ns.command(daemon_bin().to_str().unwrap());
+            cmd.args(["capture", "--log-level", level, "-i", CAPTURE_IF, "--mode", "mirror"])
+                .args(["-a", "duration:1", "-w", file.to_str().unwrap()]);
+            match rust_log {
+                Some(spec) => cmd.env("RUST_LOG", spec),
+                None => cmd.env_remove("RUST_LOG"),
+            };
+            let out = cmd.output().expect("running capture-daemon capture");
+            (out.status.code(), String::from_utf8_lossy(&out.stderr).into_owned())
+        };
+    for level in ["warn", "warning", "WARNING"] {
+        let (code, text) = capture(level, None);
+        assert_eq!(code, Some(0), "{text}");
+        assert!(text.contains("mirror mode: matched frames are taken out"), "{level}: {text}");
+    }
+    let (code, text) = capture("err", None);
+    assert_eq!(code, Some(0), "{text}");
+    assert!(!text.contains("mirror mode"), "{text}");
+    let (code, text) = capture("info", Some("warning"));
+    assert_eq!(code, Some(0), "{text}");
+    assert!(text.contains("mirror mode: matched") && !text.contains("capturing on"), "{text}");
+
+    let (code, text) = capture("loud", None);
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("unknown log level \"loud\": use off, error, warn, info"), "{text}");
+    let (code, text) = capture("info", Some("capture_daemon=loud"));
+    assert_eq!(code, Some(2), "{text}");
+    assert!(text.contains("RUST_LOG=\"capture_daemon=loud\""), "{text}");
+    assert!(!lab.xdp_attached());
+}

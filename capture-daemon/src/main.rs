@@ -1,6 +1,7 @@
 //! The `capture-daemon` command line. All the work is in the library; this file parses
 //! arguments, wires signals, and prints errors once.
 
+use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -45,7 +46,8 @@ enum Command {
         config: PathBuf,
     },
     /// One-shot capture for troubleshooting, no config file: dumpcap-style flags, the daemon's
-    /// data path. Ctrl-C stops it and prints what was received and dropped.
+    /// data path. Ctrl-C (SIGINT), SIGTERM or SIGHUP (its terminal gone) stops it and prints
+    /// what was received and dropped.
     Capture(oneshot::CaptureArgs),
     /// Check the configuration and the host (interfaces, privileges, kernel support) without
     /// capturing; exits non-zero when something would stop `run`.
@@ -56,17 +58,35 @@ enum Command {
     },
 }
 
-/// SIGINT/SIGTERM stop (a second one ends the process at once), SIGHUP reloads; each also
-/// wakes the main loop, which otherwise sleeps.
-fn install_signals(control: &daemon::Control) -> anyhow::Result<()> {
+/// What SIGHUP does.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Hangup {
+    /// The daemon: read the configuration again.
+    Reload,
+    /// The one-shot capture: stop as SIGTERM does, like tcpdump when its terminal goes away
+    /// (left ignored under `nohup`, as tcpdump leaves it).
+    Stop,
+}
+
+/// SIGINT/SIGTERM stop (a second one ends the process at once), SIGHUP as `hangup` says; each
+/// also wakes the main loop, which otherwise sleeps.
+fn install_signals(control: &daemon::Control, hangup: Hangup) -> anyhow::Result<()> {
     let hooks = || -> std::io::Result<()> {
         use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
         for sig in [SIGINT, SIGTERM] {
             signal_hook::flag::register_conditional_shutdown(sig, 1, control.shutdown.clone())?;
             signal_hook::flag::register(sig, control.shutdown.clone())?;
         }
-        signal_hook::flag::register(SIGHUP, control.reload.clone())?;
-        for sig in [SIGINT, SIGTERM, SIGHUP] {
+        let hup_flag = match hangup {
+            Hangup::Reload => Some(&control.reload),
+            Hangup::Stop if hangup_ignored() => None,
+            Hangup::Stop => Some(&control.shutdown),
+        };
+        if let Some(flag) = hup_flag {
+            signal_hook::flag::register(SIGHUP, flag.clone())?;
+            signal_hook::low_level::pipe::register(SIGHUP, control.waker()?)?;
+        }
+        for sig in [SIGINT, SIGTERM] {
             signal_hook::low_level::pipe::register(sig, control.waker()?)?;
         }
         Ok(())
@@ -74,12 +94,22 @@ fn install_signals(control: &daemon::Control) -> anyhow::Result<()> {
     hooks().context("installing signal handlers")
 }
 
+/// True when SIGHUP was ignored when the process started (`nohup`).
+fn hangup_ignored() -> bool {
+    // SAFETY: queries the disposition only (no new action); `old` is plain data.
+    unsafe {
+        let mut old: libc::sigaction = std::mem::zeroed();
+        libc::sigaction(libc::SIGHUP, std::ptr::null(), &mut old) == 0
+            && old.sa_sigaction == libc::SIG_IGN
+    }
+}
+
 fn run(cli: Cli) -> anyhow::Result<ExitCode> {
     match cli.command {
         Command::Run { config, watch_config } => {
             let cfg = Config::load(&config)?;
             let control = daemon::Control::new().context("creating the control socket")?;
-            install_signals(&control)?;
+            install_signals(&control, Hangup::Reload)?;
             let watch_stop = Stop::new().context("creating the watcher's stop signal")?;
             let watcher = if watch_config {
                 let control = control.clone();
@@ -110,9 +140,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
         }
         Command::Capture(args) => {
             let control = daemon::Control::new().context("creating the control socket")?;
-            install_signals(&control)?;
+            install_signals(&control, Hangup::Stop)?;
             let summary = oneshot::run(&args, &control)?;
-            eprint!("{}", oneshot::report(&summary));
+            // Not eprint!: after a hangup the terminal is gone, and the capture still ended
+            // well.
+            let _ = std::io::stderr().write_all(oneshot::report(&summary).as_bytes());
             Ok(ExitCode::SUCCESS)
         }
         Command::Status { config } => {

@@ -14,15 +14,14 @@ const X: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x99];
 /// Starts `capture-daemon capture ARGS` in the lab and waits until it is attached (its
 /// mirror-mode warning). Returns the child and its stderr lines as they come.
 fn start(lab: &Lab, args: &[&str], stdout: Stdio) -> (std::process::Child, mpsc::Receiver<String>) {
-    let mut child = lab
-        .ns
-        .command(daemon_bin().to_str().unwrap())
-        .arg("capture")
-        .args(args)
-        .stdout(stdout)
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("starting capture-daemon capture");
+    let mut cmd = lab.ns.command(daemon_bin().to_str().unwrap());
+    cmd.arg("capture").args(args).stdout(stdout).stderr(Stdio::piped());
+    start_command(cmd)
+}
+
+/// Like [`start`], for a `capture` command made by the caller (its stderr piped).
+fn start_command(mut cmd: Command) -> (std::process::Child, mpsc::Receiver<String>) {
+    let mut child = cmd.spawn().expect("starting capture-daemon capture");
     let (tx, rx) = mpsc::channel();
     let stderr = child.stderr.take().unwrap();
     std::thread::spawn(move || {
@@ -191,4 +190,108 @@ fn log_levels_take_their_usual_names_and_refuse_others() {
     assert_eq!(code, Some(2), "{text}");
     assert!(text.contains("RUST_LOG=\"capture_daemon=loud\""), "{text}");
     assert!(!lab.xdp_attached());
+}
+
+#[test]
+fn a_hangup_ends_the_capture_with_the_file_whole() {
+    use std::io::Read as _;
+    use std::os::fd::{FromRawFd as _, OwnedFd};
+    use std::os::unix::process::CommandExt as _;
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let file = lab.dir.path().join("hup.pcapng");
+    // A terminal of its own, as `capture` started from an SSH session has. Closing the master
+    // end is the session going away: the kernel sends SIGHUP to the session's leader, and the
+    // terminal is gone for the report written after it.
+    let (mut master, slave) = {
+        let (mut m, mut s) = (-1, -1);
+        // SAFETY: two out-pointers; the fds are owned right away.
+        let rc = unsafe {
+            libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
+        };
+        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
+        // The capture must not hold the master end open: closing it is the hangup.
+        // SAFETY: plain fcntl on our fd.
+        assert_eq!(unsafe { libc::fcntl(m, libc::F_SETFD, libc::FD_CLOEXEC) }, 0);
+        // SAFETY: fresh fds, owned by nobody else.
+        unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
+    };
+    let mut cmd = lab.ns.command(daemon_bin().to_str().unwrap());
+    cmd.args(["capture", "-i", CAPTURE_IF, "--mac", "52:54:00:00:00:0a"])
+        .args(["-w", file.to_str().unwrap()])
+        .stdin(slave.try_clone().unwrap())
+        .stdout(slave.try_clone().unwrap())
+        .stderr(slave);
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            // A session of its own, with the terminal (on fd 0 by now) as its controlling one;
+            // `ip netns exec` then execs the daemon, which stays the session leader.
+            if libc::setsid() < 0 || libc::ioctl(0, libc::TIOCSCTTY, 0) < 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            Ok(())
+        });
+    }
+    let mut capture = cmd.spawn().expect("starting capture-daemon capture");
+    drop(cmd);
+    // Reads the terminal until the capture says it is attached.
+    let mut seen = Vec::new();
+    while !String::from_utf8_lossy(&seen).contains("capturing on") {
+        let mut buf = [0u8; 1024];
+        match master.read(&mut buf) {
+            Ok(n) if n > 0 => seen.extend_from_slice(&buf[..n]),
+            other => panic!("the terminal ended ({other:?}): {}", String::from_utf8_lossy(&seen)),
+        }
+    }
+    let frames: Vec<Vec<u8>> = (0..50).map(|i| test_frame(A, X, &[], i, 120)).collect();
+    lab.send(&frames);
+
+    drop(master);
+    let start = std::time::Instant::now();
+    let status = loop {
+        if let Some(status) = capture.try_wait().unwrap() {
+            break status;
+        }
+        if start.elapsed() > Duration::from_secs(30) {
+            let _ = capture.kill();
+            let _ = capture.wait();
+            panic!("the capture kept running after its terminal went away");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    assert!(status.success(), "{status}");
+    assert!(!lab.xdp_attached() && tcx_prog_ids(&lab.ns, CAPTURE_IF, Tcx::Ingress).is_empty());
+    // Whole: every frame, the statistics block at the end, readable by every tool.
+    let pcapng = read_pcapng(&file);
+    assert_eq!(ids(&pcapng.packets), (0..50).collect::<Vec<_>>());
+    assert!(!pcapng.isbs.is_empty(), "closed with its statistics");
+    assert_eq!(capinfos_count(&file), 50);
+    assert_eq!(tshark_fields(&file, &["frame.len"]).len(), 50);
+
+    // Under `nohup` (SIGHUP ignored from the start) it stays ignored, as tcpdump leaves it:
+    // frames sent after a SIGHUP are still captured.
+    let mut cmd = lab.ns.command(daemon_bin().to_str().unwrap());
+    cmd.args(["capture", "-i", CAPTURE_IF, "--mac", "52:54:00:00:00:0a"])
+        .args(["-w", file.to_str().unwrap()])
+        .stderr(Stdio::piped());
+    // SAFETY: only async-signal-safe calls between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            libc::signal(libc::SIGHUP, libc::SIG_IGN);
+            Ok(())
+        });
+    }
+    let (mut capture, rx) = start_command(cmd);
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(capture.id() as i32, libc::SIGHUP) };
+    lab.send(&frames);
+    assert!(capture.try_wait().unwrap().is_none(), "SIGHUP ended the capture under nohup");
+    // SAFETY: signalling our own child.
+    unsafe { libc::kill(capture.id() as i32, libc::SIGINT) };
+    assert!(capture.wait_with_output().unwrap().status.success());
+    assert!(rest(&rx).contains("Packets captured: 50"));
+    assert_eq!(ids(&read_pcapng(&file).packets), (0..50).collect::<Vec<_>>());
 }

@@ -89,6 +89,9 @@ fn ctrl_c_ends_a_file_capture_with_dumpcap_counts() {
     }
     let lab = Lab::new(1);
     let file = lab.dir.path().join("one.pcapng");
+    // An old file in the way: overwritten from the start, and no longer readable by everyone.
+    std::fs::write(&file, vec![0xee; 100_000]).unwrap();
+    std::fs::set_permissions(&file, std::os::unix::fs::PermissionsExt::from_mode(0o666)).unwrap();
     let (capture, rx) = start(
         &lab,
         &["-i", CAPTURE_IF, "--vlan", "100", "-s", "64", "-w", file.to_str().unwrap()],
@@ -109,6 +112,16 @@ fn ctrl_c_ends_a_file_capture_with_dumpcap_counts() {
     assert_eq!(ids(&packets), (0..15).collect::<Vec<_>>());
     assert!(packets.iter().all(|p| p.data.len() == 64 && p.orig_len == 200));
     assert!(!lab.xdp_attached());
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(std::os::unix::fs::PermissionsExt::mode(&meta.permissions()) & 0o777, 0o640);
+
+    // Another user's file is refused before anything is attached, and left as it was.
+    std::os::unix::fs::chown(&file, Some(65534), None).unwrap();
+    let (code, text) =
+        lab.run_daemon(&[], &["capture", "-i", CAPTURE_IF, "-w", file.to_str().unwrap()]);
+    assert_eq!(code, 2, "{text}");
+    assert!(text.contains("it belongs to uid 65534, and this process runs as uid 0"), "{text}");
+    assert_eq!(ids(&read_pcapng(&file).packets), (0..15).collect::<Vec<_>>());
 }
 
 #[test]

@@ -214,10 +214,7 @@ pub fn run(args: &CaptureArgs, control: &Control) -> anyhow::Result<Summary> {
     let plan = args.plan()?;
     let stream: Option<Box<dyn std::io::Write + Send>> = match &plan.output {
         Target::Stdout => Some(Box::new(std::io::stdout())),
-        Target::File(path) => Some(Box::new(
-            crate::writer::stream::create_file(path)
-                .with_context(|| format!("creating {}", path.display()))?,
-        )),
+        Target::File(path) => Some(Box::new(crate::writer::stream::create_file(path)?)),
         Target::Ring => None,
     };
     daemon::run(

@@ -3,7 +3,7 @@
 //! reader at the other end of a pipe sees frames within a fraction of a second.
 
 use std::io::{self, Write};
-use std::path::Path;
+use std::path::{Path, PathBuf};
 
 use super::pcapng::{InterfaceInfo, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb};
 use super::rotate::{StatsSource, WriterCounters, WriterError, check_interface};
@@ -133,17 +133,76 @@ impl StreamWriter {
     }
 }
 
-/// Opens `path` for a single-file capture: created or truncated, mode 0640, never through a
-/// symlink.
-pub fn create_file(path: &Path) -> io::Result<std::fs::File> {
-    use std::os::unix::fs::OpenOptionsExt as _;
-    std::fs::OpenOptions::new()
+/// Why `capture -w FILE` will not write to FILE.
+#[derive(Debug, thiserror::Error)]
+pub enum OutputFileError {
+    #[error(
+        "-w {path}: it is a symbolic link; refusing to write through it (name the file itself, \
+         or remove the link)"
+    )]
+    Symlink { path: PathBuf },
+    #[error(
+        "-w {path}: it belongs to uid {owner}, and this process runs as uid {euid}; refusing to \
+         overwrite another user's file (remove it, or choose another name)"
+    )]
+    OtherOwner { path: PathBuf, owner: u32, euid: u32 },
+    #[error(
+        "-w {path}: it has {links} hard links; overwriting it would change the file under its \
+         other names too (remove it, or choose another name)"
+    )]
+    HardLinks { path: PathBuf, links: u64 },
+    #[error("-w {path}: it is a {kind}; write to a file, a FIFO or - (standard output)")]
+    NotAFile { path: PathBuf, kind: &'static str },
+    #[error("-w {path}: {source}")]
+    Io {
+        path: PathBuf,
+        #[source]
+        source: io::Error,
+    },
+}
+
+/// Opens `path` for a single-file capture. A new file is created; an existing one is
+/// truncated only if this process owns it and it has no other name (else its old owner
+/// would read the capture, or another path would change). Either way it ends up mode 0640.
+/// Never through a symlink. A FIFO (of this process's user) or a character device such as
+/// /dev/null is written as it is.
+pub fn create_file(path: &Path) -> Result<std::fs::File, OutputFileError> {
+    use std::os::unix::fs::PermissionsExt as _;
+    use std::os::unix::fs::{FileTypeExt as _, MetadataExt as _, OpenOptionsExt as _};
+    let io_error = |source| OutputFileError::Io { path: path.to_owned(), source };
+    // No O_TRUNC: nothing of an existing file changes before it has been checked.
+    let file = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
-        .truncate(true)
         .mode(0o640)
         .custom_flags(libc::O_NOFOLLOW)
         .open(path)
+        .map_err(|e| match e.raw_os_error() {
+            Some(libc::ELOOP) => OutputFileError::Symlink { path: path.to_owned() },
+            _ => io_error(e),
+        })?;
+    let meta = file.metadata().map_err(io_error)?;
+    let kind = meta.file_type();
+    if kind.is_char_device() {
+        return Ok(file);
+    }
+    if !kind.is_file() && !kind.is_fifo() {
+        let kind = if kind.is_socket() { "socket" } else { "block device" };
+        return Err(OutputFileError::NotAFile { path: path.to_owned(), kind });
+    }
+    // SAFETY: trivial libc call.
+    let euid = unsafe { libc::geteuid() };
+    if meta.uid() != euid {
+        return Err(OutputFileError::OtherOwner { path: path.to_owned(), owner: meta.uid(), euid });
+    }
+    if kind.is_file() {
+        if meta.nlink() > 1 {
+            return Err(OutputFileError::HardLinks { path: path.to_owned(), links: meta.nlink() });
+        }
+        file.set_len(0).map_err(io_error)?;
+        file.set_permissions(std::fs::Permissions::from_mode(0o640)).map_err(io_error)?;
+    }
+    Ok(file)
 }
 
 #[cfg(test)]
@@ -152,6 +211,7 @@ mod tests {
     use crate::writer::InterfaceStats;
     use capture_common::{DIRECTION_INBOUND, DIRECTION_OUTBOUND};
     use pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption;
+    use std::os::unix::fs::OpenOptionsExt as _;
     use std::sync::{Arc, Mutex};
 
     struct Shared(Arc<Mutex<Vec<u8>>>);
@@ -278,5 +338,103 @@ mod tests {
         assert_eq!(bytes.lock().unwrap().len(), written, "nothing written after a torn block");
         let err = w.close(2).unwrap_err();
         assert!(err.to_string().contains("No space left on device"), "{err}");
+    }
+
+    fn mode(path: &Path) -> u32 {
+        use std::os::unix::fs::PermissionsExt as _;
+        std::fs::metadata(path).unwrap().permissions().mode() & 0o7777
+    }
+
+    #[test]
+    fn a_new_or_own_file_is_written_from_the_start_with_mode_0640() {
+        let dir = tempfile::tempdir().unwrap();
+        let new = dir.path().join("new.pcapng");
+        drop(create_file(&new).unwrap());
+        assert_eq!(mode(&new), 0o640);
+
+        let old = dir.path().join("old.pcapng");
+        std::fs::write(&old, b"old content, longer than what follows").unwrap();
+        std::fs::set_permissions(&old, std::os::unix::fs::PermissionsExt::from_mode(0o666))
+            .unwrap();
+        let mut f = create_file(&old).unwrap();
+        f.write_all(b"new").unwrap();
+        drop(f);
+        assert_eq!(std::fs::read(&old).unwrap(), b"new", "truncated");
+        assert_eq!(mode(&old), 0o640, "not the old file's 0666");
+    }
+
+    #[test]
+    fn symlinks_and_hard_links_are_refused_and_left_alone() {
+        let dir = tempfile::tempdir().unwrap();
+        let target = dir.path().join("target");
+        std::fs::write(&target, b"keep").unwrap();
+        let link = dir.path().join("link.pcapng");
+        std::os::unix::fs::symlink(&target, &link).unwrap();
+        let e = create_file(&link).unwrap_err().to_string();
+        assert!(e.contains("link.pcapng: it is a symbolic link; refusing"), "{e}");
+
+        let hard = dir.path().join("hard.pcapng");
+        std::fs::hard_link(&target, &hard).unwrap();
+        let e = create_file(&hard).unwrap_err().to_string();
+        assert!(e.contains("hard.pcapng: it has 2 hard links"), "{e}");
+        assert_eq!(std::fs::read(&target).unwrap(), b"keep");
+
+        let e = create_file(dir.path()).unwrap_err().to_string();
+        assert!(e.contains("Is a directory"), "{e}");
+        // /dev/null is written as it is (and not chmod-ed).
+        let null = Path::new("/dev/null");
+        let before = mode(null);
+        drop(create_file(null).unwrap());
+        assert_eq!(mode(null), before);
+    }
+
+    /// Runs `f` if this process may give files away (root); says so loudly where it must.
+    fn as_root(f: impl FnOnce()) {
+        // SAFETY: trivial libc call.
+        if unsafe { libc::geteuid() } == 0 {
+            f();
+        } else {
+            assert!(
+                std::env::var_os("CAPTURE_REQUIRE_ROOT").is_none(),
+                "this test needs root (CAPTURE_REQUIRE_ROOT is set)"
+            );
+            eprintln!("skipped: not root");
+        }
+    }
+
+    #[test]
+    fn another_users_file_or_fifo_is_refused_and_left_alone() {
+        as_root(|| {
+            use std::os::unix::fs::MetadataExt as _;
+            let dir = tempfile::tempdir().unwrap();
+            let theirs = dir.path().join("theirs.pcapng");
+            std::fs::write(&theirs, b"theirs").unwrap();
+            std::os::unix::fs::chown(&theirs, Some(65534), Some(65534)).unwrap();
+            let e = create_file(&theirs).unwrap_err().to_string();
+            assert!(
+                e.contains(
+                    "theirs.pcapng: it belongs to uid 65534, and this process runs as uid 0"
+                ),
+                "{e}"
+            );
+            assert_eq!(std::fs::read(&theirs).unwrap(), b"theirs");
+            assert_eq!(std::fs::metadata(&theirs).unwrap().uid(), 65534);
+
+            let fifo = dir.path().join("fifo");
+            let c = std::ffi::CString::new(fifo.as_os_str().as_encoded_bytes()).unwrap();
+            // SAFETY: valid C string.
+            assert_eq!(unsafe { libc::mkfifo(c.as_ptr(), 0o600) }, 0);
+            std::os::unix::fs::chown(&fifo, Some(65534), None).unwrap();
+            // A reader, so that opening the FIFO for writing does not wait for one.
+            let _reader = std::fs::OpenOptions::new()
+                .read(true)
+                .custom_flags(libc::O_NONBLOCK)
+                .open(&fifo)
+                .unwrap();
+            let e = create_file(&fifo).unwrap_err().to_string();
+            assert!(e.contains("it belongs to uid 65534"), "{e}");
+            std::os::unix::fs::chown(&fifo, Some(0), None).unwrap();
+            drop(create_file(&fifo).unwrap());
+        });
     }
 }

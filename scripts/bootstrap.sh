@@ -2,6 +2,8 @@
 # Installs everything capture-daemon needs to build and test on a fresh Debian 12 machine of this kind:
 # the pinned Rust toolchain (+ rust-src), llvm-22-dev, bpf-linker, and the packages the tests and the lab use.
 # Idempotent: each step checks first, so a second run takes seconds.
+# It installs and nothing else: no network namespace or mount is touched, whatever host it runs on.
+# Leftovers of interrupted test, demo or bench runs are removed by those commands (cargo xtask).
 set -euo pipefail
 
 RUST_VERSION=$(sed -n 's/^channel *= *"\(.*\)"/\1/p' "$(dirname "$0")/../rust-toolchain.toml")
@@ -73,25 +75,4 @@ if ! linker_ok; then
         --version "${BPF_LINKER_VERSION}" --no-default-features --features llvm-22
 fi
 
-# Leftovers of a run that was interrupted (Ctrl-C, a CI timeout): the lab's namespaces are named
-# PREFIX-PID-N; those whose process is gone are deleted, with the test's small tmpfs mounts.
-for ns in $(ip netns list 2>/dev/null | awk '{print $1}'); do
-    case "$ns" in
-    captest-* | capdemo-* | capbench-* | capexample-* | lab-*)
-        pid=$(sed -E 's/^.*-([0-9]+)-[0-9]+$/\1/' <<<"$ns")
-        if [[ "$pid" =~ ^[0-9]+$ ]] && ! kill -0 "$pid" 2>/dev/null; then
-            say "removing network namespace $ns left by an interrupted run"
-            ip netns delete "$ns" || true
-        fi
-        ;;
-    esac
-done
-if ! pgrep -f 'deps/failures-' >/dev/null; then
-    while read -r dev mnt fstype _; do
-        if [ "$dev" = capfull ] && [ "$fstype" = tmpfs ]; then
-            say "unmounting $mnt left by an interrupted test run"
-            umount "$mnt" || true
-        fi
-    done < <(cat /proc/mounts)
-fi
 say "ready: rustc ${RUST_VERSION}, bpf-linker ${BPF_LINKER_VERSION}, LLVM 22, tshark, tcpdump, netsniff-ng, valgrind"

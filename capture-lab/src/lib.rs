@@ -6,11 +6,15 @@
 //! ([`VethTopology`], [`BridgeTopology`]), UDP between namespaces ([`UdpPeer`]) and a tap
 //! device with a VM's NIC behind it ([`TapVm`]).
 //!
+//! Leftovers of interrupted runs (namespaces, tmpfs mounts) are removed by
+//! [`remove_leftovers`], which `cargo xtask test | demo | bench` call first.
+//!
 //! Safety rule for everything here: traffic is only ever sent on interfaces created
 //! inside namespaces created by this library, never on the host's own interfaces.
 
 mod blast;
 mod frame;
+mod leftovers;
 mod netns;
 mod receiver;
 mod sender;
@@ -34,6 +38,9 @@ pub use blast::{
 pub use frame::{
     ETH_ZLEN, ETHERTYPE_ARP, ETHERTYPE_IPV4, Frame, TPID_8021AD, TPID_8021Q, format_mac,
     internet_checksum, mac, parse_mac,
+};
+pub use leftovers::{
+    NETNS_PREFIXES, Removed, TMPFS_NAMES, netns_owner, remove_leftovers, tmpfs_source,
 };
 pub use netns::{NetNs, VethPair};
 pub use receiver::Receiver;

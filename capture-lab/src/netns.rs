@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 use anyhow::{Context, Result, bail};
 
 use crate::frame::{format_mac, parse_mac};
+use crate::leftovers::NETNS_PREFIXES;
 use crate::{run_cmd, tool_available};
 
 /// Per-process counter; with the pid in the name, parallel tests and processes never collide.
@@ -26,12 +27,16 @@ pub struct NetNs {
 
 impl NetNs {
     /// Creates `{prefix}-{pid}-{n}`, disables IPv6 in it (so the kernel sends no ND/MLD
-    /// frames that would pollute packet counts) and sets `lo` up.
+    /// frames that would pollute packet counts) and sets `lo` up. The prefix starts with one of
+    /// [`NETNS_PREFIXES`], so that [`crate::remove_leftovers`] knows the name for ours.
     pub fn create(prefix: &str) -> Result<NetNs> {
         if prefix.is_empty()
             || !prefix.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
         {
             bail!("network namespace prefix {prefix:?} must be non-empty [A-Za-z0-9_-]");
+        }
+        if !NETNS_PREFIXES.iter().any(|p| prefix.starts_with(p)) {
+            bail!("network namespace prefix {prefix:?} must start with one of {NETNS_PREFIXES:?}");
         }
         let n = NEXT_NS.fetch_add(1, Ordering::Relaxed);
         let name = format!("{prefix}-{}-{n}", std::process::id());
@@ -374,7 +379,7 @@ mod tests {
 
     #[test]
     fn rejects_bad_prefix_without_touching_ip() {
-        for bad in ["", "a b", "a/b", "x;rm"] {
+        for bad in ["", "a b", "a/b", "x;rm", "test", "la-b"] {
             assert!(NetNs::create(bad).is_err(), "{bad:?}");
         }
     }

@@ -25,7 +25,9 @@ impl SmallFs {
     fn mount(path: PathBuf, size: &str) -> SmallFs {
         std::fs::create_dir_all(&path).unwrap();
         let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0750"), "capfull"])
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0750")])
+            // Named after this process, so `cargo xtask test` knows a leftover from a live one.
+            .arg(capture_lab::tmpfs_source("capfull"))
             .arg(&path)
             .status()
             .unwrap()

@@ -453,6 +453,7 @@ fn capture(args: &CaptureArgs) -> Result<()> {
     tools.dedup();
     args.tools = tools;
     capture_lab::require_root().context("the benchmark creates a network namespace and a tmpfs")?;
+    crate::remove_leftovers()?;
     // SAFETY: sysconf has no preconditions.
     let cpus = unsafe { libc::sysconf(libc::_SC_NPROCESSORS_ONLN) };
     if cpus < 2 {

@@ -122,6 +122,7 @@ fn tool_output(cmd: &mut Command) -> anyhow::Result<String> {
 
 pub fn demo(args: &Args) -> anyhow::Result<()> {
     capture_lab::require_root().context("the demo creates a network namespace and attaches XDP")?;
+    crate::remove_leftovers()?;
     for tool in ["tshark", "capinfos"] {
         if !capture_lab::tool_available(tool) {
             bail!("{tool} not found: run scripts/bootstrap.sh (or ./x.sh demo, which does)");

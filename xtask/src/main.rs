@@ -54,6 +54,20 @@ fn cargo() -> Command {
     Command::new(std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into()))
 }
 
+/// Removes what interrupted runs of the tests, the demo or the benchmark left on this machine
+/// (their network namespaces and tmpfs mounts, once their process is gone), saying what.
+/// The host's own namespaces and mounts are never touched (see `capture_lab::remove_leftovers`).
+pub fn remove_leftovers() -> anyhow::Result<()> {
+    let removed = capture_lab::remove_leftovers().context("removing leftovers of earlier runs")?;
+    for ns in &removed.namespaces {
+        eprintln!("xtask: removed network namespace {ns}, left by an interrupted run");
+    }
+    for dir in &removed.mounts {
+        eprintln!("xtask: unmounted {}, left by an interrupted run", dir.display());
+    }
+    Ok(())
+}
+
 /// Builds the release daemon and returns the path of the binary.
 pub fn build_daemon() -> anyhow::Result<PathBuf> {
     run(cargo().args(["build", "--release", "--package", "capture-daemon"]))?;
@@ -100,6 +114,7 @@ fn cargo_test(cmd: &mut Command, totals: &mut (u64, u64)) -> anyhow::Result<()> 
 fn test(filter: Option<&str>) -> anyhow::Result<()> {
     capture_lab::require_root()
         .context("the integration tests create network namespaces and attach XDP programs")?;
+    remove_leftovers()?;
     let mut totals = (0, 0);
     let result = (|| {
         eprintln!("== formatting and lints");

@@ -160,7 +160,8 @@ impl OutputFs {
         std::fs::create_dir_all(&root).with_context(|| format!("creating {}", root.display()))?;
         run_cmd(
             Command::new("mount")
-                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755"), "capbench"])
+                .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0755")])
+                .arg(capture_lab::tmpfs_source("capbench"))
                 .arg(&root),
         )
         .with_context(|| format!("mounting a tmpfs on {}", root.display()))?;

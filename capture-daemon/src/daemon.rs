@@ -40,7 +40,9 @@ mod stats;
 mod write_loop;
 
 use iface::{IfaceRun, SocketSettings, finish_all};
-pub use iface::{ResolvedInterface, resolve_interface, resolve_interfaces};
+pub use iface::{
+    ResolvedInterface, resolve_interface, resolve_interfaces, resolve_present_interfaces,
+};
 use reload::{Missing, apply_reload, check_interfaces};
 use stats::{FileStats, IfaceStats, Stats, View, render_metrics};
 use write_loop::{Ends, InterfaceChange, Reconfigure, WriterState, write_loop, writer_nap};
@@ -116,6 +118,10 @@ pub struct RunOptions {
     pub stop_after: Option<Duration>,
     /// `keep_files` counts the file being written, as dumpcap's `-b files:N` does.
     pub keep_files_include_current: bool,
+    /// An interface the host does not have at start is captured once it appears, instead of
+    /// failing the start (the daemon: at boot a NIC can come up after it). The one-shot capture
+    /// fails, as dumpcap does.
+    pub wait_for_missing_interfaces: bool,
 }
 
 /// "web01 (mac 52:54:00:12:34:56, vlan 100)"
@@ -193,8 +199,14 @@ fn warn_mirror_mode(interfaces: &[&InterfaceConfig]) {
 /// Runs the capture described by `config` until `control.shutdown` is set. `reload` reads the
 /// configuration again when `control.reload` is set (SIGHUP).
 pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Result<Summary> {
-    let RunOptions { reload, stream, stop_after_packets, stop_after, keep_files_include_current } =
-        opts;
+    let RunOptions {
+        reload,
+        stream,
+        stop_after_packets,
+        stop_after,
+        keep_files_include_current,
+        wait_for_missing_interfaces,
+    } = opts;
     let mut config = config;
     let missing = sys::missing_caps();
     if !missing.is_empty() {
@@ -202,7 +214,11 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
             missing.iter().map(|(cap, why)| format!("{cap} (to {why})")).collect();
         bail!("missing privileges: {}; run as root or grant these capabilities", list.join(", "));
     }
-    let ifaces = resolve_interfaces(&config)?;
+    let (ifaces, absent) = if wait_for_missing_interfaces {
+        resolve_present_interfaces(&config)?
+    } else {
+        (resolve_interfaces(&config)?, Vec::new())
+    };
     sys::raise_memlock_limit();
     let mut slots = Slots::default();
     let assigned = slots.assign(&config.targets)?;
@@ -210,11 +226,25 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
     let output = OutputOptions { stream, stop_after_packets, keep_files_include_current };
     let mut running = start(&config, ifaces, &tables, output, control)?;
     let started = Instant::now();
-    warn_mirror_mode(&config.interfaces.iter().collect::<Vec<_>>());
+    let present: Vec<&InterfaceConfig> =
+        config.interfaces.iter().filter(|i| !absent.contains(i)).collect();
+    warn_mirror_mode(&present);
 
     if let Ok(mut view) = running.stats.view.write() {
         *view = View::of(&config, &slots);
     }
+    // Waited for as the interfaces that vanish while running are (see `check_interfaces`).
+    for i in &absent {
+        log::error!(
+            "{}: no such interface on this host (yet); capturing the others, and it as soon as it \
+             appears (if it never does, check its name: `ip link`)",
+            i.name
+        );
+    }
+    running.missing = (absent.into_iter())
+        .map(|config| Missing { config, logged: Some(Instant::now()) })
+        .collect();
+    running.publish_missing();
     let mut metrics = Metrics::start(&config.metrics, &running.stats);
     let notifier = Notifier::from_env();
     notifier.ready(&running.stats.summary());

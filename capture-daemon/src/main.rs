@@ -124,7 +124,11 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let path = config.clone();
             let reload = Box::new(move || Config::load(&path).map_err(anyhow::Error::from));
-            let opts = daemon::RunOptions { reload: Some(reload), ..Default::default() };
+            let opts = daemon::RunOptions {
+                reload: Some(reload),
+                wait_for_missing_interfaces: true,
+                ..Default::default()
+            };
             let summary = daemon::run(cfg, &control, opts);
             watch_stop.raise();
             if let Some(w) = watcher {

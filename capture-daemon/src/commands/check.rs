@@ -5,7 +5,7 @@ use std::path::Path;
 
 use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
 use crate::config::{Config, FileGroup, Mode, OutputConfig};
-use crate::daemon::{ResolvedInterface, describe_target, resolve_interfaces};
+use crate::daemon::{ResolvedInterface, describe_target, resolve_interface};
 use crate::source::afxdp;
 use crate::sys::FsSpace;
 use crate::writer::rotate::{check_dir_path, check_future_dir_path, floor_bytes};
@@ -99,28 +99,49 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         }
     }
 
-    match resolve_interfaces(config) {
-        Ok(ifaces) => {
-            for i in &ifaces {
-                let driver = netdev::driver(&i.name).unwrap_or_else(|| "unknown".into());
-                let detail = match i.mode {
-                    Mode::Mirror => format!(
-                        "driver {driver}, {} RX queue(s), capturing queue(s) {:?}; {}",
-                        i.rx_queues,
-                        i.queues,
-                        i.mode.meaning()
-                    ),
-                    Mode::Tap => format!("driver {driver}; {}", i.mode.meaning()),
-                };
-                r.ok(&format!("interface {}", i.name), detail);
-                if i.mode == Mode::Mirror {
-                    let frames = mirror_frames(netdev::mtu(&i.name), sys::kernel_version());
-                    r.ok(&format!("interface {} frames", i.name), frames);
-                }
-                check_nic(&mut r, config, i, &driver);
+    for i in &config.interfaces {
+        let what = format!("interface {}", i.name);
+        match netdev::lookup(&i.name) {
+            // Not a problem for `run`: it starts without it and waits for it.
+            Ok(None) => {
+                r.warn(
+                    &what,
+                    "not on this host now; `run` starts without it and captures it as soon as it \
+                     appears (a NIC can come up late at boot); if it never should, check the name \
+                     (`ip link`)",
+                );
+                continue;
+            }
+            Ok(Some(_)) => {}
+            Err(e) => {
+                r.fail(&what, format!("cannot look it up: {e}"));
+                continue;
             }
         }
-        Err(e) => r.fail("interfaces", format!("{e:#}")),
+        let i = match resolve_interface(i) {
+            Ok(i) => i,
+            // The error names the interface.
+            Err(e) => {
+                r.fail("interface", format!("{e:#}"));
+                continue;
+            }
+        };
+        let driver = netdev::driver(&i.name).unwrap_or_else(|| "unknown".into());
+        let detail = match i.mode {
+            Mode::Mirror => format!(
+                "driver {driver}, {} RX queue(s), capturing queue(s) {:?}; {}",
+                i.rx_queues,
+                i.queues,
+                i.mode.meaning()
+            ),
+            Mode::Tap => format!("driver {driver}; {}", i.mode.meaning()),
+        };
+        r.ok(&what, detail);
+        if i.mode == Mode::Mirror {
+            let frames = mirror_frames(netdev::mtu(&i.name), sys::kernel_version());
+            r.ok(&format!("interface {} frames", i.name), frames);
+        }
+        check_nic(&mut r, config, &i, &driver);
     }
 
     let uses = |m| config.interfaces.iter().any(|i| i.mode == m);

@@ -226,6 +226,7 @@ pub fn run(args: &CaptureArgs, control: &Control) -> anyhow::Result<Summary> {
             stop_after_packets: plan.stop_after_packets,
             stop_after: plan.stop_after,
             keep_files_include_current: true,
+            wait_for_missing_interfaces: false,
         },
     )
 }

@@ -36,6 +36,22 @@ pub fn resolve_interfaces(config: &Config) -> anyhow::Result<Vec<ResolvedInterfa
     config.interfaces.iter().map(resolve_interface).collect()
 }
 
+/// Like [`resolve_interfaces`], but an interface that the host does not have (now) is returned
+/// apart instead of failing: a NIC can come up after the daemon at boot.
+pub fn resolve_present_interfaces(
+    config: &Config,
+) -> anyhow::Result<(Vec<ResolvedInterface>, Vec<InterfaceConfig>)> {
+    let mut present = Vec::new();
+    let mut absent = Vec::new();
+    for i in &config.interfaces {
+        match netdev::lookup(&i.name).with_context(|| format!("looking up interface {}", i.name))? {
+            Some(_) => present.push(resolve_interface(i)?),
+            None => absent.push(i.clone()),
+        }
+    }
+    Ok((present, absent))
+}
+
 /// Checks that the interface exists and has the queues asked for.
 pub fn resolve_interface(i: &InterfaceConfig) -> anyhow::Result<ResolvedInterface> {
     if i.mode == Mode::Tap {

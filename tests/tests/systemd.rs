@@ -320,9 +320,9 @@ fn remove_cgroup_tree(dir: &std::path::Path) {
     eprintln!("could not remove cgroup {}", dir.display());
 }
 
-/// The effective capabilities in a `/proc/PID/status` text.
-fn cap_eff(status: &str) -> u64 {
-    let hex = status.lines().find_map(|l| l.strip_prefix("CapEff:")).unwrap().trim();
+/// A capability set (`CapEff`, `CapBnd`, ...) in a `/proc/PID/status` text.
+fn caps(status: &str, set: &str) -> u64 {
+    let hex = status.lines().find_map(|l| l.strip_prefix(set)?.strip_prefix(':')).unwrap().trim();
     u64::from_str_radix(hex, 16).unwrap()
 }
 
@@ -344,9 +344,8 @@ fn the_shipped_unit_runs_the_daemon_under_its_sandbox() {
     // LimitMEMLOCK=infinity (instead of CAP_IPC_LOCK) needs a manager with CAP_SYS_RESOURCE;
     // where the test runs without it (some VMs), the UMEM can only be locked with
     // CAP_IPC_LOCK: granted by a drop-in, and said.
-    let status = std::fs::read_to_string("/proc/self/status").unwrap();
-    let bounding = status.lines().find_map(|l| l.strip_prefix("CapBnd:")).unwrap().trim();
-    let sys_resource = u64::from_str_radix(bounding, 16).unwrap() & (1 << 24) != 0;
+    let ours = std::fs::read_to_string("/proc/self/status").unwrap();
+    let sys_resource = caps(&ours, "CapBnd") & (1 << 24) != 0;
     let mut drop_ins = Vec::new();
     if !sys_resource {
         eprintln!("note: no CAP_SYS_RESOURCE here: CAP_IPC_LOCK stands in for LimitMEMLOCK");
@@ -374,7 +373,7 @@ fn the_shipped_unit_runs_the_daemon_under_its_sandbox() {
     if !sys_resource {
         want |= 1 << ipc_lock;
     }
-    assert_eq!(cap_eff(&status), want, "{status}");
+    assert_eq!(caps(&status, "CapEff"), want, "{status}");
     let (_, dev) = sd.run(&["nsenter", "-t", &main, "-m", "ls", "/dev"]);
     assert!(dev.contains("null") && !dev.contains("kmsg"), "{dev}");
 

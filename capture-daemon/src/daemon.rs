@@ -104,24 +104,34 @@ pub struct Summary {
     pub interfaces: Vec<(String, u64, u64)>,
 }
 
-/// How a run is driven besides its config: by the daemon (reloads) or by the one-shot
-/// `capture` command (a stream output, stop conditions).
-#[derive(Default)]
-pub struct RunOptions {
-    /// Reads the configuration again on SIGHUP.
-    pub reload: Option<Box<dyn Fn() -> anyhow::Result<Config>>>,
-    /// Write one pcapng stream here instead of rotating files.
-    pub stream: Option<Box<dyn std::io::Write + Send>>,
+/// What a run is for. The service and the one-shot `capture` share the data path but start,
+/// write and end differently: each is a variant here, not a set of optional knobs.
+pub enum Job {
+    /// `run`: rotating files as `[output]` says; `reload` reads the configuration again on
+    /// SIGHUP; an interface the host does not have yet is waited for (at boot a NIC can come up
+    /// after the service); runs until stopped.
+    Service { reload: Box<dyn Fn() -> anyhow::Result<Config>> },
+    /// `capture`: a dumpcap-style capture that ends; its interfaces must exist.
+    OneShot(OneShot),
+}
+
+/// How a one-shot capture writes and ends.
+pub struct OneShot {
+    pub output: OneShotOutput,
     /// Stop after writing this many frames.
     pub stop_after_packets: Option<u64>,
     /// Stop after this long.
     pub stop_after: Option<Duration>,
-    /// `keep_files` counts the file being written, as dumpcap's `-b files:N` does.
-    pub keep_files_include_current: bool,
-    /// An interface the host does not have at start is captured once it appears, instead of
-    /// failing the start (the daemon: at boot a NIC can come up after it). The one-shot capture
-    /// fails, as dumpcap does.
-    pub wait_for_missing_interfaces: bool,
+}
+
+/// Where a one-shot capture writes.
+pub enum OneShotOutput {
+    /// One pcapng stream (`-w FILE`, `-w -`): its interfaces cannot change, so it ends if one
+    /// goes.
+    Stream(Box<dyn std::io::Write + Send>),
+    /// dumpcap's ring buffer (`-b`): rotating files as `[output]` says, with `keep_files`
+    /// counting the file being written, as `-b files:N` does.
+    Ring,
 }
 
 /// "web01 (mac 52:54:00:12:34:56, vlan 100)"
@@ -196,17 +206,28 @@ fn warn_mirror_mode(interfaces: &[&InterfaceConfig]) {
     }
 }
 
-/// Runs the capture described by `config` until `control.shutdown` is set. `reload` reads the
-/// configuration again when `control.reload` is set (SIGHUP).
-pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Result<Summary> {
-    let RunOptions {
-        reload,
-        stream,
-        stop_after_packets,
-        stop_after,
-        keep_files_include_current,
-        wait_for_missing_interfaces,
-    } = opts;
+/// Runs the capture described by `config` for `job` until `control.shutdown` is set (or the
+/// one-shot capture's end).
+pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summary> {
+    let (reload, wait_for_missing_interfaces, output, stop_after) = match job {
+        Job::Service { reload } => {
+            let output = OutputOptions {
+                stream: None,
+                stop_after_packets: None,
+                keep_files_include_current: false,
+            };
+            (Some(reload), true, output, None)
+        }
+        Job::OneShot(OneShot { output, stop_after_packets, stop_after }) => {
+            let stream = match output {
+                OneShotOutput::Stream(out) => Some(out),
+                OneShotOutput::Ring => None,
+            };
+            let output =
+                OutputOptions { stream, stop_after_packets, keep_files_include_current: true };
+            (None, false, output, stop_after)
+        }
+    };
     let mut config = config;
     let missing = sys::missing_caps();
     if !missing.is_empty() {
@@ -223,7 +244,6 @@ pub fn run(config: Config, control: &Control, opts: RunOptions) -> anyhow::Resul
     let mut slots = Slots::default();
     let assigned = slots.assign(&config.targets)?;
     let tables = TargetTables::build(&config.capture, &config.targets, &assigned)?;
-    let output = OutputOptions { stream, stop_after_packets, keep_files_include_current };
     let mut running = start(&config, ifaces, &tables, output, control)?;
     let started = Instant::now();
     let present: Vec<&InterfaceConfig> =
@@ -359,7 +379,7 @@ impl Metrics {
     }
 }
 
-/// The parts of [`RunOptions`] that shape the output.
+/// The parts of a [`Job`] that shape the output.
 struct OutputOptions {
     stream: Option<Box<dyn std::io::Write + Send>>,
     stop_after_packets: Option<u64>,

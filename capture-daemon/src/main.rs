@@ -124,12 +124,7 @@ fn run(cli: Cli) -> anyhow::Result<ExitCode> {
             };
             let path = config.clone();
             let reload = Box::new(move || Config::load(&path).map_err(anyhow::Error::from));
-            let opts = daemon::RunOptions {
-                reload: Some(reload),
-                wait_for_missing_interfaces: true,
-                ..Default::default()
-            };
-            let summary = daemon::run(cfg, &control, opts);
+            let summary = daemon::run(cfg, &control, daemon::Job::Service { reload });
             watch_stop.raise();
             if let Some(w) = watcher {
                 let _ = w.join();

@@ -11,7 +11,7 @@ use crate::config::{
     CaptureConfig, Config, InterfaceConfig, MetricsConfig, Mode, OutputConfig, Queues,
     TargetConfig, XdpMode, ZeroCopy, check_mac,
 };
-use crate::daemon::{self, Control, RunOptions, Summary};
+use crate::daemon::{self, Control, Job, OneShot, OneShotOutput, Summary};
 
 /// Flags of `capture-daemon capture`, named as in dumpcap where dumpcap has them.
 #[derive(clap::Args, Debug, Clone, Default)]
@@ -212,22 +212,21 @@ impl CaptureArgs {
 /// Runs the capture; `control` is wired to SIGINT/SIGTERM by the caller.
 pub fn run(args: &CaptureArgs, control: &Control) -> anyhow::Result<Summary> {
     let plan = args.plan()?;
-    let stream: Option<Box<dyn std::io::Write + Send>> = match &plan.output {
-        Target::Stdout => Some(Box::new(std::io::stdout())),
-        Target::File(path) => Some(Box::new(crate::writer::stream::create_file(path)?)),
-        Target::Ring => None,
+    let output = match &plan.output {
+        Target::Stdout => OneShotOutput::Stream(Box::new(std::io::stdout())),
+        Target::File(path) => {
+            OneShotOutput::Stream(Box::new(crate::writer::stream::create_file(path)?))
+        }
+        Target::Ring => OneShotOutput::Ring,
     };
     daemon::run(
         plan.config,
         control,
-        RunOptions {
-            reload: None,
-            stream,
+        Job::OneShot(OneShot {
+            output,
             stop_after_packets: plan.stop_after_packets,
             stop_after: plan.stop_after,
-            keep_files_include_current: true,
-            wait_for_missing_interfaces: false,
-        },
+        }),
     )
 }
 

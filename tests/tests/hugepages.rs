@@ -61,6 +61,9 @@ fn hugetlb_kb(pid: u32) -> u64 {
 /// every UMEM twice over, checks it captured, that the daemon held `held_kb` of reserved huge
 /// pages while it ran, and that the pool had as many free pages after it as before.
 fn capture_with(capture: &str, held_kb: u64) {
+    // The pool is the host's: the two tests of this file would otherwise count each other's.
+    static POOL: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _one_at_a_time = POOL.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
     let _pool = Pool::grow(2 * PAGES_USED);
     let lab = Lab::new(QUEUES);
     let config =

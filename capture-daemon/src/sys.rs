@@ -68,10 +68,28 @@ pub fn fs_space(path: &std::path::Path) -> Option<FsSpace> {
     if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
         return None;
     }
-    Some(FsSpace {
-        free: st.f_bavail.saturating_mul(st.f_frsize),
-        total: st.f_blocks.saturating_mul(st.f_frsize),
-    })
+    Some(FsSpace::of(&st))
+}
+
+/// fstatvfs(3) of the file system holding `fd` (the output directory, held open); `None` if
+/// that fails.
+pub fn fd_space(fd: std::os::fd::BorrowedFd<'_>) -> Option<FsSpace> {
+    use std::os::fd::AsRawFd as _;
+    // SAFETY: fstatvfs with a valid fd and an out-struct it fills.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    if unsafe { libc::fstatvfs(fd.as_raw_fd(), &mut st) } != 0 {
+        return None;
+    }
+    Some(FsSpace::of(&st))
+}
+
+impl FsSpace {
+    fn of(st: &libc::statvfs) -> FsSpace {
+        FsSpace {
+            free: st.f_bavail.saturating_mul(st.f_frsize),
+            total: st.f_blocks.saturating_mul(st.f_frsize),
+        }
+    }
 }
 
 pub fn hostname() -> String {

@@ -8,6 +8,9 @@
 //! next one. Progressive writeback (`RotatingWriter::flush` starts writing each few MiB behind
 //! the write position) keeps that fsync short as well.
 //!
+//! Each job carries the output directory it belongs to, held open ([`OutDir`]): the rename,
+//! the directory's fsync and the deletions happen in it, whatever has become of its name.
+//!
 //! The semantics on disk are unchanged: a name without `.part` is only ever a whole, synced
 //! file, and a `.part` file left by a crash is recovered at the next start. Errors are counted
 //! with the writer's (see [`Finisher::counters`]) and logged at most every 10 s. Stopping waits
@@ -24,7 +27,8 @@ use std::time::{Duration, Instant};
 
 use log::{info, warn};
 
-use super::rotate::{Policy, delete_oldest, rename_noreplace, space_and_floor, sync_dir};
+use super::dir::OutDir;
+use super::rotate::{Policy, delete_oldest, space_and_floor, sync_dir};
 
 /// Files waiting for the finisher before the writer waits for it in turn (a disk that far
 /// behind loses frames either way).
@@ -36,14 +40,20 @@ const ERROR_LOG_INTERVAL: Duration = Duration::from_secs(10);
 pub(super) struct Written {
     /// Open and locked until it has its final name.
     pub(super) file: File,
+    /// The directory it is in.
+    pub(super) dir: Arc<OutDir>,
+    pub(super) part_name: String,
+    pub(super) final_name: String,
+    /// For messages.
     pub(super) part_path: PathBuf,
-    pub(super) final_path: PathBuf,
     pub(super) packets: u64,
     pub(super) bytes: u64,
 }
 
 /// What retention keeps, as the writer's settings were when the job was queued.
 pub(super) struct Retention {
+    /// The directory it applies to.
+    pub(super) dir: Arc<OutDir>,
     pub(super) policy: Policy,
     /// `policy.keep_files`, less the place of a file being written where that counts.
     pub(super) keep_files: u64,
@@ -222,41 +232,44 @@ fn done(shared: &Shared) {
 fn run(job: Job, shared: &Shared, log: &mut Limiter) {
     let retention = match job {
         Job::Finish(file, retention) => {
-            let finished = finish(file, &retention.policy.directory, shared, log);
+            let finished = finish(file, shared, log);
             *shared.last.lock().unwrap_or_else(PoisonError::into_inner) = finished;
             retention
         }
         Job::Retention(retention) => retention,
     };
-    let need_free = space_and_floor(&retention.policy).map_or(0, |(_, floor)| floor);
-    let pruned = delete_oldest(&retention.policy, retention.keep_files, need_free, None);
+    let (dir, policy) = (&*retention.dir, &retention.policy);
+    let need_free = space_and_floor(dir, policy).map_or(0, |(_, floor)| floor);
+    let pruned = delete_oldest(dir, policy, retention.keep_files, need_free, None);
     shared.files_deleted.fetch_add(pruned.deleted, Relaxed);
     if let Some(bytes) = pruned.retained_bytes {
         shared.retained_bytes.store(bytes, Relaxed);
     }
     if let Some(err) = pruned.error {
-        let dir = &retention.policy.directory;
-        log.report(shared, "cannot list capture directory", dir, &err);
+        log.report(shared, "cannot list capture directory", dir.path(), &err);
     }
 }
 
 /// fsync, rename to the final name, fsync of the directory. Returns the final name if the file
 /// got it.
-fn finish(w: Written, dir: &Path, shared: &Shared, log: &mut Limiter) -> Option<PathBuf> {
+fn finish(w: Written, shared: &Shared, log: &mut Limiter) -> Option<PathBuf> {
     #[cfg(test)]
     shared.synced_on.lock().unwrap().push(std::thread::current().id());
     if let Err(err) = w.file.sync_all() {
         log.report(shared, "cannot fsync capture file", &w.part_path, &err);
     }
-    if let Err(err) = rename_noreplace(&w.part_path, &w.final_path) {
+    if let Err(err) = w.dir.rename_noreplace(&w.part_name, &w.final_name) {
         // Left as `.part`: the next start recovers it.
         log.report(shared, "cannot rename capture file", &w.part_path, &err);
         return None;
     }
-    sync_dir(dir);
+    sync_dir(&w.dir);
     shared.files_closed.fetch_add(1, Relaxed);
-    info!("finished {} ({} packets, {} bytes)", w.final_path.display(), w.packets, w.bytes);
-    Some(w.final_path)
+    let final_path = w.dir.join(&w.final_name);
+    info!("finished {} ({} packets, {} bytes)", final_path.display(), w.packets, w.bytes);
+    // Closed, and so unlocked, once it has its final name.
+    drop(w);
+    Some(final_path)
 }
 
 /// Counts I/O errors and logs them at most once per [`ERROR_LOG_INTERVAL`].

@@ -7,6 +7,7 @@
 //! wall-clock time as it writes ([`clock`]).
 
 pub mod clock;
+mod dir;
 mod finish;
 pub mod merge;
 pub mod pcapng;

@@ -18,23 +18,25 @@
 //! Finishing a file (fsync, rename, retention) happens on a thread of its own ([`super::finish`]);
 //! while a file is written, its data is sent to disk every [`WRITEBACK_BYTES`] so that the final
 //! fsync finds little left to do.
+//!
+//! The output directory is opened once, checked (OpenSSH's strict modes, of its path and of the
+//! directory held) and every file operation goes through that fd ([`super::dir`]): a directory
+//! renamed away and replaced after the checks is not followed.
 
-use std::ffi::CString;
 use std::fmt;
-use std::fs::{self, File, OpenOptions, TryLockError};
+use std::fs::{self, File, TryLockError};
 use std::io;
 use std::os::fd::{AsFd as _, AsRawFd as _};
-use std::os::unix::ffi::OsStrExt as _;
-use std::os::unix::fs::{
-    DirBuilderExt as _, FileExt as _, MetadataExt as _, OpenOptionsExt as _, PermissionsExt as _,
-};
+use std::os::unix::fs::{DirBuilderExt as _, FileExt as _, MetadataExt as _};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use log::{info, warn};
 
 use crate::config::FileGroup;
 
 use super::clock::Now;
+use super::dir::OutDir;
 use super::finish::{Finisher, Retention, Written};
 use super::pcapng::{
     InterfaceInfo, InterfaceStats, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb,
@@ -119,6 +121,15 @@ pub enum WriterError {
         #[source]
         source: io::Error,
     },
+    /// The directory (made or found) could not be opened.
+    #[error("cannot open capture directory {}", path.display())]
+    OpenDir {
+        /// The directory.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: io::Error,
+    },
     /// The directory could not be listed (to continue the sequence, recover `.part` files).
     #[error("cannot list capture directory {}", path.display())]
     ReadDir {
@@ -191,8 +202,12 @@ pub enum WriterError {
 /// The file being written.
 struct OpenFile {
     file: File,
+    /// The directory it is in (the writer's may change at a reload before it is finished).
+    dir: Arc<OutDir>,
+    part_name: String,
+    final_name: String,
+    /// Its `.part` path, for messages and [`RotatingWriter::current_path`].
     part_path: PathBuf,
-    final_path: PathBuf,
     opened_ns: u64,
     /// Bytes encoded for this file that have left the buffer, written or lost. With the buffer's
     /// length: every byte encoded for the file (drives size rotation).
@@ -222,6 +237,8 @@ struct Faults {
 /// Writes packets into a rotating series of pcapng files (see the module docs).
 pub struct RotatingWriter {
     policy: Policy,
+    /// `policy.directory`, held open: every file is made, renamed and deleted in it.
+    dir: Arc<OutDir>,
     /// A new policy and interface descriptions from a config reload, applied when the next
     /// file starts.
     pending: Option<(Policy, Vec<InterfaceInfo>)>,
@@ -290,12 +307,12 @@ impl RotatingWriter {
         now: Now,
     ) -> Result<Self, WriterError> {
         let now_ns = now.mono_ns;
-        prepare_output(&policy)?;
-        let dir = &policy.directory;
-        let entries = scan(dir, &policy.prefix)
-            .map_err(|source| WriterError::ReadDir { path: dir.clone(), source })?;
+        check_prefix(&policy.prefix)?;
+        let dir = open_dir(&policy.directory, policy.group.as_ref())?;
+        let entries = scan(&dir, &policy.prefix)
+            .map_err(|source| WriterError::ReadDir { path: policy.directory.clone(), source })?;
         for entry in entries.iter().filter(|e| e.part) {
-            recover_part(&entry.path);
+            recover_part(&dir, &entry.name);
         }
         let next_seq = entries.iter().map(|e| e.seq).max().map_or(1, |max| max.saturating_add(1));
 
@@ -303,6 +320,7 @@ impl RotatingWriter {
         let finisher = Finisher::start().map_err(WriterError::Finisher)?;
         let mut writer = Self {
             policy,
+            dir: Arc::new(dir),
             pending: None,
             section,
             interface_count: u32::try_from(interfaces.len()).unwrap_or(u32::MAX),
@@ -586,12 +604,14 @@ impl RotatingWriter {
             || policy.group != self.policy.group
         {
             let dir = &policy.directory;
-            let prepared = prepare_dir(dir, policy.group.as_ref())
-                .map_err(|e| io::Error::other(e.to_string()));
-            match prepared.and_then(|()| scan(dir, &policy.prefix)) {
-                Ok(entries) => {
+            let opened = open_dir(dir, policy.group.as_ref())
+                .map_err(|e| io::Error::other(e.to_string()))
+                .and_then(|held| Ok((scan(&held, &policy.prefix)?, held)));
+            match opened {
+                Ok((entries, held)) => {
                     self.next_seq =
                         entries.iter().map(|e| e.seq).max().map_or(1, |m| m.saturating_add(1));
+                    self.dir = Arc::new(held);
                 }
                 Err(err) => {
                     self.report_io_error("cannot use the new output directory", dir, &err);
@@ -622,20 +642,20 @@ impl RotatingWriter {
         self.buf.clear();
         let stamp = utc_stamp(now_ns.saturating_add_signed(self.wall_offset_ns));
         let mut attempts = 0;
-        let (file, part_path, final_path) = loop {
+        let (file, part_name, final_name) = loop {
             let seq = self.next_seq;
             let base = format!("{}_{seq:05}_{stamp}", self.policy.prefix);
-            let final_path = self.policy.directory.join(format!("{base}{FINAL_SUFFIX}"));
-            let part_path = self.policy.directory.join(format!("{base}{PART_SUFFIX}"));
-            let result = if final_path.symlink_metadata().is_ok() {
+            let final_name = format!("{base}{FINAL_SUFFIX}");
+            let part_name = format!("{base}{PART_SUFFIX}");
+            let result = if self.dir.exists(&final_name) {
                 Err(io::ErrorKind::AlreadyExists.into())
             } else {
-                self.create_new(&part_path)
+                self.create_new(&part_name)
             };
             match result {
                 Ok(file) => {
                     self.next_seq = seq.saturating_add(1);
-                    break (file, part_path, final_path);
+                    break (file, part_name, final_name);
                 }
                 Err(e)
                     if e.kind() == io::ErrorKind::AlreadyExists && attempts < MAX_NAME_ATTEMPTS =>
@@ -644,9 +664,10 @@ impl RotatingWriter {
                     attempts += 1;
                     self.next_seq = seq.saturating_add(1);
                 }
-                Err(err) => return Err((part_path, err)),
+                Err(err) => return Err((self.dir.join(&part_name), err)),
             }
         };
+        let part_path = self.dir.join(&part_name);
         // Tells recover_part() in another writer on this directory that the file is live.
         // Best effort: some filesystems cannot lock, and the name is ours anyway.
         if let Err(TryLockError::Error(e)) = file.try_lock() {
@@ -660,8 +681,10 @@ impl RotatingWriter {
         self.buf.extend_from_slice(&self.header);
         self.file = Some(OpenFile {
             file,
+            dir: Arc::clone(&self.dir),
+            part_name,
+            final_name,
             part_path,
-            final_path,
             opened_ns: now_ns,
             done_bytes: 0,
             done_packets: 0,
@@ -675,26 +698,22 @@ impl RotatingWriter {
         Ok(())
     }
 
-    fn create_new(&mut self, path: &Path) -> io::Result<File> {
+    fn create_new(&mut self, name: &str) -> io::Result<File> {
         #[cfg(test)]
         if self.faults.fail_creates > 0 {
             self.faults.fail_creates -= 1;
             return Err(io::Error::from_raw_os_error(libc::ENOSPC));
         }
-        // O_EXCL (create_new): never overwrite; O_NOFOLLOW: never write through a symlink
-        // someone planted under our name. 0640: readable by the service's group only.
-        let file = OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .mode(FILE_MODE)
-            .custom_flags(libc::O_NOFOLLOW)
-            .open(path)?;
+        // O_EXCL: never overwrite; O_NOFOLLOW: never write through a symlink someone planted
+        // under our name. 0640: readable by the service's group only.
+        let file = self.dir.create_new(name, FILE_MODE)?;
         if let Some(group) = &self.policy.group
             && let Err(err) = crate::sys::fchown_group(file.as_fd(), group.gid)
         {
             // The directory was given to the group, so this should not happen; the frames
             // matter more than the file's group.
-            self.report_io_error("cannot give the capture file to its group", path, &err);
+            let path = self.dir.join(name);
+            self.report_io_error("cannot give the capture file to its group", &path, &err);
         }
         Ok(file)
     }
@@ -795,14 +814,16 @@ impl RotatingWriter {
         if file.disk_len == 0 {
             // Not even the header was ever written: an empty file is no pcapng, drop it.
             warn!("removing {}: nothing could be written to it", file.part_path.display());
-            let _ = fs::remove_file(&file.part_path);
+            let _ = file.dir.remove(&file.part_name);
             self.finisher.retain(retention);
             return false;
         }
         let written = Written {
             file: file.file,
+            dir: file.dir,
+            part_name: file.part_name,
+            final_name: file.final_name,
             part_path: file.part_path,
-            final_path: file.final_path,
             packets: file.done_packets,
             bytes: file.disk_len,
         };
@@ -817,12 +838,12 @@ impl RotatingWriter {
             // A file is being written, or about to be: it takes one of the places.
             keep_files -= 1;
         }
-        Retention { policy: self.policy.clone(), keep_files }
+        Retention { dir: Arc::clone(&self.dir), policy: self.policy.clone(), keep_files }
     }
 
     /// The output file system's space and the floor to keep free on it (see [`space_and_floor`]).
     fn space_and_floor(&self) -> Option<(crate::sys::FsSpace, u64)> {
-        space_and_floor(&self.policy)
+        space_and_floor(&self.dir, &self.policy)
     }
 
     /// Makes room for writing `len` bytes above the free-space floor, deleting the oldest
@@ -834,7 +855,7 @@ impl RotatingWriter {
             return Ok(());
         }
         self.delete_oldest(floor.saturating_add(len));
-        match crate::sys::fs_space(&self.policy.directory) {
+        match self.dir.space() {
             Some(space) if space.free < floor.saturating_add(len) => Err(io::Error::new(
                 io::ErrorKind::StorageFull,
                 format!(
@@ -856,14 +877,18 @@ impl RotatingWriter {
     /// Deletes the oldest finished files now, on the writer thread (see [`delete_oldest`]).
     fn delete_oldest(&mut self, need_free: u64) {
         let keep_files = self.retention().keep_files;
-        let current = self.file.as_ref().map(|f| f.final_path.clone());
-        let pruned = delete_oldest(&self.policy, keep_files, need_free, current.as_deref());
+        let current = self
+            .file
+            .as_ref()
+            .filter(|f| Arc::ptr_eq(&f.dir, &self.dir))
+            .map(|f| f.final_name.as_str());
+        let pruned = delete_oldest(&self.dir, &self.policy, keep_files, need_free, current);
         self.counters.files_deleted += pruned.deleted;
         if let Some(bytes) = pruned.retained_bytes {
             self.finisher.set_retained_bytes(bytes);
         }
         if let Some(err) = pruned.error {
-            let dir = self.policy.directory.clone();
+            let dir = self.dir.path().to_path_buf();
             self.report_io_error("cannot list capture directory", &dir, &err);
         }
     }
@@ -910,21 +935,22 @@ pub(super) struct Pruned {
     pub(super) error: Option<io::Error>,
 }
 
-/// Deletes the oldest finished files of `policy`'s prefix while there are more than
+/// Deletes the oldest finished files of `policy`'s prefix in `dir` while there are more than
 /// `keep_files`, they hold more than `policy.keep_bytes`, or less than `need_free` bytes are
 /// free. `current` is the final name of the file being written, never deleted.
 pub(super) fn delete_oldest(
+    dir: &OutDir,
     policy: &Policy,
     keep_files: u64,
     need_free: u64,
-    current: Option<&Path>,
+    current: Option<&str>,
 ) -> Pruned {
     let keep_bytes = policy.keep_bytes;
     let mut pruned = Pruned::default();
     if keep_files == 0 && keep_bytes == 0 && need_free == 0 {
         return pruned;
     }
-    let entries = match scan(&policy.directory, &policy.prefix) {
+    let entries = match scan(dir, &policy.prefix) {
         Ok(entries) => entries,
         Err(err) => {
             pruned.error = Some(err);
@@ -935,20 +961,20 @@ pub(super) fn delete_oldest(
         .into_iter()
         .filter(|e| !e.part)
         .filter_map(|e| {
-            let meta = e.path.symlink_metadata().ok()?;
-            meta.is_file().then_some((e, meta.len()))
+            // Regular files only: a symlink under our name is not ours to count or delete.
+            let len = dir.file_len(&e.name).ok()??;
+            Some((e, len))
         })
         .collect();
-    finished.sort_by(|(a, _), (b, _)| (a.seq, &a.path).cmp(&(b.seq, &b.path)));
+    finished.sort_by(|(a, _), (b, _)| (a.seq, &a.name).cmp(&(b.seq, &b.name)));
     let mut count = finished.len() as u64;
     let mut total: u64 = finished.iter().map(|(_, size)| size).sum();
     // The newest finished file is kept against keep_files and keep_bytes: limits smaller
     // than one file (keep_bytes below rotate_bytes) keep one file, not none. The floor
     // protects the host, so it may take the newest too.
-    let newest = finished.last().map(|(e, _)| e.path.clone());
-    let dir = &policy.directory;
+    let newest = finished.last().map(|(e, _)| e.name.clone());
     let short_of_space =
-        || need_free != 0 && crate::sys::free_bytes(dir).is_some_and(|f| f < need_free);
+        || need_free != 0 && dir.space().is_some_and(|space| space.free < need_free);
     for (entry, size) in finished {
         let short = short_of_space();
         if !((keep_files != 0 && count > keep_files)
@@ -957,23 +983,21 @@ pub(super) fn delete_oldest(
         {
             break;
         }
-        if current == Some(entry.path.as_path()) {
+        if current == Some(entry.name.as_str()) {
             continue;
         }
-        if newest.as_ref() == Some(&entry.path) && !short {
+        if newest.as_ref() == Some(&entry.name) && !short {
             break;
         }
-        match fs::remove_file(&entry.path) {
+        let path = dir.join(&entry.name);
+        match dir.remove(&entry.name) {
             Ok(()) => {
-                info!(
-                    "deleted {} ({size} bytes) to keep within retention limits",
-                    entry.path.display()
-                );
+                info!("deleted {} ({size} bytes) to keep within retention limits", path.display());
                 pruned.deleted += 1;
             }
             Err(err) if err.kind() == io::ErrorKind::NotFound => {}
             // Counted as gone anyway: one undeletable file must not make us delete the rest.
-            Err(err) => warn!("cannot delete {}: {err}", entry.path.display()),
+            Err(err) => warn!("cannot delete {}: {err}", path.display()),
         }
         count -= 1;
         total -= size;
@@ -985,11 +1009,11 @@ pub(super) fn delete_oldest(
 /// The output file system's space and the floor to keep free on it: the larger of
 /// `keep_free_bytes` and `keep_free_percent` of its size. `None` without a floor (or when
 /// statvfs fails: better to write than to guess).
-pub(super) fn space_and_floor(policy: &Policy) -> Option<(crate::sys::FsSpace, u64)> {
+pub(super) fn space_and_floor(dir: &OutDir, policy: &Policy) -> Option<(crate::sys::FsSpace, u64)> {
     if policy.keep_free_bytes == 0 && policy.keep_free_percent == 0 {
         return None;
     }
-    let space = crate::sys::fs_space(&policy.directory)?;
+    let space = dir.space()?;
     Some((space, floor_bytes(policy, space.total)))
 }
 
@@ -1008,7 +1032,8 @@ fn start_writeback(file: &File, offset: u64, len: u64) {
 struct Entry {
     seq: u64,
     part: bool,
-    path: PathBuf,
+    /// Its name in the directory.
+    name: String,
 }
 
 /// SHB + one IDB per interface: the start of every file.
@@ -1027,18 +1052,17 @@ pub fn floor_bytes(policy: &Policy, total: u64) -> u64 {
     policy.keep_free_bytes.max(u64::try_from(percent).unwrap_or(u64::MAX))
 }
 
-/// Creates the output directory (and parents) with mode 0750 if missing, and refuses one that
-/// everybody may write to.
-fn prepare_dir(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError> {
+/// Creates the output directory (and parents) with mode 0750 if missing, opens it, gives it to
+/// `group`, and checks the strict modes of its path and of the directory held (see
+/// [`check_dir_path`], [`check_held_dir`]).
+fn open_dir(dir: &Path, group: Option<&FileGroup>) -> Result<OutDir, WriterError> {
     fs::DirBuilder::new()
         .recursive(true)
         .mode(DIR_MODE)
         .create(dir)
         .map_err(|source| WriterError::CreateDir { path: dir.to_path_buf(), source })?;
-    let mode = fs::metadata(dir)
-        .map_err(|source| WriterError::CreateDir { path: dir.to_path_buf(), source })?
-        .permissions()
-        .mode();
+    let open_err = |source| WriterError::OpenDir { path: dir.to_path_buf(), source };
+    let held = OutDir::open(dir).map_err(open_err)?;
     if let Some(group) = group {
         // Checked here, at start-up and on reload, so that giving each file to the group
         // later cannot fail for want of permission. The directory could already have the
@@ -1048,14 +1072,14 @@ fn prepare_dir(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError>
             if !crate::sys::may_chown_to(group.gid) {
                 return Err(io::Error::from_raw_os_error(libc::EPERM));
             }
-            let d = File::open(dir)?;
-            crate::sys::fchown_group(d.as_fd(), group.gid)
+            crate::sys::fchown_group(held.as_fd(), group.gid)
         };
         give().map_err(|source| WriterError::Group {
             path: dir.to_path_buf(),
             group: group.name.clone(),
             source,
         })?;
+        let mode = held.stat().map_err(open_err)?.mode;
         if mode & 0o050 != 0o050 {
             warn!(
                 "{}: group {} cannot list it (mode {:o}); chmod g+rx to let it read the files",
@@ -1066,14 +1090,17 @@ fn prepare_dir(dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError>
         }
     }
     // After giving it to the group: the group it was given may write to it.
-    check_dir_path(dir, group)
+    check_dir_path(dir, group)?;
+    check_held_dir(&held, dir, group)?;
+    Ok(held)
 }
 
 /// Checks output settings before they are used (a config reload): the prefix, and that the
-/// directory exists or can be created, is not world-writable and can be given to the group.
+/// directory exists or can be created, can be opened and given to the group, and that no one
+/// but the service and root can change it.
 pub fn prepare_output(policy: &Policy) -> Result<(), WriterError> {
     check_prefix(&policy.prefix)?;
-    prepare_dir(&policy.directory, policy.group.as_ref())
+    open_dir(&policy.directory, policy.group.as_ref()).map(drop)
 }
 
 /// A prefix names files in the output directory only.
@@ -1114,18 +1141,45 @@ fn walk_dir_path(dir: &Path, start: &Path, group: Option<&FileGroup>) -> Result<
         let node = DirNode { uid: meta.uid(), gid: meta.gid(), mode: meta.mode() };
         let is_output = output_dir && path == real;
         let output_group = if is_output { group.map(|g| g.gid) } else { None };
-        if let Err(problem) = judge_dir(node, is_output, euid, output_group) {
-            if is_output && meta.mode() & 0o002 != 0 {
-                return Err(WriterError::WorldWritable {
-                    path: dir.to_path_buf(),
-                    mode: meta.mode() & 0o7777,
-                });
-            }
-            return Err(unsafe_path(format!("{} {problem}", path.display())));
-        }
+        judge_dir(node, is_output, euid, output_group)
+            .map_err(|problem| dir_error(dir, path, node, is_output, &problem))?;
         at = path.parent();
     }
     Ok(())
+}
+
+/// The strict-mode rule for the output directory applied to the directory `held` (its fd), so
+/// that the directory checked is the one written to: one swapped in for it while the path was
+/// checked is refused.
+fn check_held_dir(held: &OutDir, dir: &Path, group: Option<&FileGroup>) -> Result<(), WriterError> {
+    let unsafe_path = |problem: String| WriterError::UnsafePath { dir: dir.to_path_buf(), problem };
+    let st = held.stat().map_err(|e| unsafe_path(format!("cannot read it: {e}")))?;
+    // SAFETY: geteuid cannot fail.
+    let euid = unsafe { libc::geteuid() };
+    let node = DirNode { uid: st.uid, gid: st.gid, mode: st.mode };
+    judge_dir(node, true, euid, group.map(|g| g.gid))
+        .map_err(|problem| dir_error(dir, dir, node, true, &problem))?;
+    // The path checked above must still lead to the directory held, or its parents were not
+    // the ones checked.
+    let now = fs::metadata(dir).map_err(|e| unsafe_path(format!("cannot read it: {e}")))?;
+    if (now.dev(), now.ino()) != (st.dev, st.ino) {
+        return Err(unsafe_path(
+            "was replaced by another directory while it was being checked".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+/// The error for directory `path` on the way to output directory `dir`, which `judge_dir`
+/// refused for `problem`.
+fn dir_error(dir: &Path, path: &Path, node: DirNode, output: bool, problem: &str) -> WriterError {
+    if output && node.mode & 0o002 != 0 {
+        return WriterError::WorldWritable { path: dir.to_path_buf(), mode: node.mode & 0o7777 };
+    }
+    WriterError::UnsafePath {
+        dir: dir.to_path_buf(),
+        problem: format!("{} {problem}", path.display()),
+    }
 }
 
 /// Owner and permission bits of one directory on the output path.
@@ -1181,13 +1235,12 @@ pub(super) fn check_interface(interface_id: u32, count: u32) -> Result<(), Write
 }
 
 /// Files in `dir` named exactly `{prefix}_<digits>_<14 digits>.pcapng[.part]`.
-fn scan(dir: &Path, prefix: &str) -> io::Result<Vec<Entry>> {
+fn scan(dir: &OutDir, prefix: &str) -> io::Result<Vec<Entry>> {
     let mut entries = Vec::new();
-    for dirent in fs::read_dir(dir)? {
-        let dirent = dirent?;
-        let name = dirent.file_name();
-        let Some((seq, part)) = name.to_str().and_then(|n| parse_name(n, prefix)) else { continue };
-        entries.push(Entry { seq, part, path: dirent.path() });
+    for name in dir.list()? {
+        let Ok(name) = name.into_string() else { continue };
+        let Some((seq, part)) = parse_name(&name, prefix) else { continue };
+        entries.push(Entry { seq, part, name });
     }
     Ok(entries)
 }
@@ -1218,28 +1271,22 @@ fn utc_stamp(ns: u64) -> String {
 /// Makes a `.part` left by a crash a finished file: cuts it after its last whole block and
 /// renames it; removes it if not even the Section Header is whole. Files another live writer
 /// holds locked are left alone. Problems are logged, never fatal.
-fn recover_part(part: &Path) {
-    let Some(final_path) = part.to_str().and_then(|p| p.strip_suffix(".part")).map(PathBuf::from)
-    else {
-        return;
-    };
+fn recover_part(dir: &OutDir, part_name: &str) {
+    let Some(final_name) = part_name.strip_suffix(".part") else { return };
+    let (part, final_path) = (dir.join(part_name), dir.join(final_name));
     // O_NOFOLLOW: a symlink planted under a capture file's name is left alone, not "recovered"
     // by truncating whatever it points to.
-    let file =
-        match OpenOptions::new().read(true).write(true).custom_flags(libc::O_NOFOLLOW).open(part) {
-            Ok(file) => file,
-            Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
-                warn!("{} is a symbolic link, not a capture file; left alone", part.display());
-                return;
-            }
-            Err(err) => {
-                warn!(
-                    "cannot open unfinished capture file {} to recover it: {err}",
-                    part.display()
-                );
-                return;
-            }
-        };
+    let file = match dir.open_rw(part_name) {
+        Ok(file) => file,
+        Err(err) if err.raw_os_error() == Some(libc::ELOOP) => {
+            warn!("{} is a symbolic link, not a capture file; left alone", part.display());
+            return;
+        }
+        Err(err) => {
+            warn!("cannot open unfinished capture file {} to recover it: {err}", part.display());
+            return;
+        }
+    };
     match file.try_lock() {
         Ok(()) => {}
         Err(TryLockError::WouldBlock) => {
@@ -1289,11 +1336,11 @@ fn recover_part(part: &Path) {
                 "removing unfinished capture file {}: not even a whole section header in it",
                 part.display()
             );
-            if let Err(err) = fs::remove_file(part) {
+            if let Err(err) = dir.remove(part_name) {
                 warn!("cannot remove {}: {err}", part.display());
             }
         }
-        Ok(Some(cut)) => match rename_noreplace(part, &final_path) {
+        Ok(Some(cut)) => match dir.rename_noreplace(part_name, final_name) {
             Ok(()) => warn!(
                 "recovered unfinished capture file {}: cut {cut} trailing bytes, renamed to {}",
                 part.display(),
@@ -1309,41 +1356,10 @@ fn recover_part(part: &Path) {
     }
 }
 
-/// Renames `from` to `to`, failing with `AlreadyExists` rather than replacing `to`.
-pub(super) fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
-    let c_from = CString::new(from.as_os_str().as_bytes())?;
-    let c_to = CString::new(to.as_os_str().as_bytes())?;
-    // SAFETY: both are valid NUL-terminated strings that outlive the call.
-    let rc = unsafe {
-        libc::renameat2(
-            libc::AT_FDCWD,
-            c_from.as_ptr(),
-            libc::AT_FDCWD,
-            c_to.as_ptr(),
-            libc::RENAME_NOREPLACE,
-        )
-    };
-    if rc == 0 {
-        return Ok(());
-    }
-    let err = io::Error::last_os_error();
-    match err.raw_os_error() {
-        // Filesystem (or kernel) without RENAME_NOREPLACE: check, then rename. Racy, but the
-        // names are ours and created with O_EXCL.
-        Some(libc::EINVAL | libc::ENOSYS) => {
-            if to.symlink_metadata().is_ok() {
-                return Err(io::ErrorKind::AlreadyExists.into());
-            }
-            fs::rename(from, to)
-        }
-        _ => Err(err),
-    }
-}
-
 /// Makes a rename durable. Best effort: the data itself is already fsynced.
-pub(super) fn sync_dir(dir: &Path) {
-    if let Err(err) = File::open(dir).and_then(|d| d.sync_all()) {
-        warn!("cannot fsync directory {}: {err}", dir.display());
+pub(super) fn sync_dir(dir: &OutDir) {
+    if let Err(err) = dir.sync() {
+        warn!("cannot fsync directory {}: {err}", dir.path().display());
     }
 }
 
@@ -1363,7 +1379,9 @@ mod tests {
     use pcap_file::pcapng::blocks::opt_common::CommonOption;
     use pcap_file::pcapng::blocks::section_header::{SectionHeaderBlock, SectionHeaderOption};
     use pcap_file::pcapng::{Block, PcapNgReader};
-    use std::sync::Arc;
+    use std::fs::OpenOptions;
+    use std::os::unix::ffi::OsStrExt as _;
+    use std::os::unix::fs::PermissionsExt as _;
     use std::sync::atomic::{AtomicU64, Ordering};
     use std::time::Duration;
 
@@ -1521,10 +1539,11 @@ mod tests {
 
     /// Finished files of prefix "cap", by seq.
     fn finished(dir: &Path) -> Vec<PathBuf> {
+        let held = OutDir::open(dir).unwrap();
         let mut entries: Vec<Entry> =
-            scan(dir, "cap").unwrap().into_iter().filter(|e| !e.part).collect();
+            scan(&held, "cap").unwrap().into_iter().filter(|e| !e.part).collect();
         entries.sort_by_key(|e| e.seq);
-        entries.into_iter().map(|e| e.path).collect()
+        entries.into_iter().map(|e| dir.join(e.name)).collect()
     }
 
     fn seqs(dir: &Path) -> Vec<u64> {
@@ -2265,20 +2284,6 @@ mod tests {
     }
 
     #[test]
-    fn rename_noreplace_refuses_to_replace() {
-        let dir = tempfile::tempdir().unwrap();
-        let (a, b) = (dir.path().join("a"), dir.path().join("b"));
-        fs::write(&a, b"a").unwrap();
-        fs::write(&b, b"b").unwrap();
-        assert_eq!(rename_noreplace(&a, &b).unwrap_err().kind(), io::ErrorKind::AlreadyExists);
-        assert_eq!(fs::read(&b).unwrap(), b"b");
-        fs::remove_file(&b).unwrap();
-        rename_noreplace(&a, &b).unwrap();
-        assert_eq!(fs::read(&b).unwrap(), b"a");
-        assert!(!a.exists());
-    }
-
-    #[test]
     fn write_errors_drop_the_buffer_and_keep_the_file_valid() {
         let dir = tempfile::tempdir().unwrap();
         let mut w = open(policy(dir.path()), T0);
@@ -2772,6 +2777,69 @@ mod tests {
             judge_dir(node(0, 40, 0o40775), false, me, group).unwrap_err().ends_with("chmod g-w")
         );
         assert!(judge_dir(node(1000, 1000, 0o40755), false, me, None).is_err());
+    }
+
+    /// The output directory is renamed away while the writer runs, and a symlink to another
+    /// directory, or a new directory, takes its name: every file is still created, finished and
+    /// deleted in the directory the writer opened, and nothing happens under the new name.
+    #[test]
+    fn a_directory_swapped_under_the_writer_is_not_followed() {
+        for swap in ["symlink", "new directory"] {
+            let base = tempfile::tempdir().unwrap();
+            let out = base.path().join("out");
+            let held = base.path().join("out.old");
+            let elsewhere = base.path().join("elsewhere");
+            fs::create_dir(&elsewhere).unwrap();
+            let decoy = format!("cap_00001_{T0_STAMP}.pcapng");
+            fs::write(elsewhere.join(&decoy), b"decoy").unwrap();
+            let mut w = open(Policy { rotate_packets: 1, keep_files: 2, ..policy(&out) }, T0);
+            write(&mut w, 0);
+            w.wait_finished();
+            fs::rename(&out, &held).unwrap();
+            let planted = if swap == "symlink" {
+                std::os::unix::fs::symlink(&elsewhere, &out).unwrap();
+                elsewhere.clone()
+            } else {
+                fs::create_dir(&out).unwrap();
+                fs::write(out.join(&decoy), b"decoy").unwrap();
+                out.clone()
+            };
+            for i in 1..6 {
+                write(&mut w, i);
+            }
+            w.wait_finished();
+            assert_eq!(names(&planted), vec![decoy.clone()], "{swap}: nothing under the new name");
+            assert_eq!(w.counters().files_deleted, 4, "{swap}: files 1 to 4");
+            w.close(T0).unwrap();
+            assert_eq!(names(&planted), vec![decoy.clone()], "{swap}: nothing under the new name");
+            assert_eq!(fs::read(planted.join(&decoy)).unwrap(), b"decoy", "{swap}");
+            let kept: Vec<String> =
+                (6..=7).map(|seq| format!("cap_{seq:05}_{T0_STAMP}.pcapng")).collect();
+            assert_eq!(names(&held), kept, "{swap}: written, finished and pruned where opened");
+        }
+    }
+
+    /// The strict-mode rule is applied to the directory held, and the checked path must still
+    /// lead to it.
+    #[test]
+    fn the_directory_held_is_the_one_checked() {
+        let base = tempfile::tempdir().unwrap();
+        let out = base.path().join("out");
+        fs::create_dir(&out).unwrap();
+        let held = OutDir::open(&out).unwrap();
+        check_held_dir(&held, &out, None).unwrap();
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o777)).unwrap();
+        let err = check_held_dir(&held, &out, None).unwrap_err();
+        assert!(matches!(err, WriterError::WorldWritable { mode: 0o777, .. }), "{err}");
+        fs::set_permissions(&out, fs::Permissions::from_mode(0o750)).unwrap();
+        // Swapped for another directory between opening and checking.
+        fs::rename(&out, base.path().join("out.old")).unwrap();
+        fs::create_dir(&out).unwrap();
+        let err = check_held_dir(&held, &out, None).unwrap_err().to_string();
+        assert!(
+            err.ends_with("was replaced by another directory while it was being checked"),
+            "{err}"
+        );
     }
 
     #[test]

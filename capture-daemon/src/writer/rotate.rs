@@ -2450,6 +2450,25 @@ mod tests {
         assert!(err.to_string().contains(&locked.display().to_string()), "{err}");
     }
 
+    /// `command`'s output; `None` (the check skipped, and said) if its program is not
+    /// installed, except under `cargo xtask test`, where the Wireshark tools are required as
+    /// root is.
+    fn run_tool(command: &mut std::process::Command) -> Option<std::process::Output> {
+        let program = command.get_program().to_string_lossy().into_owned();
+        match command.output() {
+            Ok(output) => Some(output),
+            Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                assert!(
+                    std::env::var_os("CAPTURE_REQUIRE_ROOT").is_none(),
+                    "{program} is not installed (CAPTURE_REQUIRE_ROOT is set)"
+                );
+                println!("note: {program} not installed, skipping the check that uses it");
+                None
+            }
+            Err(e) => panic!("cannot run {program}: {e}"),
+        }
+    }
+
     #[test]
     fn capinfos_reads_our_files() {
         let dir = tempfile::tempdir().unwrap();
@@ -2458,17 +2477,10 @@ mod tests {
             write(&mut w, i);
         }
         let path = w.close(T0 + NS_PER_SEC).unwrap().unwrap();
-        let output = match std::process::Command::new("capinfos")
-            .args(["-M", "-c", "-t", "-I"])
-            .arg(&path)
-            .output()
-        {
-            Ok(output) => output,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                println!("note: capinfos not installed, skipping the Wireshark check");
-                return;
-            }
-            Err(e) => panic!("cannot run capinfos: {e}"),
+        let Some(output) = run_tool(
+            std::process::Command::new("capinfos").args(["-M", "-c", "-t", "-I"]).arg(&path),
+        ) else {
+            return;
         };
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -2489,24 +2501,15 @@ mod tests {
         w.write_packet(1, T0 + 2, &[0x22; 61], 61, DIRECTION_OUTBOUND).unwrap();
         w.write_packet(0, T0 + 3, &[0x33; 62], 62, 0).unwrap();
         let path = w.close(T0 + NS_PER_SEC).unwrap().unwrap();
-        let output = match std::process::Command::new("tshark")
-            .arg("-n")
-            .arg("-r")
-            .arg(&path)
-            .args(["-T", "fields", "-e", "frame.packet_flags_direction"])
-            .output()
-        {
-            Ok(output) => output,
-            Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                // Under `cargo xtask test` the Wireshark tools are required, as root is.
-                assert!(
-                    std::env::var_os("CAPTURE_REQUIRE_ROOT").is_none(),
-                    "tshark is not installed (CAPTURE_REQUIRE_ROOT is set)"
-                );
-                println!("note: tshark not installed, skipping the Wireshark direction check");
-                return;
-            }
-            Err(e) => panic!("cannot run tshark: {e}"),
+        let Some(output) =
+            run_tool(std::process::Command::new("tshark").arg("-n").arg("-r").arg(&path).args([
+                "-T",
+                "fields",
+                "-e",
+                "frame.packet_flags_direction",
+            ]))
+        else {
+            return;
         };
         let stdout = String::from_utf8_lossy(&output.stdout);
         let stderr = String::from_utf8_lossy(&output.stderr);
@@ -2665,17 +2668,10 @@ mod tests {
         w.close(T0).unwrap();
         let mut read = 0;
         for path in finished(dir.path()) {
-            let output = match std::process::Command::new("tcpdump")
-                .args(["--count", "-r"])
-                .arg(&path)
-                .output()
-            {
-                Ok(output) => output,
-                Err(e) if e.kind() == io::ErrorKind::NotFound => {
-                    println!("note: tcpdump not installed, skipping the libpcap check");
-                    return;
-                }
-                Err(e) => panic!("cannot run tcpdump: {e}"),
+            let Some(output) =
+                run_tool(std::process::Command::new("tcpdump").args(["--count", "-r"]).arg(&path))
+            else {
+                return;
             };
             let stderr = String::from_utf8_lossy(&output.stderr);
             assert!(output.status.success(), "tcpdump -r {}: {stderr}", path.display());

@@ -197,11 +197,7 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         }
     }
 
-    check_output(&mut r, &config.output.directory, config.output.group.as_ref());
-    match output_bound(&config.output, sys::fs_space(nearest_existing(&config.output.directory))) {
-        Ok(bound) => r.ok("retention", bound),
-        Err(unbounded) => r.warn("retention", unbounded),
-    }
+    check_output(&mut r, &config.output);
     if let Some(group) = &config.output.group {
         if sys::may_chown_to(group.gid) {
             r.ok("output group", format!("files go to group {} (gid {})", group.name, group.gid));
@@ -330,8 +326,24 @@ fn output_bound(output: &OutputConfig, space: Option<FsSpace>) -> Result<String,
         .into())
 }
 
-fn check_output(r: &mut Report, dir: &Path, group: Option<&FileGroup>) {
-    let existing = nearest_existing(dir);
+/// The output directory, then what bounds the output on its file system (read once for both).
+fn check_output(r: &mut Report, output: &OutputConfig) {
+    let existing = nearest_existing(&output.directory);
+    let space = sys::fs_space(existing);
+    check_output_dir(r, &output.directory, output.group.as_ref(), existing, space);
+    match output_bound(output, space) {
+        Ok(bound) => r.ok("retention", bound),
+        Err(unbounded) => r.warn("retention", unbounded),
+    }
+}
+
+fn check_output_dir(
+    r: &mut Report,
+    dir: &Path,
+    group: Option<&FileGroup>,
+    existing: &Path,
+    space: Option<FsSpace>,
+) {
     // What `run` refuses, with its words.
     let safe = if existing == dir {
         check_dir_path(dir, group)
@@ -354,8 +366,8 @@ fn check_output(r: &mut Report, dir: &Path, group: Option<&FileGroup>) {
         );
         return;
     }
-    let free = crate::sys::free_bytes(existing).map_or_else(String::new, |b| {
-        format!(", {:.1} GiB free", b as f64 / f64::from(1u32 << 30))
+    let free = space.map_or_else(String::new, |s| {
+        format!(", {:.1} GiB free", s.free as f64 / f64::from(1u32 << 30))
     });
     let what = if existing == dir { "writable" } else { "will be created" };
     r.ok("output", format!("{} {what}{free}", dir.display()));

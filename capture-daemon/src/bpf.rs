@@ -610,7 +610,7 @@ mod tests {
     }
 
     fn target(name: &str, mac: Option<[u8; 6]>, vlan: Option<u16>) -> TargetConfig {
-        TargetConfig { name: name.into(), mac, vlan }
+        TargetConfig { name: name.into(), mac, vlan, ..TargetConfig::default() }
     }
 
     #[test]

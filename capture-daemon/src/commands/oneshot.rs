@@ -149,15 +149,13 @@ impl CaptureArgs {
         // Each MAC on each VLAN; only MACs or only VLANs: each alone; neither: everything.
         let mut targets = Vec::new();
         match (macs.is_empty(), self.vlans.is_empty()) {
-            (true, true) => {
-                targets.push(TargetConfig { name: "all".into(), mac: None, vlan: None })
-            }
+            (true, true) => targets.push(TargetConfig::named("all")),
             (false, true) => {
                 for m in &macs {
                     targets.push(TargetConfig {
                         name: crate::config::format_mac(m),
                         mac: Some(*m),
-                        vlan: None,
+                        ..TargetConfig::default()
                     });
                 }
             }
@@ -167,6 +165,7 @@ impl CaptureArgs {
                         name: format!("vlan{v}"),
                         mac: None,
                         vlan: Some(*v),
+                        ..TargetConfig::default()
                     });
                 }
             }
@@ -174,7 +173,12 @@ impl CaptureArgs {
                 for m in &macs {
                     for v in &self.vlans {
                         let name = format!("{}@vlan{v}", crate::config::format_mac(m));
-                        targets.push(TargetConfig { name, mac: Some(*m), vlan: Some(*v) });
+                        targets.push(TargetConfig {
+                            name,
+                            mac: Some(*m),
+                            vlan: Some(*v),
+                            ..TargetConfig::default()
+                        });
                     }
                 }
             }
@@ -196,6 +200,7 @@ impl CaptureArgs {
             },
             output,
             metrics: MetricsConfig { enabled: false, ..MetricsConfig::default() },
+            libvirt: crate::config::LibvirtConfig::default(),
             interfaces: vec![InterfaceConfig {
                 name: self.interface.clone(),
                 mode: self.mode,

@@ -320,6 +320,56 @@ pub(super) fn check_vlan(v: i128) -> Result<u16, String> {
     }
 }
 
+pub(super) fn check_vni(v: i128) -> Result<u32, String> {
+    match u32::try_from(v) {
+        Ok(vni @ 1..=0xff_ffff) => Ok(vni),
+        _ => Err(format!("VNI {v} is out of range; use 1..=16777215 (24 bits, 0 is not a VNI)")),
+    }
+}
+
+/// libvirt domain names: anything but '/' and control characters (libvirt's own rule is looser
+/// per driver; these are the names that work everywhere).
+pub(super) fn check_vm_name(s: &str) -> Result<String, String> {
+    if s.is_empty() {
+        return Err("empty VM name; write the libvirt domain name, as `virsh list --all` shows it"
+            .to_owned());
+    }
+    if let Some(c) = s.chars().find(|c| *c == '/' || c.is_control()) {
+        return Err(format!(
+            "VM name \"{}\" contains {c:?}, which no libvirt domain name has",
+            s.escape_debug()
+        ));
+    }
+    Ok(s.to_owned())
+}
+
+pub(super) fn check_port(v: i128) -> Result<u16, String> {
+    match u16::try_from(v) {
+        Ok(p @ 1..) => Ok(p),
+        _ => Err(format!("UDP port {v} is out of range; use 1..=65535")),
+    }
+}
+
+pub(super) fn check_target_output(s: &str) -> Result<TargetOutput, String> {
+    match s {
+        "shared" => Ok(TargetOutput::Shared),
+        "own" => Ok(TargetOutput::Own),
+        _ => Err(format!(
+            "unknown output \"{s}\"; use \"shared\" (the one stream, the default) or \"own\" (the \
+             target's own files)"
+        )),
+    }
+}
+
+pub(super) fn check_libvirt_uri(s: &str) -> Result<String, String> {
+    if s.is_empty() || !s.contains(':') {
+        return Err(format!(
+            "\"{s}\" is not a libvirt URI; write e.g. \"qemu:///system\" (see `virsh uri`)"
+        ));
+    }
+    Ok(s.to_owned())
+}
+
 pub(super) fn check_queue(v: i128) -> Result<u32, String> {
     match u32::try_from(v) {
         Ok(q) if q < MAX_QUEUES => Ok(q),

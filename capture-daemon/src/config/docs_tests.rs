@@ -32,7 +32,10 @@ fn example_config_is_valid_and_shows_the_defaults() {
         c.interfaces,
         vec![InterfaceConfig { mode: Mode::Tap, ..mirror("br0") }, mirror("enp65s0f0")]
     );
-    assert_eq!(c.targets.len(), 2);
+    assert_eq!(c.libvirt, LibvirtConfig::default());
+    assert_eq!(c.targets.len(), 3);
+    assert_eq!(c.targets[0].output, TargetOutput::Shared);
+    assert_eq!((c.targets[1].vm.as_deref(), c.targets[1].vni), (Some("app07"), Some(5001)));
     assert_eq!(c.targets[0].mac.map(|m| format_mac(&m)).as_deref(), Some("52:54:00:12:34:56"));
     assert_eq!(c.targets[0].vlan, Some(100));
 }
@@ -71,6 +74,7 @@ fn parser_sections() -> BTreeMap<&'static str, BTreeSet<&'static str>> {
         ("capture", fields_of::<RawCapture>().iter().copied().collect()),
         ("output", fields_of::<RawOutput>().iter().copied().collect()),
         ("metrics", fields_of::<RawMetrics>().iter().copied().collect()),
+        ("libvirt", fields_of::<RawLibvirt>().iter().copied().collect()),
         ("interface", fields_of::<RawInterface>().iter().copied().collect()),
         ("target", fields_of::<RawTarget>().iter().copied().collect()),
     ]);
@@ -198,7 +202,7 @@ fn documented_defaults_are_the_parser_defaults() {
                 // Only required and optional-without-default keys may lack a literal default.
                 assert!(
                     matches!(section.as_str(), "interface" | "target")
-                        && ["name", "mac", "vlan"].contains(&key.as_str()),
+                        && ["name", "mac", "vlan", "vni", "vm"].contains(&key.as_str()),
                     "docs/config.md: [{section}] {key} has no default written as `value`: {default}"
                 );
                 continue;
@@ -232,7 +236,7 @@ const DOC_ERRORS: &[(&str, &str)] = &[
     ),
     (
         "[capture]\nsnap_len = 128\n",
-        "/etc/capture-daemon/capture.toml:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`",
+        "/etc/capture-daemon/capture.toml:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`, `vxlan_ports`, `geneve_ports`",
     ),
     (
         "[capture]\nsnaplen = 10\n",

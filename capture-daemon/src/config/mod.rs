@@ -61,6 +61,7 @@ pub struct Config {
     pub capture: CaptureConfig,
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
+    pub libvirt: LibvirtConfig,
     /// At least one, names unique.
     pub interfaces: Vec<InterfaceConfig>,
     /// 1..=`MAX_TARGETS`, names unique, in file order.
@@ -101,6 +102,10 @@ pub struct CaptureConfig {
     /// Mirror mode: put the UMEMs on the host's reserved 2 MiB huge pages (`vm.nr_hugepages`).
     /// Off by default: on a hypervisor that pool belongs to the VMs.
     pub umem_reserved_huge_pages: bool,
+    /// UDP destination ports that carry VXLAN, for `vni` targets.
+    pub vxlan_ports: Vec<u16>,
+    /// UDP destination ports that carry Geneve, for `vni` targets.
+    pub geneve_ports: Vec<u16>,
 }
 
 impl Default for CaptureConfig {
@@ -114,6 +119,9 @@ impl Default for CaptureConfig {
             batch_delay_us: 2000,
             tap_ring_bytes: 4 * MIB,
             umem_reserved_huge_pages: false,
+            // IANA's VXLAN port, and Linux's own default (the port before IANA assigned one).
+            vxlan_ports: vec![4789, 8472],
+            geneve_ports: vec![6081],
         }
     }
 }
@@ -300,14 +308,63 @@ impl fmt::Display for XdpMode {
     }
 }
 
-/// One `[[target]]`: frames to capture. Without `mac` and `vlan` it matches every frame.
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// One `[[target]]`: frames to capture. Without `mac`, `vlan`, `vni` and `vm` it matches every
+/// frame.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct TargetConfig {
     pub name: String,
-    /// Matches frames with this source or destination MAC; `None` = any MAC.
+    /// Matches frames with this source or destination MAC; `None` = any MAC. With `vni`, the
+    /// inner frame's MACs.
     pub mac: Option<[u8; 6]>,
-    /// Matches frames whose outer VLAN tag has this ID; `None` = any VLAN or untagged.
+    /// Matches frames whose outer VLAN tag has this ID; `None` = any VLAN or untagged. With
+    /// `vni`, the inner frame's outermost tag.
     pub vlan: Option<u16>,
+    /// Matches only frames carrying VXLAN or Geneve with this VNI (1..=16777215), by their inner
+    /// frame; `None` = the outer headers only.
+    pub vni: Option<u32>,
+    /// A libvirt domain: its interface MACs join `mac` (see [`LibvirtConfig`]).
+    pub vm: Option<String>,
+    /// Where the target's frames are written.
+    pub output: TargetOutput,
+}
+
+impl TargetConfig {
+    /// A target called `name` matching every frame, into the shared stream.
+    #[must_use]
+    pub fn named(name: &str) -> Self {
+        Self { name: name.to_owned(), ..Self::default() }
+    }
+}
+
+/// `[[target]] output`: which stream of files a target's frames go to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TargetOutput {
+    /// The one stream all such targets share (`{prefix}_{seq}_{time}.pcapng`).
+    #[default]
+    Shared,
+    /// A rotating stream of the target's own (`{prefix}_{target}_{seq}_{time}.pcapng`).
+    Own,
+}
+
+impl fmt::Display for TargetOutput {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Self::Shared => "shared",
+            Self::Own => "own",
+        })
+    }
+}
+
+/// `[libvirt]`: where `vm` targets are looked up.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LibvirtConfig {
+    pub uri: String,
+}
+
+impl Default for LibvirtConfig {
+    fn default() -> Self {
+        Self { uri: "qemu:///system".to_owned() }
+    }
 }
 
 impl Config {

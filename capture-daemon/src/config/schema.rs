@@ -18,6 +18,7 @@ pub(super) struct RawConfig {
     capture: Option<Section<RawCapture>>,
     output: Option<Section<RawOutput>>,
     metrics: Option<Section<RawMetrics>>,
+    libvirt: Option<Section<RawLibvirt>>,
     interface: Option<Spanned<Tables<RawInterface>>>,
     target: Option<Spanned<Tables<RawTarget>>>,
 }
@@ -33,6 +34,18 @@ pub(super) struct RawCapture {
     batch_delay_us: Option<BatchDelay>,
     tap_ring_bytes: Option<TapRingBytes>,
     umem_reserved_huge_pages: Option<bool>,
+    vxlan_ports: Option<Vec<Spanned<Port>>>,
+    geneve_ports: Option<Vec<Spanned<Port>>>,
+}
+
+#[derive(Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub(super) struct RawLibvirt {
+    uri: Option<LibvirtUri>,
+}
+
+impl TableName for RawLibvirt {
+    const ONE: &'static str = "a [libvirt] table";
 }
 
 impl TableName for RawCapture {
@@ -90,6 +103,9 @@ pub(super) struct RawTarget {
     name: Option<Spanned<TargetName>>,
     mac: Option<Mac>,
     vlan: Option<Vlan>,
+    vni: Option<Vni>,
+    vm: Option<VmName>,
+    output: Option<TargetOutputValue>,
 }
 
 impl TableName for RawTarget {
@@ -125,6 +141,8 @@ impl RawConfig {
             let d = CaptureConfig::default();
             let r = self.capture.map(|s| s.0).unwrap_or_default();
             unmatched_span = r.unmatched.as_ref().map(Spanned::span);
+            let vxlan_ports = tunnel_ports(r.vxlan_ports, "vxlan_ports", &None, text)?;
+            let geneve_ports = tunnel_ports(r.geneve_ports, "geneve_ports", &vxlan_ports, text)?;
             CaptureConfig {
                 unmatched: r.unmatched.map_or(d.unmatched, |v| v.into_inner().0),
                 snaplen: r.snaplen.map_or(d.snaplen, |v| v.0),
@@ -136,6 +154,10 @@ impl RawConfig {
                 umem_reserved_huge_pages: r
                     .umem_reserved_huge_pages
                     .unwrap_or(d.umem_reserved_huge_pages),
+                vxlan_ports: vxlan_ports
+                    .map_or(d.vxlan_ports, |p| p.into_iter().map(|p| p.1).collect()),
+                geneve_ports: geneve_ports
+                    .map_or(d.geneve_ports, |p| p.into_iter().map(|p| p.1).collect()),
             }
         };
         let output = {
@@ -178,8 +200,44 @@ impl RawConfig {
                 listen: r.listen.map_or(d.listen, |v| v.0),
             }
         };
-        Ok(Config { capture, output, metrics, interfaces, targets })
+        let libvirt = {
+            let d = LibvirtConfig::default();
+            let r = self.libvirt.map(|s| s.0).unwrap_or_default();
+            LibvirtConfig { uri: r.uri.map_or(d.uri, |v| v.0) }
+        };
+        Ok(Config { capture, output, metrics, libvirt, interfaces, targets })
     }
+}
+
+/// `vxlan_ports` or `geneve_ports`: each port once, and in only one of the two lists (`other`:
+/// the ports of the list checked first). Keeps each port's offset for the other list's check.
+fn tunnel_ports(
+    raw: Option<Vec<Spanned<Port>>>,
+    key: &'static str,
+    other: &Option<Vec<(usize, u16)>>,
+    text: &str,
+) -> Result<Option<Vec<(usize, u16)>>, Problem> {
+    let Some(raw) = raw else { return Ok(None) };
+    let mut ports: Vec<(usize, u16)> = Vec::with_capacity(raw.len());
+    for p in raw {
+        let (span, port) = (p.span(), p.into_inner().0);
+        if ports.iter().any(|(_, q)| *q == port) {
+            return Err(Problem::new(span, key, format!("UDP port {port} is listed twice")));
+        }
+        if let Some((at, _)) = other.iter().flatten().find(|(_, q)| *q == port) {
+            return Err(Problem::new(
+                span,
+                key,
+                format!(
+                    "UDP port {port} is already a VXLAN port (vxlan_ports, line {}); a port \
+                     carries one of the two",
+                    line_column(text, *at).0
+                ),
+            ));
+        }
+        ports.push((span.start, port));
+    }
+    Ok(Some(ports))
 }
 
 pub(super) fn validate_interfaces(
@@ -308,7 +366,14 @@ pub(super) fn validate_targets(
                 )
             },
         )?;
-        targets.push(TargetConfig { name, mac: raw.mac.map(|m| m.0), vlan: raw.vlan.map(|v| v.0) });
+        targets.push(TargetConfig {
+            name,
+            mac: raw.mac.map(|m| m.0),
+            vlan: raw.vlan.map(|v| v.0),
+            vni: raw.vni.map(|v| v.0),
+            vm: raw.vm.map(|v| v.0),
+            output: raw.output.map_or(TargetOutput::Shared, |o| o.0),
+        });
     }
     Ok(targets)
 }

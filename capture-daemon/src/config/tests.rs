@@ -56,7 +56,10 @@ fn minimal_config_gets_defaults() {
             zero_copy: ZeroCopy::Auto,
         }]
     );
-    assert_eq!(c.targets, vec![TargetConfig { name: "all".into(), mac: None, vlan: None }]);
+    assert_eq!(
+        c.targets,
+        vec![TargetConfig { name: "all".into(), mac: None, vlan: None, ..TargetConfig::default() }]
+    );
 }
 
 #[test]
@@ -87,6 +90,11 @@ busy_poll_us = 50
 batch_delay_us = 500
 tap_ring_bytes = "16 MiB"
 umem_reserved_huge_pages = true
+vxlan_ports = [4789]
+geneve_ports = [6081, 6082]
+
+[libvirt]
+uri = "qemu+ssh://hv02/system"
 
 [output]
 directory = "/srv/pcap"
@@ -117,6 +125,9 @@ zero_copy = "off"
 name = "web01"
 mac = "52-54-00-AB-cd-EF"
 vlan = 4094
+vni = 16777215
+vm = "web01.example"
+output = "own"
 
 [[target]]
 name = "vlan:7"
@@ -137,8 +148,11 @@ mac = "ff:ff:ff:ff:ff:ff"
             batch_delay_us: 500,
             tap_ring_bytes: 16 << 20,
             umem_reserved_huge_pages: true,
+            vxlan_ports: vec![4789],
+            geneve_ports: vec![6081, 6082],
         }
     );
+    assert_eq!(c.libvirt.uri, "qemu+ssh://hv02/system");
     assert_eq!(
         c.output,
         OutputConfig {
@@ -179,10 +193,23 @@ mac = "ff:ff:ff:ff:ff:ff"
             TargetConfig {
                 name: "web01".into(),
                 mac: Some([0x52, 0x54, 0x00, 0xab, 0xcd, 0xef]),
-                vlan: Some(4094)
+                vlan: Some(4094),
+                vni: Some(0xff_ffff),
+                vm: Some("web01.example".into()),
+                output: TargetOutput::Own,
             },
-            TargetConfig { name: "vlan:7".into(), mac: None, vlan: Some(1) },
-            TargetConfig { name: "bcast".into(), mac: Some([0xff; 6]), vlan: None },
+            TargetConfig {
+                name: "vlan:7".into(),
+                mac: None,
+                vlan: Some(1),
+                ..TargetConfig::default()
+            },
+            TargetConfig {
+                name: "bcast".into(),
+                mac: Some([0xff; 6]),
+                vlan: None,
+                ..TargetConfig::default()
+            },
         ]
     );
 }
@@ -228,7 +255,15 @@ fn boundary_values_accepted() {
 #[test]
 fn target_without_mac_or_vlan_is_fine() {
     let c = ok(&target("name = \"everything\""));
-    assert_eq!(c.targets[0], TargetConfig { name: "everything".into(), mac: None, vlan: None });
+    assert_eq!(
+        c.targets[0],
+        TargetConfig {
+            name: "everything".into(),
+            mac: None,
+            vlan: None,
+            ..TargetConfig::default()
+        }
+    );
 }
 
 #[test]
@@ -675,7 +710,7 @@ fn missing_or_empty_interfaces() {
     assert_eq!(
         err("[capture]\ninterface = 1\n"),
         format!(
-            "{P}:2:1: key `interface`: unknown field `interface`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`"
+            "{P}:2:1: key `interface`: unknown field `interface`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`, `vxlan_ports`, `geneve_ports`"
         )
     );
     assert_eq!(
@@ -747,7 +782,7 @@ fn unknown_keys_name_the_key_and_the_allowed_ones() {
     assert_eq!(
         err(&with_base("[capture]\nsnap_len = 64")),
         format!(
-            "{P}:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`"
+            "{P}:2:1: key `snap_len`: unknown field `snap_len`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`, `vxlan_ports`, `geneve_ports`"
         )
     );
     assert_eq!(
@@ -764,18 +799,20 @@ fn unknown_keys_name_the_key_and_the_allowed_ones() {
     );
     assert_eq!(
         err(&target("name = \"a\"\nip = \"10.0.0.1\"")),
-        format!("{P}:6:1: key `ip`: unknown field `ip`, expected one of `name`, `mac`, `vlan`")
+        format!(
+            "{P}:6:1: key `ip`: unknown field `ip`, expected one of `name`, `mac`, `vlan`, `vni`, `vm`, `output`"
+        )
     );
     assert_eq!(
         err(&with_base("[outputs]\nprefix = \"x\"")),
         format!(
-            "{P}:1:2: key `outputs`: unknown field `outputs`, expected one of `capture`, `output`, `metrics`, `interface`, `target`"
+            "{P}:1:2: key `outputs`: unknown field `outputs`, expected one of `capture`, `output`, `metrics`, `libvirt`, `interface`, `target`"
         )
     );
     assert_eq!(
         err(&with_base("[capture.extra]\nx = 1")),
         format!(
-            "{P}:1:10: key `extra`: unknown field `extra`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`"
+            "{P}:1:10: key `extra`: unknown field `extra`, expected one of `unmatched`, `snaplen`, `ring_size`, `buffer_bytes`, `busy_poll_us`, `batch_delay_us`, `tap_ring_bytes`, `umem_reserved_huge_pages`, `vxlan_ports`, `geneve_ports`"
         )
     );
     assert_eq!(
@@ -888,4 +925,63 @@ fn load_reads_the_file_and_names_it_in_errors() {
 
     std::fs::write(&path, b"\xff\xfe").expect("write");
     assert!(matches!(Config::load(&path), Err(ConfigError::Read { .. })));
+}
+
+#[test]
+fn overlay_vm_and_output_errors() {
+    let t = |body: &str| err(&target(&format!("name = \"t\"\n{body}")));
+    assert_eq!(
+        t("vni = 0"),
+        format!(
+            "{P}:6:7: key `vni`: VNI 0 is out of range; use 1..=16777215 (24 bits, 0 is not a VNI)"
+        )
+    );
+    assert_eq!(
+        t("vni = 16777216"),
+        format!(
+            "{P}:6:7: key `vni`: VNI 16777216 is out of range; use 1..=16777215 (24 bits, 0 is not a VNI)"
+        )
+    );
+    assert_eq!(
+        t("vm = \"\""),
+        format!(
+            "{P}:6:6: key `vm`: empty VM name; write the libvirt domain name, as `virsh list --all` shows it"
+        )
+    );
+    assert_eq!(
+        t("vm = \"a/b\""),
+        format!(
+            "{P}:6:6: key `vm`: VM name \"a/b\" contains '/', which no libvirt domain name has"
+        )
+    );
+    assert_eq!(
+        t("output = \"mine\""),
+        format!(
+            "{P}:6:10: key `output`: unknown output \"mine\"; use \"shared\" (the one stream, the default) or \"own\" (the target's own files)"
+        )
+    );
+    let c = |body: &str| err(&with_base(&format!("[capture]\n{body}")));
+    assert_eq!(
+        c("vxlan_ports = [4789, 0]"),
+        format!("{P}:2:22: key `vxlan_ports`: UDP port 0 is out of range; use 1..=65535")
+    );
+    assert_eq!(
+        c("vxlan_ports = [4789, 4789]"),
+        format!("{P}:2:22: key `vxlan_ports`: UDP port 4789 is listed twice")
+    );
+    assert_eq!(
+        c("vxlan_ports = [6081]\ngeneve_ports = [6081]"),
+        format!(
+            "{P}:3:17: key `geneve_ports`: UDP port 6081 is already a VXLAN port (vxlan_ports, line 2); a port carries one of the two"
+        )
+    );
+    assert_eq!(
+        err(&with_base("[libvirt]\nuri = \"system\"")),
+        format!(
+            "{P}:2:7: key `uri`: \"system\" is not a libvirt URI; write e.g. \"qemu:///system\" (see `virsh uri`)"
+        )
+    );
+    // Empty lists are allowed: they turn that encapsulation off.
+    let ok = parse(&with_base("[capture]\nvxlan_ports = []\ngeneve_ports = []")).unwrap();
+    assert!(ok.capture.vxlan_ports.is_empty() && ok.capture.geneve_ports.is_empty());
 }

@@ -124,6 +124,13 @@ value_type!(
     Mac([u8; 6]) = StringValue("a MAC address (a string such as \"52:54:00:12:34:56\")", check_mac)
 );
 value_type!(Vlan(u16) = IntegerValue("a VLAN ID (an integer)", check_vlan));
+value_type!(Vni(u32) = IntegerValue("a VXLAN/Geneve VNI (an integer)", check_vni));
+value_type!(VmName(String) = StringValue("a libvirt domain name (a string)", check_vm_name));
+value_type!(Port(u16) = IntegerValue("a UDP port (an integer)", check_port));
+value_type!(
+    TargetOutputValue(TargetOutput) = StringValue("\"shared\" or \"own\"", check_target_output)
+);
+value_type!(LibvirtUri(String) = StringValue("a libvirt URI (a string)", check_libvirt_uri));
 value_type!(QueueIndex(u32) = IntegerValue("an RX queue index (an integer)", check_queue));
 
 /// `queues`: "all" or a list of indices. Duplicates are checked later, with each element's span.

@@ -2,11 +2,25 @@
 //!
 //! A network namespace holds a veth pair. In tap mode (the default) `cap0` is the hypervisor's
 //! live link to a few fake VMs behind `gen0`: the VMs' frames arrive on `cap0` and the host,
-//! playing their gateway, answers out of it. The daemon captures two targets (one VM by MAC, one
-//! VLAN) in both directions, and the demo checks that every frame still reached the other end
-//! (tap mode takes nothing away) and that the files hold exactly the expected frames, with their
-//! direction. `--mode mirror` shows the SPAN-port case instead: everything arrives from `gen0`,
-//! and the captured frames are taken from the host.
+//! playing their gateway, answers out of it. Beside them runs an overlay: VMs of two tenants
+//! talk across VXLAN between this host's tunnel endpoint and another hypervisor's, one tenant's
+//! VM reusing the other's MAC address (overlays allow that).
+//!
+//! The daemon captures four targets, in both directions:
+//! - `web01`, a VM named through libvirt (its MACs come from the domain's XML), into files of
+//!   its own;
+//! - `app07`, an overlay VM named through libvirt and its VNI, also into files of its own: only
+//!   its tenant's frames, not the other tenant's VM with the same MAC;
+//! - `vlan200`, a whole VLAN, into the shared files;
+//! - `db02`, a VM that is not on this host (it migrated away): it captures nothing, and
+//!   `status` says it is absent.
+//!
+//! libvirt here is its test driver (`test:///…/node.xml`, a real libvirt connection that needs
+//! no daemon), describing the fake VMs. The demo checks that every frame still reached the
+//! other end (tap mode takes nothing away) and that each stream of files holds exactly the
+//! frames of its targets, with their direction and the per-packet target comment.
+//! `--mode mirror` shows the SPAN-port case instead: everything arrives from `gen0`, and the
+//! captured frames are taken from the host.
 
 use std::collections::BTreeMap;
 use std::io::{BufRead as _, BufReader};
@@ -38,23 +52,123 @@ pub struct Args {
 
 const SNAPLEN: u32 = 128;
 const VLAN_TARGET: u16 = 200;
+/// The overlay: the VNI of `app07`'s tenant, and of the other tenant's network.
+const VNI_TARGET: u32 = 5001;
+const VNI_OTHER: u32 = 5002;
+const VXLAN_PORT: u16 = 4789;
+/// A VM configured by name that is not on this host.
+const ABSENT_VM: &str = "db02";
 
-/// Which demo targets a frame matches, by the daemon's rules: (MAC target, VLAN target).
-fn expected_targets(frame: &[u8], web_mac: [u8; 6]) -> (bool, bool) {
-    let mac = frame.len() >= 12 && (frame[0..6] == web_mac || frame[6..12] == web_mac);
-    let outer_vid = (frame.len() >= 18
-        && matches!(u16::from_be_bytes([frame[12], frame[13]]), 0x8100 | 0x88a8 | 0x9100))
-    .then(|| u16::from_be_bytes([frame[14], frame[15]]) & 0x0fff);
-    (mac, outer_vid == Some(VLAN_TARGET))
+/// The overlay VMs: `app07` (the target, VNI 5001) and its peer on the other hypervisor; on
+/// VNI 5002 another tenant's VM with the same MAC as `app07`.
+fn overlay_vms() -> (FakeVm, FakeVm) {
+    let app07 = FakeVm::new("app07", [0x52, 0x54, 0, 0, 0x07, 0x07], [192, 168, 7, 7], None);
+    let peer = FakeVm::new("app08", [0x52, 0x54, 0, 0, 0x07, 0x08], [192, 168, 7, 8], None);
+    (app07, peer)
 }
 
-fn write_config(path: &Path, pcap_dir: &Path, web: &FakeVm, mode: &str) -> anyhow::Result<()> {
+/// The tunnel endpoints: this host's (on cap0, answering as the gateway does) and the other
+/// hypervisor's, behind gen0.
+const LOCAL_VTEP: [u8; 4] = [10, 0, 0, 1];
+const REMOTE_VTEP: [u8; 4] = [10, 0, 0, 2];
+const REMOTE_VTEP_MAC: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x02];
+
+/// `inner` inside VXLAN (RFC 7348: I flag, 24-bit VNI) inside UDP/IPv4 between the two
+/// tunnel endpoints; `outbound`: sent by this host.
+fn vxlan(inner: &[u8], vni: u32, outbound: bool, local_mac: [u8; 6]) -> Vec<u8> {
+    let mut payload = Vec::with_capacity(8 + inner.len());
+    payload.extend_from_slice(&[0x08, 0, 0, 0]);
+    payload.extend_from_slice(&(vni << 8).to_be_bytes());
+    payload.extend_from_slice(inner);
+    // The source port spreads flows, as Linux's vxlan device does (from the inner frame).
+    let sport = 49152 + (u16::from(inner[11]) << 4 | u16::from(inner[5] & 0x0f));
+    let (src, dst, smac, dmac) = if outbound {
+        (LOCAL_VTEP, REMOTE_VTEP, local_mac, REMOTE_VTEP_MAC)
+    } else {
+        (REMOTE_VTEP, LOCAL_VTEP, REMOTE_VTEP_MAC, local_mac)
+    };
+    capture_lab::Frame::ethernet(dmac, smac).ipv4_udp(src, dst, sport, VXLAN_PORT, &payload)
+}
+
+/// The overlay's traffic: `count` frames of each tenant, `app07`'s own (VNI 5001) and the
+/// other tenant's VM with `app07`'s MAC (VNI 5002). A frame from `app07` (or its twin) leaves
+/// through this host's tunnel endpoint.
+fn overlay_traffic(count: usize, local_mac: [u8; 6]) -> Vec<Vec<u8>> {
+    let (app07, peer) = overlay_vms();
+    let mine = vm_traffic(std::slice::from_ref(&app07), &peer, count);
+    let theirs = capture_lab::vm_traffic_seeded(std::slice::from_ref(&app07), &peer, count, 7);
+    let mut out = Vec::with_capacity(2 * count);
+    for (a, b) in mine.iter().zip(&theirs) {
+        out.push(vxlan(a, VNI_TARGET, a[6..12] == app07.mac, local_mac));
+        out.push(vxlan(b, VNI_OTHER, b[6..12] == app07.mac, local_mac));
+    }
+    out
+}
+
+/// The targets a frame matches, by the daemon's rules.
+struct Expect {
+    web: [u8; 6],
+    app: [u8; 6],
+}
+
+impl Expect {
+    fn targets(&self, f: &[u8]) -> Vec<&'static str> {
+        let mut t = Vec::new();
+        let macs = |f: &[u8], m: [u8; 6]| f.len() >= 12 && (f[0..6] == m || f[6..12] == m);
+        if macs(f, self.web) {
+            t.push("web01");
+        }
+        let outer_vid = (f.len() >= 18
+            && matches!(u16::from_be_bytes([f[12], f[13]]), 0x8100 | 0x88a8 | 0x9100))
+        .then(|| u16::from_be_bytes([f[14], f[15]]) & 0x0fff);
+        if outer_vid == Some(VLAN_TARGET) {
+            t.push("vlan200");
+        }
+        // Untagged IPv4 (IHL 5) UDP to the VXLAN port with the I flag: the inner frame at 50.
+        let vxlan = f.len() >= 64
+            && f[12..14] == [0x08, 0x00]
+            && f[14] == 0x45
+            && f[23] == 17
+            && f[36..38] == VXLAN_PORT.to_be_bytes()
+            && f[42] & 0x08 != 0;
+        if vxlan
+            && u32::from_be_bytes([0, f[46], f[47], f[48]]) == VNI_TARGET
+            && macs(&f[50..], self.app)
+        {
+            t.push("app07");
+        }
+        t
+    }
+}
+
+/// Where each target's frames go: its own stream, or (None) the shared one.
+fn own_stream(target: &str) -> Option<&str> {
+    matches!(target, "web01" | "app07").then_some(target)
+}
+
+/// libvirt's test driver: a node of domains (running unless they say otherwise), each with its
+/// interfaces' MACs and tap devices, as `virsh dumpxml` shows them.
+fn write_libvirt_node(path: &Path, vms: &[(&str, [u8; 6], &str)]) -> anyhow::Result<()> {
+    let mut xml = String::from("<node>\n");
+    for (name, mac, tap) in vms {
+        let mac = capture_lab::format_mac(*mac);
+        xml.push_str(&format!(
+            "  <domain type='test'>\n    <name>{name}</name>\n    <memory>65536</memory>\n    \
+             <os><type>hvm</type></os>\n    <devices>\n      <interface type='ethernet'>\n        \
+             <mac address='{mac}'/>\n        <target dev='{tap}'/>\n      </interface>\n    \
+             </devices>\n  </domain>\n"
+        ));
+    }
+    xml.push_str("</node>\n");
+    std::fs::write(path, xml).with_context(|| format!("writing {}", path.display()))
+}
+
+fn write_config(path: &Path, pcap_dir: &Path, node: &Path, mode: &str) -> anyhow::Result<()> {
     let interface = if mode == "mirror" {
         "mode = \"mirror\"\nqueues = \"all\"\nxdp_mode = \"native\""
     } else {
         "mode = \"tap\""
     };
-    let mac = web.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
     let text = format!(
         r#"# Written by `cargo xtask demo`.
 [capture]
@@ -68,20 +182,40 @@ rotate_bytes = "1 MiB"
 rotate_seconds = 3
 keep_files = 50
 
+# libvirt's test driver, describing the lab's VMs (a real libvirt connection, no daemon).
+[libvirt]
+uri = "test://{node}"
+
 [[interface]]
 name = "cap0"
 {interface}
 
+# A VM by its libvirt name: its MACs come from libvirt. Its frames go into files of its own.
 [[target]]
-name = "{name}"
-mac = "{mac}"
+name = "web01"
+vm = "web01"
+output = "own"
 
+# An overlay VM: its MACs from libvirt, matched inside VXLAN/Geneve with its tenant's VNI.
+[[target]]
+name = "app07"
+vm = "app07"
+vni = {VNI_TARGET}
+output = "own"
+
+# A whole VLAN, into the shared files.
 [[target]]
 name = "vlan{VLAN_TARGET}"
 vlan = {VLAN_TARGET}
+
+# A VM that is not on this host now: it captures nothing until it migrates here.
+[[target]]
+name = "{ABSENT_VM}"
+vm = "{ABSENT_VM}"
+output = "own"
 "#,
         dir = pcap_dir.display(),
-        name = web.name,
+        node = node.display(),
     );
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
@@ -149,36 +283,66 @@ pub fn demo(args: &Args) -> anyhow::Result<()> {
     let vms = default_vms();
     let gateway = default_gateway();
     let web = vms.first().context("no fake VMs")?;
+    let (app07, _) = overlay_vms();
     eprintln!("lab: fake VMs:");
     for vm in vms.iter().chain([&gateway]) {
         let vlan = vm.vlan.map_or_else(|| "untagged".to_owned(), |v| format!("vlan {v}"));
-        eprintln!(
-            "  {:<10} {} {}",
-            vm.name,
-            vm.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":"),
-            vlan
-        );
+        eprintln!("  {:<10} {} {}", vm.name, capture_lab::format_mac(vm.mac), vlan);
     }
-    let config = out.join("capture.toml");
-    write_config(&config, &pcap_dir, web, &args.mode)?;
     eprintln!(
-        "lab: capturing `{}` (by MAC) and `vlan{VLAN_TARGET}` (by VLAN), snaplen {SNAPLEN}",
-        web.name
+        "  {:<10} {} VXLAN VNI {VNI_TARGET}, and another tenant's VM with the same MAC on VNI {VNI_OTHER}",
+        app07.name,
+        capture_lab::format_mac(app07.mac)
     );
+    // libvirt knows this host's VMs; db02 is not among them.
+    let node = out.join("libvirt-node.xml");
+    let mut domains: Vec<(&str, [u8; 6], String)> = (vms.iter().enumerate())
+        .map(|(i, vm)| (vm.name.as_str(), vm.mac, format!("vnet{i}")))
+        .collect();
+    domains.push((app07.name.as_str(), app07.mac, "vnet7".to_owned()));
+    let domains: Vec<(&str, [u8; 6], &str)> =
+        domains.iter().map(|(n, m, t)| (*n, *m, t.as_str())).collect();
+    write_libvirt_node(&node, &domains)?;
+    let config = out.join("capture.toml");
+    write_config(&config, &pcap_dir, &node, &args.mode)?;
+    eprintln!(
+        "lab: capturing `web01` and `app07` by their libvirt names (each into files of its own), \
+         `vlan{VLAN_TARGET}` by VLAN, and `{ABSENT_VM}`, a VM not on this host; snaplen {SNAPLEN}"
+    );
+    eprintln!("\n== capture-daemon check");
+    let check = ns
+        .command(bin.to_str().context("daemon path is not UTF-8")?)
+        .args(["check", "--config"])
+        .arg(&config)
+        .output()
+        .context("running capture-daemon check")?;
+    for line in String::from_utf8_lossy(&check.stdout).lines() {
+        eprintln!("  {line}");
+    }
+    if !check.status.success() {
+        bail!("capture-daemon check failed: {}", String::from_utf8_lossy(&check.stderr));
+    }
 
     let mut daemon = start_daemon(&ns, &bin, &config)?;
     let total =
         usize::try_from(args.seconds * args.rate).context("--seconds x --rate is too large")?;
-    let frames = vm_traffic(&vms, &gateway, total);
+    let mut frames = vm_traffic(&vms, &gateway, total);
+    // An eighth of the frames are the overlay's, interleaved.
+    let overlay = overlay_traffic(total / 16, gateway.mac);
+    let every = (frames.len() / overlay.len().max(1)).max(1);
+    for (i, f) in overlay.into_iter().enumerate() {
+        let at = ((i + 1) * every + i).min(frames.len());
+        frames.insert(at, f);
+    }
     let tap = args.mode == "tap";
-    // Tap mode: the host is the gateway, so its frames leave through cap0; mirror mode: a SPAN
-    // port delivers everything to cap0.
+    // Tap mode: the host is the gateway and a tunnel endpoint, so its frames leave through
+    // cap0; mirror mode: a SPAN port delivers everything to cap0.
     let (from_host, from_vms): (Vec<Vec<u8>>, Vec<Vec<u8>>) =
         frames.iter().cloned().partition(|f| tap && f[6..12] == gateway.mac);
     let burst = 20usize;
     let pause = Duration::from_secs_f64(burst as f64 / args.rate.max(1) as f64);
     eprintln!(
-        "lab: sending {} frames over about {} s ({} from the VMs into cap0, {} out of cap0)",
+        "\nlab: sending {} frames over about {} s ({} from the VMs into cap0, {} out of cap0)",
         frames.len(),
         args.seconds,
         from_vms.len(),
@@ -195,10 +359,22 @@ pub fn demo(args: &Args) -> anyhow::Result<()> {
             return Err(e);
         }
     };
-    eprintln!(
-        "lab: sent {sent} frames in {:.1} s; stopping the daemon",
-        started.elapsed().as_secs_f64()
-    );
+    eprintln!("lab: sent {sent} frames in {:.1} s", started.elapsed().as_secs_f64());
+    eprintln!("\n== capture-daemon status");
+    match ns
+        .command(bin.to_str().unwrap_or_default())
+        .args(["status", "--config"])
+        .arg(&config)
+        .output()
+    {
+        Ok(out) => {
+            for line in String::from_utf8_lossy(&out.stdout).lines() {
+                eprintln!("  {line}");
+            }
+        }
+        Err(e) => eprintln!("  (status failed: {e})"),
+    }
+    eprintln!("\nlab: stopping the daemon");
 
     // SAFETY: signalling our own child.
     unsafe { libc::kill(daemon.id() as i32, libc::SIGTERM) };
@@ -212,7 +388,8 @@ pub fn demo(args: &Args) -> anyhow::Result<()> {
     if tap {
         check_nothing_lost(&from_vms, &from_host, &arrived)?;
     }
-    summarize(&pcap_dir, &frames, web, tap.then_some(gateway.mac))
+    let expect = Expect { web: web.mac, app: app07.mac };
+    summarize(&pcap_dir, &frames, &expect, tap.then_some(gateway.mac))
 }
 
 /// What each end received: (at cap0 from the VMs, at gen0 from the host).
@@ -284,12 +461,21 @@ fn check_nothing_lost(
     Ok(())
 }
 
+/// The stream a file belongs to, from its name: `demo_{seq}_{time}.pcapng` is the shared
+/// stream (None), `demo_{target}_{seq}_{time}.pcapng` the target's own.
+fn stream_of(file: &Path) -> Option<String> {
+    let stem = file.file_stem()?.to_str()?;
+    let mut parts = stem.rsplitn(3, '_');
+    let (_time, _seq, rest) = (parts.next()?, parts.next()?, parts.next()?);
+    rest.strip_prefix("demo_").map(str::to_owned)
+}
+
 /// Reads the files back. `host_mac`, in tap mode: frames from it were sent by the host
 /// (outbound), every other one received (inbound).
 fn summarize(
     pcap_dir: &Path,
     frames: &[Vec<u8>],
-    web: &FakeVm,
+    expect: &Expect,
     host_mac: Option<[u8; 6]>,
 ) -> anyhow::Result<()> {
     let mut files: Vec<PathBuf> =
@@ -299,27 +485,36 @@ fn summarize(
     }
     files.retain(|p| p.extension().is_some_and(|e| e == "pcapng"));
     files.sort();
-    eprintln!("\n== files in {}", pcap_dir.display());
-    let mut by_target: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
-    let (mut want_total, mut want_sliced, mut want_out) = (0u64, 0u64, 0u64);
+    // (stream, target) -> (expected, captured); stream "" is the shared one.
+    let mut table: BTreeMap<(String, &str), (u64, u64)> = BTreeMap::new();
+    let mut want: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut want_sliced, mut want_out) = (0u64, 0u64);
     for f in frames {
-        let (mac, vlan) = expected_targets(f, web.mac);
-        if (mac || vlan) && host_mac.is_some_and(|m| f[6..12] == m) {
-            want_out += 1;
+        let targets = expect.targets(f);
+        if targets.is_empty() {
+            continue;
         }
-        if mac {
-            by_target.entry(web.name.as_str()).or_default().0 += 1;
-        }
-        if vlan {
-            by_target.entry("vlan200").or_default().0 += 1;
-        }
-        if mac || vlan {
-            want_total += 1;
+        let mut streams: Vec<String> =
+            targets.iter().map(|t| own_stream(t).unwrap_or_default().to_owned()).collect();
+        streams.sort();
+        streams.dedup();
+        // A frame goes into each of its targets' streams: one record in each.
+        for stream in &streams {
+            *want.entry(stream.clone()).or_default() += 1;
+            want_out += u64::from(host_mac.is_some_and(|m| f[6..12] == m));
             want_sliced += u64::from(f.len() > SNAPLEN as usize);
         }
+        for t in &targets {
+            table.entry((own_stream(t).unwrap_or_default().to_owned(), t)).or_default().0 += 1;
+        }
     }
-    let (mut got_total, mut got_sliced, mut got_in, mut got_out) = (0u64, 0u64, 0u64, 0u64);
+    eprintln!("\n== files in {}", pcap_dir.display());
+    let mut got: BTreeMap<String, u64> = BTreeMap::new();
+    let (mut got_sliced, mut got_in, mut got_out, mut bad_comments) = (0u64, 0u64, 0u64, 0u64);
+    let (web_mac, app_mac) =
+        (capture_lab::format_mac(expect.web), capture_lab::format_mac(expect.app));
     for file in &files {
+        let stream = stream_of(file).unwrap_or_default();
         let info = tool_output(Command::new("capinfos").args(["-c", "-M"]).arg(file))?;
         let count = info
             .lines()
@@ -329,7 +524,7 @@ fn summarize(
             .to_owned();
         let size = std::fs::metadata(file)?.len();
         eprintln!(
-            "  {}  {size:>9} bytes  {count:>6} frames",
+            "  {:<44} {size:>9} bytes  {count:>6} frames",
             file.file_name().unwrap_or_default().to_string_lossy()
         );
         let fields = tool_output(Command::new("tshark").args(["-r"]).arg(file).args([
@@ -344,32 +539,48 @@ fn summarize(
             "-e",
             "vlan.id",
             "-e",
+            "vxlan.vni",
+            "-e",
             "frame.len",
             "-e",
             "frame.cap_len",
             "-e",
             "frame.packet_flags_direction",
+            "-e",
+            "frame.comment",
         ]))?;
-        let web_mac = web.mac.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(":");
         for line in fields.lines() {
             let cols: Vec<&str> = line.split('|').collect();
-            let [src, dst, vlan, len, caplen, direction] = cols[..] else { continue };
+            let [src, dst, vlan, vni, len, caplen, direction, comment] = cols[..] else { continue };
             // tshark prints epb_flags' direction in hex: 0x00000001 inbound, 0x00000002 outbound.
             match u32::from_str_radix(direction.trim().trim_start_matches("0x"), 16) {
                 Ok(1) => got_in += 1,
                 Ok(2) => got_out += 1,
                 _ => {}
             }
-            // tshark may find more Ethernet layers inside payloads (tunnels, or heuristics on
-            // random bytes): the outermost one is the first value.
-            let first = |v: &str| v.split(',').next().unwrap_or_default().to_owned();
-            let (src, dst) = (first(src), first(dst));
-            got_total += 1;
-            if src == web_mac || dst == web_mac {
-                by_target.entry(web.name.as_str()).or_default().1 += 1;
+            // Several Ethernet layers where tshark decodes a tunnel: outer first, then inner.
+            let nth = |v: &str, n: usize| v.split(',').nth(n).unwrap_or_default().to_owned();
+            *got.entry(stream.clone()).or_default() += 1;
+            let mut targets = Vec::new();
+            if nth(src, 0) == web_mac || nth(dst, 0) == web_mac {
+                targets.push("web01");
             }
-            if first(vlan) == "200" {
-                by_target.entry("vlan200").or_default().1 += 1;
+            if nth(vlan, 0) == "200" {
+                targets.push("vlan200");
+            }
+            if nth(vni, 0) == VNI_TARGET.to_string()
+                && (nth(src, 1) == app_mac || nth(dst, 1) == app_mac)
+            {
+                targets.push("app07");
+            }
+            for t in &targets {
+                if own_stream(t).unwrap_or_default() == stream {
+                    table.entry((stream.clone(), t)).or_default().1 += 1;
+                }
+            }
+            // Each record names the targets it matched.
+            if targets.iter().any(|t| !comment.contains(t)) {
+                bad_comments += 1;
             }
             if len != caplen {
                 got_sliced += 1;
@@ -377,29 +588,50 @@ fn summarize(
         }
     }
     eprintln!("\n== what tshark reads back");
-    eprintln!("  {:<10} {:>9} {:>9}", "target", "expected", "captured");
-    for (name, (want, got)) in &by_target {
-        eprintln!("  {name:<10} {want:>9} {got:>9}");
+    eprintln!("  {:<14} {:<10} {:>9} {:>9}", "files", "target", "expected", "captured");
+    for ((stream, target), (w, g)) in &table {
+        let files = if stream.is_empty() { "shared" } else { stream.as_str() };
+        eprintln!("  {files:<14} {target:<10} {w:>9} {g:>9}");
     }
-    eprintln!("  {:<10} {want_total:>9} {got_total:>9}", "all");
     eprintln!(
-        "  {:<10} {want_sliced:>9} {got_sliced:>9}   (frames longer than snaplen {SNAPLEN}, kept sliced)",
+        "  {:<14} {:<10} {:>9} {:>9}",
+        "",
+        ABSENT_VM,
+        0,
+        got.get(ABSENT_VM).copied().unwrap_or(0)
+    );
+    let want_total: u64 = want.values().sum();
+    let got_total: u64 = got.values().sum();
+    eprintln!("  {:<14} {:<10} {want_total:>9} {got_total:>9}", "all", "");
+    eprintln!(
+        "  {:<25} {want_sliced:>9} {got_sliced:>9}   (longer than snaplen {SNAPLEN}, kept sliced)",
         "sliced"
     );
     let want_in = want_total - want_out;
-    eprintln!("  {:<10} {want_in:>9} {got_in:>9}   (received by cap0)", "inbound");
-    eprintln!("  {:<10} {want_out:>9} {got_out:>9}   (sent by cap0)", "outbound");
+    eprintln!("  {:<25} {want_in:>9} {got_in:>9}   (received by cap0)", "inbound");
+    eprintln!("  {:<25} {want_out:>9} {got_out:>9}   (sent by cap0)", "outbound");
+    eprintln!(
+        "  {:<25} {:>9} {bad_comments:>9}   (records whose comment misses a target)",
+        "comments", 0
+    );
     if files.is_empty()
-        || (got_in, got_out) != (want_in, want_out)
-        || got_total != want_total
-        || by_target.values().any(|(w, g)| w != g)
+        || want != got
+        || table.values().any(|(w, g)| w != g)
         || want_sliced != got_sliced
+        || bad_comments != 0
+        || (host_mac.is_some() && (got_in, got_out) != (want_in, want_out))
     {
         bail!("the capture does not hold exactly the expected frames");
     }
     eprintln!(
-        "\ndemo OK: every expected frame captured, nothing else. Open the files with Wireshark:"
+        "\ndemo OK: every expected frame captured, each in its target's files, nothing else. \
+         Open the files with Wireshark, e.g. app07's:"
     );
-    eprintln!("  wireshark {}", files.last().map(|f| f.display().to_string()).unwrap_or_default());
+    let app_file = files.iter().rfind(|f| stream_of(f).as_deref() == Some("app07"));
+    eprintln!(
+        "  wireshark {}",
+        app_file.or(files.last()).map(|f| f.display().to_string()).unwrap_or_default()
+    );
+    eprintln!("  (in a shared file, `frame.comment contains \"vlan200\"` selects one target)");
     Ok(())
 }

@@ -22,7 +22,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context as _, bail};
 
 use crate::bpf::{Slots, TargetTables};
-use crate::config::{Config, InterfaceConfig, MetricsConfig, Mode, TargetConfig, format_mac};
+use crate::config::{
+    Config, InterfaceConfig, MetricsConfig, Mode, TargetConfig, TargetOutput, format_mac,
+};
 use crate::handoff::Waker;
 use crate::metrics;
 use crate::notify::Notifier;
@@ -134,17 +136,26 @@ pub enum OneShotOutput {
     Ring,
 }
 
-/// "web01 (mac 52:54:00:12:34:56, vlan 100)"
+/// "web01 (mac 52:54:00:12:34:56, vlan 100)", "app07 (vm app07, in vni 5001, own files)"
 pub fn describe_target(t: &TargetConfig) -> String {
     let mut parts = Vec::new();
+    if let Some(vm) = &t.vm {
+        parts.push(format!("vm {vm}"));
+    }
     if let Some(mac) = &t.mac {
         parts.push(format!("mac {}", format_mac(mac)));
     }
     if let Some(vlan) = t.vlan {
         parts.push(format!("vlan {vlan}"));
     }
+    if let Some(vni) = t.vni {
+        parts.push(format!("in vni {vni}"));
+    }
     if parts.is_empty() {
         parts.push("all frames".into());
+    }
+    if t.output == TargetOutput::Own {
+        parts.push("own files".into());
     }
     format!("{} ({})", t.name, parts.join(", "))
 }
@@ -538,5 +549,25 @@ fn log_status(config: &Config, slots: &Slots, stats: &Stats) {
             k.truncated_tags,
             per_target.join(" ")
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_target_is_described_by_every_key_it_sets() {
+        let t = TargetConfig {
+            vm: Some("app07".into()),
+            vni: Some(5001),
+            vlan: Some(7),
+            output: TargetOutput::Own,
+            ..TargetConfig::named("app07")
+        };
+        assert_eq!(describe_target(&t), "app07 (vm app07, vlan 7, in vni 5001, own files)");
+        let web = TargetConfig { mac: Some([0x52, 0x54, 0, 0, 0, 1]), ..TargetConfig::named("w") };
+        assert_eq!(describe_target(&web), "w (mac 52:54:00:00:00:01)");
+        assert_eq!(describe_target(&TargetConfig::named("all")), "all (all frames)");
     }
 }

@@ -50,6 +50,18 @@ pub struct Args {
     mode: String,
 }
 
+impl Args {
+    /// A short run into `target/demo-MODE`, for `cargo xtask test`.
+    pub fn short(mode: &str) -> Args {
+        Args {
+            seconds: 2,
+            rate: 2000,
+            out: PathBuf::from(format!("target/demo-{mode}")),
+            mode: mode.to_owned(),
+        }
+    }
+}
+
 const SNAPLEN: u32 = 128;
 const VLAN_TARGET: u16 = 200;
 /// The overlay: the VNI of `app07`'s tenant, and of the other tenant's network.

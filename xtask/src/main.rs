@@ -141,7 +141,19 @@ fn test(filter: Option<&str>) -> anyhow::Result<()> {
             cmd.arg(f);
         }
         cmd.env("CAPTURE_DAEMON_BIN", &bin).env("CAPTURE_REQUIRE_ROOT", "1");
-        cargo_test(&mut cmd, &mut totals)
+        cargo_test(&mut cmd, &mut totals)?;
+        if filter.is_none() {
+            // The README's other quick-start command must keep working: both modes, briefly.
+            for mode in ["tap", "mirror"] {
+                eprintln!("== demo --mode {mode}");
+                let result = demo::demo(&demo::Args::short(mode));
+                let passed = result.is_ok();
+                totals.0 += u64::from(passed);
+                totals.1 += u64::from(!passed);
+                result.with_context(|| format!("the demo (--mode {mode}) failed"))?;
+            }
+        }
+        Ok(())
     })();
     // One closing line for the whole suite, whatever ran last.
     println!("{} passed, {} failed", totals.0, totals.1);

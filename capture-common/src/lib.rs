@@ -36,7 +36,8 @@ pub const VLAN_IDS: u32 = 4096;
 /// MACs no target can have costs no hash-map look-up (see [`mac_filter_index`]).
 pub const MAC_FILTER_ENTRIES: u32 = 1 << 14;
 /// Entries of the `VNIS` hash map: at most one VNI per target.
-pub const MAX_VNIS: u32 = MAX_TARGETS as u32;
+pub const MAX_VNIS: u32 = 64;
+const _: () = assert!(MAX_VNIS as usize == MAX_TARGETS);
 /// Entries of `TUNNEL_PORTS`: one per UDP port.
 pub const UDP_PORTS: u32 = 1 << 16;
 /// `TUNNEL_PORTS` values: what a UDP destination port carries.

@@ -106,7 +106,8 @@ impl Tunnel {
             Tunnel::Geneve { vni, version, protocol, options } => {
                 assert!(options.len() % 4 == 0 && options.len() <= 252, "Geneve options");
                 let [p0, p1] = protocol.to_be_bytes();
-                (*vni, [(version << 6) | (options.len() / 4) as u8, 0, p0, p1])
+                let words = u8::try_from(options.len() / 4).expect("checked above");
+                (*vni, [(version << 6) | words, 0, p0, p1])
             }
         };
         assert!(vni <= 0x00ff_ffff, "VNI {vni} does not fit in 24 bits");
@@ -146,7 +147,7 @@ impl Encapsulated {
         let mut udp = Vec::with_capacity(udp_len);
         udp.extend_from_slice(&49152u16.to_be_bytes());
         udp.extend_from_slice(&dport.to_be_bytes());
-        udp.extend_from_slice(&(udp_len as u16).to_be_bytes());
+        udp.extend_from_slice(&len16(udp_len).to_be_bytes());
         udp.extend_from_slice(&[0, 0]);
         udp.extend_from_slice(&tunnel_bytes);
         udp.extend_from_slice(inner);
@@ -154,8 +155,9 @@ impl Encapsulated {
             OuterIp::V4 { options, frag } => {
                 assert!(options.len() % 4 == 0 && options.len() <= 40, "IPv4 options");
                 let hlen = 20 + options.len();
-                let mut h = vec![0x40 | (hlen / 4) as u8, 0];
-                h.extend_from_slice(&((hlen + udp_len) as u16).to_be_bytes());
+                let words = u8::try_from(hlen / 4).expect("checked above");
+                let mut h = vec![0x40 | words, 0];
+                h.extend_from_slice(&len16(hlen + udp_len).to_be_bytes());
                 h.extend_from_slice(&[0x12, 0x34]);
                 h.extend_from_slice(&frag.to_be_bytes());
                 h.extend_from_slice(&[64, IPPROTO_UDP, 0, 0]);
@@ -171,7 +173,7 @@ impl Encapsulated {
                 }
                 let first = ext.first().map_or(IPPROTO_UDP, |e| e.kind());
                 let mut h = vec![0x60, 0, 0, 0];
-                h.extend_from_slice(&((chain.len() + udp_len) as u16).to_be_bytes());
+                h.extend_from_slice(&len16(chain.len() + udp_len).to_be_bytes());
                 h.extend_from_slice(&[first, 64]);
                 h.extend_from_slice(&[0x20, 0x01, 0x0d, 0xb8]);
                 h.extend_from_slice(&[0; 11]);
@@ -202,6 +204,10 @@ impl Encapsulated {
     pub fn cut(&self, len: usize) -> Vec<u8> {
         self.frame[..len.min(self.frame.len())].to_vec()
     }
+}
+
+fn len16(len: usize) -> u16 {
+    u16::try_from(len).unwrap_or_else(|_| panic!("{len} bytes do not fit a 16-bit length"))
 }
 
 #[cfg(test)]

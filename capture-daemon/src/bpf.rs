@@ -693,6 +693,39 @@ mod tests {
     }
 
     #[test]
+    fn vni_targets_are_matched_apart_from_outer_ones() {
+        let m = [0x52, 0x54, 0, 0, 0, 1];
+        let with_vni =
+            |name: &str, vni, mac, vlan| TargetConfig { vni: Some(vni), ..target(name, mac, vlan) };
+        let targets = [
+            target("outer", Some(m), None),
+            with_vni("vx", 100, Some(m), None),
+            with_vni("gv", 200, None, Some(30)),
+            with_vni("vx2", 100, None, None),
+        ];
+        let capture =
+            CaptureConfig { vxlan_ports: vec![4789, 4790], geneve_ports: vec![6081], ..capture() };
+        let t = TargetTables::build(&capture, &targets, &[0, 1, 2, 5]).unwrap();
+        assert_eq!(t.config.active, 0b10_0111);
+        assert_eq!(t.config.outer, 0b00_0001);
+        assert_eq!(t.config.overlay, 0b10_0110);
+        // MACS and VLANS are shared: the outer/overlay words keep the halves apart.
+        assert_eq!(t.macs, vec![(MacKey::new(m), 0b00_0011)]);
+        assert_eq!(t.vlans, vec![(30, 0b00_0100)]);
+        assert_eq!(t.config.any_mac, 0b10_0100);
+        assert_eq!(t.vnis, vec![(100, 0b10_0010), (200, 0b00_0100)]);
+        assert_eq!(
+            t.tunnel_ports,
+            vec![(4789, TUNNEL_VXLAN), (4790, TUNNEL_VXLAN), (6081, TUNNEL_GENEVE)]
+        );
+
+        // Without vni targets the program never parses past the tags.
+        let plain = TargetTables::build(&capture, &targets[..1], &[0]).unwrap();
+        assert_eq!((plain.config.overlay, plain.config.outer), (0, 1));
+        assert!(plain.vnis.is_empty());
+    }
+
+    #[test]
     fn too_many_targets_is_an_error() {
         let targets: Vec<_> =
             (0..=MAX_TARGETS).map(|i| target(&i.to_string(), None, None)).collect();

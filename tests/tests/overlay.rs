@@ -270,3 +270,70 @@ fn tshark_view(want: &[u8]) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// A frame of the reload test: its id in the outer source MAC's last two bytes.
+fn tunneled(id: u16, port: u16, tunnel: &Tunnel, inner_src: [u8; 6]) -> Vec<u8> {
+    let [hi, lo] = id.to_be_bytes();
+    let outer = Frame::ethernet(HV, [0x02, 0, 0, 0, hi, lo]);
+    Encapsulated::build(outer, &OuterIp::v4(), port, tunnel, &inner(HV, inner_src, &[])).frame
+}
+
+fn id16(data: &[u8]) -> u16 {
+    u16::from_be_bytes([data[10], data[11]])
+}
+
+#[test]
+fn reload_changes_vnis_and_tunnel_ports_in_place_and_a_kept_target_misses_nothing() {
+    if !root_or_skip() {
+        return;
+    }
+    let lab = Lab::new(1);
+    let vx = "[[target]]\nname = \"vx\"\nvni = 100\nmac = \"52:54:00:00:0a:0a\"\n";
+    let gv = "[[target]]\nname = \"gv\"\nvni = 200\n";
+    let config = lab.config("", "", vx);
+    let daemon = lab.start(&config);
+    // Even ids: vx's (VXLAN 100); odd: gv's (Geneve 200), a target that comes and goes.
+    let traffic: Vec<Vec<u8>> = (0..2000u16)
+        .map(|i| match i % 2 {
+            0 => tunneled(i, 4789, &Tunnel::vxlan(100), IM_A),
+            _ => tunneled(i, 6081, &Tunnel::geneve(200), IM_X),
+        })
+        .collect();
+    std::thread::scope(|s| {
+        let pace = capture_lab::Pace { burst: 8, pause: std::time::Duration::from_millis(3) };
+        let lab = &lab;
+        let sender = s.spawn(move || lab.send_paced(&traffic, pace));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        lab.config("", "", &format!("{gv}\n{vx}"));
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_log_count("reloaded:", 1, std::time::Duration::from_secs(5));
+        std::thread::sleep(std::time::Duration::from_millis(200));
+        lab.config("", "", vx);
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_log_count("reloaded:", 2, std::time::Duration::from_secs(5));
+        sender.join().unwrap();
+    });
+    // The VNI and the ports change: the old ones must be gone from the kernel's maps.
+    let vx101 = "[[target]]\nname = \"vx\"\nvni = 101\nmac = \"52:54:00:00:0a:0a\"\n";
+    lab.config("vxlan_ports = [4790]", "", vx101);
+    daemon.signal(libc::SIGHUP);
+    daemon.wait_for_log_count("reloaded:", 3, std::time::Duration::from_secs(5));
+    lab.send(&[
+        tunneled(5000, 4789, &Tunnel::vxlan(100), IM_A),
+        tunneled(5001, 4789, &Tunnel::vxlan(101), IM_A),
+        tunneled(5002, 4790, &Tunnel::vxlan(100), IM_A),
+        tunneled(5003, 4790, &Tunnel::vxlan(101), IM_A),
+        tunneled(5004, 6081, &Tunnel::geneve(200), IM_X),
+    ]);
+    assert!(daemon.stop().0.success());
+
+    let (files, _) = lab.files();
+    let got: Vec<u16> = read_all(&files).iter().map(|p| id16(&p.data)).collect();
+    let vx_got: Vec<u16> = got.iter().copied().filter(|i| *i < 2000 && i % 2 == 0).collect();
+    assert_eq!(vx_got, (0..2000).step_by(2).collect::<Vec<u16>>(), "every frame of vx");
+    let gv_got: Vec<u16> = got.iter().copied().filter(|i| *i < 2000 && i % 2 == 1).collect();
+    assert!(!gv_got.is_empty(), "gv was captured while it was configured");
+    assert!(gv_got.len() < 1000, "gv was not captured before or after: {}", gv_got.len());
+    let after: Vec<u16> = got.iter().copied().filter(|i| *i >= 5000).collect();
+    assert_eq!(after, vec![5003], "only VNI 101 on port 4790 after the last reload");
+}

@@ -8,12 +8,20 @@
 //! program computes, per frame,
 //!
 //! ```text
-//! matched = (MACS[src] | MACS[dst] | cfg.any_mac) & (VLANS[outer vid] | cfg.any_vlan) & cfg.active
+//! outer   = (MACS[src] | MACS[dst] | cfg.any_mac) & (VLANS[outer vid] | cfg.any_vlan) & cfg.outer
+//! inner   = VNIS[vni] & cfg.overlay
+//!         & (MACS[inner src] | MACS[inner dst] | cfg.any_mac)
+//!         & (VLANS[inner outermost vid] | cfg.any_vlan)
+//! matched = outer | inner
 //! ```
 //!
-//! where `any_mac` holds the targets without a MAC and `any_vlan` the targets without a VLAN. That
-//! is three map look-ups per frame whatever the number of targets, and target changes are plain map
-//! writes (no program reload).
+//! where `any_mac` holds the targets without a MAC, `any_vlan` the targets without a VLAN,
+//! `outer` the targets without a VNI and `overlay` those with one. `inner` is only computed for a
+//! frame carrying VXLAN or Geneve (UDP to a port of `TUNNEL_PORTS`) while `overlay` is non-zero:
+//! without VNI targets no frame pays for parsing IP. The MAC and VLAN maps are shared by both
+//! halves: a target's bit is only ever in the half its `outer`/`overlay` bit enables. That is three
+//! map look-ups per frame (six for an encapsulated one) whatever the number of targets, and target
+//! changes are plain map writes (no program reload).
 #![no_std]
 
 /// Number of target slots: one bit each in a `u64` mask.
@@ -27,6 +35,15 @@ pub const VLAN_IDS: u32 = 4096;
 /// Entries of the MAC prefilter (`MAC_FILTER`): an array the verifier inlines, so a frame whose
 /// MACs no target can have costs no hash-map look-up (see [`mac_filter_index`]).
 pub const MAC_FILTER_ENTRIES: u32 = 1 << 14;
+/// Entries of the `VNIS` hash map: at most one VNI per target.
+pub const MAX_VNIS: u32 = 64;
+const _: () = assert!(MAX_VNIS as usize == MAX_TARGETS);
+/// Entries of `TUNNEL_PORTS`: one per UDP port.
+pub const UDP_PORTS: u32 = 1 << 16;
+/// `TUNNEL_PORTS` values: what a UDP destination port carries.
+pub const TUNNEL_NONE: u8 = 0;
+pub const TUNNEL_VXLAN: u8 = 1;
+pub const TUNNEL_GENEVE: u8 = 2;
 
 /// A MAC's entry in the MAC prefilter: its last two bytes, which differ between the VMs of one
 /// vendor prefix, folded with the third-last. Non-zero where some target's MAC has the same
@@ -44,6 +61,8 @@ pub mod maps {
     pub const MACS: &str = "MACS";
     pub const MAC_FILTER: &str = "MAC_FILTER";
     pub const VLANS: &str = "VLANS";
+    pub const VNIS: &str = "VNIS";
+    pub const TUNNEL_PORTS: &str = "TUNNEL_PORTS";
     pub const XSKS: &str = "XSKS";
     pub const COUNTERS: &str = "COUNTERS";
     pub const TARGET_HITS: &str = "TARGET_HITS";
@@ -80,8 +99,13 @@ pub struct FilterConfig {
     pub snaplen: u32,
     /// [`UNMATCHED_PASS`] or [`UNMATCHED_DROP`].
     pub unmatched: u32,
-    /// Slots in use. A frame can only match these.
+    /// Slots in use: `outer | overlay`.
     pub active: u64,
+    /// Slots of the targets without a VNI: matched on the outer headers.
+    pub outer: u64,
+    /// Slots of the targets with a VNI: matched on the inner frame of VXLAN/Geneve. Zero: the
+    /// program does not look past the VLAN tags.
+    pub overlay: u64,
     /// Slots of targets without a MAC (they accept any MAC).
     pub any_mac: u64,
     /// Slots of targets without a VLAN (they accept any VLAN, and untagged frames).
@@ -96,7 +120,7 @@ pub struct FilterConfig {
     /// Test hooks ([`FAULT_NO_META`]): the daemon always writes 0.
     pub faults: u32,
 }
-const _: () = assert!(size_of::<FilterConfig>() == 48);
+const _: () = assert!(size_of::<FilterConfig>() == 64);
 
 /// [`FilterConfig::faults`] bit, for tests only (they set it in the live map; the daemon never
 /// does): the XDP program acts as on a driver without XDP metadata support, whose
@@ -205,8 +229,14 @@ pub struct Counters {
     /// (`bpf_xdp_adjust_meta` failed: a driver whose native XDP lacks metadata support). Passed
     /// to the kernel untouched, not captured; the daemon then moves to generic XDP.
     pub no_meta: u64,
+    /// Frames to a tunnel port (`vxlan_ports`, `geneve_ports`) with whole, valid VXLAN or Geneve
+    /// and inner Ethernet headers. Only counted while some target has a VNI.
+    pub encapsulated: u64,
+    /// Frames to a tunnel port whose tunnel or inner Ethernet header is cut short or invalid
+    /// (VXLAN without the I flag, Geneve of another version): VNI targets cannot match them.
+    pub encap_malformed: u64,
 }
-const _: () = assert!(size_of::<Counters>() == 17 * 8);
+const _: () = assert!(size_of::<Counters>() == 19 * 8);
 
 impl Counters {
     /// Adds `other` field by field (summing the per-CPU copies).
@@ -229,6 +259,8 @@ impl Counters {
             no_ring,
             egress_seen,
             no_meta,
+            encapsulated,
+            encap_malformed,
         } = other;
         self.seen += seen;
         self.matched += matched;
@@ -247,6 +279,8 @@ impl Counters {
         self.no_ring += no_ring;
         self.egress_seen += egress_seen;
         self.no_meta += no_meta;
+        self.encapsulated += encapsulated;
+        self.encap_malformed += encap_malformed;
     }
 }
 

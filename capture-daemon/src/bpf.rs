@@ -16,7 +16,8 @@ use aya::programs::{
 use aya::{Ebpf, EbpfLoader, include_bytes_aligned};
 use capture_common::{
     Counters, FilterConfig, MAX_CPUS, MAX_TARGETS, MacKey, PROGRAM_LINEAR_NAME, PROGRAM_NAME,
-    TAP_EGRESS_PROGRAM, TAP_INGRESS_PROGRAM, TargetHits, UNMATCHED_DROP, UNMATCHED_PASS, maps,
+    TAP_EGRESS_PROGRAM, TAP_INGRESS_PROGRAM, TUNNEL_GENEVE, TUNNEL_NONE, TUNNEL_VXLAN, TargetHits,
+    UNMATCHED_DROP, UNMATCHED_PASS, maps,
 };
 
 use crate::config::{CaptureConfig, TargetConfig, Unmatched, XdpMode};
@@ -150,6 +151,8 @@ pub struct Filter {
     macs: HashMap<MapData, MacKey, u64>,
     mac_filter: Array<MapData, u8>,
     vlans: Array<MapData, u64>,
+    vnis: HashMap<MapData, u32, u64>,
+    tunnel_ports: Array<MapData, u8>,
     /// What the maps hold now.
     tables: TargetTables,
     counters: Arc<KernelCounters>,
@@ -214,6 +217,10 @@ pub struct TargetTables {
     pub config: FilterConfig,
     pub macs: Vec<(MacKey, u64)>,
     pub vlans: Vec<(u16, u64)>,
+    /// VNI -> slots of the targets naming it.
+    pub vnis: Vec<(u32, u64)>,
+    /// UDP destination port -> `TUNNEL_VXLAN` or `TUNNEL_GENEVE`.
+    pub tunnel_ports: Vec<(u16, u8)>,
 }
 
 impl TargetTables {
@@ -240,11 +247,27 @@ impl TargetTables {
                 },
                 ..FilterConfig::default()
             },
+            tunnel_ports: capture
+                .vxlan_ports
+                .iter()
+                .map(|&p| (p, TUNNEL_VXLAN))
+                .chain(capture.geneve_ports.iter().map(|&p| (p, TUNNEL_GENEVE)))
+                .collect(),
             ..TargetTables::default()
         };
         for (&slot, target) in slots.iter().zip(targets) {
             let bit = 1u64 << slot;
             t.config.active |= bit;
+            match target.vni {
+                Some(vni) => {
+                    t.config.overlay |= bit;
+                    match t.vnis.iter_mut().find(|(v, _)| *v == vni) {
+                        Some((_, mask)) => *mask |= bit,
+                        None => t.vnis.push((vni, bit)),
+                    }
+                }
+                None => t.config.outer |= bit,
+            }
             match target.mac {
                 Some(mac) => match t.macs.iter_mut().find(|(k, _)| k.addr == mac) {
                     Some((_, mask)) => *mask |= bit,
@@ -303,6 +326,9 @@ impl Filter {
         let mac_filter =
             Array::try_from(take(maps::MAC_FILTER)?).map_err(map_err(maps::MAC_FILTER))?;
         let vlans = Array::try_from(take(maps::VLANS)?).map_err(map_err(maps::VLANS))?;
+        let vnis = HashMap::try_from(take(maps::VNIS)?).map_err(map_err(maps::VNIS))?;
+        let tunnel_ports =
+            Array::try_from(take(maps::TUNNEL_PORTS)?).map_err(map_err(maps::TUNNEL_PORTS))?;
         let xsks = XskMap::try_from(take(maps::XSKS)?).map_err(map_err(maps::XSKS))?;
         let counters =
             PerCpuArray::try_from(take(maps::COUNTERS)?).map_err(map_err(maps::COUNTERS))?;
@@ -329,6 +355,8 @@ impl Filter {
             macs,
             mac_filter,
             vlans,
+            vnis,
+            tunnel_ports,
             tables: TargetTables::default(),
             counters: Arc::new(KernelCounters { maps: Some((counters, hits)) }),
             iface: iface.to_owned(),
@@ -352,8 +380,8 @@ impl Filter {
     /// Rewrites the maps in place for new tables: no detach, no reload. The order makes sure
     /// a target present before and after never misses a frame meanwhile (at worst a frame
     /// matches the old or the new definition, for an instant):
-    /// 1. MAC and VLAN entries of the new tables are written (key by key, a target that keeps
-    ///    its slot has its bit in both the old and the new value);
+    /// 1. MAC, VLAN, VNI and tunnel-port entries of the new tables are written (key by key, a
+    ///    target that keeps its slot has its bit in both the old and the new value);
     /// 2. the configuration word becomes the union of old and new (a target that stops caring
     ///    about its MAC or VLAN already matches any, before its old entries go);
     /// 3. stale entries are removed;
@@ -379,11 +407,32 @@ impl Filter {
         for (vid, mask) in &new.vlans {
             self.vlans.set(u32::from(*vid), mask, 0).map_err(map_err(maps::VLANS))?;
         }
+        for (vni, mask) in &new.vnis {
+            self.vnis.insert(vni, mask, 0).map_err(map_err(maps::VNIS))?;
+        }
+        for (port, kind) in &new.tunnel_ports {
+            self.tunnel_ports
+                .set(u32::from(*port), kind, 0)
+                .map_err(map_err(maps::TUNNEL_PORTS))?;
+        }
+        if self.program == PROGRAM_LINEAR_NAME
+            && !new.vnis.is_empty()
+            && self.tables.vnis.is_empty()
+        {
+            log::warn!(
+                "{}: targets with a vni match nothing here: the single-buffer XDP program (this \
+                 kernel refused the multi-buffer one, Linux < 5.18) cannot read VXLAN or Geneve; \
+                 tap mode can",
+                self.iface
+            );
+        }
         // Until CONFIG is first set, the program passes every frame: no union needed then.
         if self.tables.config.active != 0 {
             let (old, next) = (&self.tables.config, &new.config);
             let union = FilterConfig {
                 active: old.active | next.active,
+                outer: old.outer | next.outer,
+                overlay: old.overlay | next.overlay,
                 any_mac: old.any_mac | next.any_mac,
                 any_vlan: old.any_vlan | next.any_vlan,
                 ..*next
@@ -401,6 +450,18 @@ impl Filter {
         for (vid, _) in &self.tables.vlans {
             if !new.vlans.iter().any(|(v, _)| v == vid) {
                 self.vlans.set(u32::from(*vid), &0u64, 0).map_err(map_err(maps::VLANS))?;
+            }
+        }
+        for (vni, _) in &self.tables.vnis {
+            if !new.vnis.iter().any(|(v, _)| v == vni) {
+                self.vnis.remove(vni).map_err(map_err(maps::VNIS))?;
+            }
+        }
+        for (port, _) in &self.tables.tunnel_ports {
+            if !new.tunnel_ports.iter().any(|(p, _)| p == port) {
+                self.tunnel_ports
+                    .set(u32::from(*port), &TUNNEL_NONE, 0)
+                    .map_err(map_err(maps::TUNNEL_PORTS))?;
             }
         }
         self.config.set(0, &new.config, 0).map_err(map_err(maps::CONFIG))?;
@@ -629,6 +690,39 @@ mod tests {
         assert_eq!(t.config.snaplen, 128);
         assert_eq!(t.macs, vec![(MacKey::new(m), 0b0101)]);
         assert_eq!(t.vlans, vec![(100, 0b0110)]);
+    }
+
+    #[test]
+    fn vni_targets_are_matched_apart_from_outer_ones() {
+        let m = [0x52, 0x54, 0, 0, 0, 1];
+        let with_vni =
+            |name: &str, vni, mac, vlan| TargetConfig { vni: Some(vni), ..target(name, mac, vlan) };
+        let targets = [
+            target("outer", Some(m), None),
+            with_vni("vx", 100, Some(m), None),
+            with_vni("gv", 200, None, Some(30)),
+            with_vni("vx2", 100, None, None),
+        ];
+        let capture =
+            CaptureConfig { vxlan_ports: vec![4789, 4790], geneve_ports: vec![6081], ..capture() };
+        let t = TargetTables::build(&capture, &targets, &[0, 1, 2, 5]).unwrap();
+        assert_eq!(t.config.active, 0b10_0111);
+        assert_eq!(t.config.outer, 0b00_0001);
+        assert_eq!(t.config.overlay, 0b10_0110);
+        // MACS and VLANS are shared: the outer/overlay words keep the halves apart.
+        assert_eq!(t.macs, vec![(MacKey::new(m), 0b00_0011)]);
+        assert_eq!(t.vlans, vec![(30, 0b00_0100)]);
+        assert_eq!(t.config.any_mac, 0b10_0100);
+        assert_eq!(t.vnis, vec![(100, 0b10_0010), (200, 0b00_0100)]);
+        assert_eq!(
+            t.tunnel_ports,
+            vec![(4789, TUNNEL_VXLAN), (4790, TUNNEL_VXLAN), (6081, TUNNEL_GENEVE)]
+        );
+
+        // Without vni targets the program never parses past the tags.
+        let plain = TargetTables::build(&capture, &targets[..1], &[0]).unwrap();
+        assert_eq!((plain.config.overlay, plain.config.outer), (0, 1));
+        assert!(plain.vnis.is_empty());
     }
 
     #[test]

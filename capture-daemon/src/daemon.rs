@@ -536,7 +536,8 @@ fn log_status(config: &Config, slots: &Slots, stats: &Stats) {
         let queue_drops: u64 = s.queues.iter().map(|(_, q)| q.handoff_drops.load(Relaxed)).sum();
         log::info!(
             "{}: seen {} matched {} written {} | drops: kernel {} writer-queue {} write-errors {} \
-             | no-socket {} runts {} cut-tags {} | per target: {}",
+             | no-socket {} runts {} cut-tags {} | encapsulated {} encap-malformed {} | per \
+             target: {}",
             s.name,
             k.seen,
             k.matched,
@@ -547,6 +548,8 @@ fn log_status(config: &Config, slots: &Slots, stats: &Stats) {
             k.no_socket,
             k.runts,
             k.truncated_tags,
+            k.encapsulated,
+            k.encap_malformed,
             per_target.join(" ")
         );
     }

@@ -26,7 +26,7 @@ use aya_ebpf::{
 };
 use capture_common::{
     Counters, DIRECTION_INBOUND, DIRECTION_OUTBOUND, FilterConfig, MAC_FILTER_ENTRIES, MAX_CPUS,
-    MAX_MACS, MAX_QUEUES, MAX_TARGETS, MacKey, TargetHits, VLAN_IDS,
+    MAX_MACS, MAX_QUEUES, MAX_TARGETS, MAX_VNIS, MacKey, TargetHits, UDP_PORTS, VLAN_IDS,
 };
 
 #[map]
@@ -41,6 +41,12 @@ static MAC_FILTER: Array<u8> = Array::with_max_entries(MAC_FILTER_ENTRIES, 0);
 /// VLAN ID -> slots of the targets naming it.
 #[map]
 static VLANS: Array<u64> = Array::with_max_entries(VLAN_IDS, 0);
+/// VXLAN/Geneve VNI -> slots of the targets naming it.
+#[map]
+static VNIS: HashMap<u32, u64> = HashMap::with_max_entries(MAX_VNIS, 0);
+/// UDP destination port -> the tunnel it carries (`capture_common::TUNNEL_*`).
+#[map]
+static TUNNEL_PORTS: Array<u8> = Array::with_max_entries(UDP_PORTS, 0);
 /// Mirror mode: RX queue index -> AF_XDP socket.
 #[map]
 static XSKS: XskMap = XskMap::with_max_entries(MAX_QUEUES, 0);

@@ -41,6 +41,15 @@ impl<const FRAGS: bool> Xdp<'_, FRAGS> {
 }
 
 impl<const FRAGS: bool> Packet for Xdp<'_, FRAGS> {
+    /// `bpf_xdp_load_bytes` came with multi-buffer XDP (5.18): the linear program, for older
+    /// kernels, cannot read past the VLAN tags at run-time offsets, so VNI targets match nothing.
+    const LOADS: bool = FRAGS;
+
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        self.load::<N>(offset)
+    }
+
     #[inline(always)]
     fn u16_be(&self, offset: usize) -> Option<u16> {
         let start = self.0.data();
@@ -76,7 +85,7 @@ pub fn try_capture<const FRAGS: bool>(ctx: &XdpContext) -> Result<u32, u32> {
         linear
     };
     let parsed = parse(&p, len, None, c);
-    let matched = match_frame(&p, cfg, &parsed);
+    let matched = match_frame(&p, cfg, &parsed, len, c);
     if matched == 0 {
         if cfg.unmatched == UNMATCHED_DROP {
             c.unmatched_dropped += 1;

@@ -35,6 +35,13 @@ impl Skb<'_> {
 }
 
 impl Packet for Skb<'_> {
+    const LOADS: bool = true;
+
+    #[inline(always)]
+    fn bytes<const N: usize>(&self, offset: usize) -> Option<[u8; N]> {
+        self.0.load::<[u8; N]>(offset).ok()
+    }
+
     #[inline(always)]
     fn u16_be(&self, offset: usize) -> Option<u16> {
         self.read::<2>(offset).map(u16::from_be_bytes)
@@ -80,7 +87,7 @@ pub fn try_tap(ctx: &TcContext, direction: u32) {
     let p = Skb(ctx);
     let len = skb.len;
     let parsed = parse(&p, len as usize, present.then_some(tag.tci), c);
-    let matched = match_frame(&p, cfg, &parsed);
+    let matched = match_frame(&p, cfg, &parsed, len as usize, c);
     if matched == 0 {
         c.unmatched_passed += 1;
         return;

@@ -53,6 +53,12 @@ impl Frame {
         self
     }
 
+    /// Bytes of the Ethernet header with its VLAN tags: where the payload starts.
+    #[must_use]
+    pub fn header_len(&self) -> usize {
+        14 + 4 * self.tags.len()
+    }
+
     /// IPv4 TTL for the IPv4 payloads (default 64); a routed copy of a packet has one less.
     #[must_use]
     pub fn ttl(mut self, ttl: u8) -> Frame {

@@ -16,6 +16,7 @@ mod blast;
 mod frame;
 mod leftovers;
 mod netns;
+mod overlay;
 mod receiver;
 mod sender;
 mod tap;
@@ -43,6 +44,7 @@ pub use leftovers::{
     NETNS_PREFIXES, Removed, TMPFS_NAMES, netns_owner, remove_leftovers, tmpfs_source,
 };
 pub use netns::{NetNs, VethPair};
+pub use overlay::{Encapsulated, Ext, OuterIp, Tunnel};
 pub use receiver::Receiver;
 pub use sender::{Pace, RawSender, pin_current_thread};
 pub use tap::{TAP_LOG_LIMIT, TapVm, TapVmStats};

@@ -86,6 +86,12 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
             "    drops: {}",
             if drops.is_empty() { "none".to_owned() } else { drops.join(", ") }
         );
+        // Only counted while a target has a vni: silent for everyone else.
+        let encapsulated = sum(&second, "capture_frames_encapsulated_total", i);
+        let malformed = sum(&second, "capture_frames_encap_malformed_total", i);
+        if encapsulated > 0.0 || malformed > 0.0 {
+            println!("    VXLAN/Geneve: encapsulated {encapsulated:.0}, malformed {malformed:.0}");
+        }
         for (k, v) in second.iter().filter(|(k, _)| {
             k.starts_with("capture_target_frames_total{") && label(k, "interface").as_deref() == i
         }) {

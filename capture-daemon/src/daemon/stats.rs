@@ -139,6 +139,20 @@ pub(super) fn render_metrics(stats: &Stats) -> String {
             "Frames whose VLAN tag was cut short.",
             k.truncated_tags,
         );
+        counter(
+            &mut e,
+            "capture_frames_encapsulated_total",
+            "Frames to a VXLAN/Geneve port with whole tunnel and inner Ethernet headers (while \
+             a target has a vni).",
+            k.encapsulated,
+        );
+        counter(
+            &mut e,
+            "capture_frames_encap_malformed_total",
+            "Frames to a VXLAN/Geneve port whose tunnel or inner Ethernet header is cut short or \
+             invalid.",
+            k.encap_malformed,
+        );
         let hits = s.kernel.target_hits();
         for (target, slot) in &targets {
             let labels = [("interface", name.as_str()), ("target", target.as_str())];

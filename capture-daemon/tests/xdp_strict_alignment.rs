@@ -74,8 +74,7 @@ fn the_xdp_program_passes_the_strict_alignment_verifier() {
     if !capture_lab::root_tests_enabled("xdp_strict_alignment").expect("root or a skip") {
         return;
     }
-    let target =
-        TargetConfig { name: "vm".into(), mac: Some([0x52, 0x54, 0, 0, 0, 1]), vlan: None };
+    let target = TargetConfig { mac: Some([0x52, 0x54, 0, 0, 0, 1]), ..TargetConfig::named("vm") };
     let tables = TargetTables::build(&CaptureConfig::default(), &[target], &[0]).unwrap();
     // The test is worth something only if the flag reaches the kernel: a deliberately
     // misaligned program would be refused. Loading the program without the flag first shows

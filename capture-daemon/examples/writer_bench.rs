@@ -196,7 +196,7 @@ fn main() -> anyhow::Result<()> {
         for (q, (producer, watermark)) in producers.iter_mut().zip(&watermarks).enumerate() {
             let mut last = None;
             for j in (i + q..end).step_by(queues) {
-                if !producer.push(ts(j), orig_len, FLAGS, &pool[j % POOL]) {
+                if !producer.push(ts(j), orig_len, FLAGS, 0, &pool[j % POOL]) {
                     bail!("hand-off ring {q} full at frame {j}: the writer fell behind");
                 }
                 last = Some(ts(j));

@@ -1,8 +1,8 @@
 //! Hand-off from an RX-queue worker to the writer: a lock-free single-producer/single-consumer
 //! ring of variable-length records in one buffer allocated at start-up.
 //!
-//! A record is a 24-byte header (`caplen`, `orig_len`, `ts_ns`, `flags`) followed by the frame
-//! bytes, padded to 8 bytes. A record never wraps: when it does not fit before the end of the buffer,
+//! A record is a 32-byte header (`caplen`, `orig_len`, `ts_ns`, `flags`, `matched`: the mask of
+//! target slots the kernel matched) followed by the frame bytes, padded to 8 bytes. A record never wraps: when it does not fit before the end of the buffer,
 //! the producer writes a wrap marker and starts again at offset 0. Positions only grow (they are
 //! byte counts, reduced modulo the power-of-two capacity), so "full" and "empty" never mix up.
 //!
@@ -20,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
-const HEADER: usize = 24;
+const HEADER: usize = 32;
 const WRAP: u32 = u32::MAX;
 /// A batch that takes the ring past this fraction of its capacity (1/N) wakes the consumer.
 pub const WAKE_FILL: usize = 4;
@@ -117,9 +117,17 @@ impl Producer {
 
     /// Appends one frame. Returns false (and writes nothing) when the ring is full or the frame
     /// is larger than [`max_record`]. Not visible to the consumer until [`Producer::publish`].
+    /// `flags` is the pcapng `epb_flags` word (direction); `matched` the frame's mask of target
+    /// slots, as the kernel wrote it.
     #[inline]
-    /// `flags` is the pcapng `epb_flags` word (direction).
-    pub fn push(&mut self, ts_ns: u64, orig_len: u32, flags: u32, data: &[u8]) -> bool {
+    pub fn push(
+        &mut self,
+        ts_ns: u64,
+        orig_len: u32,
+        flags: u32,
+        matched: u64,
+        data: &[u8],
+    ) -> bool {
         let cap = self.shared.capacity();
         let len = data.len();
         if len > max_record(cap) {
@@ -147,6 +155,7 @@ impl Producer {
             p.add(4).cast::<u32>().write(orig_len);
             p.add(8).cast::<u64>().write(ts_ns);
             p.add(16).cast::<u32>().write(flags);
+            p.add(24).cast::<u64>().write(matched);
             std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(HEADER), len);
         }
         self.head += need;
@@ -204,6 +213,8 @@ pub struct Record<'a> {
     pub orig_len: u32,
     /// pcapng `epb_flags`: the direction (inbound, outbound), 0 when unknown.
     pub flags: u32,
+    /// The target slots the frame matched (bit N: slot N), 0 when unknown.
+    pub matched: u64,
     pub data: &'a [u8],
 }
 
@@ -241,9 +252,10 @@ impl Consumer {
                 let orig_len = p.add(4).cast::<u32>().read();
                 let ts_ns = p.add(8).cast::<u64>().read();
                 let flags = p.add(16).cast::<u32>().read();
+                let matched = p.add(24).cast::<u64>().read();
                 let data = std::slice::from_raw_parts(p.add(HEADER), len as usize);
                 self.peeked = record_size(len as usize);
-                return Some(Record { ts_ns, orig_len, flags, data });
+                return Some(Record { ts_ns, orig_len, flags, matched, data });
             }
         }
     }
@@ -337,13 +349,22 @@ mod tests {
     fn records_come_out_in_order_with_their_metadata() {
         let (mut p, mut c) = channel(1 << 16);
         for i in 0..100u32 {
-            assert!(p.push(u64::from(i) * 10, i + 1000, i % 3, &frame(i, i as usize % 70)));
+            assert!(p.push(
+                u64::from(i) * 10,
+                i + 1000,
+                i % 3,
+                u64::from(i) << 20 | 1,
+                &frame(i, i as usize % 70)
+            ));
         }
         assert!(c.peek().is_none(), "nothing is visible before publish");
         p.publish();
         for i in 0..100u32 {
             let r = c.peek().expect("record");
-            assert_eq!((r.ts_ns, r.orig_len, r.flags), (u64::from(i) * 10, i + 1000, i % 3));
+            assert_eq!(
+                (r.ts_ns, r.orig_len, r.flags, r.matched),
+                (u64::from(i) * 10, i + 1000, i % 3, u64::from(i) << 20 | 1)
+            );
             assert_eq!(r.data, &frame(i, i as usize % 70)[..]);
             c.advance();
         }
@@ -355,27 +376,27 @@ mod tests {
         let (mut p, mut c) = channel(1 << 16);
         let big = vec![7u8; 1500];
         let mut pushed = 0;
-        while p.push(pushed, 1500, 0, &big) {
+        while p.push(pushed, 1500, 0, 0, &big) {
             pushed += 1;
         }
         assert!(
             pushed > 30 && pushed < 50,
-            "64 KiB holds about 42 records of 1524 bytes: {pushed}"
+            "64 KiB holds about 42 records of 1536 bytes: {pushed}"
         );
         p.publish();
         for _ in 0..10 {
             assert!(c.peek().is_some());
             c.advance();
         }
-        assert!(!p.push(0, 1500, 0, &big), "space is not reusable before release");
+        assert!(!p.push(0, 1500, 0, 0, &big), "space is not reusable before release");
         c.release();
-        assert!(p.push(0, 1500, 0, &big));
+        assert!(p.push(0, 1500, 0, 0, &big));
     }
 
     #[test]
     fn oversized_frames_are_refused() {
         let (mut p, _c) = channel(1 << 16);
-        assert!(!p.push(0, 0, 0, &vec![0u8; max_record(1 << 16) + 1]));
+        assert!(!p.push(0, 0, 0, 0, &vec![0u8; max_record(1 << 16) + 1]));
     }
 
     #[test]
@@ -386,7 +407,7 @@ mod tests {
             let mut i = 0;
             while i < N {
                 let len = (i as usize * 7) % 1515;
-                if p.push(u64::from(i), i, 2, &frame(i, len)) {
+                if p.push(u64::from(i), i, 2, u64::MAX - u64::from(i), &frame(i, len)) {
                     i += 1;
                     if i % 16 == 0 {
                         p.publish();
@@ -403,6 +424,7 @@ mod tests {
                 assert_eq!(r.ts_ns, u64::from(next));
                 assert_eq!(r.orig_len, next);
                 assert_eq!(r.flags, 2);
+                assert_eq!(r.matched, u64::MAX - u64::from(next));
                 assert_eq!(r.data, &frame(next, (next as usize * 7) % 1515)[..]);
                 c.advance();
                 next += 1;
@@ -424,11 +446,11 @@ mod tests {
     fn a_filling_ring_wakes_its_consumer_once_per_crossing() {
         let (mut p, mut c) = channel(1 << 16);
         let waker = Waker::new().unwrap();
-        let frame = [0u8; 1000];
+        let frame = [0u8; 992];
         // 1024 ring bytes a record: the wake-up fill (16 KiB) is crossed by the 17th.
         let fill_to = |p: &mut Producer, n: usize| {
             for _ in 0..n {
-                assert!(p.push(0, 1000, 0, &frame));
+                assert!(p.push(0, 992, 0, 0, &frame));
                 p.publish();
             }
         };

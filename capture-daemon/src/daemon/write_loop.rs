@@ -42,7 +42,7 @@ impl PacketSink for Discard {
 }
 
 /// Bytes a record takes in a hand-off ring besides the frame (header and padding, roughly).
-pub(super) const HANDOFF_RECORD_OVERHEAD: u64 = 28;
+pub(super) const HANDOFF_RECORD_OVERHEAD: u64 = 36;
 
 /// What the main thread tells the writer after a reload.
 pub(super) struct Reconfigure {
@@ -309,7 +309,7 @@ mod tests {
     #[test]
     fn a_ring_filling_past_a_quarter_ends_the_writers_pause() {
         const RING: usize = 1 << 16;
-        const FRAME: u32 = 1000;
+        const FRAME: u32 = 992;
         /// Records of 1024 ring bytes: the 16th reaches the mark (a quarter, 16 KiB).
         const BURST: u64 = (RING / crate::handoff::WAKE_FILL / 1024) as u64;
         const BURSTS: u64 = 40;
@@ -355,7 +355,7 @@ mod tests {
         let mut pushed = 0;
         for burst in 0..BURSTS {
             for _ in 0..BURST {
-                feed.push(pushed, FRAME, 0, &[0; FRAME as usize]);
+                feed.push(pushed, FRAME, 0, 0, &[0; FRAME as usize]);
                 pushed += 1;
                 feed.publish();
             }

@@ -491,7 +491,12 @@ impl RxQueue {
                         .read_unaligned()
                 };
                 if meta.magic == META_MAGIC {
-                    Some(Stamp { ts: meta.tstamp_ns, orig_len: meta.orig_len, caplen: meta.caplen })
+                    Some(Stamp {
+                        ts: meta.tstamp_ns,
+                        orig_len: meta.orig_len,
+                        caplen: meta.caplen,
+                        matched: meta.matched,
+                    })
                 } else {
                     None
                 }
@@ -629,6 +634,8 @@ struct Stamp {
     orig_len: u32,
     /// Bytes to keep (the program leaves cutting a fragmented frame to user space).
     caplen: u32,
+    /// The target slots the frame matched.
+    matched: u64,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -669,9 +676,9 @@ impl Reassembly {
             }
             (Collect::Idle, Some(data)) if !more => {
                 let len = u32::try_from(data.len()).unwrap_or(u32::MAX);
-                let (ts, orig_len, keep) = stamp(feed, meta, len);
+                let (ts, orig_len, keep, matched) = stamp(feed, meta, len);
                 // XDP runs on receive only.
-                feed.push(ts, orig_len, DIRECTION_INBOUND, &data[..keep]);
+                feed.push(ts, orig_len, DIRECTION_INBOUND, matched, &data[..keep]);
             }
             (Collect::Idle, Some(data)) => {
                 self.meta = meta;
@@ -683,8 +690,9 @@ impl Reassembly {
                 self.append(data);
                 if !more {
                     let len = u32::try_from(self.seen).unwrap_or(u32::MAX);
-                    let (ts, orig_len, keep) = stamp(feed, self.meta, len);
-                    feed.push(ts, orig_len, DIRECTION_INBOUND, &self.buf[..keep.min(self.kept)]);
+                    let (ts, orig_len, keep, matched) = stamp(feed, self.meta, len);
+                    let data = &self.buf[..keep.min(self.kept)];
+                    feed.push(ts, orig_len, DIRECTION_INBOUND, matched, data);
                 }
             }
         }
@@ -701,14 +709,15 @@ impl Reassembly {
     }
 }
 
-/// A record of a frame of `len` bytes read: its timestamp, original length and the bytes to
-/// keep, from the metadata, or (counted) the time now and everything read when there was none.
-fn stamp(feed: &mut Feed, meta: Option<Stamp>, len: u32) -> (u64, u32, usize) {
+/// A record of a frame of `len` bytes read: its timestamp, original length, the bytes to keep
+/// and its matched targets, from the metadata, or (counted) the time now, everything read and
+/// no target when there was none.
+fn stamp(feed: &mut Feed, meta: Option<Stamp>, len: u32) -> (u64, u32, usize, u64) {
     match meta {
-        Some(m) => (m.ts, m.orig_len.max(len), m.caplen.min(len) as usize),
+        Some(m) => (m.ts, m.orig_len.max(len), m.caplen.min(len) as usize, m.matched),
         None => {
             feed.bad_record();
-            (monotonic_ns(), len, len as usize)
+            (monotonic_ns(), len, len as usize, 0)
         }
     }
 }
@@ -750,7 +759,30 @@ mod tests {
     }
 
     fn stamp_of(ts: u64, orig_len: u32, caplen: u32) -> Stamp {
-        Stamp { ts, orig_len, caplen }
+        Stamp { ts, orig_len, caplen, matched: 0 }
+    }
+
+    /// The kernel's matched-slot mask reaches the writer's side of the hand-off, for a frame
+    /// in one descriptor and for one in several (whose mask is in the first one's metadata).
+    #[test]
+    fn the_matched_mask_of_the_metadata_goes_with_the_frame() {
+        let (mut feed, mut c) = feed();
+        let mut r = Reassembly::new();
+        let one = bytes(60, 1);
+        let mask = |matched| Some(Stamp { matched, ..stamp_of(1, 60, 60) });
+        r.take(&mut feed, Some(&one), mask(0b101), false);
+        let big = bytes(9000, 2);
+        let first = Some(Stamp { matched: 1 << 63, ..stamp_of(2, 9000, 9000) });
+        r.take(&mut feed, Some(&big[..3840]), first, true);
+        r.take(&mut feed, Some(&big[3840..]), mask(0b10), false);
+        r.take(&mut feed, Some(&one), None, false);
+        feed.publish();
+        let mut masks = Vec::new();
+        while let Some(rec) = c.peek() {
+            masks.push(rec.matched);
+            c.advance();
+        }
+        assert_eq!(masks, vec![0b101, 1 << 63, 0], "no metadata: no target known");
     }
 
     #[test]

@@ -129,13 +129,13 @@ impl Feed {
 
     /// Adds one frame to the batch: `ts_ns` is its CLOCK_MONOTONIC stamp (`bpf_ktime_get_ns`),
     /// as every time of the data path up to the writer. A full hand-off ring costs the frame
-    /// (counted).
+    /// (counted). `matched`: the target slots the kernel matched.
     #[inline]
-    pub fn push(&mut self, ts_ns: u64, orig_len: u32, flags: u32, data: &[u8]) {
+    pub fn push(&mut self, ts_ns: u64, orig_len: u32, flags: u32, matched: u64, data: &[u8]) {
         self.frames += 1;
         self.bytes += data.len() as u64;
         self.last_ts = ts_ns;
-        if !self.producer.push(ts_ns, orig_len, flags, data) {
+        if !self.producer.push(ts_ns, orig_len, flags, matched, data) {
             self.dropped += 1;
         }
     }

@@ -105,7 +105,7 @@ impl Reader {
             let data = rec.get(META..META + meta.caplen as usize);
             match data {
                 Some(data) if meta.magic == META_MAGIC => {
-                    feed.push(meta.tstamp_ns, meta.orig_len, meta.direction, data);
+                    feed.push(meta.tstamp_ns, meta.orig_len, meta.direction, meta.matched, data);
                 }
                 _ => feed.bad_record(),
             }

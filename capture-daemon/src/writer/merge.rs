@@ -247,7 +247,7 @@ mod tests {
         let (mut p, c) = channel(1 << 16);
         let mut m = Merger::new(vec![source(3, c, Arc::default())], 0);
         for ts in [5, 1, 9] {
-            assert!(p.push(ts, 64, 0, &[0; 64]));
+            assert!(p.push(ts, 64, 0, 0, &[0; 64]));
         }
         p.publish();
         assert_eq!(
@@ -268,10 +268,10 @@ mod tests {
             1_000,
         );
         for ts in [10, 30, 50] {
-            p0.push(ts, 64, 0, &[0; 64]);
+            p0.push(ts, 64, 0, 0, &[0; 64]);
         }
         for ts in [20, 40] {
-            p1.push(ts, 64, 0, &[0; 64]);
+            p1.push(ts, 64, 0, 0, &[0; 64]);
         }
         p0.publish();
         p1.publish();
@@ -288,7 +288,7 @@ mod tests {
         let (_p1, c1) = channel(1 << 16);
         let mut m =
             Merger::new(vec![source(0, c0, Arc::default()), source(1, c1, Arc::default())], 1_000);
-        p0.push(5_000, 64, 0, &[0; 64]);
+        p0.push(5_000, 64, 0, 0, &[0; 64]);
         p0.publish();
         assert!(collect(&mut m, 5_500).is_empty(), "within the window: wait");
         assert_eq!(collect(&mut m, 6_000), vec![(0, 5_000)], "window over: write");
@@ -303,7 +303,7 @@ mod tests {
             Merger::new(vec![source(0, c0, Arc::default()), source(1, c1, Arc::default())], 0);
         assert!(!m.is_drained(1), "its producer is still there");
         let mut p1 = p1;
-        p1.push(9, 64, 0, &[0; 64]);
+        p1.push(9, 64, 0, 0, &[0; 64]);
         p1.publish();
         drop(p1);
         assert!(!m.is_drained(1), "a record is left");
@@ -311,9 +311,9 @@ mod tests {
         assert!(m.is_drained(1));
         // Interface 0 is removed: 1 becomes 0, and a new interface 1 comes.
         m.change_sources(|id| (id == 1).then_some(0), vec![source(1, c2, Arc::default())]);
-        p0.push(1, 64, 0, &[0; 64]);
+        p0.push(1, 64, 0, 0, &[0; 64]);
         p0.publish();
-        p2.push(2, 64, 0, &[0; 64]);
+        p2.push(2, 64, 0, 0, &[0; 64]);
         p2.publish();
         assert_eq!(collect(&mut m, 10), vec![(1, 2)], "the dropped ring is not read again");
     }
@@ -327,7 +327,7 @@ mod tests {
             u64::MAX,
         );
         drop(p1);
-        p0.push(7, 64, 0, &[0; 64]);
+        p0.push(7, 64, 0, 0, &[0; 64]);
         drop(p0);
         assert_eq!(collect(&mut m, 0), vec![(0, 7)]);
         assert!(m.is_finished());

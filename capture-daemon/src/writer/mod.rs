@@ -227,9 +227,9 @@ mod tests {
             }],
             0,
         );
-        assert!(p.push(1, 60, DIRECTION_INBOUND, &[1; 60]));
-        assert!(p.push(2, 61, DIRECTION_OUTBOUND, &[2; 61]));
-        assert!(p.push(3, 62, 0, &[3; 62]));
+        assert!(p.push(1, 60, DIRECTION_INBOUND, 0, &[1; 60]));
+        assert!(p.push(2, 61, DIRECTION_OUTBOUND, 0, &[2; 61]));
+        assert!(p.push(3, 62, 0, 0, &[3; 62]));
         p.publish();
         let mut sink = Recorder::default();
         let mut delivered = [0u64];
@@ -283,7 +283,7 @@ mod tests {
             }
             let frame = |feed: &mut Feed, ts: u64| {
                 let tenths = u32::try_from((ts - mono0) / TENTH_MS).unwrap();
-                feed.push(ts, tenths, 0, &[0; 60]);
+                feed.push(ts, tenths, 0, 0, &[0; 60]);
             };
             // Busy: a frame each ms of the last 10. Quiet: one frame every fifth round.
             for ms in (1..=10).rev() {

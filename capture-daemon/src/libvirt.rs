@@ -154,6 +154,160 @@ pub fn resolve<'a>(
     vms.into_iter().map(|vm| Ok((vm.to_string(), resolve_one(conn, uri, vm)?))).collect()
 }
 
+/// A change of one watched VM: `None` means absent (its targets match nothing).
+pub type VmUpdate = (String, Option<VmInfo>);
+
+/// Watches `vms` on `uri` from a thread of its own: first sends each VM's current state, then one
+/// update per lifecycle or interface event that concerns a watched VM. The thread ends at the
+/// first update after the receiver is gone.
+pub fn spawn_watcher(
+    uri: String,
+    vms: Vec<String>,
+    updates: std::sync::mpsc::Sender<VmUpdate>,
+) -> Result<std::thread::JoinHandle<()>, Error> {
+    let libvirt = |source| Error::Libvirt { uri: uri.clone(), source };
+    // The event loop must exist before the connection that registers callbacks on it.
+    virt::event::event_register_default_impl().map_err(libvirt)?;
+    let conn = connect(&uri)?;
+    let (events_tx, events) = std::sync::mpsc::channel::<(String, Action)>();
+    register_events(&conn, &events_tx).map_err(libvirt)?;
+    for (vm, info) in resolve(&conn, &uri, vms.iter().map(String::as_str))? {
+        let _ = updates.send((vm, info));
+    }
+    // Wake the loop twice a second even without events, so a gone receiver ends the thread.
+    // SAFETY: a no-op callback with no opaque data to free.
+    unsafe { sys::virEventAddTimeout(500, Some(tick), std::ptr::null_mut(), None) };
+    Ok(std::thread::spawn(move || {
+        let conn = conn;
+        loop {
+            if let Err(e) = virt::event::event_run_default_impl() {
+                log::warn!("libvirt event loop: {e}");
+            }
+            for (vm, action) in events.try_iter() {
+                if !vms.contains(&vm) {
+                    continue;
+                }
+                let info = match action {
+                    Action::Keep => continue,
+                    Action::Forget => None,
+                    Action::Reread => match resolve_one(&conn, &uri, &vm) {
+                        Ok(info) => info,
+                        Err(e) => {
+                            // Keep the last known MACs armed rather than guessing.
+                            log::warn!("VM {vm:?}: {e}");
+                            continue;
+                        }
+                    },
+                };
+                if updates.send((vm, info)).is_err() {
+                    return;
+                }
+            }
+        }
+    }))
+}
+
+unsafe extern "C" fn tick(_timer: libc::c_int, _opaque: *mut libc::c_void) {}
+
+type EventSender = std::sync::mpsc::Sender<(String, Action)>;
+
+/// Registers the lifecycle and device callbacks; each pushes (domain name, action) to `tx`.
+fn register_events(conn: &Connect, tx: &EventSender) -> Result<(), virt::error::Error> {
+    // virt 0.4 has no wrapper for virConnectDomainEventRegisterAny: libvirt takes a generic
+    // callback pointer whose real signature depends on the event ID, and an opaque pointer that
+    // it frees with `free_sender` when the registration ends.
+    type Generic = unsafe extern "C" fn(sys::virConnectPtr, sys::virDomainPtr, *mut libc::c_void);
+    type LifecycleCb = unsafe extern "C" fn(
+        sys::virConnectPtr,
+        sys::virDomainPtr,
+        libc::c_int,
+        libc::c_int,
+        *mut libc::c_void,
+    ) -> libc::c_int;
+    type DeviceCb = unsafe extern "C" fn(
+        sys::virConnectPtr,
+        sys::virDomainPtr,
+        *const libc::c_char,
+        *mut libc::c_void,
+    );
+    let lifecycle_cb: LifecycleCb = lifecycle;
+    let device_cb: DeviceCb = device;
+    let regs: [(u32, Generic); 3] = [
+        // SAFETY: these are the signatures libvirt documents for these event IDs.
+        (sys::VIR_DOMAIN_EVENT_ID_LIFECYCLE, unsafe {
+            std::mem::transmute::<LifecycleCb, Generic>(lifecycle_cb)
+        }),
+        (sys::VIR_DOMAIN_EVENT_ID_DEVICE_ADDED, unsafe {
+            std::mem::transmute::<DeviceCb, Generic>(device_cb)
+        }),
+        (sys::VIR_DOMAIN_EVENT_ID_DEVICE_REMOVED, unsafe {
+            std::mem::transmute::<DeviceCb, Generic>(device_cb)
+        }),
+    ];
+    for (id, cb) in regs {
+        let opaque = Box::into_raw(Box::new(tx.clone())).cast::<libc::c_void>();
+        // SAFETY: conn is a live connection; opaque is owned by libvirt from here on.
+        let ret = unsafe {
+            sys::virConnectDomainEventRegisterAny(
+                conn.as_ptr(),
+                std::ptr::null_mut(),
+                id as libc::c_int,
+                Some(cb),
+                opaque,
+                Some(free_sender),
+            )
+        };
+        if ret < 0 {
+            // SAFETY: libvirt did not take ownership on failure.
+            drop(unsafe { Box::from_raw(opaque.cast::<EventSender>()) });
+            return Err(virt::error::Error::last_error());
+        }
+    }
+    Ok(())
+}
+
+/// The domain's name, or None for a null/odd pointer (never expected from libvirt).
+unsafe fn domain_name(dom: sys::virDomainPtr) -> Option<String> {
+    // SAFETY: dom is valid for the callback's duration; the name belongs to it.
+    let name = unsafe { sys::virDomainGetName(dom) };
+    (!name.is_null())
+        .then(|| unsafe { std::ffi::CStr::from_ptr(name) }.to_string_lossy().into_owned())
+}
+
+unsafe extern "C" fn lifecycle(
+    _conn: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    event: libc::c_int,
+    detail: libc::c_int,
+    opaque: *mut libc::c_void,
+) -> libc::c_int {
+    // SAFETY: opaque is the EventSender boxed in register_events, alive until free_sender.
+    let tx = unsafe { &*opaque.cast::<EventSender>() };
+    if let Some(name) = unsafe { domain_name(dom) } {
+        log::info!("libvirt: domain {name:?} event {event} detail {detail}");
+        let _ = tx.send((name, handle_lifecycle(event, detail)));
+    }
+    0
+}
+
+unsafe extern "C" fn device(
+    _conn: sys::virConnectPtr,
+    dom: sys::virDomainPtr,
+    _alias: *const libc::c_char,
+    opaque: *mut libc::c_void,
+) {
+    // SAFETY: as in `lifecycle`.
+    let tx = unsafe { &*opaque.cast::<EventSender>() };
+    if let Some(name) = unsafe { domain_name(dom) } {
+        let _ = tx.send((name, handle_device_change()));
+    }
+}
+
+unsafe extern "C" fn free_sender(opaque: *mut libc::c_void) {
+    // SAFETY: called once by libvirt with the pointer boxed in register_events.
+    drop(unsafe { Box::from_raw(opaque.cast::<EventSender>()) });
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -227,5 +381,36 @@ mod tests {
         // test:///default is one shared instance per process: the read-only connection sees it.
         Domain::lookup_by_name(&rw, "test").unwrap().destroy().unwrap();
         assert_eq!(resolve_one(&conn, uri, "test").unwrap(), None);
+    }
+
+    /// Live updates through real libvirt events on the test driver: starting a VM arms its
+    /// MACs, destroying it makes it absent.
+    #[test]
+    fn watcher_follows_start_and_stop() {
+        let uri = "test:///default";
+        let (tx, updates) = std::sync::mpsc::channel();
+        // A guard against hanging if an event never comes, not a timing assertion.
+        let rx = Guard(updates);
+        let _thread = spawn_watcher(uri.into(), vec!["evt01".into()], tx).unwrap();
+        assert_eq!(rx.recv().unwrap(), ("evt01".to_string(), None));
+        let rw = Connect::open(Some(uri)).unwrap();
+        let xml = "<domain type='test'><name>evt01</name><memory>1024</memory><os><type>hvm</type></os>\
+            <devices><interface type='ethernet'><mac address='52:54:00:00:e0:01'/>\
+            <target dev='ctap-evt01'/></interface></devices></domain>";
+        let dom = Domain::create_xml(&rw, xml, 0).unwrap();
+        let (vm, info) = rx.recv().unwrap();
+        assert_eq!(vm, "evt01");
+        let info = info.expect("started VM is present");
+        assert_eq!(info.macs, vec![[0x52, 0x54, 0, 0, 0xe0, 1]]);
+        assert_eq!(info.taps, vec!["ctap-evt01".to_string()]);
+        dom.destroy().unwrap();
+        assert_eq!(rx.recv().unwrap(), ("evt01".to_string(), None));
+    }
+
+    struct Guard(std::sync::mpsc::Receiver<VmUpdate>);
+    impl Guard {
+        fn recv(&self) -> Result<VmUpdate, std::sync::mpsc::RecvTimeoutError> {
+            self.0.recv_timeout(std::time::Duration::from_secs(60))
+        }
     }
 }

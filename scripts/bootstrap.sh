@@ -15,7 +15,7 @@ BPF_LINKER_VERSION=0.13.0
 # linux-perf: `cargo xtask bench --perf` profiles (Debian 12's perf 6.1 records fine on newer kernels).
 APT_PACKAGES=(llvm-22-dev gcc libc6-dev curl ca-certificates iproute2 ethtool tshark
     wireshark-common tcpdump procps netsniff-ng valgrind util-linux systemd bpftool iputils-ping
-    linux-perf)
+    linux-perf libvirt-dev libvirt-clients)
 
 say() { printf '\033[1mbootstrap:\033[0m %s\n' "$*" >&2; }
 

@@ -20,6 +20,7 @@ pub mod commands;
 pub mod config;
 pub mod daemon;
 pub mod handoff;
+pub mod libvirt;
 pub mod logging;
 pub mod metrics;
 pub mod nap;

@@ -14,8 +14,8 @@ use crate::handoff::Waker;
 use crate::nap::Nap;
 use crate::source;
 use crate::writer::{
-    InterfaceInfo, Merger, Output, PacketSink, RECORDS_PER_ROUND, Source, WriterClock, WriterError,
-    write_round,
+    InterfaceInfo, Merger, Output, PacketSink, RECORDS_PER_ROUND, Source, TargetRoute, WriterClock,
+    WriterError, write_round,
 };
 
 /// Longest pause of the writer once it has caught up with every queue. At 10 Gb/s a 64 MiB
@@ -36,6 +36,7 @@ impl PacketSink for Discard {
         _: &[u8],
         _: u32,
         _: u32,
+        _: u64,
     ) -> Result<(), WriterError> {
         Ok(())
     }
@@ -48,6 +49,8 @@ pub(super) const HANDOFF_RECORD_OVERHEAD: u64 = 36;
 pub(super) struct Reconfigure {
     pub(super) output: OutputConfig,
     pub(super) infos: Vec<InterfaceInfo>,
+    /// The targets, in config order: the packets' comments, the streams of own targets.
+    pub(super) targets: Vec<TargetRoute>,
     /// Set when interfaces were added, removed or restarted.
     pub(super) interfaces: Option<InterfaceChange>,
 }
@@ -124,12 +127,15 @@ impl WriterState {
                 }
             }
         }
-        let Reconfigure { output, infos, interfaces } = cmd;
+        let Reconfigure { output, infos, targets, interfaces } = cmd;
         let change = interfaces?;
         let file_stats =
             Box::new(FileStats { stats: Arc::clone(stats), ifaces: change.ifaces.clone() });
-        if let Err(e) = self.output.switch_interfaces(output, &infos, file_stats) {
+        if let Err(e) = self.output.switch_interfaces(output.clone(), &infos, file_stats) {
             log::error!("reload: the new interfaces are not described in the files: {e}");
+        }
+        if let Err(e) = self.output.reconfigure(output, &infos, &targets) {
+            log::error!("reload: output settings not applied: {e}");
         }
         self.merger
             .change_sources(|id| new_ids.get(id as usize).copied().flatten(), change.sources);
@@ -251,12 +257,12 @@ pub(super) fn write_loop(
         }
     }
     stats.write_losses.store(state.output.counters().packets_lost_to_errors, Relaxed);
-    let closed_before = state.output.counters().files_closed;
-    let last_file = state.output.close(state.clock.now()).context("closing the output file")?;
+    let (last_file, counters) =
+        state.output.close(state.clock.now()).context("closing the output file")?;
     let frames_written = handed.saturating_sub(stats.write_losses.load(Relaxed));
     Ok(Summary {
         frames_written,
-        files_closed: closed_before + u64::from(last_file.is_some()),
+        files_closed: counters.files_closed,
         last_file,
         interfaces: Vec::new(),
     })
@@ -271,7 +277,7 @@ fn accept(
 ) {
     if cmd.interfaces.is_some() {
         *switching = Some((cmd, Instant::now()));
-    } else if let Err(e) = state.output.reconfigure(cmd.output, &cmd.infos) {
+    } else if let Err(e) = state.output.reconfigure(cmd.output, &cmd.infos, &cmd.targets) {
         log::error!("reload: output settings not applied: {e}");
     }
 }
@@ -336,7 +342,7 @@ mod tests {
         let source =
             Source { interface_id: 0, consumer, watermark: Arc::default(), read_together: false };
         let state = WriterState {
-            output: Output::Stream(output),
+            output: Output::Stream(output, crate::writer::Comments::default()),
             merger: Merger::new(vec![source], DEFAULT_WINDOW_NS),
             ifaces: vec![Arc::clone(&iface)],
             clock: WriterClock::new(Box::new(TestClock::default())),

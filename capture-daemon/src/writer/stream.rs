@@ -5,7 +5,9 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::pcapng::{InterfaceInfo, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb};
+use super::pcapng::{
+    InterfaceInfo, SectionInfo, encode_epb_commented, encode_idb, encode_isb, encode_shb,
+};
 use super::rotate::{StatsSource, WriterCounters, WriterError, check_interface};
 
 /// Written out once the buffer holds this much (and at every tick).
@@ -61,8 +63,21 @@ impl StreamWriter {
         orig_len: u32,
         flags: u32,
     ) -> Result<(), WriterError> {
+        self.write_packet_commented(interface_id, ts_ns, data, orig_len, flags, &[])
+    }
+
+    /// [`StreamWriter::write_packet`] with an encoded opt_comment option (empty: none).
+    pub fn write_packet_commented(
+        &mut self,
+        interface_id: u32,
+        ts_ns: u64,
+        data: &[u8],
+        orig_len: u32,
+        flags: u32,
+        comment: &[u8],
+    ) -> Result<(), WriterError> {
         check_interface(interface_id, self.interface_count)?;
-        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len, flags);
+        encode_epb_commented(&mut self.buf, interface_id, ts_ns, data, orig_len, flags, comment);
         self.buffered_packets += 1;
         if self.buf.len() >= FLUSH_BYTES {
             self.flush();

@@ -232,6 +232,11 @@ pub(super) fn write_loop(
             if let Err(e) = state.output.tick(now) {
                 log::error!("rotating the output file: {}", crate::bpf::error_chain(&e));
             }
+            if let Output::Files(streams) = &state.output
+                && let Ok(mut per_stream) = stats.streams.try_lock()
+            {
+                *per_stream = streams.per_stream();
+            }
             last_tick_ns = now.mono_ns;
         }
         if n < RECORDS_PER_ROUND {

@@ -125,6 +125,23 @@ fn each_own_target_gets_exactly_its_frames_and_every_packet_names_its_targets() 
         sent.extend(frames(WEB012, OTHER, 6000..6010)); // web012
         sent.extend(frames(OTHER, OTHER, 7000..7010)); // no target
         lab.send(&sent);
+        // Per-stream counters: written frames reach them once the writer has flushed (within
+        // a second), so poll for the values rather than time them.
+        let want = [("t", 30), ("t_web01", 30), ("t_db01", 20)];
+        let line = |(stream, n): (&str, u32)| {
+            format!("capture_stream_frames_written_total{{stream=\"{stream}\"}} {n}\n")
+        };
+        let mut page = String::new();
+        for _ in 0..50 {
+            page = scrape_metrics(&lab.ns);
+            if want.iter().all(|w| page.contains(&line(*w))) {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        for w in want {
+            assert!(page.contains(&line(w)), "{mode}: {}:\n{page}", line(w));
+        }
         let (status, _) = daemon.stop();
         assert!(status.success(), "{mode}: daemon exit: {status}");
 

@@ -254,8 +254,9 @@ pub fn encode_epb(
 
 /// Appends an Enhanced Packet Block that carries `comment` as well: `comment` is an encoded
 /// opt_comment option ([`comment_option`]), written first, then epb_flags when `flags` is
-/// non-zero, then opt_endofopt. An empty `comment` writes exactly what [`encode_epb`] writes.
-/// No allocation once `buf` has room for the block and 4 bytes more.
+/// non-zero, then opt_endofopt. An empty `comment` (or one that is no padded option) writes
+/// exactly what [`encode_epb`] writes. No allocation once `buf` has room for the block and 4
+/// bytes more.
 #[inline]
 pub fn encode_epb_commented(
     buf: &mut Vec<u8>,
@@ -266,7 +267,8 @@ pub fn encode_epb_commented(
     flags: u32,
     comment: &[u8],
 ) {
-    if comment.is_empty() {
+    // An encoded option is at least 4 bytes, padded to 4: anything else is no option.
+    if comment.len() < 4 || !comment.len().is_multiple_of(4) {
         encode_epb(buf, interface_id, ts_ns, data, orig_len, flags);
         return;
     }
@@ -277,19 +279,31 @@ pub fn encode_epb_commented(
     let total = EPB_OVERHEAD + caplen + pad4(caplen) + options;
     #[expect(clippy::cast_possible_truncation, reason = "data is at most MAX_CAPLEN")]
     let (caplen32, total32) = (caplen as u32, total as u32);
-    buf.reserve(total + 4);
-    for word in [BT_EPB, total32, interface_id, ts_high(ts_ns), ts_low(ts_ns), caplen32, orig_len] {
-        buf.extend_from_slice(&word.to_le_bytes());
+    let head = [BT_EPB, total32, interface_id, ts_high(ts_ns), ts_low(ts_ns), caplen32, orig_len];
+    let pad = pad4(caplen);
+    buf.reserve(total);
+    // SAFETY: `reserve` made room for `total` bytes after `len`, and every store below lies in
+    // [len, len + total): the header (28), the data, 4 zero bytes at the end of the data (pad
+    // of them stay, the rest is overwritten by the comment, which is at least 4 bytes), the
+    // comment, epb_flags (8) if any, then opt_endofopt and the trailing length (8), ending at
+    // exactly `total`. set_len covers what was written.
+    unsafe {
+        let p = buf.as_mut_ptr().add(buf.len());
+        p.cast::<[u32; 7]>().write_unaligned(head.map(u32::to_le));
+        std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(28), caplen);
+        p.add(28 + caplen).cast::<u32>().write_unaligned(0);
+        let mut at = 28 + caplen + pad;
+        std::ptr::copy_nonoverlapping(comment.as_ptr(), p.add(at), comment.len());
+        at += comment.len();
+        if flags != 0 {
+            p.add(at)
+                .cast::<[u32; 2]>()
+                .write_unaligned([EPB_FLAGS_OPTION_HEAD, flags].map(u32::to_le));
+            at += 8;
+        }
+        p.add(at).cast::<[u32; 2]>().write_unaligned([0, total32].map(u32::to_le));
+        buf.set_len(buf.len() + total);
     }
-    buf.extend_from_slice(data);
-    buf.extend_from_slice(&[0u8; 3][..pad4(caplen)]);
-    buf.extend_from_slice(comment);
-    if flags != 0 {
-        buf.extend_from_slice(&EPB_FLAGS_OPTION_HEAD.to_le_bytes());
-        buf.extend_from_slice(&flags.to_le_bytes());
-    }
-    put_end_of_options(buf);
-    buf.extend_from_slice(&total32.to_le_bytes());
 }
 
 /// `text` as an encoded opt_comment option (code, length, the UTF-8 bytes, padding to 4), for

@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p capture-daemon --example writer_bench -- \
-//!     --frames 1000000 --size 64 --dir /dev/shm/wbench [--queues 2] [--keep]
+//!     --frames 1000000 --size 64 --dir /dev/shm/wbench [--queues 2] [--keep] [--comment]
 //! ```
 //!
 //! On one thread, prepared frames go through the real hand-off ring of each RX queue
@@ -13,8 +13,9 @@
 //!
 //! The clock runs from the first push to the end of `close` (ISB written, file fsynced and
 //! renamed): the data is on the file system when it stops. Prints one JSON line,
-//! `{"size":64,"packets":N,"seconds":S,"pps":P,"bytes_per_sec":B}`, where bytes are the captured
-//! frame bytes and "64" stands for 60-byte frames (64 on the wire with the FCS).
+//! `{"size":64,"comment":false,"packets":N,"seconds":S,"pps":P,"bytes_per_sec":B}`, where bytes
+//! are the captured frame bytes and "64" stands for 60-byte frames (64 on the wire with the
+//! FCS); `"comment"` says whether `--comment` put the per-packet target comment in every block.
 //!
 //! Afterwards the file is checked in constant time against what it must hold (its exact size,
 //! header, statistics block and a sample of packets), so a broken writer cannot post a fast

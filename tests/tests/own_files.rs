@@ -142,6 +142,12 @@ fn each_own_target_gets_exactly_its_frames_and_every_packet_names_its_targets() 
         for w in want {
             assert!(page.contains(&line(w)), "{mode}: {}:\n{page}", line(w));
         }
+        let (code, text) = lab.run_daemon(&[], &["status", "--config", config.to_str().unwrap()]);
+        assert_eq!(code, 0, "{text}");
+        for (stream, n) in want {
+            let line = format!("  stream {stream}: {n} frames, ");
+            assert!(text.contains(&line), "{mode}: status lacks {line:?}:\n{text}");
+        }
         let (status, _) = daemon.stop();
         assert!(status.success(), "{mode}: daemon exit: {status}");
 

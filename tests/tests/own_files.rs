@@ -210,28 +210,32 @@ fn rotation_and_retention_apply_per_stream() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new(1);
-    let config = lab.config(
-        "",
-        "rotate_packets = 4\nkeep_files = 2",
-        &[target("web01", WEB01, "own"), target("rest", REST, "shared")].concat(),
-    );
-    let daemon = lab.start(&config);
-    lab.send(&frames(REST, OTHER, 1..4));
-    lab.send(&frames(WEB01, OTHER, 100..124));
-    let log = daemon.log_handle();
-    assert!(daemon.stop().0.success());
-    let by = streams(&lab.out_dir());
-    assert_eq!(packets(&by["t"]), labelled(1..4, "targets: rest"), "the shared file is kept");
-    let web = &by["t_web01"];
-    assert_eq!(web.len(), 2, "keep_files = 2 in web01's stream: {web:?}");
-    for f in web {
-        assert!(read_pcapng(f).packets.len() <= 4, "rotate_packets = 4: {}", f.display());
+    for mode in ["mirror", "tap"] {
+        let lab = Lab::new(1);
+        let iface = format!("name = \"{CAPTURE_IF}\"\nmode = \"{mode}\"");
+        let config = lab.config_on(
+            &[&iface],
+            "",
+            "rotate_packets = 4\nkeep_files = 2",
+            &[target("web01", WEB01, "own"), target("rest", REST, "shared")].concat(),
+        );
+        let daemon = lab.start(&config);
+        lab.send(&frames(REST, OTHER, 1..4));
+        lab.send(&frames(WEB01, OTHER, 100..124));
+        let log = daemon.log_handle();
+        assert!(daemon.stop().0.success());
+        let by = streams(&lab.out_dir());
+        assert_eq!(packets(&by["t"]), labelled(1..4, "targets: rest"), "{mode}: shared kept");
+        let web = &by["t_web01"];
+        assert_eq!(web.len(), 2, "{mode}: keep_files = 2 in web01's stream: {web:?}");
+        for f in web {
+            assert!(read_pcapng(f).packets.len() <= 4, "{mode}: rotate_packets: {}", f.display());
+        }
+        let kept: Vec<u32> = packets(web).into_iter().map(|(id, _)| id).collect();
+        assert!(kept.iter().all(|id| *id >= 116), "{mode}: web01's newest are kept: {kept:?}");
+        let log = log.text();
+        assert!(log.contains("t_web01_00001_"), "{mode}: web01's first file was deleted: {log}");
     }
-    let kept: Vec<u32> = packets(web).into_iter().map(|(id, _)| id).collect();
-    assert!(kept.iter().all(|id| *id >= 116), "the newest of web01's frames are kept: {kept:?}");
-    let log = log.text();
-    assert!(log.contains("t_web01_00001_"), "web01's first file was deleted: {log}");
 }
 
 /// A small tmpfs of our own, unmounted on drop.
@@ -315,25 +319,29 @@ fn a_reload_adds_and_removes_own_streams() {
     if !root_or_skip() {
         return;
     }
-    let lab = Lab::new(1);
-    let before = [target("web01", WEB01, "own"), target("db01", DB01, "shared")].concat();
-    let config = lab.config("", "", &before);
-    let daemon = lab.start(&config);
-    lab.send(&[frames(WEB01, OTHER, 100..105), frames(DB01, OTHER, 200..205)].concat());
-    let after = [target("web01", WEB01, "shared"), target("db01", DB01, "own")].concat();
-    lab.config("", "", &after);
-    daemon.signal(libc::SIGHUP);
-    daemon.wait_for_log("target db01 gets files of its own", Duration::from_secs(5));
-    // web01's own stream is finished by the reload, not at the stop.
-    let web_files = finished_streams(&lab.out_dir()).remove("t_web01").unwrap_or_default();
-    assert_eq!(web_files.len(), 1, "{web_files:?}");
-    lab.send(&[frames(WEB01, OTHER, 110..115), frames(DB01, OTHER, 210..215)].concat());
-    assert!(daemon.stop().0.success());
-    let by = streams(&lab.out_dir());
-    assert_eq!(packets(&by["t_web01"]), labelled(100..105, "targets: web01"));
-    assert_eq!(packets(&by["t_db01"]), labelled(210..215, "targets: db01"));
-    assert_eq!(
-        packets(&by["t"]),
-        [labelled(110..115, "targets: web01"), labelled(200..205, "targets: db01")].concat()
-    );
+    for mode in ["mirror", "tap"] {
+        let lab = Lab::new(1);
+        let iface = format!("name = \"{CAPTURE_IF}\"\nmode = \"{mode}\"");
+        let before = [target("web01", WEB01, "own"), target("db01", DB01, "shared")].concat();
+        let config = lab.config_on(&[&iface], "", "", &before);
+        let daemon = lab.start(&config);
+        lab.send(&[frames(WEB01, OTHER, 100..105), frames(DB01, OTHER, 200..205)].concat());
+        let after = [target("web01", WEB01, "shared"), target("db01", DB01, "own")].concat();
+        lab.config_on(&[&iface], "", "", &after);
+        daemon.signal(libc::SIGHUP);
+        daemon.wait_for_log("target db01 gets files of its own", Duration::from_secs(5));
+        // web01's own stream is finished by the reload, not at the stop.
+        let web_files = finished_streams(&lab.out_dir()).remove("t_web01").unwrap_or_default();
+        assert_eq!(web_files.len(), 1, "{mode}: {web_files:?}");
+        lab.send(&[frames(WEB01, OTHER, 110..115), frames(DB01, OTHER, 210..215)].concat());
+        assert!(daemon.stop().0.success());
+        let by = streams(&lab.out_dir());
+        assert_eq!(packets(&by["t_web01"]), labelled(100..105, "targets: web01"), "{mode}");
+        assert_eq!(packets(&by["t_db01"]), labelled(210..215, "targets: db01"), "{mode}");
+        assert_eq!(
+            packets(&by["t"]),
+            [labelled(110..115, "targets: web01"), labelled(200..205, "targets: db01")].concat(),
+            "{mode}"
+        );
+    }
 }

@@ -74,6 +74,7 @@ impl Running {
             output: config.output.clone(),
             infos: interface_infos(config, &self.names(), &sys::hostname()),
             targets: super::target_routes(config, &slots),
+            at_ns: crate::source::monotonic_ns(),
             interfaces: change,
         });
     }

@@ -191,9 +191,22 @@ pub fn write_round(
     max: usize,
     delivered: &mut [u64],
 ) -> Round {
+    write_round_before(merger, writer, now, max, u64::MAX, delivered)
+}
+
+/// [`write_round`] up to the first record stamped at or after `before_ns` (CLOCK_MONOTONIC; see
+/// [`Merger::pump_before`]).
+pub fn write_round_before(
+    merger: &mut Merger,
+    writer: &mut impl PacketSink,
+    now: Now,
+    max: usize,
+    before_ns: u64,
+    delivered: &mut [u64],
+) -> Round {
     let mut error = None;
     let mut bytes = 0u64;
-    let records = merger.pump(now.mono_ns, max, &mut |interface_id, r| {
+    let records = merger.pump_before(now.mono_ns, max, before_ns, &mut |interface_id, r| {
         bytes += r.data.len() as u64;
         let ts = now.to_wall(r.ts_ns);
         match writer.write_packet(interface_id, ts, r.data, r.orig_len, r.flags, r.matched) {

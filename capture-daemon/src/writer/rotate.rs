@@ -363,6 +363,20 @@ impl RotatingWriter {
     /// deletes the oldest finished file of any of them (see [`delete_oldest`]).
     pub fn set_other_streams(&mut self, prefixes: Vec<String>) {
         self.others = prefixes;
+        if self.file.is_some() {
+            self.set_floor_rotate_bytes();
+            self.set_due();
+        }
+    }
+
+    /// The size at which the floor rotates a file: a quarter of the room it leaves, shared with
+    /// the files the other streams in the directory are writing.
+    fn set_floor_rotate_bytes(&mut self) {
+        let streams = 1 + self.others.len() as u64;
+        self.floor_rotate_bytes = self.space_and_floor().map_or(0, |(space, floor)| {
+            let room = (space.free + self.finisher.retained_bytes()).saturating_sub(floor);
+            (room / 4 / streams).max(MIN_FLOOR_FILE_BYTES)
+        });
     }
 
     /// The prefix of the files of this stream.
@@ -709,10 +723,7 @@ impl RotatingWriter {
             warn!("cannot lock {}: {e}", part_path.display());
         }
         info!("writing {}", part_path.display());
-        self.floor_rotate_bytes = self.space_and_floor().map_or(0, |(space, floor)| {
-            let room = (space.free + self.finisher.retained_bytes()).saturating_sub(floor);
-            (room / 4).max(MIN_FLOOR_FILE_BYTES)
-        });
+        self.set_floor_rotate_bytes();
         self.buf.extend_from_slice(&self.header);
         self.file = Some(OpenFile {
             file,

@@ -270,6 +270,45 @@ mod tests {
         vec![InterfaceInfo { name: "eth0".into(), description: "d".into(), snaplen: 0 }]
     }
 
+    /// `capture -w`: one stream, and each packet still names its targets (through [`Output`],
+    /// as the writer thread writes it); a reload's targets name the packets after it.
+    #[test]
+    fn a_streams_packets_name_their_targets() {
+        use crate::writer::{Comments, Output, PacketSink as _, TargetRoute};
+        use pcap_file::pcapng::blocks::opt_common::CommonOption;
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = StreamWriter::open(
+            Box::new(Shared(buf.clone())),
+            &section(),
+            &iface(),
+            Box::new(NoStats),
+        )
+        .unwrap();
+        let route = |slot, name: &str| TargetRoute { slot, name: name.into(), own: false };
+        let mut out = Output::Stream(w, Comments::new(&[route(0, "all")]));
+        out.write_packet(0, 1, &[1; 60], 60, DIRECTION_INBOUND, 1).unwrap();
+        out.write_packet(0, 2, &[2; 60], 60, DIRECTION_INBOUND, 0).unwrap();
+        let policy = crate::writer::Policy::unlimited("/nonexistent".into(), "x");
+        out.reconfigure(policy, &iface(), &[route(0, "a"), route(1, "b")]).unwrap();
+        out.write_packet(0, 3, &[3; 60], 60, DIRECTION_INBOUND, 3).unwrap();
+        out.close(crate::writer::Now { mono_ns: 4, offset_ns: 0 }).unwrap();
+        let data = buf.lock().unwrap().clone();
+        let mut reader = pcap_file::pcapng::PcapNgReader::new(std::io::Cursor::new(data)).unwrap();
+        let mut comments = Vec::new();
+        while let Some(block) = reader.next_block() {
+            if let (pcap_file::pcapng::Block::EnhancedPacket(epb), _) = block.unwrap() {
+                comments.push(epb.options.iter().find_map(|o| match o {
+                    EnhancedPacketOption::Common(CommonOption::Comment(c)) => Some(c.to_string()),
+                    _ => None,
+                }));
+            }
+        }
+        assert_eq!(
+            comments,
+            [Some("targets: all".to_owned()), None, Some("targets: a, b".to_owned())]
+        );
+    }
+
     #[test]
     fn a_stream_reads_back_as_pcapng() {
         let bytes = Arc::new(Mutex::new(Vec::new()));

@@ -363,8 +363,7 @@ mod tests {
         TargetRoute { slot, name: name.into(), own }
     }
 
-    fn open(dir: &Path, policy: Policy, targets: &[TargetRoute]) -> Streams {
-        let _ = dir;
+    fn open(policy: Policy, targets: &[TargetRoute]) -> Streams {
         let section = SectionInfo { application: "test".into(), ..SectionInfo::default() };
         let infos = vec![InterfaceInfo { name: "eth0".into(), ..InterfaceInfo::default() }];
         Streams::open(policy, section, infos, Box::new(NoStats), now(0), targets, false).unwrap()
@@ -412,7 +411,7 @@ mod tests {
         let policy = Policy::unlimited(dir.path().to_path_buf(), "demo");
         // Config order: web01 (own), db01 (own), rest (shared); slots deliberately shuffled.
         let targets = [route(4, "web01", true), route(1, "db01", true), route(0, "rest", false)];
-        let mut s = open(dir.path(), policy, &targets);
+        let mut s = open(policy, &targets);
         write(&mut s, 1, 1 << 4);
         write(&mut s, 2, 1 << 1);
         write(&mut s, 3, 1 << 0);
@@ -439,7 +438,7 @@ mod tests {
     fn without_a_shared_target_there_is_no_shared_file() {
         let dir = tempfile::tempdir().unwrap();
         let policy = Policy::unlimited(dir.path().to_path_buf(), "demo");
-        let mut s = open(dir.path(), policy, &[route(0, "web01", true)]);
+        let mut s = open(policy, &[route(0, "web01", true)]);
         write(&mut s, 1, 1);
         write(&mut s, 2, 0);
         let _ = s.close(now(1).mono_ns);
@@ -452,8 +451,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let policy = Policy::unlimited(dir.path().to_path_buf(), "demo");
         let infos = [InterfaceInfo { name: "eth0".into(), ..InterfaceInfo::default() }];
-        let mut s =
-            open(dir.path(), policy.clone(), &[route(0, "web01", true), route(1, "db01", false)]);
+        let mut s = open(policy.clone(), &[route(0, "web01", true), route(1, "db01", false)]);
         write(&mut s, 1, 1);
         write(&mut s, 2, 2);
         // web01 goes, db01 gets files of its own: no target is shared any more.

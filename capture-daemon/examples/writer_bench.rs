@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run --release -p capture-daemon --example writer_bench -- \
-//!     --frames 1000000 --size 64 --dir /dev/shm/wbench [--queues 2] [--keep]
+//!     --frames 1000000 --size 64 --dir /dev/shm/wbench [--queues 2] [--keep] [--comment]
 //! ```
 //!
 //! On one thread, prepared frames go through the real hand-off ring of each RX queue
@@ -13,8 +13,9 @@
 //!
 //! The clock runs from the first push to the end of `close` (ISB written, file fsynced and
 //! renamed): the data is on the file system when it stops. Prints one JSON line,
-//! `{"size":64,"packets":N,"seconds":S,"pps":P,"bytes_per_sec":B}`, where bytes are the captured
-//! frame bytes and "64" stands for 60-byte frames (64 on the wire with the FCS).
+//! `{"size":64,"comment":false,"packets":N,"seconds":S,"pps":P,"bytes_per_sec":B}`, where bytes
+//! are the captured frame bytes and "64" stands for 60-byte frames (64 on the wire with the
+//! FCS); `"comment"` says whether `--comment` put the per-packet target comment in every block.
 //!
 //! Afterwards the file is checked in constant time against what it must hold (its exact size,
 //! header, statistics block and a sample of packets), so a broken writer cannot post a fast
@@ -38,10 +39,13 @@ use capture_common::DIRECTION_INBOUND;
 use capture_daemon::config::{CaptureConfig, OutputConfig};
 use capture_daemon::handoff::{self, Producer};
 use capture_daemon::source::monotonic_ns;
-use capture_daemon::writer::pcapng::{BT_EPB, encode_idb, encode_isb, encode_shb, epb_len};
+use capture_daemon::writer::pcapng::{
+    BT_EPB, comment_option, encode_idb, encode_isb, encode_shb, epb_len,
+};
 use capture_daemon::writer::{
-    Clock as _, InterfaceInfo, InterfaceStats, Merger, Now, RECORDS_PER_ROUND, RotatingWriter,
-    SectionInfo, Source, StatsSource, SystemClock, merge::DEFAULT_WINDOW_NS, write_round,
+    Clock as _, Comments, InterfaceInfo, InterfaceStats, Merger, Now, PacketSink,
+    RECORDS_PER_ROUND, RotatingWriter, SectionInfo, Source, StatsSource, SystemClock, TargetRoute,
+    WriterError, merge::DEFAULT_WINDOW_NS, write_round,
 };
 use clap::Parser;
 
@@ -80,6 +84,40 @@ struct Args {
     /// Push frames at this many MB/s of frame bytes (0: as fast as the writer takes them).
     #[arg(long, default_value_t = 0)]
     rate_mb_s: u64,
+    /// Every frame matched target `web01`: each packet block carries the daemon's comment
+    /// `targets: web01`, looked up per frame as the daemon does.
+    #[arg(long)]
+    comment: bool,
+}
+
+/// The one target of `--comment`.
+const COMMENT_TARGET: &str = "web01";
+
+/// The writer as the daemon's output drives it: with `--comment`, each frame's comment is looked
+/// up from its mask; without, none is written.
+struct Sink {
+    writer: RotatingWriter,
+    comments: Option<Comments>,
+}
+
+impl PacketSink for Sink {
+    #[inline]
+    fn write_packet(
+        &mut self,
+        id: u32,
+        ts: u64,
+        data: &[u8],
+        orig: u32,
+        flags: u32,
+        matched: u64,
+    ) -> Result<(), WriterError> {
+        match &mut self.comments {
+            Some(c) => {
+                self.writer.write_packet_commented(id, ts, data, orig, flags, c.option(matched))
+            }
+            None => self.writer.write_packet(id, ts, data, orig, flags),
+        }
+    }
 }
 
 /// A round this long counts as slow in the rotating run's summary.
@@ -133,7 +171,7 @@ fn main() -> anyhow::Result<()> {
         rotate_bytes: args.rotate_bytes,
         ..OutputConfig::unlimited(args.dir.clone(), PREFIX)
     };
-    let mut writer = RotatingWriter::open(
+    let writer = RotatingWriter::open(
         policy,
         section.clone(),
         vec![interface.clone()],
@@ -141,6 +179,10 @@ fn main() -> anyhow::Result<()> {
         now(),
     )
     .context("opening the capture file")?;
+    let route = TargetRoute { slot: 0, name: COMMENT_TARGET.into(), own: false };
+    let comments = args.comment.then(|| Comments::new(&[route]));
+    let matched = u64::from(args.comment);
+    let mut writer = Sink { writer, comments };
 
     // One ring per RX queue, all of interface 0, as the daemon sets them up.
     let ring_bytes = usize::try_from(CaptureConfig::default().buffer_bytes)?;
@@ -162,7 +204,7 @@ fn main() -> anyhow::Result<()> {
     // Only the rotating run reads the clock per round: the others count instructions.
     let timed = args.rotate_bytes > 0;
     let (mut worst_round, mut slow_rounds) = (Duration::ZERO, 0u64);
-    let mut round = |merger: &mut Merger, writer: &mut RotatingWriter| -> anyhow::Result<()> {
+    let mut round = |merger: &mut Merger, writer: &mut Sink| -> anyhow::Result<()> {
         let began = timed.then(Instant::now);
         let done = write_round(merger, writer, now(), RECORDS_PER_ROUND, &mut delivered);
         if let Some(e) = done.error {
@@ -170,7 +212,7 @@ fn main() -> anyhow::Result<()> {
         }
         // As the daemon's write loop does after each round.
         if last_tick.elapsed() >= Duration::from_millis(100) {
-            writer.tick(monotonic_ns())?;
+            writer.writer.tick(monotonic_ns())?;
             last_tick = Instant::now();
         }
         if let Some(began) = began {
@@ -196,7 +238,7 @@ fn main() -> anyhow::Result<()> {
         for (q, (producer, watermark)) in producers.iter_mut().zip(&watermarks).enumerate() {
             let mut last = None;
             for j in (i + q..end).step_by(queues) {
-                if !producer.push(ts(j), orig_len, FLAGS, 0, &pool[j % POOL]) {
+                if !producer.push(ts(j), orig_len, FLAGS, matched, &pool[j % POOL]) {
                     bail!("hand-off ring {q} full at frame {j}: the writer fell behind");
                 }
                 last = Some(ts(j));
@@ -215,14 +257,19 @@ fn main() -> anyhow::Result<()> {
         round(&mut merger, &mut writer)?;
     }
     let closing = Instant::now();
-    let last = writer.close(monotonic_ns())?.context("the capture file was not finished")?;
+    let last = writer.writer.close(monotonic_ns())?.context("the capture file was not finished")?;
     let close_ms = closing.elapsed().as_secs_f64() * 1e3;
     let seconds = start.elapsed().as_secs_f64();
 
     ensure!(delivered[0] == n as u64, "{} of {n} frames were written", delivered[0]);
     let files = if timed { finished_files(&args.dir)? } else { vec![last] };
     ensure!(files.len() as u64 >= 1, "no capture file in {}", args.dir.display());
-    check_files(&files, &section, &interface, &stats, &pool, n, wall_t0)?;
+    let comment = if args.comment {
+        comment_option(&format!("targets: {COMMENT_TARGET}"))
+    } else {
+        Vec::new()
+    };
+    check_files(&files, &section, &interface, &stats, &pool, n, wall_t0, &comment)?;
     if !args.keep {
         for path in &files {
             std::fs::remove_file(path).with_context(|| format!("removing {}", path.display()))?;
@@ -232,7 +279,8 @@ fn main() -> anyhow::Result<()> {
     #[allow(clippy::cast_precision_loss, reason = "rates, not counts")]
     let (pps, bytes_per_sec) = (n as f64 / seconds, (n * frame_len) as f64 / seconds);
     let mut line = format!(
-        "{{\"size\":{size},\"packets\":{n},\"seconds\":{seconds:.6},\"pps\":{pps:.0},\"bytes_per_sec\":{bytes_per_sec:.0}"
+        "{{\"size\":{size},\"comment\":{},\"packets\":{n},\"seconds\":{seconds:.6},\"pps\":{pps:.0},\"bytes_per_sec\":{bytes_per_sec:.0}",
+        args.comment
     );
     if timed {
         let worst_us = worst_round.as_micros();
@@ -275,6 +323,7 @@ fn frame(i: usize, len: usize) -> Vec<u8> {
 /// Checks the files in constant time each: exact size, header, final statistics block, and a
 /// sample of packet blocks (every file's first and last among them), each compared field by
 /// field with what the writer was given. Together they must hold the `n` frames in order.
+#[expect(clippy::too_many_arguments, reason = "what the files must hold, each given")]
 fn check_files(
     paths: &[PathBuf],
     section: &SectionInfo,
@@ -283,6 +332,7 @@ fn check_files(
     pool: &[Vec<u8>],
     n: usize,
     t0: u64,
+    comment: &[u8],
 ) -> anyhow::Result<()> {
     let mut header = Vec::new();
     encode_shb(&mut header, section);
@@ -291,8 +341,10 @@ fn check_files(
     encode_isb(&mut isb, 0, stats);
     let frame_len = pool[0].len();
     let padded = 28 + frame_len.next_multiple_of(4);
-    let epb_len = epb_len(frame_len, FLAGS);
+    let epb_len = epb_len(frame_len, FLAGS) + comment.len();
     let first_epb = header.len();
+    // The options: the comment (if any) first, then epb_flags.
+    let flags_at = padded + comment.len();
 
     // Each file: header, k whole packet blocks, statistics; the k add up to n.
     let mut opened = Vec::new();
@@ -337,9 +389,9 @@ fn check_files(
             (20, u32::try_from(frame_len)?),
             (24, u32::try_from(frame_len)?),
             // epb_flags (code 2, length 4), its value, opt_endofopt.
-            (padded, 0x0004_0002),
-            (padded + 4, FLAGS),
-            (padded + 8, 0),
+            (flags_at, 0x0004_0002),
+            (flags_at + 4, FLAGS),
+            (flags_at + 8, 0),
             (block.len() - 4, u32::try_from(epb_len)?),
         ];
         let p = path.display();
@@ -348,6 +400,7 @@ fn check_files(
             ensure!(got == want, "{p}: packet {i}: word at +{at} is {got:#x}, expected {want:#x}");
         }
         ensure!(&block[28..28 + frame_len] == frame, "{p}: packet {i}: data differs");
+        ensure!(&block[padded..flags_at] == comment, "{p}: packet {i}: comment differs");
         ensure!(
             block[28 + frame_len..padded].iter().all(|&b| b == 0),
             "{p}: packet {i}: padding is not zero"

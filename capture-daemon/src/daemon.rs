@@ -32,8 +32,8 @@ use crate::stop::{self, Stop};
 use crate::sys;
 use crate::writer::merge::DEFAULT_WINDOW_NS;
 use crate::writer::{
-    InterfaceInfo, Merger, Output, RotatingWriter, SectionInfo, Source, StreamWriter, SystemClock,
-    WriterClock,
+    Comments, InterfaceInfo, Merger, Output, SectionInfo, Source, StreamWriter, Streams,
+    SystemClock, TargetRoute, WriterClock,
 };
 
 mod iface;
@@ -255,7 +255,8 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
     let mut slots = Slots::default();
     let assigned = slots.assign(&config.targets)?;
     let tables = TargetTables::build(&config.capture, &config.targets, &assigned)?;
-    let mut running = start(&config, ifaces, &tables, output, control)?;
+    let routes = target_routes(&config, &View::of(&config, &slots).targets);
+    let mut running = start(&config, ifaces, &tables, &routes, output, control)?;
     let started = Instant::now();
     let present: Vec<&InterfaceConfig> =
         config.interfaces.iter().filter(|i| !absent.contains(i)).collect();
@@ -397,10 +398,25 @@ struct OutputOptions {
     keep_files_include_current: bool,
 }
 
+/// The targets as the writer sees them, in config order: name, slot (from `slots`, the
+/// (name, slot) pairs of [`View`]) and whether they have files of their own.
+pub(super) fn target_routes(config: &Config, slots: &[(String, usize)]) -> Vec<TargetRoute> {
+    config
+        .targets
+        .iter()
+        .filter_map(|t| {
+            let slot = slots.iter().find(|(name, _)| *name == t.name)?.1;
+            let own = t.output == crate::config::TargetOutput::Own;
+            Some(TargetRoute { slot, name: t.name.clone(), own })
+        })
+        .collect()
+}
+
 fn start(
     config: &Config,
     ifaces: Vec<ResolvedInterface>,
     tables: &TargetTables,
+    routes: &[TargetRoute],
     output: OutputOptions,
     control: &Control,
 ) -> anyhow::Result<Running> {
@@ -430,22 +446,18 @@ fn start(
     let is_stream = stream.is_some();
     let mut clock = WriterClock::new(Box::new(SystemClock));
     let writer = match stream {
-        Some(out) => {
-            StreamWriter::open(out, &section_info(), &interfaces, stats_source).map(Output::Stream)
-        }
-        None => RotatingWriter::open(
+        Some(out) => StreamWriter::open(out, &section_info(), &interfaces, stats_source)
+            .map(|w| Output::Stream(w, Comments::new(routes))),
+        None => Streams::open(
             config.output.clone(),
             section_info(),
             interfaces,
             stats_source,
             clock.now(),
+            routes,
+            keep_files_include_current,
         )
-        .map(|mut w| {
-            if keep_files_include_current {
-                w.keep_files_include_current();
-            }
-            Output::Files(w)
-        }),
+        .map(Output::Files),
     };
     let writer = match writer {
         Ok(w) => w,

@@ -484,6 +484,8 @@ pub struct Packet {
     pub data: Vec<u8>,
     /// The block's epb_flags option, `None` when it has none (see [`direction`]).
     pub flags: Option<u32>,
+    /// The block's opt_comment (the targets it matched), `None` when it has none.
+    pub comment: Option<String>,
 }
 
 /// The direction bits (0-1) of a packet's epb_flags: `Some(capture_common::DIRECTION_INBOUND)`
@@ -540,6 +542,12 @@ pub fn read_pcapng(path: &Path) -> PcapngFile {
                     pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption::Flags(f) => {
                         Some(*f)
                     }
+                    _ => None,
+                }),
+                comment: epb.options.iter().find_map(|o| match o {
+                    pcap_file::pcapng::blocks::enhanced_packet::EnhancedPacketOption::Common(
+                        pcap_file::pcapng::blocks::opt_common::CommonOption::Comment(c),
+                    ) => Some(c.to_string()),
                     _ => None,
                 }),
                 data: epb.data.to_vec(),
@@ -822,6 +830,7 @@ pub fn read_pcap(path: &Path) -> Vec<Packet> {
             orig_len: p.orig_len(),
             data: p.data().to_vec(),
             flags: None,
+            comment: None,
         });
     }
     out

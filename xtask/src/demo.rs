@@ -590,8 +590,11 @@ fn summarize(
                     table.entry((stream.clone(), t)).or_default().1 += 1;
                 }
             }
-            // Each record names the targets it matched.
-            if targets.iter().any(|t| !comment.contains(t)) {
+            // Each record names exactly the targets it matched, in config order.
+            let named: Vec<&str> =
+                ["web01", "app07", "vlan200"].into_iter().filter(|t| targets.contains(t)).collect();
+            let expected = format!("targets: {}", named.join(", "));
+            if comment != expected {
                 bad_comments += 1;
             }
             if len != caplen {
@@ -623,7 +626,7 @@ fn summarize(
     eprintln!("  {:<25} {want_in:>9} {got_in:>9}   (received by cap0)", "inbound");
     eprintln!("  {:<25} {want_out:>9} {got_out:>9}   (sent by cap0)", "outbound");
     eprintln!(
-        "  {:<25} {:>9} {bad_comments:>9}   (records whose comment misses a target)",
+        "  {:<25} {:>9} {bad_comments:>9}   (records whose comment is not their targets)",
         "comments", 0
     );
     if files.is_empty()
@@ -644,6 +647,9 @@ fn summarize(
         "  wireshark {}",
         app_file.or(files.last()).map(|f| f.display().to_string()).unwrap_or_default()
     );
-    eprintln!("  (in a shared file, `frame.comment contains \"vlan200\"` selects one target)");
+    eprintln!(
+        "  (in a shared file, `frame.comment matches \"(^targets: |, )vlan200(,|$)\"` selects one \
+         target)"
+    );
     Ok(())
 }

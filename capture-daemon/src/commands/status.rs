@@ -123,5 +123,24 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
         gib(sum(&second, "capture_bytes_written_total", None)),
         gib(sum(&second, "capture_disk_free_bytes", None)),
     );
+    // With targets of output = "own", one line per stream of files (the shared one first).
+    let streams: Vec<(&String, &f64)> = second
+        .iter()
+        .filter(|(k, _)| k.starts_with("capture_stream_frames_written_total{"))
+        .collect();
+    if streams.len() > 1 {
+        for (k, frames) in streams {
+            let of = |metric: &str| {
+                let key = k.replacen("capture_stream_frames_written_total", metric, 1);
+                second.get(&key).copied().unwrap_or(0.0)
+            };
+            println!(
+                "  stream {}: {frames:.0} frames, {} written, {:.0} files closed",
+                label(k, "stream").unwrap_or_else(|| "?".into()),
+                gib(of("capture_stream_bytes_written_total")),
+                of("capture_stream_files_closed_total"),
+            );
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

@@ -69,9 +69,12 @@ impl Running {
     /// Hands the writer `config`'s output settings and interface descriptions, and `change`
     /// when the interfaces changed.
     fn tell_writer(&self, config: &Config, change: Option<InterfaceChange>) {
+        let slots = self.stats.view.read().map(|v| v.targets.clone()).unwrap_or_default();
         let _ = self.reconfigure.send(Reconfigure {
             output: config.output.clone(),
             infos: interface_infos(config, &self.names(), &sys::hostname()),
+            targets: super::target_routes(config, &slots),
+            at_ns: crate::source::monotonic_ns(),
             interfaces: change,
         });
     }

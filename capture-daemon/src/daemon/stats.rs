@@ -40,6 +40,9 @@ pub(super) struct Stats {
     pub(super) retired_frames: AtomicU64,
     pub(super) retired_drops: AtomicU64,
     pub(super) bytes_written: AtomicU64,
+    /// Each stream of files now written (prefix, counters), the shared one first; refreshed by
+    /// the writer every 100 ms.
+    pub(super) streams: std::sync::Mutex<Vec<(String, crate::writer::WriterCounters)>>,
     /// Names for the metrics' labels; replaced on reload.
     pub(super) view: RwLock<View>,
     /// Whether the last reload was applied (true until one is rejected).
@@ -232,6 +235,31 @@ pub(super) fn render_metrics(stats: &Stats) -> String {
         &[],
         stats.bytes_written.load(Relaxed) as f64,
     );
+    let streams = stats.streams.lock().map(|s| s.clone()).unwrap_or_default();
+    for (stream, c) in &streams {
+        let labels = [("stream", stream.as_str())];
+        e.sample(
+            "capture_stream_frames_written_total",
+            "counter",
+            "Frames written to each stream of files (label stream: the file name prefix).",
+            &labels,
+            c.packets_written as f64,
+        );
+        e.sample(
+            "capture_stream_bytes_written_total",
+            "counter",
+            "Bytes written to each stream of files.",
+            &labels,
+            c.bytes_written as f64,
+        );
+        e.sample(
+            "capture_stream_files_closed_total",
+            "counter",
+            "Files finished in each stream.",
+            &labels,
+            c.files_closed as f64,
+        );
+    }
     if let Ok(Some(file)) = stats.current_file.lock().map(|f| f.clone()) {
         let path = file.display().to_string();
         e.sample(
@@ -270,6 +298,7 @@ impl Stats {
             retired_frames: AtomicU64::new(0),
             retired_drops: AtomicU64::new(0),
             bytes_written: AtomicU64::new(0),
+            streams: std::sync::Mutex::new(Vec::new()),
             view: RwLock::new(View::default()),
             last_reload_ok: AtomicBool::new(true),
             config_loaded_s: AtomicU64::new(realtime_ns() / 1_000_000_000),

@@ -14,8 +14,8 @@ use crate::handoff::Waker;
 use crate::nap::Nap;
 use crate::source;
 use crate::writer::{
-    InterfaceInfo, Merger, Output, PacketSink, RECORDS_PER_ROUND, Source, WriterClock, WriterError,
-    write_round,
+    InterfaceInfo, Merger, Output, PacketSink, RECORDS_PER_ROUND, Source, TargetRoute, WriterClock,
+    WriterError, write_round, write_round_before,
 };
 
 /// Longest pause of the writer once it has caught up with every queue. At 10 Gb/s a 64 MiB
@@ -36,6 +36,7 @@ impl PacketSink for Discard {
         _: &[u8],
         _: u32,
         _: u32,
+        _: u64,
     ) -> Result<(), WriterError> {
         Ok(())
     }
@@ -48,6 +49,11 @@ pub(super) const HANDOFF_RECORD_OVERHEAD: u64 = 36;
 pub(super) struct Reconfigure {
     pub(super) output: OutputConfig,
     pub(super) infos: Vec<InterfaceInfo>,
+    /// The targets, in config order: the packets' comments, the streams of own targets.
+    pub(super) targets: Vec<TargetRoute>,
+    /// When the reload happened (CLOCK_MONOTONIC): frames stamped before it are written by the
+    /// settings and targets before it.
+    pub(super) at_ns: u64,
     /// Set when interfaces were added, removed or restarted.
     pub(super) interfaces: Option<InterfaceChange>,
 }
@@ -84,6 +90,10 @@ pub(super) struct WriterState {
 pub(super) fn writer_nap(buffer_bytes: u64) -> Nap {
     Nap::new(buffer_bytes / 4, WRITER_MAX_NAP_NS)
 }
+
+/// How long a reload's new targets wait for the frames stamped before the reload to be
+/// written (a lone tap interface's idle reader vouches for its rings once a second).
+const ROUTES_WAIT: Duration = Duration::from_secs(2);
 
 /// How long the writer waits for the rings of removed interfaces to empty before it switches
 /// files without their last frames.
@@ -124,12 +134,15 @@ impl WriterState {
                 }
             }
         }
-        let Reconfigure { output, infos, interfaces } = cmd;
+        let Reconfigure { output, infos, targets, interfaces, .. } = cmd;
         let change = interfaces?;
         let file_stats =
             Box::new(FileStats { stats: Arc::clone(stats), ifaces: change.ifaces.clone() });
-        if let Err(e) = self.output.switch_interfaces(output, &infos, file_stats) {
+        if let Err(e) = self.output.switch_interfaces(output.clone(), &infos, file_stats) {
             log::error!("reload: the new interfaces are not described in the files: {e}");
+        }
+        if let Err(e) = self.output.reconfigure(output, &infos, &targets) {
+            log::error!("reload: output settings not applied: {e}");
         }
         self.merger
             .change_sources(|id| new_ids.get(id as usize).copied().flatten(), change.sources);
@@ -163,6 +176,8 @@ pub(super) fn write_loop(
     let mut handed = 0u64;
     // A change of interfaces waiting for the rings of removed ones to empty, and since when.
     let mut switching: Option<(Reconfigure, Instant)> = None;
+    // New settings and targets waiting for the frames from before their reload to be written.
+    let mut waiting: Option<(Reconfigure, Instant)> = None;
     loop {
         stats.writer_heartbeat_ms.store(source::monotonic_ns() / 1_000_000, Relaxed);
         let counters = state.output.counters();
@@ -175,8 +190,17 @@ pub(super) fn write_loop(
         while switching.is_none()
             && let Ok(cmd) = reconfigured.try_recv()
         {
-            accept(&mut state, &mut switching, cmd);
+            accept(&mut state, &mut switching, &mut waiting, cmd);
         }
+        if let Some((cmd, since)) = waiting.take() {
+            if state.merger.has_passed(cmd.at_ns) || since.elapsed() >= ROUTES_WAIT {
+                apply(&mut state, cmd);
+            } else {
+                waiting = Some((cmd, since));
+            }
+        }
+        // Until then, only frames from before the reload are written.
+        let before_ns = waiting.as_ref().map_or(u64::MAX, |(cmd, _)| cmd.at_ns);
         if let Some((cmd, since)) = switching.take() {
             handed += add_delivered(&state.ifaces, &mut delivered);
             switching = state.switch_interfaces(cmd, since, stats).map(|c| (c, since));
@@ -196,11 +220,12 @@ pub(super) fn write_loop(
             let mut discarded = vec![0u64; state.ifaces.len()];
             write_round(&mut state.merger, &mut Discard, now, RECORDS_PER_ROUND, &mut discarded)
         } else {
-            write_round(
+            write_round_before(
                 &mut state.merger,
                 &mut state.output,
                 now,
                 RECORDS_PER_ROUND.min(room),
+                before_ns,
                 &mut delivered,
             )
         };
@@ -226,6 +251,11 @@ pub(super) fn write_loop(
             if let Err(e) = state.output.tick(now) {
                 log::error!("rotating the output file: {}", crate::bpf::error_chain(&e));
             }
+            if let Output::Files(streams) = &state.output
+                && let Ok(mut per_stream) = stats.streams.try_lock()
+            {
+                *per_stream = streams.per_stream();
+            }
             last_tick_ns = now.mono_ns;
         }
         if n < RECORDS_PER_ROUND {
@@ -233,9 +263,13 @@ pub(super) fn write_loop(
             // commands are sent before it, so the channel is empty for good once stop is seen
             // and then the channel read empty. Rings that a command brings must be written
             // too, so the loop ends only with no command left.
-            if stop.load(Relaxed) && switching.is_none() && state.merger.is_finished() {
+            if stop.load(Relaxed)
+                && switching.is_none()
+                && waiting.is_none()
+                && state.merger.is_finished()
+            {
                 match reconfigured.try_recv() {
-                    Ok(cmd) => accept(&mut state, &mut switching, cmd),
+                    Ok(cmd) => accept(&mut state, &mut switching, &mut waiting, cmd),
                     Err(_) => break,
                 }
             }
@@ -247,31 +281,45 @@ pub(super) fn write_loop(
             if switching.is_some() {
                 pause = pause.min(Duration::from_millis(1));
             }
+            if waiting.is_some() {
+                pause = pause.min(Duration::from_millis(10));
+            }
             state.waker.wait(pause);
         }
     }
     stats.write_losses.store(state.output.counters().packets_lost_to_errors, Relaxed);
-    let closed_before = state.output.counters().files_closed;
-    let last_file = state.output.close(state.clock.now()).context("closing the output file")?;
+    let (last_file, counters) =
+        state.output.close(state.clock.now()).context("closing the output file")?;
     let frames_written = handed.saturating_sub(stats.write_losses.load(Relaxed));
     Ok(Summary {
         frames_written,
-        files_closed: closed_before + u64::from(last_file.is_some()),
+        files_closed: counters.files_closed,
         last_file,
         interfaces: Vec::new(),
     })
 }
 
-/// Takes a command: output settings for the next file at once, a change of interfaces as the
-/// pending switch.
+/// Takes a command: a change of interfaces as the pending switch; other settings and targets
+/// as waiting for the frames from before the reload (an earlier one still waiting applies now).
 fn accept(
     state: &mut WriterState,
     switching: &mut Option<(Reconfigure, Instant)>,
+    waiting: &mut Option<(Reconfigure, Instant)>,
     cmd: Reconfigure,
 ) {
+    if let Some((earlier, _)) = waiting.take() {
+        apply(state, earlier);
+    }
     if cmd.interfaces.is_some() {
         *switching = Some((cmd, Instant::now()));
-    } else if let Err(e) = state.output.reconfigure(cmd.output, &cmd.infos) {
+    } else {
+        *waiting = Some((cmd, Instant::now()));
+    }
+}
+
+/// New output settings (from the next file on) and targets (comments, own streams) now.
+fn apply(state: &mut WriterState, cmd: Reconfigure) {
+    if let Err(e) = state.output.reconfigure(cmd.output, &cmd.infos, &cmd.targets) {
         log::error!("reload: output settings not applied: {e}");
     }
 }
@@ -336,7 +384,7 @@ mod tests {
         let source =
             Source { interface_id: 0, consumer, watermark: Arc::default(), read_together: false };
         let state = WriterState {
-            output: Output::Stream(output),
+            output: Output::Stream(output, crate::writer::Comments::default()),
             merger: Merger::new(vec![source], DEFAULT_WINDOW_NS),
             ifaces: vec![Arc::clone(&iface)],
             clock: WriterClock::new(Box::new(TestClock::default())),

@@ -57,6 +57,8 @@ pub(super) struct Retention {
     pub(super) policy: Policy,
     /// `policy.keep_files`, less the place of a file being written where that counts.
     pub(super) keep_files: u64,
+    /// Prefixes of the other streams in the directory (the floor is the directory's).
+    pub(super) others: Vec<String>,
 }
 
 enum Job {
@@ -240,7 +242,8 @@ fn run(job: Job, shared: &Shared, log: &mut Limiter) {
     };
     let (dir, policy) = (&*retention.dir, &retention.policy);
     let need_free = space_and_floor(dir, policy).map_or(0, |(_, floor)| floor);
-    let pruned = delete_oldest(dir, policy, retention.keep_files, need_free, None);
+    let pruned =
+        delete_oldest(dir, policy, retention.keep_files, need_free, None, &retention.others);
     shared.files_deleted.fetch_add(pruned.deleted, Relaxed);
     if let Some(bytes) = pruned.retained_bytes {
         shared.retained_bytes.store(bytes, Relaxed);

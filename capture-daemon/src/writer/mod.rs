@@ -13,6 +13,8 @@ pub mod merge;
 pub mod pcapng;
 pub mod rotate;
 pub mod stream;
+pub mod streams;
+pub mod targets;
 
 use std::path::{Path, PathBuf};
 
@@ -23,12 +25,15 @@ pub use pcapng::{
 };
 pub use rotate::{Policy, RotatingWriter, StatsSource, WriterCounters, WriterError};
 pub use stream::StreamWriter;
+pub use streams::Streams;
+pub use targets::{Comments, TargetRoute};
 
 /// Where the writer thread's records go: anything that takes packets.
 pub trait PacketSink {
     /// One frame: `ts_ns` is its wall-clock time in ns since the Unix epoch; `flags` is its
     /// pcapng epb_flags word (the direction, from the hand-off record), written into its
-    /// Enhanced Packet Block.
+    /// Enhanced Packet Block; `matched` the mask of target slots it matched (what its comment
+    /// names, and which streams it goes to).
     fn write_packet(
         &mut self,
         interface_id: u32,
@@ -36,9 +41,11 @@ pub trait PacketSink {
         data: &[u8],
         orig_len: u32,
         flags: u32,
+        matched: u64,
     ) -> Result<(), WriterError>;
 }
 
+/// One stream of files, frames written without comments (benchmarks and tests).
 impl PacketSink for RotatingWriter {
     #[inline]
     fn write_packet(
@@ -48,17 +55,19 @@ impl PacketSink for RotatingWriter {
         data: &[u8],
         orig: u32,
         flags: u32,
+        _matched: u64,
     ) -> Result<(), WriterError> {
         RotatingWriter::write_packet(self, id, ts, data, orig, flags)
     }
 }
 
-/// The daemon's output: rotating files, or one stream (a pipe, standard output, a single file).
+/// The daemon's output: rotating files (one stream per own target, and the shared one), or one
+/// stream (a pipe, standard output, a single file) with the same per-packet comments.
 /// One value per run, owned by the writer thread: the size difference does not matter.
 #[expect(clippy::large_enum_variant, reason = "one per run")]
 pub enum Output {
-    Files(RotatingWriter),
-    Stream(StreamWriter),
+    Files(Streams),
+    Stream(StreamWriter, Comments),
 }
 
 impl PacketSink for Output {
@@ -70,10 +79,13 @@ impl PacketSink for Output {
         data: &[u8],
         orig: u32,
         flags: u32,
+        matched: u64,
     ) -> Result<(), WriterError> {
         match self {
-            Output::Files(w) => w.write_packet(id, ts, data, orig, flags),
-            Output::Stream(w) => w.write_packet(id, ts, data, orig, flags),
+            Output::Files(w) => w.write_packet(id, ts, data, orig, flags, matched),
+            Output::Stream(w, comments) => {
+                w.write_packet_commented(id, ts, data, orig, flags, comments.option(matched))
+            }
         }
     }
 }
@@ -81,11 +93,8 @@ impl PacketSink for Output {
 impl Output {
     pub fn tick(&mut self, now: Now) -> Result<(), WriterError> {
         match self {
-            Output::Files(w) => {
-                w.set_wall_offset(now.offset_ns);
-                w.tick(now.mono_ns)
-            }
-            Output::Stream(w) => {
+            Output::Files(w) => w.tick(now),
+            Output::Stream(w, _) => {
                 w.tick();
                 Ok(())
             }
@@ -95,26 +104,31 @@ impl Output {
     pub fn counters(&self) -> WriterCounters {
         match self {
             Output::Files(w) => w.counters(),
-            Output::Stream(w) => *w.counters(),
+            Output::Stream(w, _) => *w.counters(),
         }
     }
 
     pub fn current_path(&self) -> Option<&Path> {
         match self {
             Output::Files(w) => w.current_path(),
-            Output::Stream(_) => None,
+            Output::Stream(..) => None,
         }
     }
 
-    /// New settings for the files from the next one on; a stream has none to change.
+    /// New settings and targets for the files from the next one on (streams of own targets
+    /// open and close at once); a stream keeps its settings but names the new targets.
     pub fn reconfigure(
         &mut self,
         policy: Policy,
         interfaces: &[InterfaceInfo],
+        targets: &[TargetRoute],
     ) -> Result<(), WriterError> {
         match self {
-            Output::Files(w) => w.reconfigure(policy, interfaces),
-            Output::Stream(_) => Ok(()),
+            Output::Files(w) => w.reconfigure(policy, interfaces, targets),
+            Output::Stream(_, comments) => {
+                *comments = Comments::new(targets);
+                Ok(())
+            }
         }
     }
 
@@ -128,7 +142,7 @@ impl Output {
     ) -> Result<(), WriterError> {
         match self {
             Output::Files(w) => w.switch_interfaces(policy, interfaces, stats),
-            Output::Stream(_) => {
+            Output::Stream(..) => {
                 Err(WriterError::InterfaceCountChanged { was: 0, now: interfaces.len() })
             }
         }
@@ -136,13 +150,18 @@ impl Output {
 
     /// True when nothing more can be written (the reader of a stream went away).
     pub fn finished(&self) -> bool {
-        matches!(self, Output::Stream(w) if w.ended())
+        matches!(self, Output::Stream(w, _) if w.ended())
     }
 
-    pub fn close(self, now: Now) -> Result<Option<PathBuf>, WriterError> {
+    /// Finishes the output: the last file of the shared stream (of the first own one without
+    /// it), and the counters once everything is finished.
+    pub fn close(self, now: Now) -> Result<(Option<PathBuf>, WriterCounters), WriterError> {
         match self {
-            Output::Files(w) => w.close(now.mono_ns),
-            Output::Stream(w) => w.close(now.wall_ns()).map(|()| None),
+            Output::Files(w) => Ok(w.close(now.mono_ns)),
+            Output::Stream(w, _) => {
+                let counters = *w.counters();
+                w.close(now.wall_ns()).map(|()| (None, counters))
+            }
         }
     }
 }
@@ -172,12 +191,25 @@ pub fn write_round(
     max: usize,
     delivered: &mut [u64],
 ) -> Round {
+    write_round_before(merger, writer, now, max, u64::MAX, delivered)
+}
+
+/// [`write_round`] up to the first record stamped at or after `before_ns` (CLOCK_MONOTONIC; see
+/// [`Merger::pump_before`]).
+pub fn write_round_before(
+    merger: &mut Merger,
+    writer: &mut impl PacketSink,
+    now: Now,
+    max: usize,
+    before_ns: u64,
+    delivered: &mut [u64],
+) -> Round {
     let mut error = None;
     let mut bytes = 0u64;
-    let records = merger.pump(now.mono_ns, max, &mut |interface_id, r| {
+    let records = merger.pump_before(now.mono_ns, max, before_ns, &mut |interface_id, r| {
         bytes += r.data.len() as u64;
         let ts = now.to_wall(r.ts_ns);
-        match writer.write_packet(interface_id, ts, r.data, r.orig_len, r.flags) {
+        match writer.write_packet(interface_id, ts, r.data, r.orig_len, r.flags, r.matched) {
             Ok(()) => delivered[interface_id as usize] += 1,
             Err(e) => {
                 error.get_or_insert(e);
@@ -209,6 +241,7 @@ mod tests {
             _data: &[u8],
             orig_len: u32,
             flags: u32,
+            _matched: u64,
         ) -> Result<(), WriterError> {
             self.0.push((interface_id, ts_ns, orig_len, flags));
             Ok(())

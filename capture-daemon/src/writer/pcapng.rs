@@ -252,6 +252,69 @@ pub fn encode_epb(
     }
 }
 
+/// Appends an Enhanced Packet Block that carries `comment` as well: `comment` is an encoded
+/// opt_comment option ([`comment_option`]), written first, then epb_flags when `flags` is
+/// non-zero, then opt_endofopt. An empty `comment` (or one that is no padded option) writes
+/// exactly what [`encode_epb`] writes. No allocation once `buf` has room for the block and 4
+/// bytes more.
+#[inline]
+pub fn encode_epb_commented(
+    buf: &mut Vec<u8>,
+    interface_id: u32,
+    ts_ns: u64,
+    data: &[u8],
+    orig_len: u32,
+    flags: u32,
+    comment: &[u8],
+) {
+    // An encoded option is at least 4 bytes, padded to 4: anything else is no option.
+    if comment.len() < 4 || !comment.len().is_multiple_of(4) {
+        encode_epb(buf, interface_id, ts_ns, data, orig_len, flags);
+        return;
+    }
+    let data = &data[..data.len().min(MAX_CAPLEN)];
+    let caplen = data.len();
+    // Options: the comment, epb_flags (8) if any, opt_endofopt (4).
+    let options = comment.len() + if flags == 0 { 0 } else { 8 } + 4;
+    let total = EPB_OVERHEAD + caplen + pad4(caplen) + options;
+    #[expect(clippy::cast_possible_truncation, reason = "data is at most MAX_CAPLEN")]
+    let (caplen32, total32) = (caplen as u32, total as u32);
+    let head = [BT_EPB, total32, interface_id, ts_high(ts_ns), ts_low(ts_ns), caplen32, orig_len];
+    let pad = pad4(caplen);
+    buf.reserve(total);
+    // SAFETY: `reserve` made room for `total` bytes after `len`, and every store below lies in
+    // [len, len + total): the header (28), the data, 4 zero bytes at the end of the data (pad
+    // of them stay, the rest is overwritten by the comment, which is at least 4 bytes), the
+    // comment, epb_flags (8) if any, then opt_endofopt and the trailing length (8), ending at
+    // exactly `total`. set_len covers what was written.
+    unsafe {
+        let p = buf.as_mut_ptr().add(buf.len());
+        p.cast::<[u32; 7]>().write_unaligned(head.map(u32::to_le));
+        std::ptr::copy_nonoverlapping(data.as_ptr(), p.add(28), caplen);
+        p.add(28 + caplen).cast::<u32>().write_unaligned(0);
+        let mut at = 28 + caplen + pad;
+        std::ptr::copy_nonoverlapping(comment.as_ptr(), p.add(at), comment.len());
+        at += comment.len();
+        if flags != 0 {
+            p.add(at)
+                .cast::<[u32; 2]>()
+                .write_unaligned([EPB_FLAGS_OPTION_HEAD, flags].map(u32::to_le));
+            at += 8;
+        }
+        p.add(at).cast::<[u32; 2]>().write_unaligned([0, total32].map(u32::to_le));
+        buf.set_len(buf.len() + total);
+    }
+}
+
+/// `text` as an encoded opt_comment option (code, length, the UTF-8 bytes, padding to 4), for
+/// [`encode_epb_commented`]; empty for an empty text. Texts longer than an option holds are cut
+/// on a char boundary.
+pub fn comment_option(text: &str) -> Vec<u8> {
+    let mut option = Vec::new();
+    put_str_option(&mut option, OPT_COMMENT, text);
+    option
+}
+
 /// Total length of the EPB [`encode_epb`] writes for `caplen` bytes of data (cut to
 /// [`MAX_CAPLEN`]) and these `flags`: [`EPB_OVERHEAD`], the data padded to 4, and
 /// [`EPB_FLAGS_OPTIONS_LEN`] when `flags` is non-zero.
@@ -461,6 +524,63 @@ mod tests {
                 assert_eq!(&buf[..3], &[0xEE; 3]);
             }
         }
+    }
+
+    #[test]
+    fn commented_epb_layout_for_every_padding() {
+        for text_len in 1..=8usize {
+            let text = "w".repeat(text_len);
+            let comment = comment_option(&text);
+            assert_eq!(comment.len(), 4 + text_len + pad4(text_len));
+            assert_eq!(&comment[..4], &[1, 0, text_len as u8, 0]);
+            for caplen in 60..64usize {
+                for flags in [0, DIRECTION_INBOUND] {
+                    let mut buf = Vec::new();
+                    encode_epb_commented(&mut buf, 3, 7, &vec![0xAB; caplen], 99, flags, &comment);
+                    let b = blocks(&buf);
+                    assert_eq!(b.len(), 1);
+                    let opts = 28 + caplen + pad4(caplen);
+                    assert_eq!(&buf[opts..opts + comment.len()], &comment[..]);
+                    let mut at = opts + comment.len();
+                    if flags != 0 {
+                        assert_eq!(u32_at(&buf, at), EPB_FLAGS_OPTION_HEAD);
+                        assert_eq!(u32_at(&buf, at + 4), flags);
+                        at += 8;
+                    }
+                    assert_eq!(u32_at(&buf, at), 0, "opt_endofopt");
+                    assert_eq!(at + 8, buf.len());
+                }
+            }
+        }
+        // No comment: byte for byte the plain block.
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        encode_epb_commented(&mut a, 0, 1, &[1; 61], 61, DIRECTION_OUTBOUND, &[]);
+        encode_epb(&mut b, 0, 1, &[1; 61], 61, DIRECTION_OUTBOUND);
+        assert_eq!(a, b);
+        assert!(comment_option("").is_empty());
+    }
+
+    #[test]
+    fn pcap_file_reads_the_comment_back() {
+        let mut buf = header(&[InterfaceInfo::default()]);
+        let comment = comment_option("targets: web01, db01");
+        encode_epb_commented(&mut buf, 0, 5, &[7; 60], 60, DIRECTION_INBOUND, &comment);
+        let mut reader = PcapNgReader::new(Cursor::new(buf)).unwrap();
+        let mut comments = Vec::new();
+        while let Some(block) = reader.next_block() {
+            if let (Block::EnhancedPacket(epb), _) = block.unwrap() {
+                for o in &epb.options {
+                    match o {
+                        EnhancedPacketOption::Common(CommonOption::Comment(c)) => {
+                            comments.push(c.to_string());
+                        }
+                        EnhancedPacketOption::Flags(f) => assert_eq!(*f, DIRECTION_INBOUND),
+                        other => panic!("unexpected option {other:?}"),
+                    }
+                }
+            }
+        }
+        assert_eq!(comments, ["targets: web01, db01"]);
     }
 
     #[test]

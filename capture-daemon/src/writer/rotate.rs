@@ -39,8 +39,8 @@ use super::clock::Now;
 use super::dir::OutDir;
 use super::finish::{Finisher, Retention, Written};
 use super::pcapng::{
-    InterfaceInfo, InterfaceStats, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb,
-    valid_prefix_len,
+    InterfaceInfo, InterfaceStats, SectionInfo, encode_epb_commented, encode_idb, encode_isb,
+    encode_shb, valid_prefix_len,
 };
 
 /// Capacity of the encode buffer: a flush threshold's worth plus room for the largest packet,
@@ -276,6 +276,9 @@ pub struct RotatingWriter {
     /// With a free-space floor: rotate the current file at this size (a quarter of the room
     /// the floor leaves), so deleting the oldest file never takes most of the capture. 0 = none.
     floor_rotate_bytes: u64,
+    /// Prefixes of the other streams in the directory, for the free-space floor (see
+    /// [`delete_oldest`]).
+    others: Vec<String>,
     #[cfg(test)]
     faults: Faults,
 }
@@ -343,6 +346,7 @@ impl RotatingWriter {
             count_current: false,
             finisher,
             floor_rotate_bytes: 0,
+            others: Vec::new(),
             #[cfg(test)]
             faults: Faults::default(),
         };
@@ -353,6 +357,31 @@ impl RotatingWriter {
             .start_file(now_ns)
             .map_err(|(path, source)| WriterError::CreateFile { path, source })?;
         Ok(writer)
+    }
+
+    /// The prefixes of the other streams writing into this directory: the free-space floor
+    /// deletes the oldest finished file of any of them (see [`delete_oldest`]).
+    pub fn set_other_streams(&mut self, prefixes: Vec<String>) {
+        self.others = prefixes;
+        if self.file.is_some() {
+            self.set_floor_rotate_bytes();
+            self.set_due();
+        }
+    }
+
+    /// The size at which the floor rotates a file: a quarter of the room it leaves, shared with
+    /// the files the other streams in the directory are writing.
+    fn set_floor_rotate_bytes(&mut self) {
+        let streams = 1 + self.others.len() as u64;
+        self.floor_rotate_bytes = self.space_and_floor().map_or(0, |(space, floor)| {
+            let room = (space.free + self.finisher.retained_bytes()).saturating_sub(floor);
+            (room / 4 / streams).max(MIN_FLOOR_FILE_BYTES)
+        });
+    }
+
+    /// The prefix of the files of this stream.
+    pub fn prefix(&self) -> &str {
+        &self.policy.prefix
     }
 
     /// Appends one packet. `ts_ns`: ns since the Unix epoch; `data`: the captured bytes;
@@ -368,6 +397,21 @@ impl RotatingWriter {
         orig_len: u32,
         flags: u32,
     ) -> Result<(), WriterError> {
+        self.write_packet_commented(interface_id, ts_ns, data, orig_len, flags, &[])
+    }
+
+    /// [`RotatingWriter::write_packet`], with an encoded opt_comment option for the packet
+    /// (see [`super::pcapng::encode_epb_commented`]; empty: none).
+    #[inline]
+    pub fn write_packet_commented(
+        &mut self,
+        interface_id: u32,
+        ts_ns: u64,
+        data: &[u8],
+        orig_len: u32,
+        flags: u32,
+        comment: &[u8],
+    ) -> Result<(), WriterError> {
         check_interface(interface_id, self.interface_count)?;
         if self.file.is_none() {
             // Creating the file failed; tick() retries.
@@ -381,7 +425,7 @@ impl RotatingWriter {
         {
             self.outgrown(interface_id as usize, data.len());
         }
-        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len, flags);
+        encode_epb_commented(&mut self.buf, interface_id, ts_ns, data, orig_len, flags, comment);
         self.buffered_packets += 1;
         if self.buf.len() >= self.due_len || self.buffered_packets >= self.due_packets {
             if self.rotation_due() {
@@ -467,13 +511,18 @@ impl RotatingWriter {
     /// then applies retention, and waits for every file handed to the finisher. Returns the
     /// finished file, or `None` if no file was open or it could not be finished (already counted
     /// and logged). I/O errors do not make this fail.
-    pub fn close(mut self, now_ns: u64) -> Result<Option<PathBuf>, WriterError> {
+    pub fn close(self, now_ns: u64) -> Result<Option<PathBuf>, WriterError> {
+        Ok(self.close_counted(now_ns).0)
+    }
+
+    /// [`RotatingWriter::close`], and the counters once everything is finished.
+    pub fn close_counted(mut self, now_ns: u64) -> (Option<PathBuf>, WriterCounters) {
         self.now_ns = now_ns;
         // No file follows: with `keep_files_include_current`, the last one takes its place.
         self.count_current = false;
         let handed = self.finish_file();
         let last = self.finisher.close();
-        Ok(last.filter(|_| handed))
+        (last.filter(|_| handed), self.counters())
     }
 
     /// Waits until every file handed to the finisher is finished and retention has run.
@@ -674,10 +723,7 @@ impl RotatingWriter {
             warn!("cannot lock {}: {e}", part_path.display());
         }
         info!("writing {}", part_path.display());
-        self.floor_rotate_bytes = self.space_and_floor().map_or(0, |(space, floor)| {
-            let room = (space.free + self.finisher.retained_bytes()).saturating_sub(floor);
-            (room / 4).max(MIN_FLOOR_FILE_BYTES)
-        });
+        self.set_floor_rotate_bytes();
         self.buf.extend_from_slice(&self.header);
         self.file = Some(OpenFile {
             file,
@@ -838,7 +884,12 @@ impl RotatingWriter {
             // A file is being written, or about to be: it takes one of the places.
             keep_files -= 1;
         }
-        Retention { dir: Arc::clone(&self.dir), policy: self.policy.clone(), keep_files }
+        Retention {
+            dir: Arc::clone(&self.dir),
+            policy: self.policy.clone(),
+            keep_files,
+            others: self.others.clone(),
+        }
     }
 
     /// The output file system's space and the floor to keep free on it (see [`space_and_floor`]).
@@ -882,7 +933,8 @@ impl RotatingWriter {
             .as_ref()
             .filter(|f| Arc::ptr_eq(&f.dir, &self.dir))
             .map(|f| f.final_name.as_str());
-        let pruned = delete_oldest(&self.dir, &self.policy, keep_files, need_free, current);
+        let pruned =
+            delete_oldest(&self.dir, &self.policy, keep_files, need_free, current, &self.others);
         self.counters.files_deleted += pruned.deleted;
         if let Some(bytes) = pruned.retained_bytes {
             self.finisher.set_retained_bytes(bytes);
@@ -937,8 +989,76 @@ pub(super) struct Pruned {
 
 /// Deletes the oldest finished files of `policy`'s prefix in `dir` while there are more than
 /// `keep_files`, they hold more than `policy.keep_bytes`, or less than `need_free` bytes are
-/// free. `current` is the final name of the file being written, never deleted.
+/// free. `current` is the final name of the file being written, never deleted. `others` are the
+/// prefixes of the other streams writing into `dir` (targets with files of their own): the
+/// free-space floor is the directory's, so it takes the oldest finished file of any stream,
+/// by the time in its name; `keep_files` and `keep_bytes` count this stream's files only.
 pub(super) fn delete_oldest(
+    dir: &OutDir,
+    policy: &Policy,
+    keep_files: u64,
+    need_free: u64,
+    current: Option<&str>,
+    others: &[String],
+) -> Pruned {
+    if others.is_empty() {
+        return delete_oldest_of_stream(dir, policy, keep_files, need_free, current);
+    }
+    let mut pruned = delete_oldest_of_stream(dir, policy, keep_files, 0, current);
+    let short = || need_free != 0 && dir.space().is_some_and(|space| space.free < need_free);
+    if pruned.error.is_some() || !short() {
+        return pruned;
+    }
+    let mut finished = Vec::new();
+    for prefix in std::iter::once(&policy.prefix).chain(others) {
+        match scan(dir, prefix) {
+            Ok(entries) => finished.extend(
+                entries
+                    .into_iter()
+                    .filter(|e| !e.part && current != Some(e.name.as_str()))
+                    .filter_map(|e| {
+                        Some((stamp_of(&e.name)?.to_owned(), prefix == &policy.prefix, e))
+                    }),
+            ),
+            Err(err) => {
+                pruned.error = Some(err);
+                return pruned;
+            }
+        }
+    }
+    finished.sort_by(|(a, _, x), (b, _, y)| (a, x.seq, &x.name).cmp(&(b, y.seq, &y.name)));
+    for (_, ours, entry) in finished {
+        if !short() {
+            break;
+        }
+        // Regular files only, as above.
+        let Ok(Some(size)) = dir.file_len(&entry.name) else { continue };
+        match dir.remove(&entry.name) {
+            Ok(()) => {
+                info!(
+                    "deleted {} ({size} bytes) to keep the free-space floor",
+                    dir.join(&entry.name).display()
+                );
+                pruned.deleted += 1;
+                if ours && let Some(total) = pruned.retained_bytes.as_mut() {
+                    *total = total.saturating_sub(size);
+                }
+            }
+            Err(err) if err.kind() == io::ErrorKind::NotFound => {}
+            Err(err) => warn!("cannot delete {}: {err}", dir.join(&entry.name).display()),
+        }
+    }
+    pruned
+}
+
+/// The `YYYYmmddHHMMSS` in a file name of ours.
+fn stamp_of(name: &str) -> Option<&str> {
+    let body = name.strip_suffix(FINAL_SUFFIX).or_else(|| name.strip_suffix(PART_SUFFIX))?;
+    body.get(body.len().checked_sub(14)?..)
+}
+
+/// [`delete_oldest`] within one stream.
+fn delete_oldest_of_stream(
     dir: &OutDir,
     policy: &Policy,
     keep_files: u64,
@@ -1246,7 +1366,7 @@ fn scan(dir: &OutDir, prefix: &str) -> io::Result<Vec<Entry>> {
 }
 
 /// `(seq, is_part)` if `name` is one of ours for `prefix`.
-fn parse_name(name: &str, prefix: &str) -> Option<(u64, bool)> {
+pub(super) fn parse_name(name: &str, prefix: &str) -> Option<(u64, bool)> {
     let rest = name.strip_prefix(prefix)?.strip_prefix('_')?;
     let (body, part) = match rest.strip_suffix(PART_SUFFIX) {
         Some(body) => (body, true),
@@ -1668,6 +1788,39 @@ mod tests {
         );
     }
 
+    /// The shared stream `demo` and the streams of targets with files of their own
+    /// (`demo_{target}`) share a directory: no stream takes another's files for its own (for
+    /// retention, recovery or its sequence), whatever digits and underscores the names hold.
+    #[test]
+    fn a_stream_never_takes_the_files_of_another() {
+        let streams = [
+            "demo",
+            "demo_web01",
+            "demo_web",
+            "demo_web_01",
+            "demo_7",
+            "demo_00042",
+            "demo_00001",
+            "demo_a_00001",
+            "demo_a",
+            "demo_20231114221320",
+        ];
+        for owner in streams {
+            for suffix in [FINAL_SUFFIX, PART_SUFFIX] {
+                let name = format!("{owner}_00042_20231114221320{suffix}");
+                assert_eq!(stamp_of(&name), Some("20231114221320"));
+                for other in streams {
+                    let parsed = parse_name(&name, other);
+                    if other == owner {
+                        assert_eq!(parsed, Some((42, suffix == PART_SUFFIX)), "{name}");
+                    } else {
+                        assert_eq!(parsed, None, "{name} taken by stream {other}");
+                    }
+                }
+            }
+        }
+    }
+
     #[test]
     fn parse_name_accepts_only_our_exact_pattern() {
         assert_eq!(parse_name("cap_00001_20231114221320.pcapng", "cap"), Some((1, false)));
@@ -2068,7 +2221,7 @@ mod tests {
         encode_shb(&mut buf, &section());
         encode_idb(&mut buf, &interfaces()[0]);
         let good = buf.len();
-        encode_epb(&mut buf, 0, T0, &[1, 2, 3], 3, DIRECTION_OUTBOUND);
+        crate::writer::pcapng::encode_epb(&mut buf, 0, T0, &[1, 2, 3], 3, DIRECTION_OUTBOUND);
         let mut bad = buf.clone();
         let n = bad.len();
         bad[n - 4] ^= 1;

@@ -5,7 +5,9 @@
 use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 
-use super::pcapng::{InterfaceInfo, SectionInfo, encode_epb, encode_idb, encode_isb, encode_shb};
+use super::pcapng::{
+    InterfaceInfo, SectionInfo, encode_epb_commented, encode_idb, encode_isb, encode_shb,
+};
 use super::rotate::{StatsSource, WriterCounters, WriterError, check_interface};
 
 /// Written out once the buffer holds this much (and at every tick).
@@ -61,8 +63,21 @@ impl StreamWriter {
         orig_len: u32,
         flags: u32,
     ) -> Result<(), WriterError> {
+        self.write_packet_commented(interface_id, ts_ns, data, orig_len, flags, &[])
+    }
+
+    /// [`StreamWriter::write_packet`] with an encoded opt_comment option (empty: none).
+    pub fn write_packet_commented(
+        &mut self,
+        interface_id: u32,
+        ts_ns: u64,
+        data: &[u8],
+        orig_len: u32,
+        flags: u32,
+        comment: &[u8],
+    ) -> Result<(), WriterError> {
         check_interface(interface_id, self.interface_count)?;
-        encode_epb(&mut self.buf, interface_id, ts_ns, data, orig_len, flags);
+        encode_epb_commented(&mut self.buf, interface_id, ts_ns, data, orig_len, flags, comment);
         self.buffered_packets += 1;
         if self.buf.len() >= FLUSH_BYTES {
             self.flush();
@@ -253,6 +268,45 @@ mod tests {
     }
     fn iface() -> Vec<InterfaceInfo> {
         vec![InterfaceInfo { name: "eth0".into(), description: "d".into(), snaplen: 0 }]
+    }
+
+    /// `capture -w`: one stream, and each packet still names its targets (through [`Output`],
+    /// as the writer thread writes it); a reload's targets name the packets after it.
+    #[test]
+    fn a_streams_packets_name_their_targets() {
+        use crate::writer::{Comments, Output, PacketSink as _, TargetRoute};
+        use pcap_file::pcapng::blocks::opt_common::CommonOption;
+        let buf = Arc::new(Mutex::new(Vec::new()));
+        let w = StreamWriter::open(
+            Box::new(Shared(buf.clone())),
+            &section(),
+            &iface(),
+            Box::new(NoStats),
+        )
+        .unwrap();
+        let route = |slot, name: &str| TargetRoute { slot, name: name.into(), own: false };
+        let mut out = Output::Stream(w, Comments::new(&[route(0, "all")]));
+        out.write_packet(0, 1, &[1; 60], 60, DIRECTION_INBOUND, 1).unwrap();
+        out.write_packet(0, 2, &[2; 60], 60, DIRECTION_INBOUND, 0).unwrap();
+        let policy = crate::writer::Policy::unlimited("/nonexistent".into(), "x");
+        out.reconfigure(policy, &iface(), &[route(0, "a"), route(1, "b")]).unwrap();
+        out.write_packet(0, 3, &[3; 60], 60, DIRECTION_INBOUND, 3).unwrap();
+        out.close(crate::writer::Now { mono_ns: 4, offset_ns: 0 }).unwrap();
+        let data = buf.lock().unwrap().clone();
+        let mut reader = pcap_file::pcapng::PcapNgReader::new(std::io::Cursor::new(data)).unwrap();
+        let mut comments = Vec::new();
+        while let Some(block) = reader.next_block() {
+            if let (pcap_file::pcapng::Block::EnhancedPacket(epb), _) = block.unwrap() {
+                comments.push(epb.options.iter().find_map(|o| match o {
+                    EnhancedPacketOption::Common(CommonOption::Comment(c)) => Some(c.to_string()),
+                    _ => None,
+                }));
+            }
+        }
+        assert_eq!(
+            comments,
+            [Some("targets: all".to_owned()), None, Some("targets: a, b".to_owned())]
+        );
     }
 
     #[test]

@@ -1,6 +1,6 @@
 //! `cargo xtask bench writer`: the offline pcapng writer benchmark, the capture-daemon example
 //! `writer_bench`. It prints one JSON line per run:
-//! `{"size":64,"packets":N,"seconds":S,"pps":P,"bytes_per_sec":B}`.
+//! `{"size":64,"comment":false,"packets":N,"seconds":S,"pps":P,"bytes_per_sec":B}`.
 //! Throughput: best of --reps runs per frame size on a private tmpfs. Instructions per packet:
 //! two runs under callgrind, (Ir(2N) - Ir(N)) / N, which cancels the start-up cost. Rotation:
 //! 1514-byte frames at a fixed rate into files rotated at --rotate-mib on the real disk (an fsync

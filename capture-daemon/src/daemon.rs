@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::bpf::{Slots, TargetTables};
+use crate::bpf::{Slots, TargetTables, VmMacs};
 use crate::config::{
     Config, InterfaceConfig, MetricsConfig, Mode, TargetConfig, TargetOutput, format_mac,
 };
@@ -39,6 +39,7 @@ use crate::writer::{
 mod iface;
 mod reload;
 mod stats;
+mod vms;
 mod write_loop;
 
 use iface::{IfaceRun, SocketSettings, finish_all};
@@ -74,6 +75,11 @@ impl Control {
 
     pub fn request_shutdown(&self) {
         self.shutdown.store(true, Relaxed);
+        let _ = (&self.wake.1).write(&[1]);
+    }
+
+    /// Wakes the main loop (for news from another thread, e.g. a VM that started).
+    fn wake(&self) {
         let _ = (&self.wake.1).write(&[1]);
     }
 
@@ -190,6 +196,8 @@ struct Running {
     missing: Vec<Missing>,
     /// What the maps of every interface hold (for interfaces started later).
     tables: TargetTables,
+    /// The MACs of the `vm` targets' VMs present on this host, as libvirt last said.
+    vms: VmMacs,
     /// The output is one stream (`capture -w`): its interfaces cannot change.
     stream: bool,
     writer: JoinHandle<anyhow::Result<Summary>>,
@@ -254,15 +262,20 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
     sys::raise_memlock_limit();
     let mut slots = Slots::default();
     let assigned = slots.assign(&config.targets)?;
-    let tables = TargetTables::build(&config.capture, &config.targets, &assigned)?;
+    let vm_macs = vms::resolve_at_start(&config);
+    let tables =
+        TargetTables::build_with_vms(&config.capture, &config.targets, &assigned, &vm_macs)?;
     let mut running = start(&config, ifaces, &tables, output, control)?;
+    running.vms = vm_macs;
+    let (vm_updates, vm_updated) = mpsc::channel();
+    let mut watcher = vms::start_watcher(&config, &vm_updates, control);
     let started = Instant::now();
     let present: Vec<&InterfaceConfig> =
         config.interfaces.iter().filter(|i| !absent.contains(i)).collect();
     warn_mirror_mode(&present);
 
     if let Ok(mut view) = running.stats.view.write() {
-        *view = View::of(&config, &slots);
+        *view = View::of(&config, &slots, &running.vms);
     }
     // Waited for as the interfaces that vanish while running are (see `check_interfaces`).
     for i in &absent {
@@ -304,6 +317,7 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
             {
                 Ok(()) => {
                     running.stats.reloaded(true);
+                    vms::rewatch(&mut watcher, &config, &vm_updates, control);
                     if config.metrics != metrics.config {
                         metrics.stop();
                         metrics = Metrics::start(&config.metrics, &running.stats);
@@ -316,6 +330,7 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
             }
             notifier.ready(&running.stats.summary());
         }
+        vms::apply_updates(&mut running, &config, &slots, &vm_updated);
         if check_interfaces(&mut running, &config) {
             break;
         }
@@ -344,6 +359,7 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
     }
     log::info!("stopping: detaching the programs, draining the rings, closing the file");
     notifier.stopping();
+    drop(watcher);
     metrics.stop();
     stop(running, &config, &slots)
 }
@@ -486,6 +502,7 @@ fn start(
         ifaces: runs,
         missing: Vec::new(),
         tables: tables.clone(),
+        vms: VmMacs::new(),
         stream: is_stream,
         writer,
         writer_stop,

@@ -1,0 +1,160 @@
+//! `vm` targets in a running daemon: the VMs' MACs as libvirt reports them, kept up to date by
+//! the watcher thread ([`crate::libvirt::spawn_watcher`]) and pushed into the BPF maps of every
+//! interface in place ([`crate::bpf::Filter::update`]): no reload, no restart, no frame of
+//! another target lost.
+
+use std::sync::mpsc::{Receiver, Sender};
+
+use super::{Control, Running};
+use crate::bpf::{Slots, TargetTables, VmMacs};
+use crate::config::{Config, format_mac};
+use crate::libvirt::{self, VmUpdate, Watcher};
+
+/// The distinct VM names of `config`'s targets, sorted.
+pub(super) fn vm_names(config: &Config) -> Vec<String> {
+    let mut names: Vec<String> = config.targets.iter().filter_map(|t| t.vm.clone()).collect();
+    names.sort_unstable();
+    names.dedup();
+    names
+}
+
+/// Reads the VMs once, before the programs are attached, so that the capture starts with
+/// them armed. libvirt unreachable: a warning, every VM absent until the watcher gets through.
+pub(super) fn resolve_at_start(config: &Config) -> VmMacs {
+    let names = vm_names(config);
+    if names.is_empty() {
+        return VmMacs::new();
+    }
+    let uri = &config.libvirt.uri;
+    let resolved = libvirt::connect(uri).and_then(|mut conn| {
+        let r = libvirt::resolve(&conn, uri, names.iter().map(String::as_str));
+        let _ = conn.close();
+        r
+    });
+    match resolved {
+        Ok(found) => {
+            let mut vms = VmMacs::new();
+            for (vm, info) in found {
+                log_change(&vm, info.as_ref().map(|i| i.macs.as_slice()));
+                if let Some(info) = info {
+                    vms.insert(vm, info.macs);
+                }
+            }
+            vms
+        }
+        Err(e) => {
+            log::warn!(
+                "{e}; the vm targets match nothing until libvirt answers (retried in the \
+                 background; see docs/operations.md on the socket's permissions)"
+            );
+            VmMacs::new()
+        }
+    }
+}
+
+fn log_change(vm: &str, macs: Option<&[[u8; 6]]>) {
+    match macs {
+        Some(macs) => {
+            let list: Vec<String> = macs.iter().map(format_mac).collect();
+            log::info!(
+                "VM {vm}: on this host, MACs [{}]; its targets capture them",
+                list.join(", ")
+            );
+        }
+        None => log::info!(
+            "VM {vm}: not running on this host; its targets match nothing until it starts or \
+             migrates here"
+        ),
+    }
+}
+
+/// The watcher for `config`'s VMs, if it has any; its updates go to `updates` and wake the
+/// main loop. A failure costs the live updates, not the capture.
+pub(super) fn start_watcher(
+    config: &Config,
+    updates: &Sender<VmUpdate>,
+    control: &Control,
+) -> Option<Watcher> {
+    let names = vm_names(config);
+    if names.is_empty() {
+        return None;
+    }
+    let control = control.clone();
+    let notify = Box::new(move || control.wake());
+    libvirt::spawn_watcher(config.libvirt.uri.clone(), names, updates.clone(), notify)
+        .map_err(|e| log::error!("{e}; VMs are not followed live (a reload retries)"))
+        .ok()
+}
+
+/// After a reload: a new watcher if the VMs or the URI changed (the old one stops).
+pub(super) fn rewatch(
+    watcher: &mut Option<Watcher>,
+    config: &Config,
+    updates: &Sender<VmUpdate>,
+    control: &Control,
+) {
+    let names = vm_names(config);
+    let same = match watcher {
+        Some(w) => w.uri == config.libvirt.uri && w.vms == names,
+        None => names.is_empty(),
+    };
+    if !same {
+        *watcher = None;
+        *watcher = start_watcher(config, updates, control);
+    }
+}
+
+/// Applies the watcher's pending updates: the maps of every interface are rewritten in place
+/// when a VM's MACs changed. Returns whether any did.
+pub(super) fn apply_updates(
+    running: &mut Running,
+    config: &Config,
+    slots: &Slots,
+    updates: &Receiver<VmUpdate>,
+) -> bool {
+    let mut changed = false;
+    for (vm, info) in updates.try_iter() {
+        let macs = info.map(|i| i.macs);
+        if running.vms.get(&vm) == macs.as_ref() {
+            continue;
+        }
+        log_change(&vm, macs.as_deref());
+        match macs {
+            Some(m) => running.vms.insert(vm, m),
+            None => running.vms.remove(&vm),
+        };
+        changed = true;
+    }
+    if !changed {
+        return false;
+    }
+    let slots: Option<Vec<usize>> = config.targets.iter().map(|t| slots.slot_of(&t.name)).collect();
+    let tables =
+        slots.ok_or(crate::bpf::BpfError::TooManyTargets(config.targets.len())).and_then(|s| {
+            TargetTables::build_with_vms(&config.capture, &config.targets, &s, &running.vms)
+        });
+    let tables = match tables {
+        Ok(t) => t,
+        Err(e) => {
+            log::error!("VM update: {e}; the previous MACs stay armed");
+            return true;
+        }
+    };
+    for r in &mut running.ifaces {
+        if let Err(e) = r.filter.update(&tables) {
+            log::error!("{}: cannot update the maps for a VM change: {e}", r.spec.name);
+        }
+    }
+    running.tables = tables;
+    if let Ok(mut view) = running.stats.view.write() {
+        view.vms = presence(config, &running.vms);
+    }
+    true
+}
+
+/// Per `vm` target: (target, vm, present on this host).
+pub(super) fn presence(config: &Config, vms: &VmMacs) -> Vec<(String, String, bool)> {
+    (config.targets.iter())
+        .filter_map(|t| t.vm.as_ref().map(|vm| (t.name.clone(), vm.clone(), vms.contains_key(vm))))
+        .collect()
+}

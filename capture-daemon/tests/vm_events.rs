@@ -2,7 +2,8 @@
 //! on a veth in a network namespace while this test starts and destroys a domain on libvirt's
 //! test driver (`test:///default` is one shared instance per process, and it emits lifecycle
 //! events). The vm target's MACs must be armed when the VM starts and disarmed when it stops,
-//! with no reload, and a plain target's frames must all be captured meanwhile.
+//! with no reload, and a plain target's frames must all be captured meanwhile. A reload that
+//! names another VM makes the daemon follow that one too.
 //!
 //! Needs root (a namespace, tcx programs); skipped otherwise unless CAPTURE_REQUIRE_ROOT is set.
 
@@ -125,12 +126,15 @@ fn a_vm_starting_and_stopping_arms_and_disarms_its_target_without_a_reload() {
          [[target]]\nname = \"plain\"\nmac = \"52:54:00:00:e0:0a\"\n",
         out.display()
     );
-    let config = Config::parse(&text, Path::new("vm_events.toml")).unwrap();
+    let path = dir.path().join("capture.toml");
+    std::fs::write(&path, &text).unwrap();
+    let config = Config::load(&path).unwrap();
 
     let control = Control::new().unwrap();
     std::thread::scope(|scope| {
         let daemon = scope.spawn(|| {
-            let reload = Box::new(|| anyhow::bail!("no reload in this test"));
+            let path = path.clone();
+            let reload = Box::new(move || Ok(Config::load(&path)?));
             ns.run(|| daemon::run(config, &control, Job::Service { reload }))
         });
         // Stops the daemon also when an assertion below fails, so the scope can end.
@@ -158,10 +162,20 @@ fn a_vm_starting_and_stopping_arms_and_disarms_its_target_without_a_reload() {
         wait_for("VM evt02: not running on this host", 2);
         send(&ns, &[frame(VM_MAC, 3), frame(PLAIN_MAC, 103)]);
 
+        // 4: a reload that names another VM (the test driver's running "test") follows it:
+        // the watcher is restarted for the new set of VMs.
+        let more = "\n[[target]]\nname = \"deflt\"\nvm = \"test\"\n";
+        std::fs::write(&path, format!("{text}{more}")).unwrap();
+        control.request_reload();
+        wait_for("VM test: on this host, MACs [aa:bb:cc:dd:ee:ff]", 1);
+        send(&ns, &[frame([0xaa, 0xbb, 0xcc, 0xdd, 0xee, 0xff], 4), frame(PLAIN_MAC, 104)]);
+
         control.request_shutdown();
         daemon.join().unwrap().unwrap();
     });
     let lines = LINES.0.lock().unwrap().clone();
-    assert!(!lines.iter().any(|l| l.contains("reloading")), "no reload: {lines:?}");
-    assert_eq!(captured_ids(&out), vec![2, 101, 102, 103]);
+    // The only reload is step 4's: the VM's start and stop were followed without one.
+    let reloads = lines.iter().filter(|l| l.contains("reloading the configuration")).count();
+    assert_eq!(reloads, 1, "{lines:?}");
+    assert_eq!(captured_ids(&out), vec![2, 4, 101, 102, 103, 104]);
 }

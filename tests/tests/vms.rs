@@ -114,6 +114,7 @@ fn a_vm_target_captures_its_vms_macs_and_an_absent_vm_nothing() {
         let present = |t: &str, vm: &str| {
             metric(&page, &format!("capture_target_vm_present{{target=\"{t}\",vm=\"{vm}\"}}"))
         };
+        assert!(page.contains("# TYPE capture_target_vm_present gauge\n"), "{page}");
         assert_eq!(present("web01", "web01"), Some(1), "{page}");
         assert_eq!(present("web01-extra", "web01"), Some(1), "{page}");
         assert_eq!(present("db02", "db02"), Some(0), "{page}");

@@ -198,6 +198,8 @@ struct Running {
     tables: TargetTables,
     /// The MACs of the `vm` targets' VMs present on this host, as libvirt last said.
     vms: VmMacs,
+    /// Their tap devices, likewise (for `vm_taps`).
+    vm_taps: vms::VmTaps,
     /// The output is one stream (`capture -w`): its interfaces cannot change.
     stream: bool,
     writer: JoinHandle<anyhow::Result<Summary>>,
@@ -247,13 +249,17 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
             (None, false, output, stop_after)
         }
     };
-    let mut config = config;
+    // `file_config` is what the file says; `config` what runs: with `vm_taps`, the taps of the
+    // VMs present join its interfaces.
+    let mut file_config = config;
     let missing = sys::missing_caps();
     if !missing.is_empty() {
         let list: Vec<String> =
             missing.iter().map(|(cap, why)| format!("{cap} (to {why})")).collect();
         bail!("missing privileges: {}; run as root or grant these capabilities", list.join(", "));
     }
+    let found_vms = vms::resolve_at_start(&file_config);
+    let mut config = vms::with_taps(&file_config, &found_vms.1);
     let (ifaces, absent) = if wait_for_missing_interfaces {
         resolve_present_interfaces(&config)?
     } else {
@@ -262,11 +268,10 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
     sys::raise_memlock_limit();
     let mut slots = Slots::default();
     let assigned = slots.assign(&config.targets)?;
-    let vm_macs = vms::resolve_at_start(&config);
     let tables =
-        TargetTables::build_with_vms(&config.capture, &config.targets, &assigned, &vm_macs)?;
+        TargetTables::build_with_vms(&config.capture, &config.targets, &assigned, &found_vms.0)?;
     let mut running = start(&config, ifaces, &tables, output, control)?;
-    running.vms = vm_macs;
+    (running.vms, running.vm_taps) = found_vms;
     let (vm_updates, vm_updated) = mpsc::channel();
     let mut watcher = vms::start_watcher(&config, &vm_updates, control);
     let started = Instant::now();
@@ -313,9 +318,13 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
         {
             log::info!("reloading the configuration");
             notifier.reloading();
-            match reload().and_then(|new| apply_reload(&mut running, &mut config, &mut slots, new))
-            {
-                Ok(()) => {
+            let applied = reload().and_then(|new| {
+                let with_taps = vms::with_taps(&new, &running.vm_taps);
+                apply_reload(&mut running, &mut config, &mut slots, with_taps).map(|()| new)
+            });
+            match applied {
+                Ok(new) => {
+                    file_config = new;
                     running.stats.reloaded(true);
                     vms::rewatch(&mut watcher, &config, &vm_updates, control);
                     if config.metrics != metrics.config {
@@ -331,6 +340,7 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
             notifier.ready(&running.stats.summary());
         }
         vms::apply_updates(&mut running, &config, &slots, &vm_updated);
+        vms::follow_taps(&mut running, &mut config, &file_config, &mut slots);
         if check_interfaces(&mut running, &config) {
             break;
         }
@@ -503,6 +513,7 @@ fn start(
         missing: Vec::new(),
         tables: tables.clone(),
         vms: VmMacs::new(),
+        vm_taps: vms::VmTaps::new(),
         stream: is_stream,
         writer,
         writer_stop,

@@ -178,3 +178,50 @@ fn an_unreachable_libvirt_is_a_warning_and_the_capture_runs() {
 }
 
 const TIMEOUT: std::time::Duration = std::time::Duration::from_secs(20);
+
+/// `vm_taps = true`: the daemon captures on the tap devices libvirt names for the running VMs
+/// (here real tap devices with a "VM" behind each), not on a stopped VM's, and picks up a tap
+/// that appears after it started.
+#[test]
+fn vm_taps_captures_on_the_running_vms_taps_and_picks_up_a_late_one() {
+    if !root_or_skip() {
+        return;
+    }
+    use capture_lab::TapVm;
+    let lab = Lab::new(1);
+    let node = write_node(lab.dir.path());
+    let uri = format!("test://{}", node.display());
+    let ip = |n| std::net::Ipv4Addr::new(10, 77, 0, n);
+    let web_a = TapVm::create(&lab.ns, "ctap-web01a", WEB_1, ip(1)).expect("tap");
+    let stopped = TapVm::create(&lab.ns, "ctap-stop01", OTHER, ip(3)).expect("tap");
+    let targets = "[[target]]\nname = \"web01\"\nvm = \"web01\"\n\n\
+                   [[target]]\nname = \"stopped01\"\nvm = \"stopped01\"\n";
+    let config = write_config(
+        lab.dir.path(),
+        &["vm_taps = true"],
+        "",
+        "",
+        &format!("[libvirt]\nuri = \"{uri}\"\n\n{targets}"),
+    );
+    let daemon = lab.start(&config);
+    daemon.wait_for_log("capturing on ctap-web01a in tap mode", TIMEOUT);
+    assert!(tcx_prog_ids(&lab.ns, "ctap-stop01", Tcx::Ingress).is_empty(), "stopped VM's tap");
+    web_a.send_frame(&test_frame(PEER, WEB_1, &[], 1, 100)).unwrap();
+    stopped.send_frame(&test_frame(PEER, OTHER, &[], 2, 100)).unwrap();
+
+    // web01's second tap appears after the start: captured from then on.
+    let web_b = TapVm::create(&lab.ns, "ctap-web01b", WEB_2, ip(2)).expect("tap");
+    daemon.wait_for_log("capturing on ctap-web01b in tap mode", TIMEOUT);
+    assert_eq!(tcx_prog_ids(&lab.ns, "ctap-web01b", Tcx::Ingress).len(), 1);
+    web_b.send_frame(&test_frame(PEER, WEB_2, &[], 3, 100)).unwrap();
+    std::thread::sleep(std::time::Duration::from_millis(300));
+
+    let (status, _) = daemon.stop();
+    assert!(status.success(), "daemon exit: {status}");
+    let (files, _) = lab.files();
+    let by_iface = ids_by_interface(&files);
+    assert_eq!(by_iface.get("ctap-web01a"), Some(&vec![1]), "{by_iface:?}");
+    assert_eq!(by_iface.get("ctap-web01b"), Some(&vec![3]), "{by_iface:?}");
+    assert!(!by_iface.contains_key("ctap-stop01"), "{by_iface:?}");
+    drop((web_a, web_b, stopped));
+}

@@ -3,12 +3,15 @@
 //! interface in place ([`crate::bpf::Filter::update`]): no reload, no restart, no frame of
 //! another target lost.
 
+use std::collections::BTreeMap;
 use std::sync::mpsc::{Receiver, Sender};
 
+use super::reload::apply_reload;
 use super::{Control, Running};
 use crate::bpf::{Slots, TargetTables, VmMacs};
-use crate::config::{Config, format_mac};
+use crate::config::{Config, InterfaceConfig, Mode, Queues, XdpMode, ZeroCopy, format_mac};
 use crate::libvirt::{self, VmUpdate, Watcher};
+use crate::netdev;
 
 /// The distinct VM names of `config`'s targets, sorted.
 pub(super) fn vm_names(config: &Config) -> Vec<String> {
@@ -18,12 +21,15 @@ pub(super) fn vm_names(config: &Config) -> Vec<String> {
     names
 }
 
+/// The tap devices of the VMs present on this host, by VM name.
+pub(super) type VmTaps = BTreeMap<String, Vec<String>>;
+
 /// Reads the VMs once, before the programs are attached, so that the capture starts with
 /// them armed. libvirt unreachable: a warning, every VM absent until the watcher gets through.
-pub(super) fn resolve_at_start(config: &Config) -> VmMacs {
+pub(super) fn resolve_at_start(config: &Config) -> (VmMacs, VmTaps) {
     let names = vm_names(config);
     if names.is_empty() {
-        return VmMacs::new();
+        return (VmMacs::new(), VmTaps::new());
     }
     let uri = &config.libvirt.uri;
     let resolved = libvirt::connect(uri).and_then(|mut conn| {
@@ -33,23 +39,73 @@ pub(super) fn resolve_at_start(config: &Config) -> VmMacs {
     });
     match resolved {
         Ok(found) => {
-            let mut vms = VmMacs::new();
+            let (mut vms, mut taps) = (VmMacs::new(), VmTaps::new());
             for (vm, info) in found {
                 log_change(&vm, info.as_ref().map(|i| i.macs.as_slice()));
                 if let Some(info) = info {
-                    vms.insert(vm, info.macs);
+                    vms.insert(vm.clone(), info.macs);
+                    taps.insert(vm, info.taps);
                 }
             }
-            vms
+            (vms, taps)
         }
         Err(e) => {
             log::warn!(
                 "{e}; the vm targets match nothing until libvirt answers (retried in the \
                  background; see docs/operations.md on the socket's permissions)"
             );
-            VmMacs::new()
+            (VmMacs::new(), VmTaps::new())
         }
     }
+}
+
+/// `config` with, if it has `vm_taps`, the tap devices of its VMs that are present and exist on
+/// the host as tap-mode interfaces (after its own, each name once).
+pub(super) fn with_taps(config: &Config, taps: &VmTaps) -> Config {
+    let mut c = config.clone();
+    if !c.vm_taps {
+        return c;
+    }
+    for tap in vm_names(config).iter().filter_map(|vm| taps.get(vm)).flatten() {
+        if c.interfaces.iter().any(|i| &i.name == tap) {
+            continue;
+        }
+        // A tap libvirt names but the host lacks (yet) is taken when it appears.
+        if matches!(netdev::lookup(tap), Ok(Some(_))) {
+            c.interfaces.push(InterfaceConfig {
+                name: tap.clone(),
+                mode: Mode::Tap,
+                queues: Queues::All,
+                xdp_mode: XdpMode::Auto,
+                zero_copy: ZeroCopy::Auto,
+            });
+        }
+    }
+    c
+}
+
+/// With `vm_taps`: when the VMs' taps on the host differ from the interfaces captured, capture
+/// exactly those, through the same path as a reload (those that stay are not touched).
+pub(super) fn follow_taps(
+    running: &mut Running,
+    config: &mut Config,
+    file_config: &Config,
+    slots: &mut Slots,
+) {
+    if !file_config.vm_taps {
+        return;
+    }
+    let want = with_taps(file_config, &running.vm_taps);
+    if want.interfaces == config.interfaces {
+        return;
+    }
+    let names = |c: &Config| c.interfaces.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
+    let (before, after) = (names(config), names(&want));
+    if let Err(e) = apply_reload(running, config, slots, want) {
+        log::error!("vm_taps: cannot capture on {after:?} (was {before:?}): {e:#}");
+        return;
+    }
+    log::info!("vm_taps: capturing on {} (was {})", after.join(", "), before.join(", "));
 }
 
 fn log_change(vm: &str, macs: Option<&[[u8; 6]]>) {
@@ -114,15 +170,22 @@ pub(super) fn apply_updates(
 ) -> bool {
     let mut changed = false;
     for (vm, info) in updates.try_iter() {
-        let macs = info.map(|i| i.macs);
-        if running.vms.get(&vm) == macs.as_ref() {
+        let macs = info.as_ref().map(|i| &i.macs);
+        let taps = info.as_ref().map(|i| &i.taps);
+        if running.vms.get(&vm) == macs && running.vm_taps.get(&vm) == taps {
             continue;
         }
-        log_change(&vm, macs.as_deref());
-        match macs {
-            Some(m) => running.vms.insert(vm, m),
-            None => running.vms.remove(&vm),
-        };
+        log_change(&vm, macs.map(Vec::as_slice));
+        match info {
+            Some(info) => {
+                running.vm_taps.insert(vm.clone(), info.taps);
+                running.vms.insert(vm, info.macs);
+            }
+            None => {
+                running.vm_taps.remove(&vm);
+                running.vms.remove(&vm);
+            }
+        }
         changed = true;
     }
     if !changed {

@@ -173,7 +173,7 @@ fn config_with(section: &str, key: &str, value: &str) -> String {
         "interface" if key == "name" => interface(&format!("name = {value}")),
         // Instead of `name`, and only with a `vm` target.
         "interface" if key == "vm_taps" && value == "true" => {
-            format!("[[interface]]\nvm_taps = true\n\n[[target]]\nname = \"t\"\nvm = \"t\"\n")
+            "[[interface]]\nvm_taps = true\n\n[[target]]\nname = \"t\"\nvm = \"t\"\n".to_owned()
         }
         "interface" if mirror => {
             interface(&format!("name = \"eth0\"\nmode = \"mirror\"\n{key} = {value}"))

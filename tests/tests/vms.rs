@@ -203,6 +203,12 @@ fn vm_taps_captures_on_the_running_vms_taps_and_picks_up_a_late_one() {
         "",
         &format!("[libvirt]\nuri = \"{uri}\"\n\n{targets}"),
     );
+    let (code, text) = lab.run_daemon(&[], &["check", "--config", config.to_str().unwrap()]);
+    assert_eq!(code, 0, "check:\n{text}");
+    assert!(
+        text.contains("ok    vm_taps: capturing in tap mode on the taps of the running VMs, now: ctap-web01a, ctap-web01b"),
+        "{text}"
+    );
     let daemon = lab.start(&config);
     daemon.wait_for_log("capturing on ctap-web01a in tap mode", TIMEOUT);
     assert!(tcx_prog_ids(&lab.ns, "ctap-stop01", Tcx::Ingress).is_empty(), "stopped VM's tap");

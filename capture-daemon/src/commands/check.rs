@@ -244,6 +244,19 @@ fn check_vms(r: &mut Report, config: &Config) {
         }
     };
     r.ok("libvirt", format!("connected to {uri}"));
+    if config.vm_taps {
+        let mut taps: Vec<&str> =
+            found.values().flatten().flat_map(|i| &i.taps).map(String::as_str).collect();
+        taps.dedup();
+        r.ok(
+            "vm_taps",
+            format!(
+                "capturing in tap mode on the taps of the running VMs, now: {} (attached and \
+                 detached as the VMs come and go)",
+                if taps.is_empty() { "none".to_owned() } else { taps.join(", ") }
+            ),
+        );
+    }
     for t in config.targets.iter().filter(|t| t.vm.is_some()) {
         let vm = t.vm.as_deref().unwrap_or_default();
         let what = format!("vm {vm}");

@@ -3,7 +3,8 @@
 //! test driver (`test:///default` is one shared instance per process, and it emits lifecycle
 //! events). The vm target's MACs must be armed when the VM starts and disarmed when it stops,
 //! with no reload, and a plain target's frames must all be captured meanwhile. A reload that
-//! names another VM makes the daemon follow that one too.
+//! names another VM makes the daemon follow that one too. With `vm_taps`, the VM's tap device
+//! is attached while the VM runs, and only then.
 //!
 //! Needs root (a namespace, tcx programs); skipped otherwise unless CAPTURE_REQUIRE_ROOT is set.
 
@@ -13,7 +14,9 @@ use std::time::{Duration, Instant};
 
 use capture_daemon::config::Config;
 use capture_daemon::daemon::{self, Control, Job};
-use capture_lab::{NetNs, Pace, RawSender, VethPair};
+use std::net::Ipv4Addr;
+
+use capture_lab::{NetNs, Pace, RawSender, TapVm, VethPair};
 use pcap_file::pcapng::{Block, PcapNgReader};
 use virt::connect::Connect;
 use virt::domain::Domain;
@@ -122,6 +125,7 @@ fn a_vm_starting_and_stopping_arms_and_disarms_its_target_without_a_reload() {
     let text = format!(
         "[output]\ndirectory = \"{}\"\nprefix = \"t\"\n\n[metrics]\nenabled = false\n\n\
          [libvirt]\nuri = \"test:///default\"\n\n[[interface]]\nname = \"cap0\"\nmode = \"tap\"\n\n\
+         [[interface]]\nvm_taps = true\n\n\
          [[target]]\nname = \"evt02\"\nvm = \"evt02\"\n\n\
          [[target]]\nname = \"plain\"\nmac = \"52:54:00:00:e0:0a\"\n",
         out.display()
@@ -145,7 +149,11 @@ fn a_vm_starting_and_stopping_arms_and_disarms_its_target_without_a_reload() {
         // 1: the VM is not here: its frame is not captured.
         send(&ns, &[frame(VM_MAC, 1), frame(PLAIN_MAC, 101)]);
 
-        // 2: the VM starts: armed, no reload.
+        // The VM's tap device, as libvirt creates it before the VM starts.
+        let tap = TapVm::create(&ns, "ctap-evt02", VM_MAC, Ipv4Addr::new(10, 78, 0, 2)).unwrap();
+        tap.send_frame(&frame(VM_MAC, 10)).unwrap();
+
+        // 2: the VM starts: armed, and its tap attached (vm_taps), no reload.
         let rw = Connect::open(Some("test:///default")).unwrap();
         let xml = format!(
             "<domain type='test'><name>evt02</name><memory>1024</memory><os><type>hvm</type></os>\
@@ -156,11 +164,17 @@ fn a_vm_starting_and_stopping_arms_and_disarms_its_target_without_a_reload() {
         let dom = Domain::create_xml(&rw, &xml, 0).unwrap();
         wait_for("VM evt02: on this host, MACs [52:54:00:00:e0:02]", 1);
         send(&ns, &[frame(VM_MAC, 2), frame(PLAIN_MAC, 102)]);
+        wait_for("capturing on ctap-evt02 in tap mode", 1);
+        tap.send_frame(&frame(VM_MAC, 11)).unwrap();
+        // As in `send`: let the stack take the frame before the tap is detached.
+        std::thread::sleep(Duration::from_millis(300));
 
         // 3: the VM stops: disarmed again.
         dom.destroy().unwrap();
         wait_for("VM evt02: not running on this host", 2);
         send(&ns, &[frame(VM_MAC, 3), frame(PLAIN_MAC, 103)]);
+        wait_for("vm_taps: capturing on cap0 (was cap0, ctap-evt02)", 1);
+        tap.send_frame(&frame(VM_MAC, 12)).unwrap();
 
         // 4: a reload that names another VM (the test driver's running "test") follows it:
         // the watcher is restarted for the new set of VMs.
@@ -177,5 +191,6 @@ fn a_vm_starting_and_stopping_arms_and_disarms_its_target_without_a_reload() {
     // The only reload is step 4's: the VM's start and stop were followed without one.
     let reloads = lines.iter().filter(|l| l.contains("reloading the configuration")).count();
     assert_eq!(reloads, 1, "{lines:?}");
-    assert_eq!(captured_ids(&out), vec![2, 4, 101, 102, 103, 104]);
+    // 11: on the VM's tap while it ran; 10 and 12 on it before and after: not attached then.
+    assert_eq!(captured_ids(&out), vec![2, 4, 11, 101, 102, 103, 104]);
 }

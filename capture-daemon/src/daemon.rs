@@ -200,6 +200,8 @@ struct Running {
     vms: VmMacs,
     /// Their tap devices, likewise (for `vm_taps`).
     vm_taps: vms::VmTaps,
+    /// The interfaces `vm_taps` last failed to capture on.
+    vm_taps_failed: Option<Vec<String>>,
     /// The output is one stream (`capture -w`): its interfaces cannot change.
     stream: bool,
     writer: JoinHandle<anyhow::Result<Summary>>,
@@ -514,6 +516,7 @@ fn start(
         tables: tables.clone(),
         vms: VmMacs::new(),
         vm_taps: vms::VmTaps::new(),
+        vm_taps_failed: None,
         stream: is_stream,
         writer,
         writer_stop,

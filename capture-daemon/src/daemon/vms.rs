@@ -96,15 +96,18 @@ pub(super) fn follow_taps(
         return;
     }
     let want = with_taps(file_config, &running.vm_taps);
-    if want.interfaces == config.interfaces {
-        return;
-    }
     let names = |c: &Config| c.interfaces.iter().map(|i| i.name.clone()).collect::<Vec<_>>();
     let (before, after) = (names(config), names(&want));
-    if let Err(e) = apply_reload(running, config, slots, want) {
-        log::error!("vm_taps: cannot capture on {after:?} (was {before:?}): {e:#}");
+    // A set that failed is tried again only once it changes, not every second.
+    if after == before || running.vm_taps_failed.as_ref() == Some(&after) {
         return;
     }
+    if let Err(e) = apply_reload(running, config, slots, want) {
+        log::error!("vm_taps: cannot capture on {after:?} (was {before:?}): {e:#}");
+        running.vm_taps_failed = Some(after);
+        return;
+    }
+    running.vm_taps_failed = None;
     log::info!("vm_taps: capturing on {} (was {})", after.join(", "), before.join(", "));
 }
 

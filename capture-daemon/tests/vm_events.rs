@@ -169,6 +169,12 @@ fn a_vm_starting_and_stopping_arms_and_disarms_its_target_without_a_reload() {
         // As in `send`: let the stack take the frame before the tap is detached.
         std::thread::sleep(Duration::from_millis(300));
 
+        // Paused (as on a migration's source while its memory is copied): still armed.
+        dom.suspend().unwrap();
+        wait_for("libvirt: domain \"evt02\" event 3 detail 0", 1);
+        send(&ns, &[frame(VM_MAC, 5)]);
+        dom.resume().unwrap();
+
         // 3: the VM stops: disarmed again.
         dom.destroy().unwrap();
         wait_for("VM evt02: not running on this host", 2);
@@ -192,5 +198,5 @@ fn a_vm_starting_and_stopping_arms_and_disarms_its_target_without_a_reload() {
     let reloads = lines.iter().filter(|l| l.contains("reloading the configuration")).count();
     assert_eq!(reloads, 1, "{lines:?}");
     // 11: on the VM's tap while it ran; 10 and 12 on it before and after: not attached then.
-    assert_eq!(captured_ids(&out), vec![2, 4, 11, 101, 102, 103, 104]);
+    assert_eq!(captured_ids(&out), vec![2, 4, 5, 11, 101, 102, 103, 104]);
 }

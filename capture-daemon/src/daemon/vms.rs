@@ -194,11 +194,10 @@ pub(super) fn apply_updates(
     if !changed {
         return false;
     }
-    let slots: Option<Vec<usize>> = config.targets.iter().map(|t| slots.slot_of(&t.name)).collect();
-    let tables =
-        slots.ok_or(crate::bpf::BpfError::TooManyTargets(config.targets.len())).and_then(|s| {
-            TargetTables::build_with_vms(&config.capture, &config.targets, &s, &running.vms)
-        });
+    // The targets are those the slots were assigned for: each keeps its slot.
+    let tables = slots.clone().assign(&config.targets).and_then(|s| {
+        TargetTables::build_with_vms(&config.capture, &config.targets, &s, &running.vms)
+    });
     let tables = match tables {
         Ok(t) => t,
         Err(e) => {

@@ -211,6 +211,10 @@ impl Slots {
     }
 }
 
+/// The interface MACs of the VMs present on this host, by libvirt domain name (a VM not in it
+/// is absent).
+pub type VmMacs = std::collections::BTreeMap<String, Vec<[u8; 6]>>;
+
 /// The map contents for a set of targets, each in its slot.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TargetTables {
@@ -229,11 +233,24 @@ impl TargetTables {
         self.macs.iter().map(|(mac, _)| capture_common::mac_filter_index(mac.addr)).collect()
     }
 
-    /// Tables for `targets`, target `i` in slot `slots[i]` (see [`Slots::assign`]).
+    /// Tables for `targets`, target `i` in slot `slots[i]` (see [`Slots::assign`]), with no VM
+    /// known: a `vm` target matches nothing.
     pub fn build(
         capture: &CaptureConfig,
         targets: &[TargetConfig],
         slots: &[usize],
+    ) -> Result<Self, BpfError> {
+        Self::build_with_vms(capture, targets, slots, &VmMacs::new())
+    }
+
+    /// As [`TargetTables::build`], with the MACs of the VMs on this host: a `vm` target matches
+    /// its VM's MACs and its own `mac`, if any, while the VM is in `vms`; an absent VM's target
+    /// (or one whose VM has no interface) matches nothing, never "any MAC".
+    pub fn build_with_vms(
+        capture: &CaptureConfig,
+        targets: &[TargetConfig],
+        slots: &[usize],
+        vms: &VmMacs,
     ) -> Result<Self, BpfError> {
         if targets.len() > MAX_TARGETS || slots.len() != targets.len() {
             return Err(BpfError::TooManyTargets(targets.len()));
@@ -268,12 +285,22 @@ impl TargetTables {
                 }
                 None => t.config.outer |= bit,
             }
-            match target.mac {
-                Some(mac) => match t.macs.iter_mut().find(|(k, _)| k.addr == mac) {
+            let macs: Vec<[u8; 6]> = match &target.vm {
+                // Absent: no MAC and not `any_mac`, so the target matches nothing.
+                Some(vm) => vms
+                    .get(vm)
+                    .map(|m| m.iter().copied().chain(target.mac).collect())
+                    .unwrap_or_default(),
+                None => target.mac.into_iter().collect(),
+            };
+            if target.vm.is_none() && target.mac.is_none() {
+                t.config.any_mac |= bit;
+            }
+            for mac in macs {
+                match t.macs.iter_mut().find(|(k, _)| k.addr == mac) {
                     Some((_, mask)) => *mask |= bit,
                     None => t.macs.push((MacKey::new(mac), bit)),
-                },
-                None => t.config.any_mac |= bit,
+                }
             }
             match target.vlan {
                 Some(vid) => match t.vlans.iter_mut().find(|(v, _)| *v == vid) {
@@ -723,6 +750,38 @@ mod tests {
         let plain = TargetTables::build(&capture, &targets[..1], &[0]).unwrap();
         assert_eq!((plain.config.overlay, plain.config.outer), (0, 1));
         assert!(plain.vnis.is_empty());
+    }
+
+    #[test]
+    fn vm_targets_match_their_vms_macs_and_nothing_while_absent() {
+        let (m1, m2, extra) =
+            ([0x52, 0x54, 0, 0, 1, 1], [0x52, 0x54, 0, 0, 1, 2], [2, 0, 0, 0, 0, 9]);
+        let vm = |name: &str, vm: &str, mac| TargetConfig {
+            vm: Some(vm.into()),
+            mac,
+            ..TargetConfig::named(name)
+        };
+        let targets = [
+            vm("web01", "web01", None),
+            vm("web01x", "web01", Some(extra)),
+            vm("db02", "db02", None),
+            vm("db02x", "db02", Some(extra)),
+            vm("empty", "noiface", None),
+        ];
+        let vms: VmMacs =
+            [("web01".into(), vec![m1, m2]), ("noiface".into(), vec![])].into_iter().collect();
+        let t = TargetTables::build_with_vms(&capture(), &targets, &[0, 1, 2, 3, 4], &vms).unwrap();
+        assert_eq!(t.config.active, 0b1_1111);
+        // No vm target ever matches "any MAC": absent (db02), or present without interfaces.
+        assert_eq!(t.config.any_mac, 0);
+        assert_eq!(
+            t.macs,
+            vec![(MacKey::new(m1), 0b11), (MacKey::new(m2), 0b11), (MacKey::new(extra), 0b10)]
+        );
+        // Nothing known about any VM: every vm target matches nothing.
+        let none = TargetTables::build(&capture(), &targets, &[0, 1, 2, 3, 4]).unwrap();
+        assert!(none.macs.is_empty());
+        assert_eq!((none.config.any_mac, none.config.active), (0, 0b1_1111));
     }
 
     #[test]

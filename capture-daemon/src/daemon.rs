@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context as _, bail};
 
-use crate::bpf::{Slots, TargetTables};
+use crate::bpf::{Slots, TargetTables, VmMacs};
 use crate::config::{
     Config, InterfaceConfig, MetricsConfig, Mode, TargetConfig, TargetOutput, format_mac,
 };
@@ -39,6 +39,7 @@ use crate::writer::{
 mod iface;
 mod reload;
 mod stats;
+mod vms;
 mod write_loop;
 
 use iface::{IfaceRun, SocketSettings, finish_all};
@@ -74,6 +75,11 @@ impl Control {
 
     pub fn request_shutdown(&self) {
         self.shutdown.store(true, Relaxed);
+        let _ = (&self.wake.1).write(&[1]);
+    }
+
+    /// Wakes the main loop (for news from another thread, e.g. a VM that started).
+    fn wake(&self) {
         let _ = (&self.wake.1).write(&[1]);
     }
 
@@ -190,6 +196,12 @@ struct Running {
     missing: Vec<Missing>,
     /// What the maps of every interface hold (for interfaces started later).
     tables: TargetTables,
+    /// The MACs of the `vm` targets' VMs present on this host, as libvirt last said.
+    vms: VmMacs,
+    /// Their tap devices, likewise (for `vm_taps`).
+    vm_taps: vms::VmTaps,
+    /// The interfaces `vm_taps` last failed to capture on.
+    vm_taps_failed: Option<Vec<String>>,
     /// The output is one stream (`capture -w`): its interfaces cannot change.
     stream: bool,
     writer: JoinHandle<anyhow::Result<Summary>>,
@@ -239,13 +251,17 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
             (None, false, output, stop_after)
         }
     };
-    let mut config = config;
+    // `file_config` is what the file says; `config` what runs: with `vm_taps`, the taps of the
+    // VMs present join its interfaces.
+    let mut file_config = config;
     let missing = sys::missing_caps();
     if !missing.is_empty() {
         let list: Vec<String> =
             missing.iter().map(|(cap, why)| format!("{cap} (to {why})")).collect();
         bail!("missing privileges: {}; run as root or grant these capabilities", list.join(", "));
     }
+    let found_vms = vms::resolve_at_start(&file_config);
+    let mut config = vms::with_taps(&file_config, &found_vms.1);
     let (ifaces, absent) = if wait_for_missing_interfaces {
         resolve_present_interfaces(&config)?
     } else {
@@ -254,16 +270,20 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
     sys::raise_memlock_limit();
     let mut slots = Slots::default();
     let assigned = slots.assign(&config.targets)?;
-    let tables = TargetTables::build(&config.capture, &config.targets, &assigned)?;
-    let routes = target_routes(&config, &View::of(&config, &slots).targets);
+    let tables =
+        TargetTables::build_with_vms(&config.capture, &config.targets, &assigned, &found_vms.0)?;
+    let routes = target_routes(&config, &View::of(&config, &slots, &found_vms.0).targets);
     let mut running = start(&config, ifaces, &tables, &routes, output, control)?;
+    (running.vms, running.vm_taps) = found_vms;
+    let (vm_updates, vm_updated) = mpsc::channel();
+    let mut watcher = vms::start_watcher(&config, &vm_updates, control);
     let started = Instant::now();
     let present: Vec<&InterfaceConfig> =
         config.interfaces.iter().filter(|i| !absent.contains(i)).collect();
     warn_mirror_mode(&present);
 
     if let Ok(mut view) = running.stats.view.write() {
-        *view = View::of(&config, &slots);
+        *view = View::of(&config, &slots, &running.vms);
     }
     // Waited for as the interfaces that vanish while running are (see `check_interfaces`).
     for i in &absent {
@@ -301,10 +321,15 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
         {
             log::info!("reloading the configuration");
             notifier.reloading();
-            match reload().and_then(|new| apply_reload(&mut running, &mut config, &mut slots, new))
-            {
-                Ok(()) => {
+            let applied = reload().and_then(|new| {
+                let with_taps = vms::with_taps(&new, &running.vm_taps);
+                apply_reload(&mut running, &mut config, &mut slots, with_taps).map(|()| new)
+            });
+            match applied {
+                Ok(new) => {
+                    file_config = new;
                     running.stats.reloaded(true);
+                    vms::rewatch(&mut watcher, &config, &vm_updates, control);
                     if config.metrics != metrics.config {
                         metrics.stop();
                         metrics = Metrics::start(&config.metrics, &running.stats);
@@ -317,6 +342,8 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
             }
             notifier.ready(&running.stats.summary());
         }
+        vms::apply_updates(&mut running, &config, &slots, &vm_updated);
+        vms::follow_taps(&mut running, &mut config, &file_config, &mut slots);
         if check_interfaces(&mut running, &config) {
             break;
         }
@@ -345,6 +372,7 @@ pub fn run(config: Config, control: &Control, job: Job) -> anyhow::Result<Summar
     }
     log::info!("stopping: detaching the programs, draining the rings, closing the file");
     notifier.stopping();
+    drop(watcher);
     metrics.stop();
     stop(running, &config, &slots)
 }
@@ -498,6 +526,9 @@ fn start(
         ifaces: runs,
         missing: Vec::new(),
         tables: tables.clone(),
+        vms: VmMacs::new(),
+        vm_taps: vms::VmTaps::new(),
+        vm_taps_failed: None,
         stream: is_stream,
         writer,
         writer_stop,

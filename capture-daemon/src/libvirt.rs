@@ -7,6 +7,11 @@
 
 use std::collections::BTreeMap;
 
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
+use std::sync::mpsc::Sender;
+use std::time::{Duration, Instant};
+
 use virt::connect::Connect;
 use virt::domain::Domain;
 use virt::sys;
@@ -30,6 +35,10 @@ pub enum Error {
     BadMac { vm: String, mac: String },
     #[error("libvirt at {uri:?}: {source}")]
     Libvirt { uri: String, source: virt::error::Error },
+    #[error("registering libvirt's event loop: {0}")]
+    EventLoop(String),
+    #[error("starting the libvirt watcher thread: {0}")]
+    Thread(String),
 }
 
 /// Reads the interface MACs and tap devices of a domain's XML (`virsh dumpxml`).
@@ -157,54 +166,207 @@ pub fn resolve<'a>(
 /// A change of one watched VM: `None` means absent (its targets match nothing).
 pub type VmUpdate = (String, Option<VmInfo>);
 
-/// Watches `vms` on `uri` from a thread of its own: first sends each VM's current state, then one
-/// update per lifecycle or interface event that concerns a watched VM. The thread ends at the
-/// first update after the receiver is gone.
+/// A running watcher thread; dropping it stops the thread.
+pub struct Watcher {
+    pub uri: String,
+    pub vms: Vec<String>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Drop for Watcher {
+    fn drop(&mut self) {
+        self.stop.store(true, Relaxed);
+        // The loop looks at `stop` at least twice a second (the tick), or between retries.
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// How long to wait before reconnecting after `failures` failed attempts in a row: 1 s,
+/// doubling, at most 30 s.
+pub fn backoff(failures: u32) -> Duration {
+    Duration::from_secs(1u64 << failures.min(5)).min(Duration::from_secs(30))
+}
+
+/// Watches `vms` on `uri` from a thread of its own: on each connection, first sends each VM's
+/// current state, then one update per lifecycle or interface event that concerns a watched VM;
+/// `notify` runs after each batch of updates (it wakes the daemon's main loop). A connection
+/// that cannot be opened or is lost is retried with [`backoff`]; meanwhile nothing is sent, so
+/// the last known MACs stay armed. Logs a warning once per outage and an info line on
+/// reconnecting.
 pub fn spawn_watcher(
     uri: String,
     vms: Vec<String>,
-    updates: std::sync::mpsc::Sender<VmUpdate>,
-) -> Result<std::thread::JoinHandle<()>, Error> {
-    let libvirt = |source| Error::Libvirt { uri: uri.clone(), source };
-    // The event loop must exist before the connection that registers callbacks on it.
-    virt::event::event_register_default_impl().map_err(libvirt)?;
-    let conn = connect(&uri)?;
-    let (events_tx, events) = std::sync::mpsc::channel::<(String, Action)>();
-    register_events(&conn, &events_tx).map_err(libvirt)?;
-    for (vm, info) in resolve(&conn, &uri, vms.iter().map(String::as_str))? {
-        let _ = updates.send((vm, info));
-    }
-    // Wake the loop twice a second even without events, so a gone receiver ends the thread.
-    // SAFETY: a no-op callback with no opaque data to free.
-    unsafe { sys::virEventAddTimeout(500, Some(tick), std::ptr::null_mut(), None) };
-    Ok(std::thread::spawn(move || {
-        let conn = conn;
-        loop {
-            if let Err(e) = virt::event::event_run_default_impl() {
-                log::warn!("libvirt event loop: {e}");
-            }
-            for (vm, action) in events.try_iter() {
-                if !vms.contains(&vm) {
-                    continue;
+    updates: Sender<VmUpdate>,
+    notify: Box<dyn Fn() + Send>,
+) -> Result<Watcher, Error> {
+    init_event_loop()?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let thread = {
+        let (uri, vms, stop) = (uri.clone(), vms.clone(), Arc::clone(&stop));
+        std::thread::Builder::new()
+            .name("libvirt".into())
+            .spawn(move || watch(&uri, &vms, &updates, &*notify, &stop))
+            .map_err(|e| Error::Thread(e.to_string()))?
+    };
+    Ok(Watcher { uri, vms, stop, thread: Some(thread) })
+}
+
+/// Registers libvirt's default event loop (once per process: it must exist before a
+/// connection registers callbacks) and a timer that wakes it twice a second, so the watcher
+/// looks at its stop flag and the connection's health even without events.
+fn init_event_loop() -> Result<(), Error> {
+    static INIT: std::sync::OnceLock<Result<(), String>> = std::sync::OnceLock::new();
+    let done = INIT.get_or_init(|| {
+        virt::event::event_register_default_impl().map_err(|e| e.to_string())?;
+        // SAFETY: a no-op callback with no opaque data to free.
+        unsafe { sys::virEventAddTimeout(500, Some(tick), std::ptr::null_mut(), None) };
+        Ok(())
+    });
+    done.clone().map_err(Error::EventLoop)
+}
+
+/// Why a watch session ended.
+enum Ended {
+    /// Stopped, or nobody listens any more.
+    Done,
+    /// The connection failed or was lost: retry.
+    Lost(String),
+}
+
+fn watch(
+    uri: &str,
+    vms: &[String],
+    updates: &Sender<VmUpdate>,
+    notify: &dyn Fn(),
+    stop: &AtomicBool,
+) {
+    let mut failures = 0u32;
+    let mut outage = false;
+    while !stop.load(Relaxed) {
+        match session(uri, vms, updates, notify, stop, &mut outage, &mut failures) {
+            Ended::Done => return,
+            Ended::Lost(why) => {
+                if !outage {
+                    log::warn!(
+                        "libvirt at {uri:?}: {why}; retrying, and the last known MACs of the VMs                          stay armed meanwhile"
+                    );
+                    outage = true;
                 }
-                let info = match action {
-                    Action::Keep => continue,
-                    Action::Forget => None,
-                    Action::Reread => match resolve_one(&conn, &uri, &vm) {
-                        Ok(info) => info,
-                        Err(e) => {
-                            // Keep the last known MACs armed rather than guessing.
-                            log::warn!("VM {vm:?}: {e}");
-                            continue;
-                        }
-                    },
-                };
-                if updates.send((vm, info)).is_err() {
-                    return;
+                let until = Instant::now() + backoff(failures);
+                failures = failures.saturating_add(1);
+                while Instant::now() < until && !stop.load(Relaxed) {
+                    std::thread::sleep(Duration::from_millis(100));
                 }
             }
         }
-    }))
+    }
+}
+
+/// One connection's life: connect, register, send every VM's state, then follow events until
+/// stopped or the connection is lost.
+fn session(
+    uri: &str,
+    vms: &[String],
+    updates: &Sender<VmUpdate>,
+    notify: &dyn Fn(),
+    stop: &AtomicBool,
+    outage: &mut bool,
+    failures: &mut u32,
+) -> Ended {
+    let mut conn = match connect(uri) {
+        Ok(c) => c,
+        Err(Error::Libvirt { source, .. }) => return Ended::Lost(source.to_string()),
+        Err(e) => return Ended::Lost(e.to_string()),
+    };
+    // Remote connections: notice a dead peer within ~15 s. Local drivers refuse; that is fine.
+    let _ = conn.set_keep_alive(5, 3);
+    let (events_tx, events) = std::sync::mpsc::channel::<(String, Action)>();
+    let ended = match register_events(&conn, &events_tx) {
+        Err(e) => Ended::Lost(e.to_string()),
+        Ok(ids) => {
+            if std::mem::take(outage) {
+                log::info!("libvirt at {uri:?}: connected again; reading the VMs");
+            }
+            *failures = 0;
+            let ended = follow(&conn, uri, vms, &events, updates, notify, stop);
+            for id in ids {
+                // SAFETY: ids returned by virConnectDomainEventRegisterAny on this connection.
+                unsafe { sys::virConnectDomainEventDeregisterAny(conn.as_ptr(), id) };
+            }
+            ended
+        }
+    };
+    let _ = conn.close();
+    ended
+}
+
+fn follow(
+    conn: &Connect,
+    uri: &str,
+    vms: &[String],
+    events: &std::sync::mpsc::Receiver<(String, Action)>,
+    updates: &Sender<VmUpdate>,
+    notify: &dyn Fn(),
+    stop: &AtomicBool,
+) -> Ended {
+    let lost = |e: Error| match e {
+        Error::Libvirt { source, .. } => Ended::Lost(source.to_string()),
+        e => Ended::Lost(e.to_string()),
+    };
+    // Everything may have changed while not connected.
+    for vm in vms {
+        match resolve_one(conn, uri, vm) {
+            Ok(info) => {
+                if updates.send((vm.clone(), info)).is_err() {
+                    return Ended::Done;
+                }
+            }
+            // A domain whose XML cannot be read keeps its last known MACs.
+            Err(e @ (Error::Xml { .. } | Error::BadMac { .. })) => log::warn!("VM {vm:?}: {e}"),
+            Err(e) => return lost(e),
+        }
+    }
+    notify();
+    loop {
+        if stop.load(Relaxed) {
+            return Ended::Done;
+        }
+        if let Err(e) = virt::event::event_run_default_impl() {
+            log::warn!("libvirt event loop: {e}");
+        }
+        let mut sent = false;
+        for (vm, action) in events.try_iter() {
+            if !vms.contains(&vm) {
+                continue;
+            }
+            let info = match action {
+                Action::Keep => continue,
+                Action::Forget => None,
+                Action::Reread => match resolve_one(conn, uri, &vm) {
+                    Ok(info) => info,
+                    Err(e @ (Error::Xml { .. } | Error::BadMac { .. })) => {
+                        // Keep the last known MACs armed rather than guessing.
+                        log::warn!("VM {vm:?}: {e}");
+                        continue;
+                    }
+                    Err(e) => return lost(e),
+                },
+            };
+            if updates.send((vm, info)).is_err() {
+                return Ended::Done;
+            }
+            sent = true;
+        }
+        if sent {
+            notify();
+        }
+        if !conn.is_alive().unwrap_or(false) {
+            return Ended::Lost("the connection was lost".into());
+        }
+    }
 }
 
 unsafe extern "C" fn tick(_timer: libc::c_int, _opaque: *mut libc::c_void) {}
@@ -212,7 +374,7 @@ unsafe extern "C" fn tick(_timer: libc::c_int, _opaque: *mut libc::c_void) {}
 type EventSender = std::sync::mpsc::Sender<(String, Action)>;
 
 /// Registers the lifecycle and device callbacks; each pushes (domain name, action) to `tx`.
-fn register_events(conn: &Connect, tx: &EventSender) -> Result<(), virt::error::Error> {
+fn register_events(conn: &Connect, tx: &EventSender) -> Result<Vec<i32>, virt::error::Error> {
     // virt 0.4 has no wrapper for virConnectDomainEventRegisterAny: libvirt takes a generic
     // callback pointer whose real signature depends on the event ID, and an opaque pointer that
     // it frees with `free_sender` when the registration ends.
@@ -244,6 +406,7 @@ fn register_events(conn: &Connect, tx: &EventSender) -> Result<(), virt::error::
             std::mem::transmute::<DeviceCb, Generic>(device_cb)
         }),
     ];
+    let mut ids = Vec::new();
     for (id, cb) in regs {
         let opaque = Box::into_raw(Box::new(tx.clone())).cast::<libc::c_void>();
         // SAFETY: conn is a live connection; opaque is owned by libvirt from here on.
@@ -260,10 +423,16 @@ fn register_events(conn: &Connect, tx: &EventSender) -> Result<(), virt::error::
         if ret < 0 {
             // SAFETY: libvirt did not take ownership on failure.
             drop(unsafe { Box::from_raw(opaque.cast::<EventSender>()) });
-            return Err(virt::error::Error::last_error());
+            let err = virt::error::Error::last_error();
+            for id in ids {
+                // SAFETY: registered just above on this connection.
+                unsafe { sys::virConnectDomainEventDeregisterAny(conn.as_ptr(), id) };
+            }
+            return Err(err);
         }
+        ids.push(ret);
     }
-    Ok(())
+    Ok(ids)
 }
 
 /// The domain's name, or None for a null/odd pointer (never expected from libvirt).
@@ -391,7 +560,8 @@ mod tests {
         let (tx, updates) = std::sync::mpsc::channel();
         // A guard against hanging if an event never comes, not a timing assertion.
         let rx = Guard(updates);
-        let _thread = spawn_watcher(uri.into(), vec!["evt01".into()], tx).unwrap();
+        let _watcher =
+            spawn_watcher(uri.into(), vec!["evt01".into()], tx, Box::new(|| {})).unwrap();
         assert_eq!(rx.recv().unwrap(), ("evt01".to_string(), None));
         let rw = Connect::open(Some(uri)).unwrap();
         let xml = "<domain type='test'><name>evt01</name><memory>1024</memory><os><type>hvm</type></os>\
@@ -405,6 +575,25 @@ mod tests {
         assert_eq!(info.taps, vec!["ctap-evt01".to_string()]);
         dom.destroy().unwrap();
         assert_eq!(rx.recv().unwrap(), ("evt01".to_string(), None));
+    }
+
+    /// An unreachable libvirt is not fatal: the watcher keeps retrying (sending nothing, so
+    /// the last known MACs stay armed) until it is dropped.
+    #[test]
+    fn unreachable_libvirt_is_retried_not_fatal() {
+        let uri = "qemu+unix:///system?socket=/nonexistent/libvirt-sock";
+        let (tx, updates) = std::sync::mpsc::channel();
+        let watcher = spawn_watcher(uri.into(), vec!["web01".into()], tx, Box::new(|| {}))
+            .expect("an unreachable libvirt does not fail the watcher");
+        // Two attempts at least (the first retry comes after 1 s), and not one update.
+        std::thread::sleep(Duration::from_millis(1500));
+        assert!(updates.try_recv().is_err());
+        drop(watcher);
+        assert!(matches!(updates.try_recv(), Err(std::sync::mpsc::TryRecvError::Disconnected)));
+        assert_eq!(
+            (0..8).map(|n| backoff(n).as_secs()).collect::<Vec<_>>(),
+            vec![1, 2, 4, 8, 16, 30, 30, 30]
+        );
     }
 
     struct Guard(std::sync::mpsc::Receiver<VmUpdate>);

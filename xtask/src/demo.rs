@@ -306,12 +306,13 @@ pub fn demo(args: &Args) -> anyhow::Result<()> {
         app07.name,
         capture_lab::format_mac(app07.mac)
     );
-    // libvirt knows this host's VMs; db02 is not among them.
+    // libvirt knows this host's VMs; db02 is not among them. (Not `vnetN`: libvirt takes that
+    // prefix as its own and renames such taps, so `check` would not show these.)
     let node = out.join("libvirt-node.xml");
     let mut domains: Vec<(&str, [u8; 6], String)> = (vms.iter().enumerate())
-        .map(|(i, vm)| (vm.name.as_str(), vm.mac, format!("vnet{i}")))
+        .map(|(i, vm)| (vm.name.as_str(), vm.mac, format!("tap{i}")))
         .collect();
-    domains.push((app07.name.as_str(), app07.mac, "vnet7".to_owned()));
+    domains.push((app07.name.as_str(), app07.mac, "tap7".to_owned()));
     let domains: Vec<(&str, [u8; 6], &str)> =
         domains.iter().map(|(n, m, t)| (*n, *m, t.as_str())).collect();
     write_libvirt_node(&node, &domains)?;

@@ -4,12 +4,12 @@ use std::fmt::Write as _;
 use std::path::Path;
 
 use crate::bpf::{Filter, Hooks, TargetTables, error_chain};
-use crate::config::{Config, FileGroup, Mode, OutputConfig};
+use crate::config::{Config, FileGroup, Mode, OutputConfig, format_mac};
 use crate::daemon::{ResolvedInterface, describe_target, resolve_interface};
 use crate::source::afxdp;
 use crate::sys::FsSpace;
 use crate::writer::rotate::{check_dir_path, check_future_dir_path, floor_bytes};
-use crate::{netdev, nic, sys};
+use crate::{libvirt, netdev, nic, sys};
 
 /// The banner `check` and the docs use: in mirror mode the capture NIC loses the frames it captures.
 pub const MIRROR_WARNING: &str = "\
@@ -65,6 +65,7 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
     for t in &config.targets {
         r.ok("target", describe_target(t));
     }
+    check_vms(&mut r, config);
 
     match sys::kernel_version() {
         Some((maj, min)) if config.capture.busy_poll_us > 0 && (maj, min) < (5, 11) => r.fail(
@@ -213,6 +214,75 @@ pub fn check(config: &Config, config_path: &Path) -> Report {
         }
     }
     r
+}
+
+/// Which VMs of the `vm` targets libvirt knows on this host. Neither an absent VM nor an
+/// unreachable libvirt stops `run`: both are warnings.
+fn check_vms(r: &mut Report, config: &Config) {
+    let names: Vec<&str> = config.targets.iter().filter_map(|t| t.vm.as_deref()).collect();
+    if names.is_empty() {
+        return;
+    }
+    let uri = &config.libvirt.uri;
+    let found = libvirt::connect(uri).and_then(|mut conn| {
+        let found = libvirt::resolve(&conn, uri, names.iter().copied());
+        let _ = conn.close();
+        found
+    });
+    let found = match found {
+        Ok(f) => f,
+        Err(e) => {
+            r.warn(
+                "libvirt",
+                format!(
+                    "{e}; `run` starts with the vm targets matching nothing and keeps trying (is \
+                     libvirtd running? may this user open its socket, e.g. \
+                     /run/libvirt/libvirt-sock-ro? see docs/operations.md)"
+                ),
+            );
+            return;
+        }
+    };
+    r.ok("libvirt", format!("connected to {uri}"));
+    if config.vm_taps {
+        let mut taps: Vec<&str> =
+            found.values().flatten().flat_map(|i| &i.taps).map(String::as_str).collect();
+        taps.dedup();
+        r.ok(
+            "vm_taps",
+            format!(
+                "capturing in tap mode on the taps of the running VMs, now: {} (attached and \
+                 detached as the VMs come and go)",
+                if taps.is_empty() { "none".to_owned() } else { taps.join(", ") }
+            ),
+        );
+    }
+    for t in config.targets.iter().filter(|t| t.vm.is_some()) {
+        let vm = t.vm.as_deref().unwrap_or_default();
+        let what = format!("vm {vm}");
+        match found.get(vm) {
+            Some(Some(info)) => {
+                let macs: Vec<String> = info.macs.iter().map(format_mac).collect();
+                let taps = if info.taps.is_empty() { "none".into() } else { info.taps.join(", ") };
+                r.ok(
+                    &what,
+                    format!(
+                        "found, running (target {}): MACs {}; taps {taps}",
+                        t.name,
+                        if macs.is_empty() { "none".into() } else { macs.join(", ") }
+                    ),
+                );
+            }
+            _ => r.warn(
+                &what,
+                format!(
+                    "absent: not running on this host (target {} matches nothing until it \
+                     starts or migrates here)",
+                    t.name
+                ),
+            ),
+        }
+    }
 }
 
 /// What the interface's driver and offloads mean for its capture (see [`nic`]).

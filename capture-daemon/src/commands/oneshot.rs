@@ -209,6 +209,7 @@ impl CaptureArgs {
                 zero_copy: ZeroCopy::Auto,
             }],
             targets,
+            vm_taps: false,
         };
         Ok(Plan { config, output: target, stop_after_packets, stop_after })
     }

@@ -58,6 +58,18 @@ pub fn print(config: &Config, config_path: &Path) -> anyhow::Result<ExitCode> {
         "capture-daemon at http://{addr}/metrics: capturing on {} interface(s)",
         captured.len()
     );
+    for (k, v) in second.iter().filter(|(k, _)| k.starts_with("capture_target_vm_present{")) {
+        let (target, vm) = (label(k, "target"), label(k, "vm"));
+        let (target, vm) = (target.as_deref().unwrap_or("?"), vm.as_deref().unwrap_or("?"));
+        if *v > 0.0 {
+            println!("  target {target}: VM {vm} present on this host (its MACs are captured)");
+        } else {
+            println!(
+                "  target {target}: VM {vm} ABSENT: not running on this host; matches nothing \
+                 until it starts or migrates here"
+            );
+        }
+    }
     for iface in &missing {
         println!(
             "  {iface}: NOT CAPTURED: the interface is missing (captured again once it is back)"

@@ -171,6 +171,10 @@ fn config_with(section: &str, key: &str, value: &str) -> String {
     let mirror = MIRROR_KEYS.iter().any(|k| key.starts_with(k));
     match section {
         "interface" if key == "name" => interface(&format!("name = {value}")),
+        // Instead of `name`, and only with a `vm` target.
+        "interface" if key == "vm_taps" && value == "true" => {
+            "[[interface]]\nvm_taps = true\n\n[[target]]\nname = \"t\"\nvm = \"t\"\n".to_owned()
+        }
         "interface" if mirror => {
             interface(&format!("name = \"eth0\"\nmode = \"mirror\"\n{key} = {value}"))
         }

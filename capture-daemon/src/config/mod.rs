@@ -62,10 +62,13 @@ pub struct Config {
     pub output: OutputConfig,
     pub metrics: MetricsConfig,
     pub libvirt: LibvirtConfig,
-    /// At least one, names unique.
+    /// Names unique; at least one, unless `vm_taps`.
     pub interfaces: Vec<InterfaceConfig>,
     /// 1..=`MAX_TARGETS`, names unique, in file order.
     pub targets: Vec<TargetConfig>,
+    /// `[[interface]] vm_taps = true`: also capture, in tap mode, on the tap devices of the
+    /// `vm` targets' VMs while they run.
+    pub vm_taps: bool,
 }
 
 /// `[metrics]`: the Prometheus text endpoint, which `capture-daemon status` reads too.

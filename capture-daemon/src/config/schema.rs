@@ -90,6 +90,7 @@ pub(super) struct RawInterface {
     queues: Option<Spanned<RawQueues>>,
     xdp_mode: Option<Spanned<XdpModeValue>>,
     zero_copy: Option<Spanned<ZeroCopyValue>>,
+    vm_taps: Option<Spanned<bool>>,
 }
 
 impl TableName for RawInterface {
@@ -176,7 +177,7 @@ impl RawConfig {
                 group: r.group.map_or(d.group, |v| v.0),
             }
         };
-        let interfaces = validate_interfaces(self.interface, text)?;
+        let (interfaces, vm_taps) = validate_interfaces(self.interface, text)?;
         if capture.unmatched == Unmatched::Drop
             && let Some(tap) = interfaces.iter().find(|i| i.mode == Mode::Tap)
         {
@@ -192,6 +193,17 @@ impl RawConfig {
             ));
         }
         let targets = validate_targets(self.target, text)?;
+        if let Some(span) = &vm_taps
+            && !targets.iter().any(|t| t.vm.is_some())
+        {
+            return Err(Problem::new(
+                span.clone(),
+                "vm_taps",
+                "captures on the tap devices of the `vm` targets, and no [[target]] has `vm`; \
+                 add vm = \"NAME\" to the targets of the VMs, or name the interface instead"
+                    .to_owned(),
+            ));
+        }
         let metrics = {
             let d = MetricsConfig::default();
             let r = self.metrics.map(|s| s.0).unwrap_or_default();
@@ -205,7 +217,8 @@ impl RawConfig {
             let r = self.libvirt.map(|s| s.0).unwrap_or_default();
             LibvirtConfig { uri: r.uri.map_or(d.uri, |v| v.0) }
         };
-        Ok(Config { capture, output, metrics, libvirt, interfaces, targets })
+        let vm_taps = vm_taps.is_some();
+        Ok(Config { capture, output, metrics, libvirt, interfaces, targets, vm_taps })
     }
 }
 
@@ -240,10 +253,11 @@ fn tunnel_ports(
     Ok(Some(ports))
 }
 
+/// The named interfaces, and where `vm_taps = true` was given (at most once).
 pub(super) fn validate_interfaces(
     raw: Option<Spanned<Tables<RawInterface>>>,
     text: &str,
-) -> Result<Vec<InterfaceConfig>, Problem> {
+) -> Result<(Vec<InterfaceConfig>, Option<Range<usize>>), Problem> {
     let tables = match raw {
         Some(t) if !t.get_ref().0.is_empty() => t.into_inner().0,
         other => {
@@ -258,9 +272,15 @@ pub(super) fn validate_interfaces(
     };
     let mut seen: HashMap<String, usize> = HashMap::new();
     let mut interfaces = Vec::with_capacity(tables.len());
+    let mut vm_taps: Option<Range<usize>> = None;
     for table in tables {
         let table_span = table.span();
         let raw = table.into_inner().0;
+        if let Some(on) = raw.vm_taps.as_ref().filter(|v| *v.get_ref()) {
+            vm_tap_table(&raw, on.span(), vm_taps.as_ref(), text)?;
+            vm_taps = Some(on.span());
+            continue;
+        }
         let name = unique_name(
             raw.name.map(|n| (n.span(), n.into_inner().0)),
             table_span,
@@ -319,7 +339,58 @@ pub(super) fn validate_interfaces(
         let zero_copy = raw.zero_copy.map_or(ZeroCopy::Auto, |z| z.into_inner().0);
         interfaces.push(InterfaceConfig { name, mode, queues, xdp_mode, zero_copy });
     }
-    Ok(interfaces)
+    Ok((interfaces, vm_taps))
+}
+
+/// An `[[interface]]` with `vm_taps = true` (at `span`): no `name`, tap mode, only one such.
+fn vm_tap_table(
+    raw: &RawInterface,
+    span: Range<usize>,
+    earlier: Option<&Range<usize>>,
+    text: &str,
+) -> Result<(), Problem> {
+    if let Some(first) = earlier {
+        let line = line_column(text, first.start).0;
+        return Err(Problem::new(
+            span,
+            "vm_taps",
+            format!("vm_taps = true is already given on line {line}; once is enough"),
+        ));
+    }
+    if let Some(name) = &raw.name {
+        return Err(Problem::new(
+            name.span(),
+            "name",
+            "an interface with vm_taps = true has no name (it captures on the taps of the `vm` \
+             targets); remove `name`, or vm_taps, and give the tap devices their own \
+             [[interface]] tables"
+                .to_owned(),
+        ));
+    }
+    if raw.mode.as_ref().is_some_and(|m| m.0 == Mode::Mirror) {
+        return Err(Problem::new(
+            span,
+            "vm_taps",
+            "VM tap devices are live interfaces: vm_taps needs tap mode (frames are copied), and \
+             mirror mode would take the VMs' frames away; remove mode = \"mirror\""
+                .to_owned(),
+        ));
+    }
+    let mirror_keys = [
+        ("queues", raw.queues.as_ref().map(Spanned::span)),
+        ("xdp_mode", raw.xdp_mode.as_ref().map(Spanned::span)),
+        ("zero_copy", raw.zero_copy.as_ref().map(Spanned::span)),
+    ];
+    if let Some((key, Some(span))) = mirror_keys.into_iter().find(|(_, s)| s.is_some()) {
+        return Err(Problem::new(
+            span,
+            key,
+            format!(
+                "applies to mirror mode only, and vm_taps captures in tap mode; remove `{key}`"
+            ),
+        ));
+    }
+    Ok(())
 }
 
 pub(super) fn validate_targets(

@@ -794,7 +794,7 @@ fn unknown_keys_name_the_key_and_the_allowed_ones() {
     assert_eq!(
         err(&interface("name = \"eth0\"\nqueue = [0]")),
         format!(
-            "{P}:3:1: key `queue`: unknown field `queue`, expected one of `name`, `mode`, `queues`, `xdp_mode`, `zero_copy`"
+            "{P}:3:1: key `queue`: unknown field `queue`, expected one of `name`, `mode`, `queues`, `xdp_mode`, `zero_copy`, `vm_taps`"
         )
     );
     assert_eq!(
@@ -883,7 +883,7 @@ fn odd_inputs() {
     assert_eq!(
         err("interface = [{ name = \"eth0\", speed = \"native\" }]\ntarget = [{ name = \"a\" }]\n"),
         format!(
-            "{P}:1:31: key `speed`: unknown field `speed`, expected one of `name`, `mode`, `queues`, `xdp_mode`, `zero_copy`"
+            "{P}:1:31: key `speed`: unknown field `speed`, expected one of `name`, `mode`, `queues`, `xdp_mode`, `zero_copy`, `vm_taps`"
         )
     );
 }
@@ -984,4 +984,54 @@ fn overlay_vm_and_output_errors() {
     // Empty lists are allowed: they turn that encapsulation off.
     let ok = parse(&with_base("[capture]\nvxlan_ports = []\ngeneve_ports = []")).unwrap();
     assert!(ok.capture.vxlan_ports.is_empty() && ok.capture.geneve_ports.is_empty());
+}
+
+#[test]
+fn vm_taps_interface() {
+    const VM: &str = "[[target]]\nname = \"web01\"\nvm = \"web01\"\n";
+    let c = ok(&format!("[[interface]]\nvm_taps = true\n\n{VM}"));
+    assert!(c.vm_taps);
+    assert!(c.interfaces.is_empty(), "vm_taps names no interface of its own");
+    let c = ok(&format!(
+        "[[interface]]\nname = \"br0\"\n\n[[interface]]\nvm_taps = true\nmode = \"tap\"\n\n{VM}"
+    ));
+    assert!(c.vm_taps);
+    assert_eq!(c.interfaces.len(), 1);
+    // `vm_taps = false` is an ordinary interface table.
+    let c = ok(&format!("[[interface]]\nname = \"br0\"\nvm_taps = false\n\n{VM}"));
+    assert!(!c.vm_taps);
+    assert!(!ok(&format!("[[interface]]\nname = \"br0\"\n\n{VM}")).vm_taps);
+
+    assert_eq!(
+        err(&format!("[[interface]]\nvm_taps = true\nmode = \"mirror\"\n\n{VM}")),
+        format!(
+            "{P}:2:11: key `vm_taps`: VM tap devices are live interfaces: vm_taps needs tap mode (frames are copied), and mirror mode would take the VMs' frames away; remove mode = \"mirror\""
+        )
+    );
+    assert_eq!(
+        err(&format!("[[interface]]\nname = \"vnet0\"\nvm_taps = true\n\n{VM}")),
+        format!(
+            "{P}:2:8: key `name`: an interface with vm_taps = true has no name (it captures on the taps of the `vm` targets); remove `name`, or vm_taps, and give the tap devices their own [[interface]] tables"
+        )
+    );
+    assert_eq!(
+        err(
+            "[[interface]]\nvm_taps = true\n\n[[target]]\nname = \"web01\"\nmac = \"52:54:00:00:00:01\"\n"
+        ),
+        format!(
+            "{P}:2:11: key `vm_taps`: captures on the tap devices of the `vm` targets, and no [[target]] has `vm`; add vm = \"NAME\" to the targets of the VMs, or name the interface instead"
+        )
+    );
+    assert_eq!(
+        err(&format!("[[interface]]\nvm_taps = true\nqueues = [0]\n\n{VM}")),
+        format!(
+            "{P}:3:10: key `queues`: applies to mirror mode only, and vm_taps captures in tap mode; remove `queues`"
+        )
+    );
+    assert_eq!(
+        err(&format!("[[interface]]\nvm_taps = true\n\n[[interface]]\nvm_taps = true\n\n{VM}")),
+        format!(
+            "{P}:5:11: key `vm_taps`: vm_taps = true is already given on line 2; once is enough"
+        )
+    );
 }

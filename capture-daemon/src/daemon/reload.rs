@@ -188,7 +188,7 @@ pub(super) fn apply_reload(
     }
     let mut new_slots = slots.clone();
     let assigned = new_slots.assign(&new.targets)?;
-    let tables = TargetTables::build(&new.capture, &new.targets, &assigned)?;
+    let tables = TargetTables::build_with_vms(&new.capture, &new.targets, &assigned, &running.vms)?;
     let settings = SocketSettings::of(&new.capture);
     let targets = describe_targets(&new);
     let unchanged = |r: &IfaceRun| specs.contains(&r.spec) && r.settings == settings;
@@ -310,7 +310,7 @@ pub(super) fn apply_reload(
         .map(|i| Missing { config: i.clone(), logged: Some(Instant::now()) })
         .collect();
     *config = new;
-    let new_view = View::of(config, slots);
+    let new_view = View::of(config, slots, &running.vms);
     if let Ok(mut view) = running.stats.view.write() {
         *view = new_view;
     }

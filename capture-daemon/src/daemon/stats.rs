@@ -5,7 +5,7 @@ use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, RwLock};
 
-use crate::bpf::{KernelCounters, Slots};
+use crate::bpf::{KernelCounters, Slots, VmMacs};
 use crate::config::Config;
 use crate::metrics::exposition::Exposition;
 use crate::source::{self, QueueStats, realtime_ns};
@@ -58,10 +58,12 @@ pub(super) struct View {
     pub(super) directory: PathBuf,
     /// Configured interfaces not captured now.
     pub(super) missing: Vec<String>,
+    /// Per `vm` target: (target, vm, present on this host).
+    pub(super) vms: Vec<(String, String, bool)>,
 }
 
 impl View {
-    pub(super) fn of(config: &Config, slots: &Slots) -> View {
+    pub(super) fn of(config: &Config, slots: &Slots, vms: &VmMacs) -> View {
         View {
             targets: config
                 .targets
@@ -70,6 +72,7 @@ impl View {
                 .collect(),
             directory: config.output.directory.clone(),
             missing: Vec::new(),
+            vms: super::vms::presence(config, vms),
         }
     }
 }
@@ -77,10 +80,22 @@ impl View {
 /// The Prometheus exposition of every counter (docs/operations.md lists them).
 pub(super) fn render_metrics(stats: &Stats) -> String {
     let mut e = Exposition::default();
-    let view =
-        stats.view.read().map(|v| (v.targets.clone(), v.directory.clone(), v.missing.clone()));
-    let Ok((targets, directory, missing)) = view else { return String::new() };
+    let view = stats
+        .view
+        .read()
+        .map(|v| (v.targets.clone(), v.directory.clone(), v.missing.clone(), v.vms.clone()));
+    let Ok((targets, directory, missing, vms)) = view else { return String::new() };
     e.sample("capture_up", "gauge", "1 while the daemon captures.", &[], 1.0);
+    for (target, vm, present) in &vms {
+        e.sample(
+            "capture_target_vm_present",
+            "gauge",
+            "1 while the vm target's VM runs on this host (its MACs are matched), 0 while it is \
+             absent (the target matches nothing).",
+            &[("target", target), ("vm", vm)],
+            if *present { 1.0 } else { 0.0 },
+        );
+    }
     e.sample(
         "capture_config_last_reload_successful",
         "gauge",

@@ -8,13 +8,14 @@
 use std::process::Command;
 use std::time::Duration;
 
-use capture_common::FAULT_NO_META;
+use capture_common::{FAULT_NO_META, FilterConfig};
 use capture_tests::*;
 
 const VM: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0a];
 const PEER: [u8; 6] = [0x52, 0x54, 0, 0, 0, 0x0b];
-/// Offset of `faults` in `FilterConfig` (capture-common: 2 x u32, 4 x u64, u32, then it).
-const FAULTS_OFFSET: usize = 44;
+/// Offset of `faults` in the CONFIG map's value, from the shared ABI type itself: a
+/// hand-counted offset went stale when the overlay slots were added to `FilterConfig`.
+const FAULTS_OFFSET: usize = std::mem::offset_of!(FilterConfig, faults);
 
 fn bpftool(args: &[&str]) -> String {
     let out = Command::new("bpftool").arg("-j").args(args).output().expect("running bpftool");

@@ -285,6 +285,11 @@ pub fn demo(args: &Args) -> anyhow::Result<()> {
 
     let ns = NetNs::create("capdemo")?;
     let veth = VethPair::create(&ns, "cap0", "gen0", 2)?;
+    // The link is also the overlay's underlay: VXLAN adds 50 bytes to a full 1514-byte inner
+    // frame, so it needs the 1600 an admin gives a tunnel-carrying uplink.
+    for end in [&veth.capture, &veth.peer] {
+        ns.set_mtu(end, 1600)?;
+    }
     eprintln!(
         "lab: namespace {}, capture NIC {} <- traffic from {}",
         ns.name(),

@@ -920,3 +920,30 @@ pub fn scrape_metrics(ns: &NetNs) -> String {
 pub fn metric(page: &str, series: &str) -> Option<u64> {
     page.lines().find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.trim().parse().ok())
 }
+
+/// A small tmpfs of our own, for tests that fill a disk; unmounted on drop.
+pub struct SmallFs {
+    pub path: PathBuf,
+}
+
+impl SmallFs {
+    pub fn mount(path: PathBuf, size: &str) -> SmallFs {
+        std::fs::create_dir_all(&path).unwrap();
+        let ok = Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0750")])
+            // Named after this process, so `cargo xtask test` knows a leftover from a live one.
+            .arg(capture_lab::tmpfs_source("capfull"))
+            .arg(&path)
+            .status()
+            .unwrap()
+            .success();
+        assert!(ok, "mounting a tmpfs on {}", path.display());
+        SmallFs { path }
+    }
+}
+
+impl Drop for SmallFs {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(&self.path).status();
+    }
+}

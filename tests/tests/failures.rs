@@ -16,33 +16,6 @@ fn frames(range: std::ops::Range<u32>, len: usize) -> Vec<Vec<u8>> {
     range.map(|i| test_frame(A, X, &[], i, len)).collect()
 }
 
-/// A small tmpfs of our own, unmounted on drop.
-struct SmallFs {
-    path: PathBuf,
-}
-
-impl SmallFs {
-    fn mount(path: PathBuf, size: &str) -> SmallFs {
-        std::fs::create_dir_all(&path).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0750")])
-            // Named after this process, so `cargo xtask test` knows a leftover from a live one.
-            .arg(capture_lab::tmpfs_source("capfull"))
-            .arg(&path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a tmpfs on {}", path.display());
-        SmallFs { path }
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
-
 fn config_in(lab: &Lab, dir: &Path, output: &str) -> PathBuf {
     let path = lab.dir.path().join("full.toml");
     std::fs::write(

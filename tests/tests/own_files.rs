@@ -238,32 +238,6 @@ fn rotation_and_retention_apply_per_stream() {
     }
 }
 
-/// A small tmpfs of our own, unmounted on drop.
-struct SmallFs {
-    path: PathBuf,
-}
-
-impl SmallFs {
-    fn mount(path: PathBuf, size: &str) -> SmallFs {
-        std::fs::create_dir_all(&path).unwrap();
-        let ok = Command::new("mount")
-            .args(["-t", "tmpfs", "-o", &format!("size={size},mode=0750")])
-            .arg(capture_lab::tmpfs_source("capfull"))
-            .arg(&path)
-            .status()
-            .unwrap()
-            .success();
-        assert!(ok, "mounting a tmpfs on {}", path.display());
-        SmallFs { path }
-    }
-}
-
-impl Drop for SmallFs {
-    fn drop(&mut self) {
-        let _ = Command::new("umount").arg(&self.path).status();
-    }
-}
-
 /// The free-space floor is the directory's: when web01's stream fills the disk, the oldest
 /// finished file goes, and that is the shared stream's.
 #[test]

@@ -205,10 +205,39 @@ fn log_levels_take_their_usual_names_and_refuse_others() {
     assert!(!lab.xdp_attached());
 }
 
+/// A new pseudo-terminal: (master, slave). Both ends are opened close-on-exec from the start
+/// (std opens with O_CLOEXEC): the tests of this file run in parallel, and a master fd that
+/// leaked into another test's child in the window before an fcntl would keep the terminal up,
+/// so closing ours would hang nothing up (seen in CI: "kept running after its terminal went
+/// away"). The capture gets the slave through dup2, which clears the flag on its copies.
+fn open_pty() -> (std::fs::File, std::fs::File) {
+    use std::os::fd::AsRawFd as _;
+    use std::os::unix::fs::OpenOptionsExt as _;
+    let open = |path: &str| {
+        std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .custom_flags(libc::O_NOCTTY)
+            .open(path)
+            .unwrap_or_else(|e| panic!("opening {path}: {e}"))
+    };
+    let master = open("/dev/ptmx");
+    let mut name = [0 as libc::c_char; 128];
+    // SAFETY: plain calls on our own fd; ptsname_r writes at most name.len() bytes.
+    unsafe {
+        assert_eq!(libc::grantpt(master.as_raw_fd()), 0, "grantpt");
+        assert_eq!(libc::unlockpt(master.as_raw_fd()), 0, "unlockpt");
+        assert_eq!(libc::ptsname_r(master.as_raw_fd(), name.as_mut_ptr(), name.len()), 0);
+    }
+    // SAFETY: ptsname_r wrote a NUL-terminated path into name.
+    let path = unsafe { std::ffi::CStr::from_ptr(name.as_ptr()) };
+    let slave = open(path.to_str().expect("a pts path is ASCII"));
+    (master, slave)
+}
+
 #[test]
 fn a_hangup_ends_the_capture_with_the_file_whole() {
     use std::io::Read as _;
-    use std::os::fd::{FromRawFd as _, OwnedFd};
     use std::os::unix::process::CommandExt as _;
     if !root_or_skip() {
         return;
@@ -218,19 +247,7 @@ fn a_hangup_ends_the_capture_with_the_file_whole() {
     // A terminal of its own, as `capture` started from an SSH session has. Closing the master
     // end is the session going away: the kernel sends SIGHUP to the session's leader, and the
     // terminal is gone for the report written after it.
-    let (mut master, slave) = {
-        let (mut m, mut s) = (-1, -1);
-        // SAFETY: two out-pointers; the fds are owned right away.
-        let rc = unsafe {
-            libc::openpty(&mut m, &mut s, std::ptr::null_mut(), std::ptr::null(), std::ptr::null())
-        };
-        assert_eq!(rc, 0, "openpty: {}", std::io::Error::last_os_error());
-        // The capture must not hold the master end open: closing it is the hangup.
-        // SAFETY: plain fcntl on our fd.
-        assert_eq!(unsafe { libc::fcntl(m, libc::F_SETFD, libc::FD_CLOEXEC) }, 0);
-        // SAFETY: fresh fds, owned by nobody else.
-        unsafe { (std::fs::File::from_raw_fd(m), OwnedFd::from_raw_fd(s)) }
-    };
+    let (mut master, slave) = open_pty();
     let mut cmd = lab.ns.command(daemon_bin().to_str().unwrap());
     cmd.args(["capture", "-i", CAPTURE_IF, "--mac", "52:54:00:00:00:0a"])
         .args(["-w", file.to_str().unwrap()])
